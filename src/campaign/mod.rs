@@ -1,0 +1,1 @@
+//! Campaign files: parse and validate TOML, reporting file:line:col.

@@ -1,0 +1,164 @@
+//! The command line: `cartero <noun> <verb>`. Thin by design: parse the
+//! arguments, call the library, print. Exit codes: 0 success, 1 failure
+//! (the message says what and where), 2 bad usage.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::Config;
+use crate::store::Store;
+
+pub mod address;
+pub mod campaign;
+pub mod contacts;
+pub mod feedback;
+pub mod hygiene;
+pub mod segment;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cartero",
+    version,
+    about = "Email campaigns kept as files in git, sent to segments of your contacts, with consent you can prove.",
+    after_help = "Example:\n  cartero contacts import contacts.csv --list newsletter --consent-source \"signup form 2025\"\n  cartero campaign send campaigns/welcome.toml"
+)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(long, global = true, env = "CARTERO_CONFIG", default_value = "cartero.toml")]
+    pub config: PathBuf,
+    /// Database URL (overrides database.url).
+    #[arg(long, global = true, env = "CARTERO_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Hide progress bars.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    /// More log output (repeat for more).
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Import, list and inspect contacts.
+    Contacts(contacts::Args),
+    /// Count and sample segments.
+    Segment(segment::Args),
+    /// Check, preview and send campaigns.
+    Campaign(campaign::Args),
+    /// Read bounces, complaints and unsubscribe mails.
+    Feedback(feedback::Args),
+    /// Check email addresses.
+    Address(address::Args),
+    /// Re-validate and clean the contact database.
+    Hygiene(hygiene::Args),
+}
+
+/// Output format for commands whose output is data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Format {
+    #[default]
+    Table,
+    Csv,
+    Json,
+}
+
+/// What every command may need, loaded on first use so that commands which
+/// need no database (address check, feedback parse) work without one.
+pub struct Context {
+    pub config_path: PathBuf,
+    pub database_url: Option<String>,
+    pub quiet: bool,
+}
+
+impl Context {
+    pub fn config(&self) -> anyhow::Result<Config> {
+        let mut cfg = Config::load(&self.config_path)?;
+        if let Some(url) = &self.database_url {
+            cfg.database.url = url.clone();
+        }
+        Ok(cfg)
+    }
+
+    pub async fn store(&self, cfg: &Config) -> anyhow::Result<Store> {
+        let url = sqlite_url_relative_to(&cfg.database.url, &cfg.base_dir);
+        Store::open(&url)
+            .await
+            .with_context(|| format!("opening database {}", crate::store::redact_url(&url)))
+    }
+
+    /// Whether to draw progress bars: never when quiet or not on a terminal.
+    pub fn progress(&self) -> bool {
+        use std::io::IsTerminal;
+        !self.quiet && std::io::stderr().is_terminal()
+    }
+}
+
+/// A relative SQLite path in cartero.toml is relative to the file, not to the
+/// shell's working directory.
+fn sqlite_url_relative_to(url: &str, base: &Path) -> String {
+    if let Some(rest) = url.strip_prefix("sqlite://")
+        && !rest.starts_with('/')
+        && !rest.starts_with(':')
+        && base != Path::new(".")
+    {
+        return format!("sqlite://{}", base.join(rest).display());
+    }
+    url.to_string()
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    let ctx = Context {
+        config_path: cli.config.clone(),
+        database_url: cli.database_url.clone(),
+        quiet: cli.quiet,
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.command {
+            Command::Contacts(a) => contacts::run(a, &ctx).await,
+            Command::Segment(a) => segment::run(a, &ctx).await,
+            Command::Campaign(a) => campaign::run(a, &ctx).await,
+            Command::Feedback(a) => feedback::run(a, &ctx).await,
+            Command::Address(a) => address::run(a, &ctx).await,
+            Command::Hygiene(a) => hygiene::run(a, &ctx).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CARTERO_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

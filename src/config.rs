@@ -1,0 +1,487 @@
+//! `cartero.toml`: load, validate, apply `CARTERO_*` environment overrides.
+//!
+//! Every key and its default is listed in docs/CONFIG.md. Unknown keys are an
+//! error with file:line:col, so a typo never silently falls back to a default.
+//! An override `CARTERO_<SECTION>_<KEY>` (e.g. `CARTERO_SMTP_PASSWORD`,
+//! `CARTERO_DATABASE_URL`) replaces the key of that section.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{col}: {message}")]
+    Parse {
+        path: String,
+        line: usize,
+        col: usize,
+        message: String,
+    },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub database: DatabaseConfig,
+    pub project: ProjectConfig,
+    pub smtp: Option<SmtpConfig>,
+    pub outbox: OutboxConfig,
+    pub sender: SenderConfig,
+    pub dkim: Option<DkimConfig>,
+    pub feedback: FeedbackConfig,
+    pub policy: PolicyConfig,
+    pub dns: DnsConfig,
+    pub hygiene: HygieneConfig,
+    /// Where the file was read from; relative paths in it resolve against its folder.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    pub url: String,
+}
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://cartero.db".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProjectConfig {
+    pub campaigns_dir: PathBuf,
+    pub templates_dir: PathBuf,
+}
+impl Default for ProjectConfig {
+    fn default() -> Self {
+        Self {
+            campaigns_dir: "campaigns".into(),
+            templates_dir: "templates".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// Plain connection, upgraded with STARTTLS when the server offers it.
+    Opportunistic,
+    /// STARTTLS is required (port 587).
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Tls,
+    /// Never TLS: loopback relays and tests only.
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsMode,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Name sent in EHLO; defaults to the machine's host name.
+    pub helo_name: Option<String>,
+    /// Parallel SMTP connections, one per worker.
+    pub concurrency: usize,
+    /// Global ceiling in messages per second; 0 means unlimited.
+    pub rate_limit: f64,
+    pub timeout_secs: u64,
+    /// Attempts before a message that keeps getting 4xx is failed.
+    pub max_attempts: u32,
+    /// First retry delay; doubles with each attempt.
+    pub retry_base_secs: u64,
+}
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        Self {
+            host: "localhost".into(),
+            port: 25,
+            tls: TlsMode::Opportunistic,
+            username: None,
+            password: None,
+            helo_name: None,
+            concurrency: 4,
+            rate_limit: 0.0,
+            timeout_secs: 30,
+            max_attempts: 5,
+            retry_base_secs: 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboxConfig {
+    pub dir: PathBuf,
+}
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        Self {
+            dir: "outbox".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SenderConfig {
+    /// Domain of the VERP return path: `bounces+TOKEN@bounce_domain`.
+    pub bounce_domain: String,
+    /// Local part before the `+` of the VERP return path.
+    pub bounce_local: String,
+    /// Public base URL of `cartero serve` (unsubscribe links, tracking).
+    pub base_url: String,
+    /// Address for mailto: unsubscribes (List-Unsubscribe).
+    pub unsubscribe_mailto: String,
+    /// Right-hand side of generated Message-IDs.
+    pub message_id_domain: String,
+    /// Key for signing tracking and VERP tokens. Set it with CARTERO_SENDER_SECRET.
+    pub secret: String,
+}
+impl Default for SenderConfig {
+    fn default() -> Self {
+        Self {
+            bounce_domain: "bounces.localhost".into(),
+            bounce_local: "bounces".into(),
+            base_url: "http://localhost:8080".into(),
+            unsubscribe_mailto: "unsubscribe@bounces.localhost".into(),
+            message_id_domain: "cartero.localhost".into(),
+            secret: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DkimAlgorithm {
+    Rsa,
+    Ed25519,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DkimConfig {
+    pub domain: String,
+    pub selector: String,
+    /// PEM (PKCS#1 or PKCS#8) private key file.
+    pub private_key: PathBuf,
+    #[serde(default = "default_dkim_algorithm")]
+    pub algorithm: DkimAlgorithm,
+}
+fn default_dkim_algorithm() -> DkimAlgorithm {
+    DkimAlgorithm::Rsa
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MailboxKind {
+    Maildir,
+    Mbox,
+    Imap,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImapSecurity {
+    Tls,
+    Starttls,
+    Plain,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeedbackConfig {
+    pub source: MailboxKind,
+    /// Maildir directory or mbox file.
+    pub path: PathBuf,
+    pub imap_host: String,
+    pub imap_port: u16,
+    pub imap_security: ImapSecurity,
+    pub imap_user: String,
+    pub imap_password: String,
+    pub imap_mailbox: String,
+    /// IMAP folder processed messages are moved to; empty: flag them \Seen instead.
+    pub imap_processed_folder: String,
+    /// Seconds between mailbox reads inside `cartero serve`.
+    pub interval_secs: u64,
+}
+impl Default for FeedbackConfig {
+    fn default() -> Self {
+        Self {
+            source: MailboxKind::Maildir,
+            path: "bounces".into(),
+            imap_host: "localhost".into(),
+            imap_port: 993,
+            imap_security: ImapSecurity::Tls,
+            imap_user: String::new(),
+            imap_password: String::new(),
+            imap_mailbox: "INBOX".into(),
+            imap_processed_folder: String::new(),
+            interval_secs: 300,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// Soft bounces within `soft_bounce_window_days` that suppress a contact.
+    pub soft_bounce_limit: u32,
+    pub soft_bounce_window_days: u32,
+}
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            soft_bounce_limit: 3,
+            soft_bounce_window_days: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    /// `host:port` of name servers; empty: the system's resolv.conf.
+    pub nameservers: Vec<String>,
+    pub timeout_ms: u64,
+    /// MX checks running at once.
+    pub concurrency: usize,
+}
+impl Default for DnsConfig {
+    fn default() -> Self {
+        Self {
+            nameservers: Vec::new(),
+            timeout_ms: 3000,
+            concurrency: 32,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HygieneConfig {
+    /// Extra disposable domains, one per line, added to the built-in list.
+    pub disposable_list: Option<PathBuf>,
+    /// Contacts with no open or click for this many days are sunset by `hygiene run --sunset`.
+    pub sunset_days: Option<u32>,
+}
+
+/// The sections an environment override may name, longest first so that a
+/// section whose name prefixes another's cannot steal its variables.
+const SECTIONS: [&str; 10] = [
+    "database", "project", "feedback", "hygiene", "sender", "outbox", "policy", "smtp", "dkim",
+    "dns",
+];
+
+impl Config {
+    /// Reads `path` if it exists (a missing file means all defaults), then
+    /// applies `CARTERO_*` overrides from the process environment.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                });
+            }
+        };
+        let env: Vec<(String, String)> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("CARTERO_"))
+            .collect();
+        let mut cfg = Self::from_str_with_env(&text, &path.display().to_string(), &env)?;
+        cfg.base_dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Ok(cfg)
+    }
+
+    pub fn from_str_with_env(
+        text: &str,
+        path: &str,
+        env: &[(String, String)],
+    ) -> Result<Self, ConfigError> {
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| toml_error(text, path, &e))?;
+        for (var, value) in env {
+            let Some(rest) = var.strip_prefix("CARTERO_") else {
+                continue;
+            };
+            let rest = rest.to_ascii_lowercase();
+            let Some(section) = SECTIONS
+                .iter()
+                .find(|s| rest.starts_with(&format!("{s}_")))
+            else {
+                continue; // CARTERO_CONFIG and friends are not overrides
+            };
+            let key = &rest[section.len() + 1..];
+            let entry = table
+                .entry(section.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let toml::Value::Table(t) = entry else {
+                return Err(ConfigError::Env {
+                    var: var.clone(),
+                    message: format!("[{section}] in {path} is not a table"),
+                });
+            };
+            t.insert(key.to_string(), env_value(value));
+        }
+        // Re-serialise so a bad override is reported by the same checks as the file.
+        let merged = toml::to_string(&table).map_err(|e| ConfigError::Invalid {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
+        let cfg: Config = if env.is_empty() {
+            toml::from_str(text).map_err(|e| toml_error(text, path, &e))?
+        } else {
+            toml::from_str(&merged).map_err(|e| ConfigError::Invalid {
+                path: format!("{path} (with CARTERO_* overrides)"),
+                message: e.message().to_string(),
+            })?
+        };
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self, path: &str) -> Result<(), ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.into(),
+            message,
+        };
+        if let Some(smtp) = &self.smtp {
+            if smtp.concurrency == 0 {
+                return Err(invalid("smtp.concurrency must be at least 1".into()));
+            }
+            if smtp.rate_limit < 0.0 || !smtp.rate_limit.is_finite() {
+                return Err(invalid("smtp.rate_limit must be 0 (unlimited) or positive".into()));
+            }
+            if smtp.username.is_some() != smtp.password.is_some() {
+                return Err(invalid(
+                    "smtp.username and smtp.password go together (set CARTERO_SMTP_PASSWORD)".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolves a path from the config against the config file's folder.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    /// The signing secret, or an error saying how to set one.
+    pub fn secret(&self) -> Result<&[u8], ConfigError> {
+        if self.sender.secret.len() < 16 {
+            return Err(ConfigError::Invalid {
+                path: "cartero.toml".into(),
+                message: "sender.secret must be set to at least 16 characters (CARTERO_SENDER_SECRET); \
+                          it signs VERP and tracking tokens"
+                    .into(),
+            });
+        }
+        Ok(self.sender.secret.as_bytes())
+    }
+}
+
+/// An override's value: a TOML scalar when it parses as one (numbers,
+/// booleans, arrays), otherwise the raw string.
+fn env_value(raw: &str) -> toml::Value {
+    let doc = format!("v = {raw}");
+    match toml::from_str::<toml::Table>(&doc) {
+        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.into())),
+        Err(_) => toml::Value::String(raw.into()),
+    }
+}
+
+/// Turns a toml error into file:line:col, counting columns in characters.
+pub fn toml_error(text: &str, path: &str, e: &toml::de::Error) -> ConfigError {
+    let (line, col) = e
+        .span()
+        .map(|s| line_col(text, s.start))
+        .unwrap_or((1, 1));
+    ConfigError::Parse {
+        path: path.into(),
+        line,
+        col,
+        message: e.message().trim().to_string(),
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..text.floor_char_boundary(offset)];
+    let line = before.matches('\n').count() + 1;
+    let col = before
+        .rsplit('\n')
+        .next()
+        .map(|l| l.chars().count())
+        .unwrap_or(0)
+        + 1;
+    (line, col)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_without_file() {
+        let c = Config::from_str_with_env("", "cartero.toml", &[]).unwrap();
+        assert_eq!(c.database.url, "sqlite://cartero.db");
+        assert!(c.smtp.is_none());
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_column() {
+        let text = "[smtp]\nhost = \"x\"\nprot = 25\n";
+        let err = Config::from_str_with_env(text, "cartero.toml", &[]).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("cartero.toml:3:1:"), "{msg}");
+        assert!(msg.contains("prot"), "{msg}");
+    }
+
+    #[test]
+    fn env_overrides_apply_with_types() {
+        let env = vec![
+            ("CARTERO_SMTP_PORT".to_string(), "2525".to_string()),
+            ("CARTERO_SMTP_HOST".to_string(), "127.0.0.1".to_string()),
+            ("CARTERO_SENDER_BOUNCE_DOMAIN".to_string(), "b.example".to_string()),
+            ("CARTERO_CONFIG".to_string(), "elsewhere.toml".to_string()),
+        ];
+        let c = Config::from_str_with_env("", "cartero.toml", &env).unwrap();
+        let smtp = c.smtp.unwrap();
+        assert_eq!(smtp.port, 2525);
+        assert_eq!(smtp.host, "127.0.0.1");
+        assert_eq!(c.sender.bounce_domain, "b.example");
+    }
+
+    #[test]
+    fn line_col_counts_characters() {
+        assert_eq!(line_col("ab\ncñd", 6), (2, 3));
+    }
+}

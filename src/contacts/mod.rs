@@ -1,0 +1,1 @@
+//! Contacts: CSV import (validation, dedupe, consent), export and erasure.

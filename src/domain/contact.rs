@@ -1,0 +1,78 @@
+//! A contact's deliverability status and the actions of the consent ledger.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Whether cartero may mail a contact at all, whatever their list consent.
+/// Anything but `Active` is a suppression: the send path skips the contact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ContactStatus {
+    Active,
+    Unsubscribed,
+    Bounced,
+    Complained,
+    Erased,
+}
+
+impl ContactStatus {
+    pub const ALL: [ContactStatus; 5] = [
+        Self::Active,
+        Self::Unsubscribed,
+        Self::Bounced,
+        Self::Complained,
+        Self::Erased,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Unsubscribed => "unsubscribed",
+            Self::Bounced => "bounced",
+            Self::Complained => "complained",
+            Self::Erased => "erased",
+        }
+    }
+}
+
+impl fmt::Display for ContactStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ContactStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or_else(|| format!("unknown contact status {s:?}"))
+    }
+}
+
+/// An entry of the append-only consent ledger either grants or withdraws.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsentAction {
+    Grant,
+    Withdraw,
+}
+
+impl ConsentAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Grant => "grant",
+            Self::Withdraw => "withdraw",
+        }
+    }
+}
+
+impl FromStr for ConsentAction {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "grant" => Ok(Self::Grant),
+            "withdraw" => Ok(Self::Withdraw),
+            _ => Err(format!("unknown consent action {s:?}")),
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Bounce, complaint and auto-reply classification of one raw message.

@@ -1,0 +1,1 @@
+//! Mailbox sources: Maildir, mbox and IMAP, each yielding raw messages once.

@@ -1,0 +1,1 @@
+//! Risk flags of an address: role account, disposable domain, likely typo.

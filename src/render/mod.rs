@@ -1,0 +1,1 @@
+//! Rendering: Tera templates, personalisation, headers, MIME, DKIM.

@@ -1,0 +1,1 @@
+//! Delivery: SMTP workers, rate limits, retries, the outbox transport.

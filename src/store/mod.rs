@@ -1,0 +1,157 @@
+//! Storage: one `Store` over SQLite (the embedded default) and PostgreSQL.
+//!
+//! The store is an enum of native sqlx pools rather than `sqlx::Any` (which
+//! loses JSON and typed columns) or code generic over `Database` (trait-bound
+//! explosions). The `dispatch!` macro expands one method body into both arms,
+//! and each arm is type-checked against its own driver. SQL lives in the
+//! repository modules beside this one, one per aggregate. Nothing here knows
+//! about campaigns files, templates or SMTP.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database URL {url:?} is not supported: use sqlite://FILE or postgres://...")]
+    UnsupportedUrl { url: String },
+    #[error("cannot open database {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database error: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Which SQL dialect a statement must be written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Clone)]
+pub enum Store {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs the same body against whichever pool the store holds. Inside the body
+/// `$pool` is the native pool, so `sqlx::query(...).fetch_all($pool)` is
+/// checked against each driver separately.
+#[macro_export]
+macro_rules! dispatch {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $store {
+            $crate::store::Store::Sqlite($pool) => $body,
+            $crate::store::Store::Postgres($pool) => $body,
+        }
+    };
+}
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+impl Store {
+    /// Opens the database named by `url` and brings its schema up to date.
+    pub async fn open(url: &str) -> Result<Self> {
+        let store = Self::connect(url).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    pub async fn connect(url: &str) -> Result<Self> {
+        let connect_err = |source| StoreError::Connect {
+            url: redact_url(url),
+            source,
+        };
+        if url.starts_with("sqlite:") {
+            let opts = SqliteConnectOptions::from_str(url)
+                .map_err(connect_err)?
+                .create_if_missing(true)
+                // WAL lets readers run beside the single writer; NORMAL sync
+                // is durable across process crashes (what the kill test needs).
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(30))
+                .foreign_keys(true);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(8)
+                .connect_with(opts)
+                .await
+                .map_err(connect_err)?;
+            Ok(Store::Sqlite(pool))
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let opts = PgConnectOptions::from_str(url).map_err(connect_err)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(opts)
+                .await
+                .map_err(connect_err)?;
+            Ok(Store::Postgres(pool))
+        } else {
+            Err(StoreError::UnsupportedUrl {
+                url: redact_url(url),
+            })
+        }
+    }
+
+    pub async fn migrate(&self) -> Result<()> {
+        match self {
+            Store::Sqlite(p) => SQLITE_MIGRATIONS.run(p).await?,
+            Store::Postgres(p) => POSTGRES_MIGRATIONS.run(p).await?,
+        }
+        Ok(())
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Store::Sqlite(_) => Backend::Sqlite,
+            Store::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    pub async fn close(&self) {
+        dispatch!(self, p => p.close().await)
+    }
+}
+
+/// Hides a password in a database URL before it reaches a message or log.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(redact_url("sqlite://cartero.db"), "sqlite://cartero.db");
+    }
+}
