@@ -40,9 +40,7 @@ impl EmailAddress {
         }
         let ascii_domain =
             idna::domain_to_ascii(&domain).map_err(|_| AddressError::Domain(domain.clone()))?;
-        let ascii = local
-            .is_ascii()
-            .then(|| format!("{local}@{ascii_domain}"));
+        let ascii = local.is_ascii().then(|| format!("{local}@{ascii_domain}"));
         Ok(Self {
             normalized: format!("{local}@{domain}"),
             at: local.len(),
