@@ -322,16 +322,14 @@ impl Config {
         path: &str,
         env: &[(String, String)],
     ) -> Result<Self, ConfigError> {
-        let mut table: toml::Table = toml::from_str(text).map_err(|e| toml_error(text, path, &e))?;
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|e| toml_error(text, path, &e))?;
         for (var, value) in env {
             let Some(rest) = var.strip_prefix("CARTERO_") else {
                 continue;
             };
             let rest = rest.to_ascii_lowercase();
-            let Some(section) = SECTIONS
-                .iter()
-                .find(|s| rest.starts_with(&format!("{s}_")))
-            else {
+            let Some(section) = SECTIONS.iter().find(|s| rest.starts_with(&format!("{s}_"))) else {
                 continue; // CARTERO_CONFIG and friends are not overrides
             };
             let key = &rest[section.len() + 1..];
@@ -373,11 +371,14 @@ impl Config {
                 return Err(invalid("smtp.concurrency must be at least 1".into()));
             }
             if smtp.rate_limit < 0.0 || !smtp.rate_limit.is_finite() {
-                return Err(invalid("smtp.rate_limit must be 0 (unlimited) or positive".into()));
+                return Err(invalid(
+                    "smtp.rate_limit must be 0 (unlimited) or positive".into(),
+                ));
             }
             if smtp.username.is_some() != smtp.password.is_some() {
                 return Err(invalid(
-                    "smtp.username and smtp.password go together (set CARTERO_SMTP_PASSWORD)".into(),
+                    "smtp.username and smtp.password go together (set CARTERO_SMTP_PASSWORD)"
+                        .into(),
                 ));
             }
         }
@@ -398,9 +399,10 @@ impl Config {
         if self.sender.secret.len() < 16 {
             return Err(ConfigError::Invalid {
                 path: "cartero.toml".into(),
-                message: "sender.secret must be set to at least 16 characters (CARTERO_SENDER_SECRET); \
+                message:
+                    "sender.secret must be set to at least 16 characters (CARTERO_SENDER_SECRET); \
                           it signs VERP and tracking tokens"
-                    .into(),
+                        .into(),
             });
         }
         Ok(self.sender.secret.as_bytes())
@@ -412,17 +414,16 @@ impl Config {
 fn env_value(raw: &str) -> toml::Value {
     let doc = format!("v = {raw}");
     match toml::from_str::<toml::Table>(&doc) {
-        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.into())),
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.into())),
         Err(_) => toml::Value::String(raw.into()),
     }
 }
 
 /// Turns a toml error into file:line:col, counting columns in characters.
 pub fn toml_error(text: &str, path: &str, e: &toml::de::Error) -> ConfigError {
-    let (line, col) = e
-        .span()
-        .map(|s| line_col(text, s.start))
-        .unwrap_or((1, 1));
+    let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
     ConfigError::Parse {
         path: path.into(),
         line,
@@ -470,7 +471,10 @@ mod tests {
         let env = vec![
             ("CARTERO_SMTP_PORT".to_string(), "2525".to_string()),
             ("CARTERO_SMTP_HOST".to_string(), "127.0.0.1".to_string()),
-            ("CARTERO_SENDER_BOUNCE_DOMAIN".to_string(), "b.example".to_string()),
+            (
+                "CARTERO_SENDER_BOUNCE_DOMAIN".to_string(),
+                "b.example".to_string(),
+            ),
             ("CARTERO_CONFIG".to_string(), "elsewhere.toml".to_string()),
         ];
         let c = Config::from_str_with_env("", "cartero.toml", &env).unwrap();

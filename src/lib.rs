@@ -9,12 +9,12 @@ pub mod config;
 pub mod domain;
 pub mod store;
 
-pub mod contacts;
-pub mod segment;
 pub mod campaign;
-pub mod render;
-pub mod send;
+pub mod contacts;
 pub mod feedback;
 pub mod hygiene;
+pub mod render;
+pub mod segment;
+pub mod send;
 
 pub mod cli;

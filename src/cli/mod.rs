@@ -27,7 +27,12 @@ pub mod segment;
 )]
 pub struct Cli {
     /// Configuration file.
-    #[arg(long, global = true, env = "CARTERO_CONFIG", default_value = "cartero.toml")]
+    #[arg(
+        long,
+        global = true,
+        env = "CARTERO_CONFIG",
+        default_value = "cartero.toml"
+    )]
     pub config: PathBuf,
     /// Database URL (overrides database.url).
     #[arg(long, global = true, env = "CARTERO_DATABASE_URL")]
@@ -119,7 +124,10 @@ pub fn main() -> ExitCode {
         database_url: cli.database_url.clone(),
         quiet: cli.quiet,
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

@@ -1,12 +1,12 @@
 //! Domain types, valid by construction. Nothing here does I/O or knows about
 //! storage; everything else in the crate trusts these types once parsed.
 
-pub mod email;
 pub mod contact;
+pub mod email;
 pub mod send;
 pub mod time;
 
-pub use contact::{ContactStatus, ConsentAction};
+pub use contact::{ConsentAction, ContactStatus};
 pub use email::{AddressError, EmailAddress};
 pub use send::{SendState, SkipReason};
 pub use time::Millis;
