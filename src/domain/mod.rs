@@ -5,6 +5,7 @@ pub mod contact;
 pub mod email;
 pub mod send;
 pub mod time;
+pub mod token;
 
 pub use contact::{ConsentAction, ContactStatus};
 pub use email::{AddressError, EmailAddress};

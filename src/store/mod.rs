@@ -14,6 +14,11 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
+pub mod campaigns;
+pub mod consent;
+pub mod contacts;
+pub mod sends;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database URL {url:?} is not supported: use sqlite://FILE or postgres://...")]
@@ -58,6 +63,58 @@ macro_rules! dispatch {
             $crate::store::Store::Postgres($pool) => $body,
         }
     };
+}
+
+/// An open transaction on either backend. SQLite transactions start with
+/// `BEGIN IMMEDIATE`: taking the write lock up front avoids the deferred
+/// transaction's lock upgrade, which fails at once with SQLITE_BUSY instead of
+/// waiting for the busy timeout.
+pub enum Tx {
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+/// Like `dispatch!`, over a `Tx`: inside the body `$conn` is the native
+/// connection (`&mut SqliteConnection` or `&mut PgConnection`).
+#[macro_export]
+macro_rules! dispatch_tx {
+    ($tx:expr, $conn:ident => $body:expr) => {
+        match $tx {
+            $crate::store::Tx::Sqlite(t) => {
+                let $conn: &mut sqlx::SqliteConnection = &mut *t;
+                $body
+            }
+            $crate::store::Tx::Postgres(t) => {
+                let $conn: &mut sqlx::PgConnection = &mut *t;
+                $body
+            }
+        }
+    };
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<()> {
+        match self {
+            Tx::Sqlite(t) => t.commit().await?,
+            Tx::Postgres(t) => t.commit().await?,
+        }
+        Ok(())
+    }
+
+    pub async fn rollback(self) -> Result<()> {
+        match self {
+            Tx::Sqlite(t) => t.rollback().await?,
+            Tx::Postgres(t) => t.rollback().await?,
+        }
+        Ok(())
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Tx::Sqlite(_) => Backend::Sqlite,
+            Tx::Postgres(_) => Backend::Postgres,
+        }
+    }
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -116,10 +173,26 @@ impl Store {
         Ok(())
     }
 
+    /// Starts a write transaction.
+    pub async fn begin(&self) -> Result<Tx> {
+        Ok(match self {
+            Store::Sqlite(p) => Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
+            Store::Postgres(p) => Tx::Postgres(p.begin().await?),
+        })
+    }
+
     pub fn backend(&self) -> Backend {
         match self {
             Store::Sqlite(_) => Backend::Sqlite,
             Store::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// SQL for a JSON value bound as text: PostgreSQL needs the cast to JSONB.
+    pub fn json_cast(&self) -> &'static str {
+        match self.backend() {
+            Backend::Sqlite => "",
+            Backend::Postgres => "::jsonb",
         }
     }
 

@@ -1,0 +1,88 @@
+//! Campaigns repository: one row per campaign file, keyed by its slug.
+
+use sqlx::Row;
+
+use super::{Result, Store};
+use crate::dispatch;
+use crate::domain::time::Millis;
+
+#[derive(Debug, Clone)]
+pub struct CampaignRow {
+    pub id: i64,
+    pub slug: String,
+    pub name: String,
+    pub file_hash: String,
+    pub started_at: Option<Millis>,
+    pub finished_at: Option<Millis>,
+}
+
+/// Returns the campaign with `slug`, creating it on first use. The stored
+/// name, path and hash follow the file (it may be edited between runs).
+pub async fn upsert(
+    store: &Store,
+    slug: &str,
+    name: &str,
+    file_path: &str,
+    file_hash: &str,
+    list_name: Option<&str>,
+    now: Millis,
+) -> Result<CampaignRow> {
+    dispatch!(store, pool => {
+        let row = sqlx::query(
+            "INSERT INTO campaigns (slug, name, file_path, file_hash, list_name, created_at) \
+             VALUES ($1,$2,$3,$4,$5,$6) \
+             ON CONFLICT (slug) DO UPDATE SET name = excluded.name, file_path = excluded.file_path, \
+             file_hash = excluded.file_hash, list_name = excluded.list_name \
+             RETURNING id, slug, name, file_hash, started_at, finished_at",
+        )
+        .bind(slug)
+        .bind(name)
+        .bind(file_path)
+        .bind(file_hash)
+        .bind(list_name)
+        .bind(now)
+        .fetch_one(pool)
+        .await?;
+        Ok(CampaignRow {
+            id: row.try_get("id")?,
+            slug: row.try_get("slug")?,
+            name: row.try_get("name")?,
+            file_hash: row.try_get("file_hash")?,
+            started_at: row.try_get("started_at")?,
+            finished_at: row.try_get("finished_at")?,
+        })
+    })
+}
+
+pub async fn find(store: &Store, slug: &str) -> Result<Option<CampaignRow>> {
+    dispatch!(store, pool => {
+        let row = sqlx::query(
+            "SELECT id, slug, name, file_hash, started_at, finished_at FROM campaigns WHERE slug = $1",
+        )
+        .bind(slug)
+        .fetch_optional(pool)
+        .await?;
+        row.map(|row| {
+            Ok(CampaignRow {
+                id: row.try_get("id")?,
+                slug: row.try_get("slug")?,
+                name: row.try_get("name")?,
+                file_hash: row.try_get("file_hash")?,
+                started_at: row.try_get("started_at")?,
+                finished_at: row.try_get("finished_at")?,
+            })
+        })
+        .transpose()
+    })
+}
+
+pub async fn mark_finished(store: &Store, id: i64, now: Millis) -> Result<()> {
+    dispatch!(store, pool => {
+        sqlx::query("UPDATE campaigns SET finished_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(id)
+            .execute(pool)
+            .await?;
+    });
+    Ok(())
+}

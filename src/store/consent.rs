@@ -1,0 +1,303 @@
+//! The consent ledger: append-only, hash-chained.
+//!
+//! Every grant and withdrawal is a row whose `hash` covers its own fields and
+//! the previous row's hash, so editing or deleting any row breaks every hash
+//! after it (`verify_chain` finds the first break). The database refuses
+//! UPDATE and DELETE on the table (triggers in the migrations). Appends are
+//! serialised: SQLite by its single writer (`BEGIN IMMEDIATE`), PostgreSQL by
+//! a transaction-scoped advisory lock, so two cartero nodes cannot fork the
+//! chain. `contact_lists.subscribed` is the ledger's current state, written in
+//! the same transaction as the entry that changes it.
+
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+
+use super::{Result, Tx};
+use crate::dispatch_tx;
+use crate::domain::ConsentAction;
+use crate::domain::time::Millis;
+
+/// Arbitrary constant naming the ledger's advisory lock on PostgreSQL.
+const LEDGER_LOCK: i64 = 0x63_61_72_74_65_72_6f; // "cartero"
+
+/// The hash before the first entry.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Evidence recorded with a ledger entry (GDPR Art. 7(1): the controller must
+/// be able to demonstrate consent).
+#[derive(Debug, Clone, Default)]
+pub struct Evidence {
+    pub source: String,
+    pub method: String,
+    pub ip: Option<String>,
+    pub text_version: Option<String>,
+    /// Free-form JSON object: form fields, the bounce that caused a withdrawal, ...
+    pub details: serde_json::Value,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConsentEntry {
+    pub contact_id: i64,
+    pub list_id: Option<i64>,
+    pub action: ConsentAction,
+    pub occurred_at: Millis,
+    pub evidence: Evidence,
+}
+
+/// Holds the chain head while a transaction appends entries.
+pub struct Appender {
+    head: String,
+}
+
+impl Appender {
+    /// Locks the ledger for this transaction and reads the chain head.
+    pub async fn start(tx: &mut Tx) -> Result<Self> {
+        if let Tx::Postgres(t) = tx {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(LEDGER_LOCK)
+                .execute(&mut **t)
+                .await?;
+        }
+        let head: Option<String> = dispatch_tx!(tx, conn => {
+            sqlx::query_scalar("SELECT hash FROM consent_events ORDER BY id DESC LIMIT 1")
+                .fetch_optional(&mut *conn)
+                .await?
+        });
+        Ok(Self {
+            head: head.unwrap_or_else(|| GENESIS.to_string()),
+        })
+    }
+
+    /// Appends one entry and updates the current state of the list it names.
+    pub async fn append(&mut self, tx: &mut Tx, e: &ConsentEntry) -> Result<()> {
+        let evidence = canonical_json(&e.evidence.details);
+        let hash = entry_hash(&self.head, e, &evidence);
+        let prev = std::mem::replace(&mut self.head, hash.clone());
+        let subscribed = i64::from(e.action == ConsentAction::Grant);
+        dispatch_tx!(tx, conn => {
+            sqlx::query(
+                "INSERT INTO consent_events (contact_id, list_id, action, occurred_at, source, method, ip, \
+                 text_version, evidence, prev_hash, hash) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)",
+            )
+            .bind(e.contact_id)
+            .bind(e.list_id)
+            .bind(e.action.as_str())
+            .bind(e.occurred_at)
+            .bind(&e.evidence.source)
+            .bind(&e.evidence.method)
+            .bind(&e.evidence.ip)
+            .bind(&e.evidence.text_version)
+            .bind(&evidence)
+            .bind(&prev)
+            .bind(&hash)
+            .execute(&mut *conn)
+            .await?;
+            match e.list_id {
+                Some(list_id) => {
+                    sqlx::query(
+                        "INSERT INTO contact_lists (contact_id, list_id, subscribed, changed_at) \
+                         VALUES ($1,$2,$3,$4) ON CONFLICT (contact_id, list_id) \
+                         DO UPDATE SET subscribed = excluded.subscribed, changed_at = excluded.changed_at",
+                    )
+                    .bind(e.contact_id)
+                    .bind(list_id)
+                    .bind(subscribed)
+                    .bind(e.occurred_at)
+                    .execute(&mut *conn)
+                    .await?;
+                }
+                // A withdrawal without a list withdraws from every list.
+                None => {
+                    sqlx::query(
+                        "UPDATE contact_lists SET subscribed = $1, changed_at = $2 WHERE contact_id = $3",
+                    )
+                    .bind(subscribed)
+                    .bind(e.occurred_at)
+                    .bind(e.contact_id)
+                    .execute(&mut *conn)
+                    .await?;
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
+/// One row of the ledger as stored.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StoredEntry {
+    pub id: i64,
+    pub contact_id: i64,
+    pub list_id: Option<i64>,
+    pub action: String,
+    pub occurred_at: Millis,
+    pub source: String,
+    pub method: String,
+    pub ip: Option<String>,
+    pub text_version: Option<String>,
+    pub evidence: String,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// Where the chain first fails to verify.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChainBreak {
+    /// The row's `prev_hash` is not the hash of the row before it (a row was
+    /// removed or inserted).
+    Link { id: i64 },
+    /// The row's fields do not hash to its `hash` (the row was edited).
+    Content { id: i64 },
+}
+
+/// Recomputes the whole chain; `Ok(n)` is the number of entries verified.
+pub async fn verify_chain(store: &super::Store) -> Result<std::result::Result<u64, ChainBreak>> {
+    use futures::TryStreamExt;
+    let mut head = GENESIS.to_string();
+    let mut n = 0u64;
+    let sql = "SELECT id, contact_id, list_id, action, occurred_at, source, method, ip, text_version, \
+               evidence, prev_hash, hash FROM consent_events ORDER BY id";
+    let verdict = crate::dispatch!(store, pool => {
+        let mut rows = sqlx::query(sql).fetch(pool);
+        let mut verdict = Ok(());
+        while let Some(row) = rows.try_next().await? {
+            let stored = StoredEntry {
+                id: row.try_get("id")?,
+                contact_id: row.try_get("contact_id")?,
+                list_id: row.try_get("list_id")?,
+                action: row.try_get("action")?,
+                occurred_at: row.try_get("occurred_at")?,
+                source: row.try_get("source")?,
+                method: row.try_get("method")?,
+                ip: row.try_get("ip")?,
+                text_version: row.try_get("text_version")?,
+                evidence: row.try_get("evidence")?,
+                prev_hash: row.try_get("prev_hash")?,
+                hash: row.try_get("hash")?,
+            };
+            if stored.prev_hash != head {
+                verdict = Err(ChainBreak::Link { id: stored.id });
+                break;
+            }
+            if stored_hash(&head, &stored) != stored.hash {
+                verdict = Err(ChainBreak::Content { id: stored.id });
+                break;
+            }
+            head = stored.hash;
+            n += 1;
+        }
+        verdict
+    });
+    Ok(verdict.map(|()| n))
+}
+
+/// Ledger entries of one contact, oldest first (for access requests and review).
+pub async fn entries_for_contact(
+    store: &super::Store,
+    contact_id: i64,
+) -> Result<Vec<StoredEntry>> {
+    let sql = "SELECT id, contact_id, list_id, action, occurred_at, source, method, ip, text_version, \
+               evidence, prev_hash, hash FROM consent_events WHERE contact_id = $1 ORDER BY id";
+    crate::dispatch!(store, pool => {
+        let rows = sqlx::query(sql).bind(contact_id).fetch_all(pool).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(StoredEntry {
+                    id: row.try_get("id")?,
+                    contact_id: row.try_get("contact_id")?,
+                    list_id: row.try_get("list_id")?,
+                    action: row.try_get("action")?,
+                    occurred_at: row.try_get("occurred_at")?,
+                    source: row.try_get("source")?,
+                    method: row.try_get("method")?,
+                    ip: row.try_get("ip")?,
+                    text_version: row.try_get("text_version")?,
+                    evidence: row.try_get("evidence")?,
+                    prev_hash: row.try_get("prev_hash")?,
+                    hash: row.try_get("hash")?,
+                })
+            })
+            .collect::<std::result::Result<Vec<_>, sqlx::Error>>()
+            .map_err(Into::into)
+    })
+}
+
+fn entry_hash(prev: &str, e: &ConsentEntry, evidence: &str) -> String {
+    hash_fields(
+        prev,
+        e.contact_id,
+        e.list_id,
+        e.action.as_str(),
+        e.occurred_at,
+        &e.evidence.source,
+        &e.evidence.method,
+        e.evidence.ip.as_deref(),
+        e.evidence.text_version.as_deref(),
+        evidence,
+    )
+}
+
+fn stored_hash(prev: &str, s: &StoredEntry) -> String {
+    hash_fields(
+        prev,
+        s.contact_id,
+        s.list_id,
+        &s.action,
+        s.occurred_at,
+        &s.source,
+        &s.method,
+        s.ip.as_deref(),
+        s.text_version.as_deref(),
+        &s.evidence,
+    )
+}
+
+/// SHA-256 over the fields, each length-prefixed so that no two different
+/// entries can produce the same byte string.
+#[allow(clippy::too_many_arguments)]
+fn hash_fields(
+    prev: &str,
+    contact_id: i64,
+    list_id: Option<i64>,
+    action: &str,
+    occurred_at: Millis,
+    source: &str,
+    method: &str,
+    ip: Option<&str>,
+    text_version: Option<&str>,
+    evidence: &str,
+) -> String {
+    let mut h = Sha256::new();
+    let mut field = |b: &[u8]| {
+        h.update((b.len() as u64).to_be_bytes());
+        h.update(b);
+    };
+    field(prev.as_bytes());
+    field(&contact_id.to_be_bytes());
+    field(
+        list_id
+            .map(|l| l.to_string())
+            .unwrap_or_default()
+            .as_bytes(),
+    );
+    field(action.as_bytes());
+    field(&occurred_at.to_be_bytes());
+    field(source.as_bytes());
+    field(method.as_bytes());
+    field(ip.unwrap_or("\0").as_bytes());
+    field(text_version.unwrap_or("\0").as_bytes());
+    field(evidence.as_bytes());
+    let digest = h.finalize();
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// JSON text that round-trips unchanged through both backends (PostgreSQL's
+/// JSONB reorders keys; the evidence column is TEXT on both so the hashed
+/// bytes are the stored bytes).
+fn canonical_json(v: &serde_json::Value) -> String {
+    if v.is_null() {
+        "{}".into()
+    } else {
+        v.to_string()
+    }
+}

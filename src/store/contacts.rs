@@ -1,0 +1,428 @@
+//! Contacts repository: batched upserts for import, lookups, lists and tags.
+
+use std::collections::{HashMap, HashSet};
+
+use sqlx::{QueryBuilder, Row};
+
+use super::consent::{Appender, ConsentEntry, Evidence};
+use super::{Result, Store, Tx};
+use crate::domain::time::Millis;
+use crate::domain::{ConsentAction, EmailAddress};
+use crate::{dispatch, dispatch_tx};
+
+/// A contact as read from an import row, already validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewContact {
+    pub email: EmailAddress,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub locale: Option<String>,
+    pub timezone: Option<String>,
+    pub attributes: serde_json::Map<String, serde_json::Value>,
+    pub tags: Vec<String>,
+}
+
+/// What one batch did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UpsertCounts {
+    pub inserted: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    /// Contacts newly subscribed to the import's list (a ledger grant each).
+    pub consent_granted: u64,
+    /// Contacts who had withdrawn from the list: an import never re-subscribes them.
+    pub kept_withdrawn: u64,
+}
+
+impl std::ops::AddAssign for UpsertCounts {
+    fn add_assign(&mut self, o: Self) {
+        self.inserted += o.inserted;
+        self.updated += o.updated;
+        self.unchanged += o.unchanged;
+        self.consent_granted += o.consent_granted;
+        self.kept_withdrawn += o.kept_withdrawn;
+    }
+}
+
+/// The consent an import records for its list.
+#[derive(Debug, Clone)]
+pub struct ImportConsent {
+    pub list_id: i64,
+    pub evidence: Evidence,
+}
+
+struct Existing {
+    id: i64,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    locale: Option<String>,
+    timezone: Option<String>,
+    attributes: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Returns the id of a list, creating it if needed.
+pub async fn ensure_list(tx: &mut Tx, name: &str, now: Millis) -> Result<i64> {
+    dispatch_tx!(tx, conn => {
+        sqlx::query("INSERT INTO lists (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+            .bind(name)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+        let id: i64 = sqlx::query_scalar("SELECT id FROM lists WHERE name = $1")
+            .bind(name)
+            .fetch_one(&mut *conn)
+            .await?;
+        Ok(id)
+    })
+}
+
+/// Upserts a batch of contacts (distinct addresses) inside `tx`.
+///
+/// Known fields are overwritten only by non-empty values and attributes are
+/// merged key by key, so re-importing the same file changes nothing and a
+/// partial file never blanks data it does not carry.
+pub async fn upsert_batch(
+    tx: &mut Tx,
+    batch: &[NewContact],
+    consent: Option<&ImportConsent>,
+    appender: &mut Option<Appender>,
+    now: Millis,
+) -> Result<UpsertCounts> {
+    let mut counts = UpsertCounts::default();
+    if batch.is_empty() {
+        return Ok(counts);
+    }
+    let pg = tx.backend() == super::Backend::Postgres;
+    let attrs_select = if pg { "attributes::text" } else { "attributes" };
+    let json_cast = if pg { "::jsonb" } else { "" };
+
+    // 1. What is stored already.
+    let mut existing: HashMap<String, Existing> = HashMap::with_capacity(batch.len());
+    dispatch_tx!(tx, conn => {
+        let mut qb = QueryBuilder::new(format!(
+            "SELECT id, email, first_name, last_name, locale, timezone, {attrs_select} AS attributes \
+             FROM contacts WHERE email IN ("
+        ));
+        let mut sep = qb.separated(", ");
+        for c in batch {
+            sep.push_bind(c.email.as_str());
+        }
+        qb.push(")");
+        for row in qb.build().fetch_all(&mut *conn).await? {
+            let attrs: String = row.try_get("attributes")?;
+            existing.insert(
+                row.try_get("email")?,
+                Existing {
+                    id: row.try_get("id")?,
+                    first_name: row.try_get("first_name")?,
+                    last_name: row.try_get("last_name")?,
+                    locale: row.try_get("locale")?,
+                    timezone: row.try_get("timezone")?,
+                    attributes: serde_json::from_str(&attrs).unwrap_or_default(),
+                },
+            );
+        }
+    });
+
+    // 2. Insert the new ones.
+    let new: Vec<&NewContact> = batch
+        .iter()
+        .filter(|c| !existing.contains_key(c.email.as_str()))
+        .collect();
+    let mut ids: HashMap<String, i64> = existing.iter().map(|(e, x)| (e.clone(), x.id)).collect();
+    if !new.is_empty() {
+        dispatch_tx!(tx, conn => {
+            let mut qb = QueryBuilder::new(
+                "INSERT INTO contacts (email, email_ascii, domain, first_name, last_name, locale, timezone, \
+                 attributes, status, created_at, updated_at) ",
+            );
+            qb.push_values(new.iter(), |mut b, c| {
+                b.push_bind(c.email.as_str())
+                    .push_bind(c.email.ascii())
+                    .push_bind(c.email.domain())
+                    .push_bind(c.first_name.as_deref())
+                    .push_bind(c.last_name.as_deref())
+                    .push_bind(c.locale.as_deref())
+                    .push_bind(c.timezone.as_deref())
+                    .push_bind(serde_json::Value::Object(c.attributes.clone()).to_string())
+                    .push_unseparated(json_cast)
+                    .push_bind("active")
+                    .push_bind(now)
+                    .push_bind(now);
+            });
+            qb.push(" RETURNING id, email");
+            for row in qb.build().fetch_all(&mut *conn).await? {
+                ids.insert(row.try_get("email")?, row.try_get("id")?);
+            }
+        });
+        counts.inserted = new.len() as u64;
+    }
+
+    // 3. Update the changed ones.
+    for c in batch {
+        let Some(old) = existing.get(c.email.as_str()) else {
+            continue;
+        };
+        let pick = |new: &Option<String>, old: &Option<String>| match new {
+            Some(v) if !v.is_empty() => Some(v.clone()),
+            _ => old.clone(),
+        };
+        let first_name = pick(&c.first_name, &old.first_name);
+        let last_name = pick(&c.last_name, &old.last_name);
+        let locale = pick(&c.locale, &old.locale);
+        let timezone = pick(&c.timezone, &old.timezone);
+        let mut attributes = old.attributes.clone();
+        for (k, v) in &c.attributes {
+            attributes.insert(k.clone(), v.clone());
+        }
+        if first_name == old.first_name
+            && last_name == old.last_name
+            && locale == old.locale
+            && timezone == old.timezone
+            && attributes == old.attributes
+        {
+            counts.unchanged += 1;
+            continue;
+        }
+        counts.updated += 1;
+        let attrs = serde_json::Value::Object(attributes).to_string();
+        let sql = format!(
+            "UPDATE contacts SET first_name = $1, last_name = $2, locale = $3, timezone = $4, \
+             attributes = $5{json_cast}, updated_at = $6 WHERE id = $7"
+        );
+        dispatch_tx!(tx, conn => {
+            sqlx::query(&sql)
+                .bind(&first_name)
+                .bind(&last_name)
+                .bind(&locale)
+                .bind(&timezone)
+                .bind(&attrs)
+                .bind(now)
+                .bind(old.id)
+                .execute(&mut *conn)
+                .await?;
+        });
+    }
+
+    // 4. Tags: adding one to an otherwise unchanged contact counts as an update.
+    let tagged: Vec<(i64, &str)> = batch
+        .iter()
+        .flat_map(|c| {
+            let id = ids.get(c.email.as_str()).copied();
+            c.tags
+                .iter()
+                .filter_map(move |t| id.map(|id| (id, t.as_str())))
+        })
+        .collect();
+    if !tagged.is_empty() {
+        let mut have: HashSet<(i64, String)> = HashSet::new();
+        dispatch_tx!(tx, conn => {
+            let mut qb = QueryBuilder::new("SELECT contact_id, tag FROM contact_tags WHERE contact_id IN (");
+            let mut sep = qb.separated(", ");
+            for id in tagged.iter().map(|(id, _)| *id).collect::<HashSet<_>>() {
+                sep.push_bind(id);
+            }
+            qb.push(")");
+            for row in qb.build().fetch_all(&mut *conn).await? {
+                have.insert((row.try_get("contact_id")?, row.try_get("tag")?));
+            }
+        });
+        let missing: Vec<(i64, &str)> = tagged
+            .into_iter()
+            .filter(|(id, t)| !have.contains(&(*id, t.to_string())))
+            .collect();
+        if !missing.is_empty() {
+            let touched: HashSet<i64> = missing.iter().map(|(id, _)| *id).collect();
+            let unchanged_before: HashSet<i64> = batch
+                .iter()
+                .filter_map(|c| existing.get(c.email.as_str()).map(|e| e.id))
+                .collect();
+            // Contacts counted unchanged above that only gained tags.
+            let newly_changed = touched
+                .iter()
+                .filter(|id| unchanged_before.contains(id))
+                .count() as u64;
+            let moved = newly_changed.min(counts.unchanged);
+            counts.unchanged -= moved;
+            counts.updated += moved;
+            dispatch_tx!(tx, conn => {
+                let mut qb = QueryBuilder::new("INSERT INTO contact_tags (contact_id, tag) ");
+                qb.push_values(missing.iter(), |mut b, (id, t)| {
+                    b.push_bind(*id).push_bind(*t);
+                });
+                qb.push(" ON CONFLICT DO NOTHING");
+                qb.build().execute(&mut *conn).await?;
+            });
+        }
+    }
+
+    // 5. Consent for the import's list, for contacts with no entry for it yet.
+    if let Some(consent) = consent {
+        let mut state: HashMap<i64, i64> = HashMap::new();
+        dispatch_tx!(tx, conn => {
+            let mut qb = QueryBuilder::new("SELECT contact_id, subscribed FROM contact_lists WHERE list_id = ");
+            qb.push_bind(consent.list_id);
+            qb.push(" AND contact_id IN (");
+            let mut sep = qb.separated(", ");
+            for id in ids.values() {
+                sep.push_bind(*id);
+            }
+            qb.push(")");
+            for row in qb.build().fetch_all(&mut *conn).await? {
+                state.insert(row.try_get("contact_id")?, row.try_get("subscribed")?);
+            }
+        });
+        if appender.is_none() {
+            *appender = Some(Appender::start(tx).await?);
+        }
+        let appender = appender.as_mut().expect("set just above");
+        for c in batch {
+            let Some(&id) = ids.get(c.email.as_str()) else {
+                continue;
+            };
+            match state.get(&id) {
+                Some(1) => {}
+                Some(_) => counts.kept_withdrawn += 1,
+                None => {
+                    appender
+                        .append(
+                            tx,
+                            &ConsentEntry {
+                                contact_id: id,
+                                list_id: Some(consent.list_id),
+                                action: ConsentAction::Grant,
+                                occurred_at: now,
+                                evidence: consent.evidence.clone(),
+                            },
+                        )
+                        .await?;
+                    counts.consent_granted += 1;
+                }
+            }
+        }
+    }
+    Ok(counts)
+}
+
+/// A contact as the renderer and the segment sampler see it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Contact {
+    pub id: i64,
+    pub email: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub locale: Option<String>,
+    pub timezone: Option<String>,
+    pub attributes: serde_json::Value,
+    pub status: String,
+    pub tags: Vec<String>,
+}
+
+const CONTACT_COLUMNS_SQLITE: &str =
+    "id, email, first_name, last_name, locale, timezone, attributes, status";
+const CONTACT_COLUMNS_PG: &str =
+    "id, email, first_name, last_name, locale, timezone, attributes::text AS attributes, status";
+
+fn columns(store: &Store) -> &'static str {
+    match store.backend() {
+        super::Backend::Sqlite => CONTACT_COLUMNS_SQLITE,
+        super::Backend::Postgres => CONTACT_COLUMNS_PG,
+    }
+}
+
+fn contact_from_row<R: Row>(row: &R) -> std::result::Result<Contact, sqlx::Error>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<String>: sqlx::Decode<'a, R::Database>,
+{
+    let attrs: String = row.try_get("attributes")?;
+    Ok(Contact {
+        id: row.try_get("id")?,
+        email: row.try_get("email")?,
+        first_name: row.try_get("first_name")?,
+        last_name: row.try_get("last_name")?,
+        locale: row.try_get("locale")?,
+        timezone: row.try_get("timezone")?,
+        attributes: serde_json::from_str(&attrs).unwrap_or_else(|_| serde_json::json!({})),
+        status: row.try_get("status")?,
+        tags: Vec::new(),
+    })
+}
+
+/// Looks a contact up by normalised address, with its tags.
+pub async fn find_by_email(store: &Store, email: &EmailAddress) -> Result<Option<Contact>> {
+    let sql = format!("SELECT {} FROM contacts WHERE email = $1", columns(store));
+    let found = dispatch!(store, pool => {
+        match sqlx::query(&sql).bind(email.as_str()).fetch_optional(pool).await? {
+            Some(row) => Some(contact_from_row(&row)?),
+            None => None,
+        }
+    });
+    let Some(mut c) = found else { return Ok(None) };
+    c.tags = tags_of(store, c.id).await?;
+    Ok(Some(c))
+}
+
+pub async fn find_by_id(store: &Store, id: i64) -> Result<Option<Contact>> {
+    let sql = format!("SELECT {} FROM contacts WHERE id = $1", columns(store));
+    let found = dispatch!(store, pool => {
+        match sqlx::query(&sql).bind(id).fetch_optional(pool).await? {
+            Some(row) => Some(contact_from_row(&row)?),
+            None => None,
+        }
+    });
+    let Some(mut c) = found else { return Ok(None) };
+    c.tags = tags_of(store, c.id).await?;
+    Ok(Some(c))
+}
+
+/// Contacts by id, with tags, in one round trip each (for render batches).
+pub async fn find_many(store: &Store, ids: &[i64]) -> Result<HashMap<i64, Contact>> {
+    let mut out = HashMap::with_capacity(ids.len());
+    if ids.is_empty() {
+        return Ok(out);
+    }
+    let cols = columns(store);
+    dispatch!(store, pool => {
+        let mut qb = QueryBuilder::new(format!("SELECT {cols} FROM contacts WHERE id IN ("));
+        let mut sep = qb.separated(", ");
+        for id in ids {
+            sep.push_bind(*id);
+        }
+        qb.push(")");
+        for row in qb.build().fetch_all(pool).await? {
+            let c = contact_from_row(&row)?;
+            out.insert(c.id, c);
+        }
+        let mut qb = QueryBuilder::new("SELECT contact_id, tag FROM contact_tags WHERE contact_id IN (");
+        let mut sep = qb.separated(", ");
+        for id in ids {
+            sep.push_bind(*id);
+        }
+        qb.push(") ORDER BY tag");
+        for row in qb.build().fetch_all(pool).await? {
+            let id: i64 = row.try_get("contact_id")?;
+            if let Some(c) = out.get_mut(&id) {
+                c.tags.push(row.try_get("tag")?);
+            }
+        }
+    });
+    Ok(out)
+}
+
+pub async fn tags_of(store: &Store, id: i64) -> Result<Vec<String>> {
+    dispatch!(store, pool => {
+        Ok(sqlx::query_scalar("SELECT tag FROM contact_tags WHERE contact_id = $1 ORDER BY tag")
+            .bind(id)
+            .fetch_all(pool)
+            .await?)
+    })
+}
+
+pub async fn count(store: &Store) -> Result<i64> {
+    dispatch!(store, pool => {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM contacts").fetch_one(pool).await?)
+    })
+}

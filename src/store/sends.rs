@@ -1,0 +1,413 @@
+//! Sends repository: the per-recipient state machine that makes a resumed
+//! send exact.
+//!
+//! A send starts by snapshotting the segment into one row per recipient
+//! (`snapshot`). Workers `claim` small batches, marking them `sending` with
+//! their id and a lease, send outside any transaction, and `record` each
+//! result in its own short write. Rows still `sending` after their worker died
+//! are the in-flight window: `release_stale` hands them back as pending, and
+//! the count is reported. See docs/SENDING.md.
+
+use std::collections::BTreeMap;
+
+use sqlx::{Postgres, QueryBuilder, Row, Sqlite};
+
+use super::{Result, Store};
+use crate::dispatch;
+use crate::domain::time::Millis;
+use crate::domain::{SendState, SkipReason};
+
+/// A filter over `contacts c` that a stage compiles into SQL (the segment
+/// language implements it). Values must be bound, never formatted in.
+pub trait ContactFilter: Sync {
+    fn push_sqlite(&self, qb: &mut QueryBuilder<'_, Sqlite>);
+    fn push_postgres(&self, qb: &mut QueryBuilder<'_, Postgres>);
+}
+
+/// Matches every contact.
+pub struct Everyone;
+impl ContactFilter for Everyone {
+    fn push_sqlite(&self, qb: &mut QueryBuilder<'_, Sqlite>) {
+        qb.push("1 = 1");
+    }
+    fn push_postgres(&self, qb: &mut QueryBuilder<'_, Postgres>) {
+        qb.push("TRUE");
+    }
+}
+
+/// The state of a campaign's send rows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Tally {
+    pub pending: u64,
+    pub sending: u64,
+    pub accepted: u64,
+    pub deferred: u64,
+    pub failed: u64,
+    pub skipped: BTreeMap<String, u64>,
+}
+
+impl Tally {
+    pub fn skipped_total(&self) -> u64 {
+        self.skipped.values().sum()
+    }
+    pub fn total(&self) -> u64 {
+        self.pending
+            + self.sending
+            + self.accepted
+            + self.deferred
+            + self.failed
+            + self.skipped_total()
+    }
+    /// Rows that still need work.
+    pub fn open(&self) -> u64 {
+        self.pending + self.sending + self.deferred
+    }
+}
+
+const STATE_SQL: &str = "CASE WHEN c.status <> 'active' THEN 'skipped' \
+     WHEN NOT EXISTS (SELECT 1 FROM contact_lists cl WHERE cl.contact_id = c.id AND cl.list_id = ";
+const REASON_SQL: &str = "CASE WHEN c.status <> 'active' THEN c.status \
+     WHEN NOT EXISTS (SELECT 1 FROM contact_lists cl WHERE cl.contact_id = c.id AND cl.list_id = ";
+
+/// Snapshots the recipients of a campaign, once: returns false when the
+/// campaign was already started (a resume). Suppressed contacts get a
+/// `skipped` row with the reason, so the report can say who was left out and
+/// why. Runs in one transaction with the campaign's `started_at`.
+pub async fn snapshot(
+    store: &Store,
+    campaign_id: i64,
+    list_id: i64,
+    filter: &dyn ContactFilter,
+    now: Millis,
+) -> Result<bool> {
+    macro_rules! body {
+        ($tx:expr, $push:ident) => {{
+            let started: Option<Millis> =
+                sqlx::query_scalar("SELECT started_at FROM campaigns WHERE id = $1")
+                    .bind(campaign_id)
+                    .fetch_one(&mut *$tx)
+                    .await?;
+            if started.is_some() {
+                return Ok(false);
+            }
+            let mut qb = QueryBuilder::new(
+                "INSERT INTO sends (campaign_id, contact_id, email, state, skip_reason, created_at, updated_at) \
+                 SELECT ",
+            );
+            qb.push_bind(campaign_id);
+            qb.push(", c.id, COALESCE(c.email_ascii, c.email), ");
+            qb.push(STATE_SQL);
+            qb.push_bind(list_id);
+            qb.push(" AND cl.subscribed = 1) THEN 'skipped' ELSE 'pending' END, ");
+            qb.push(REASON_SQL);
+            qb.push_bind(list_id);
+            qb.push(" AND cl.subscribed = 1) THEN 'no_consent' ELSE NULL END, ");
+            qb.push_bind(now);
+            qb.push(", ");
+            qb.push_bind(now);
+            qb.push(" FROM contacts c WHERE (");
+            filter.$push(&mut qb);
+            qb.push(") ORDER BY c.id ON CONFLICT (campaign_id, contact_id) DO NOTHING");
+            qb.build().execute(&mut *$tx).await?;
+            sqlx::query("UPDATE campaigns SET started_at = $1 WHERE id = $2")
+                .bind(now)
+                .bind(campaign_id)
+                .execute(&mut *$tx)
+                .await?;
+        }};
+    }
+    match store {
+        Store::Sqlite(p) => {
+            let mut tx = p.begin_with("BEGIN IMMEDIATE").await?;
+            body!(tx, push_sqlite);
+            tx.commit().await?;
+        }
+        Store::Postgres(p) => {
+            let mut tx = p.begin().await?;
+            // Two nodes starting the same campaign: the second waits, then sees started_at.
+            sqlx::query("SELECT id FROM campaigns WHERE id = $1 FOR UPDATE")
+                .bind(campaign_id)
+                .execute(&mut *tx)
+                .await?;
+            body!(tx, push_postgres);
+            tx.commit().await?;
+        }
+    }
+    Ok(true)
+}
+
+pub async fn tally(store: &Store, campaign_id: i64) -> Result<Tally> {
+    let rows: Vec<(String, Option<String>, i64)> = dispatch!(store, pool => {
+        sqlx::query_as(
+            "SELECT state, skip_reason, COUNT(*) FROM sends WHERE campaign_id = $1 GROUP BY state, skip_reason",
+        )
+        .bind(campaign_id)
+        .fetch_all(pool)
+        .await?
+    });
+    let mut t = Tally::default();
+    for (state, reason, n) in rows {
+        let n = n as u64;
+        match state.parse::<SendState>() {
+            Ok(SendState::Pending) => t.pending += n,
+            Ok(SendState::Sending) => t.sending += n,
+            Ok(SendState::Accepted) => t.accepted += n,
+            Ok(SendState::Deferred) => t.deferred += n,
+            Ok(SendState::Failed) => t.failed += n,
+            Ok(SendState::Skipped) => {
+                *t.skipped
+                    .entry(reason.unwrap_or_else(|| "unknown".into()))
+                    .or_default() += n
+            }
+            Err(e) => return Err(super::StoreError::Corrupt(e)),
+        }
+    }
+    Ok(t)
+}
+
+/// A send row claimed by a worker.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub id: i64,
+    pub contact_id: i64,
+    pub email: String,
+    /// Attempts including this one.
+    pub attempts: i64,
+    pub created_at: Millis,
+}
+
+/// Claims up to `n` rows that are due: pending, or deferred with their retry
+/// time passed. One short transaction; PostgreSQL nodes skip each other's
+/// locked rows, SQLite's single writer serialises the claim.
+pub async fn claim(
+    store: &Store,
+    campaign_id: i64,
+    worker: &str,
+    n: i64,
+    lease_until: Millis,
+    now: Millis,
+) -> Result<Vec<Claimed>> {
+    let lock = match store {
+        Store::Sqlite(_) => "",
+        Store::Postgres(_) => " FOR UPDATE SKIP LOCKED",
+    };
+    let sql = format!(
+        "UPDATE sends SET state = 'sending', claimed_by = $1, lease_until = $2, attempts = attempts + 1, \
+         updated_at = $3 WHERE id IN (SELECT id FROM sends WHERE campaign_id = $4 AND \
+         (state = 'pending' OR (state = 'deferred' AND next_attempt_at <= $3)) ORDER BY id LIMIT $5{lock}) \
+         RETURNING id, contact_id, email, attempts, created_at"
+    );
+    let mut rows: Vec<Claimed> = dispatch!(store, pool => {
+        sqlx::query(&sql)
+            .bind(worker)
+            .bind(lease_until)
+            .bind(now)
+            .bind(campaign_id)
+            .bind(n)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(Claimed {
+                    id: r.try_get("id")?,
+                    contact_id: r.try_get("contact_id")?,
+                    email: r.try_get("email")?,
+                    attempts: r.try_get("attempts")?,
+                    created_at: r.try_get("created_at")?,
+                })
+            })
+            .collect::<std::result::Result<Vec<_>, sqlx::Error>>()?
+    });
+    rows.sort_by_key(|c| c.id);
+    Ok(rows)
+}
+
+/// The result of one delivery attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Accepted {
+        message_id: String,
+        code: Option<u16>,
+        reply: String,
+    },
+    Deferred {
+        code: Option<u16>,
+        reply: String,
+        retry_at: Millis,
+    },
+    Failed {
+        code: Option<u16>,
+        reply: String,
+    },
+    Skipped(SkipReason),
+}
+
+#[derive(Default)]
+struct RowUpdate<'a> {
+    state: &'static str,
+    code: Option<i64>,
+    reply: Option<&'a str>,
+    retry_at: Option<Millis>,
+    message_id: Option<&'a str>,
+    reason: Option<&'static str>,
+}
+
+/// Records one result in its own short write. An accepted send also stamps
+/// the contact's engagement counters in the same transaction.
+pub async fn record(
+    store: &Store,
+    claimed: &Claimed,
+    outcome: &Outcome,
+    now: Millis,
+) -> Result<()> {
+    let mut row = RowUpdate::default();
+    match outcome {
+        Outcome::Accepted {
+            message_id,
+            code,
+            reply,
+        } => {
+            row.state = "accepted";
+            row.code = code.map(i64::from);
+            row.reply = Some(reply);
+            row.message_id = Some(message_id);
+        }
+        Outcome::Deferred {
+            code,
+            reply,
+            retry_at,
+        } => {
+            row.state = "deferred";
+            row.code = code.map(i64::from);
+            row.reply = Some(reply);
+            row.retry_at = Some(*retry_at);
+        }
+        Outcome::Failed { code, reply } => {
+            row.state = "failed";
+            row.code = code.map(i64::from);
+            row.reply = Some(reply);
+        }
+        Outcome::Skipped(r) => {
+            row.state = "skipped";
+            row.reason = Some(r.as_str());
+        }
+    }
+    let RowUpdate {
+        state,
+        code,
+        reply,
+        retry_at,
+        message_id,
+        reason,
+    } = row;
+    let update = "UPDATE sends SET state = $1, smtp_code = $2, smtp_reply = $3, next_attempt_at = $4, \
+                  message_id = COALESCE($5, message_id), skip_reason = $6, claimed_by = NULL, \
+                  lease_until = NULL, updated_at = $7 WHERE id = $8";
+    let accepted = matches!(outcome, Outcome::Accepted { .. });
+    dispatch!(store, pool => {
+        let mut tx = pool.begin().await?;
+        sqlx::query(update)
+            .bind(state)
+            .bind(code)
+            .bind(reply)
+            .bind(retry_at)
+            .bind(message_id)
+            .bind(reason)
+            .bind(now)
+            .bind(claimed.id)
+            .execute(&mut *tx)
+            .await?;
+        if accepted {
+            sqlx::query(
+                "UPDATE contacts SET last_sent_at = $1, send_count = send_count + 1 WHERE id = $2",
+            )
+            .bind(now)
+            .bind(claimed.contact_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+    });
+    Ok(())
+}
+
+/// Returns rows whose worker is gone to `pending`, and says how many there
+/// were: the in-flight window of the run that died. A row is stale when its
+/// lease expired, or when `is_dead(claimed_by)` says its worker is known dead
+/// (a process on this host that no longer exists).
+pub async fn release_stale(
+    store: &Store,
+    campaign_id: i64,
+    now: Millis,
+    is_dead: impl Fn(&str) -> bool,
+) -> Result<u64> {
+    let claimed: Vec<(i64, Option<String>, Option<Millis>)> = dispatch!(store, pool => {
+        sqlx::query_as(
+            "SELECT id, claimed_by, lease_until FROM sends WHERE campaign_id = $1 AND state = 'sending'",
+        )
+        .bind(campaign_id)
+        .fetch_all(pool)
+        .await?
+    });
+    let stale: Vec<i64> = claimed
+        .into_iter()
+        .filter(|(_, by, until)| {
+            until.is_none_or(|u| u < now) || by.as_deref().is_none_or(&is_dead)
+        })
+        .map(|(id, _, _)| id)
+        .collect();
+    for chunk in stale.chunks(500) {
+        dispatch!(store, pool => {
+            let mut qb = QueryBuilder::new(
+                "UPDATE sends SET state = 'pending', claimed_by = NULL, lease_until = NULL, updated_at = ",
+            );
+            qb.push_bind(now);
+            qb.push(" WHERE state = 'sending' AND id IN (");
+            let mut sep = qb.separated(", ");
+            for id in chunk {
+                sep.push_bind(*id);
+            }
+            qb.push(")");
+            qb.build().execute(pool).await?;
+        });
+    }
+    Ok(stale.len() as u64)
+}
+
+/// When the earliest deferred row of a campaign is due, if any.
+pub async fn next_retry_at(store: &Store, campaign_id: i64) -> Result<Option<Millis>> {
+    dispatch!(store, pool => {
+        Ok(sqlx::query_scalar(
+            "SELECT MIN(next_attempt_at) FROM sends WHERE campaign_id = $1 AND state = 'deferred'",
+        )
+        .bind(campaign_id)
+        .fetch_one(pool)
+        .await?)
+    })
+}
+
+/// Contacts among `ids` currently subscribed to `list_id`.
+pub async fn subscribed_among(
+    store: &Store,
+    list_id: i64,
+    ids: &[i64],
+) -> Result<std::collections::HashSet<i64>> {
+    if ids.is_empty() {
+        return Ok(Default::default());
+    }
+    dispatch!(store, pool => {
+        let mut qb = QueryBuilder::new("SELECT contact_id FROM contact_lists WHERE subscribed = 1 AND list_id = ");
+        qb.push_bind(list_id);
+        qb.push(" AND contact_id IN (");
+        let mut sep = qb.separated(", ");
+        for id in ids {
+            sep.push_bind(*id);
+        }
+        qb.push(")");
+        let rows = qb.build().fetch_all(pool).await?;
+        rows.iter()
+            .map(|r| r.try_get::<i64, _>("contact_id"))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(Into::into)
+    })
+}
