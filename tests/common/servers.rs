@@ -18,11 +18,14 @@
 
 use std::fmt::Write as _;
 use std::fs;
-use std::net::{Ipv4Addr, TcpListener, UdpSocket};
+use std::io::{Read as _, Write as _};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Uid and gid that own the virtual Maildirs. Postfix's virtual(8) refuses
@@ -592,4 +595,313 @@ impl Drop for SmtpSink {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+// ---------------------------------------------------------------------------
+// DNS
+
+/// Records for [`Dns::start`], written as dnsmasq options. Every other name
+/// under `.test` answers NXDOMAIN (`local=/test/`).
+#[derive(Debug, Clone, Default)]
+pub struct Zone {
+    lines: Vec<String>,
+}
+
+impl Zone {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn mx(mut self, domain: &str, preference: u16, host: &str) -> Self {
+        self.lines
+            .push(format!("mx-host={domain},{host},{preference}"));
+        self
+    }
+
+    /// An A or AAAA record (dnsmasq's host-record picks by the address).
+    pub fn addr(mut self, name: &str, ip: &str) -> Self {
+        self.lines.push(format!("host-record={name},{ip}"));
+        self
+    }
+
+    /// RFC 7505 null MX: preference 0, exchange "." (wire form: 0x0000 then
+    /// the root label 0x00), written as a raw record since dnsmasq's
+    /// mx-host cannot express it.
+    pub fn null_mx(mut self, domain: &str) -> Self {
+        self.lines.push(format!("dns-rr={domain},15,000000"));
+        self
+    }
+
+    /// A TXT record: makes a name exist without any mail-related record.
+    pub fn txt(mut self, name: &str, text: &str) -> Self {
+        self.lines.push(format!("txt-record={name},\"{text}\""));
+        self
+    }
+
+    /// The zone the MX tests use:
+    /// - `mx.test`: MX 10 mail.mx.test, MX 20 backup.mx.test (both with A)
+    /// - `nullmx.test`: null MX
+    /// - `aonly.test`: no MX, an A record (implicit MX)
+    /// - `aaaaonly.test`: no MX, an AAAA record
+    /// - `dangling.test`: MX to nowhere.dangling.test, which does not exist
+    /// - `txtonly.test`: exists, but neither MX nor A/AAAA
+    /// - `brokenmx.test`: MX to mail.servfail.test, whose lookup fails
+    /// - `nxdomain.test` and everything else under `.test`: NXDOMAIN, except
+    ///   names under `servfail.test` (SERVFAIL) and `silent.test` (no answer)
+    pub fn standard() -> Self {
+        Self::new()
+            .mx("mx.test", 10, "mail.mx.test")
+            .mx("mx.test", 20, "backup.mx.test")
+            .addr("mail.mx.test", "192.0.2.10")
+            .addr("backup.mx.test", "192.0.2.11")
+            .null_mx("nullmx.test")
+            .addr("aonly.test", "192.0.2.20")
+            .addr("aaaaonly.test", "2001:db8::20")
+            .mx("dangling.test", 10, "nowhere.dangling.test")
+            .txt("txtonly.test", "v=spf1 -all")
+            .mx("brokenmx.test", 10, "mail.servfail.test")
+    }
+}
+
+/// dnsmasq on a free loopback port serving a [`Zone`], and two misbehaving
+/// servers beside it: one answering every query with SERVFAIL, one that
+/// never answers (a timeout for the client). dnsmasq cannot do either
+/// itself: forwarding to a dead port gives a timeout, not SERVFAIL.
+pub struct Dns {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+    servfail: Responder,
+    silent: Responder,
+}
+
+impl Dns {
+    pub fn start(zone: &Zone) -> Option<Self> {
+        if !have("dnsmasq", &["/usr/sbin/dnsmasq"]) {
+            return None;
+        }
+        let dir = temp_dir("cartero-dns-");
+        let port = free_port();
+        let servfail = Responder::start(ResponderKind::ServFail);
+        let silent = Responder::start(ResponderKind::Silent);
+        let conf = dir.path().join("dnsmasq.conf");
+        let log = dir.path().join("dnsmasq.log");
+        let mut text = format!(
+            "port={port}
+listen-address=127.0.0.1
+bind-interfaces
+# Keep every query off the network: no upstream, .test answered locally.
+no-resolv
+no-hosts
+no-poll
+local=/test/
+# dnsmasq gives local records TTL 0 unless told; the cache tests need one.
+local-ttl=300
+neg-ttl=60
+user=root
+log-queries
+log-facility={log}
+# Names under these zones go to the misbehaving servers, so a zone served
+# by dnsmasq can point at hosts whose lookups fail.
+server=/servfail.test/127.0.0.1#{servfail_port}
+server=/silent.test/127.0.0.1#{silent_port}
+",
+            log = log.display(),
+            servfail_port = servfail.addr.port(),
+            silent_port = silent.addr.port(),
+        );
+        for line in &zone.lines {
+            text.push_str(line);
+            text.push('\n');
+        }
+        write(&conf, &text);
+        let out = fs::File::create(dir.path().join("dnsmasq.out")).expect("dnsmasq output");
+        let child = Command::new("/usr/sbin/dnsmasq")
+            .arg("--keep-in-foreground")
+            .arg(format!("--conf-file={}", conf.display()))
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("dup"))
+            .stderr(out)
+            .spawn()
+            .expect("spawn dnsmasq");
+        let dns = Dns {
+            child,
+            port,
+            dir,
+            servfail,
+            silent,
+        };
+        // dnsmasq also listens on TCP; that tells us it is up.
+        if !wait_for_tcp(port, Duration::from_secs(10)) {
+            panic!(
+                "dnsmasq did not start on {port}:\n{}\n{}",
+                read_lossy(&dns.dir.path().join("dnsmasq.out")),
+                dns.log()
+            );
+        }
+        Some(dns)
+    }
+
+    /// `127.0.0.1:PORT` of dnsmasq.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+    }
+
+    /// A server that answers every query with SERVFAIL (RCODE 2).
+    pub fn servfail_addr(&self) -> SocketAddr {
+        self.servfail.addr
+    }
+
+    /// A server that reads queries and never answers.
+    pub fn silent_addr(&self) -> SocketAddr {
+        self.silent.addr
+    }
+
+    /// Queries the misbehaving servers have received so far.
+    pub fn servfail_queries(&self) -> usize {
+        self.servfail.queries.load(Ordering::Relaxed)
+    }
+
+    pub fn log(&self) -> String {
+        read_lossy(&self.dir.path().join("dnsmasq.log"))
+    }
+}
+
+impl Drop for Dns {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum ResponderKind {
+    ServFail,
+    Silent,
+}
+
+/// A UDP (and TCP) DNS responder on its own loopback port, run by threads
+/// until dropped.
+struct Responder {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    queries: Arc<AtomicUsize>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Responder {
+    fn start(kind: ResponderKind) -> Self {
+        let (udp, tcp) = loop {
+            let port = free_port();
+            if let (Ok(u), Ok(t)) = (
+                UdpSocket::bind((Ipv4Addr::LOCALHOST, port)),
+                TcpListener::bind((Ipv4Addr::LOCALHOST, port)),
+            ) {
+                break (u, t);
+            }
+        };
+        let addr = udp.local_addr().expect("addr");
+        let stop = Arc::new(AtomicBool::new(false));
+        let queries = Arc::new(AtomicUsize::new(0));
+        udp.set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("timeout");
+        tcp.set_nonblocking(true).expect("nonblocking");
+        let udp_thread = {
+            let (stop, queries) = (stop.clone(), queries.clone());
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok((n, peer)) = udp.recv_from(&mut buf) else {
+                        continue;
+                    };
+                    queries.fetch_add(1, Ordering::Relaxed);
+                    if kind == ResponderKind::ServFail
+                        && let Some(reply) = servfail_reply(&buf[..n])
+                    {
+                        let _ = udp.send_to(&reply, peer);
+                    }
+                }
+            })
+        };
+        let tcp_thread = {
+            let (stop, queries) = (stop.clone(), queries.clone());
+            std::thread::spawn(move || {
+                // Connections are held open and never answered (silent) or
+                // answered with SERVFAIL, framed with the RFC 1035 §4.2.2
+                // two-octet length.
+                let mut held = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    match tcp.accept() {
+                        Ok((mut stream, _)) => {
+                            queries.fetch_add(1, Ordering::Relaxed);
+                            if kind == ResponderKind::ServFail {
+                                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                                let mut len = [0u8; 2];
+                                if stream.read_exact(&mut len).is_ok() {
+                                    let mut q = vec![0u8; u16::from_be_bytes(len) as usize];
+                                    if stream.read_exact(&mut q).is_ok()
+                                        && let Some(reply) = servfail_reply(&q)
+                                    {
+                                        let mut framed =
+                                            (reply.len() as u16).to_be_bytes().to_vec();
+                                        framed.extend_from_slice(&reply);
+                                        let _ = stream.write_all(&framed);
+                                    }
+                                }
+                            }
+                            held.push(stream);
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                    }
+                }
+            })
+        };
+        Responder {
+            addr,
+            stop,
+            queries,
+            threads: vec![udp_thread, tcp_thread],
+        }
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The reply to a DNS query: same ID and question, QR set, RCODE 2
+/// (SERVFAIL, RFC 1035 §4.1.1), no records. `None` for a malformed query.
+fn servfail_reply(query: &[u8]) -> Option<Vec<u8>> {
+    if query.len() < 12 {
+        return None;
+    }
+    // Walk the first question's name (uncompressed in a query), then QTYPE
+    // and QCLASS.
+    let mut i = 12;
+    loop {
+        let len = *query.get(i)? as usize;
+        i += 1;
+        if len == 0 {
+            break;
+        }
+        if len & 0xC0 != 0 {
+            return None;
+        }
+        i += len;
+    }
+    let end = i + 4;
+    if end > query.len() {
+        return None;
+    }
+    let mut reply = query[..end].to_vec();
+    reply[2] = 0x80 | (query[2] & 0x79); // QR, opcode and RD from the query
+    reply[3] = 0x80 | 0x02; // RA, RCODE = SERVFAIL
+    reply[4..6].copy_from_slice(&[0, 1]); // QDCOUNT 1
+    reply[6..12].fill(0); // no answer, authority or additional records
+    Some(reply)
 }
