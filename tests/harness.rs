@@ -163,3 +163,83 @@ fn smtp_sink_accepts_mail() {
     servers::smtp_send(sink.port(), "s@cartero.test", &["x@anywhere.test"], &msg)
         .expect("sink accepts");
 }
+
+/// A minimal IMAP exchange over std TCP: each command's tagged reply and
+/// everything before it.
+fn imap_dialogue(port: u16, commands: &[&str]) -> Vec<String> {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    let stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+    let mut greeting = String::new();
+    reader.read_line(&mut greeting).expect("greeting");
+    assert!(greeting.starts_with("* OK"), "{greeting}");
+    let mut out = Vec::new();
+    let mut writer = stream;
+    for (i, cmd) in commands.iter().enumerate() {
+        let tag = format!("a{i}");
+        write!(writer, "{tag} {cmd}\r\n").expect("write");
+        let mut reply = String::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).expect("read") == 0 {
+                break;
+            }
+            reply.push_str(&line);
+            if line.starts_with(&format!("{tag} ")) {
+                break;
+            }
+        }
+        out.push(reply);
+    }
+    out
+}
+
+#[test]
+fn dovecot_serves_the_postfix_maildir_over_imap() {
+    let Some(pf) = Postfix::start() else { return };
+    let sender = format!("bounces+tok-imap@{DOMAIN}");
+    let msg = servers::test_message(&sender, "nobody@example.test", "s", "b");
+    servers::smtp_send(pf.smtp_port(), &sender, &["nobody@example.test"], &msg).expect("sent");
+    pf.wait_for_messages("bounces", 1, Duration::from_secs(20));
+    let Some(dovecot) = servers::Dovecot::start(&[("bounces", pf.maildir("bounces"))]) else {
+        return;
+    };
+    let replies = imap_dialogue(
+        dovecot.imap_port(),
+        &[
+            &format!("LOGIN bounces {}", servers::IMAP_PASSWORD),
+            "SELECT INBOX",
+            "FETCH 1 (BODY.PEEK[HEADER.FIELDS (X-ORIGINAL-TO)])",
+            "LOGOUT",
+        ],
+    );
+    assert!(
+        replies[0].contains("a0 OK"),
+        "{replies:?}\n{}",
+        dovecot.log()
+    );
+    assert!(replies[1].contains("* 1 EXISTS"), "{replies:?}");
+    assert!(
+        replies[2].contains("X-Original-To: bounces+tok-imap@example.test"),
+        "{replies:?}"
+    );
+}
+
+#[test]
+fn dovecot_rejects_a_wrong_password_and_offers_tls() {
+    let Some(pf) = Postfix::start() else { return };
+    let Some(dovecot) = servers::Dovecot::start_with_tls(&[("alice", pf.maildir("alice"))]) else {
+        return;
+    };
+    let replies = imap_dialogue(
+        dovecot.imap_port(),
+        &["CAPABILITY", "LOGIN alice wrong-password", "LOGOUT"],
+    );
+    assert!(replies[0].contains("STARTTLS"), "{replies:?}");
+    assert!(replies[1].contains("a1 NO"), "{replies:?}");
+    assert!(dovecot.imaps_port().is_some());
+    assert!(dovecot.ca_cert().exists());
+}

@@ -905,3 +905,213 @@ fn servfail_reply(query: &[u8]) -> Option<Vec<u8>> {
     reply[6..12].fill(0); // no answer, authority or additional records
     Some(reply)
 }
+
+// ---------------------------------------------------------------------------
+// Dovecot
+
+/// The password of every user of a test [`Dovecot`].
+pub const IMAP_PASSWORD: &str = "imap-test-secret";
+
+/// A private Dovecot 2.3 IMAP server over existing Maildirs (usually a
+/// [`Postfix`] instance's): its own base_dir and log file, passwd-file users
+/// whose homes are the Maildirs (`mail_location = maildir:~`), plaintext
+/// login allowed. With TLS, a throwaway CA signs a certificate for
+/// 127.0.0.1 and `localhost`; [`ca_cert`](Self::ca_cert) is the CA to trust.
+pub struct Dovecot {
+    child: Child,
+    dir: tempfile::TempDir,
+    imap_port: u16,
+    imaps_port: Option<u16>,
+}
+
+impl Dovecot {
+    /// Plain IMAP only (`ssl = no`).
+    pub fn start(users: &[(&str, PathBuf)]) -> Option<Self> {
+        Self::launch(users, false)
+    }
+
+    /// IMAP with STARTTLS on [`imap_port`](Self::imap_port) and IMAPS on
+    /// [`imaps_port`](Self::imaps_port).
+    pub fn start_with_tls(users: &[(&str, PathBuf)]) -> Option<Self> {
+        Self::launch(users, true)
+    }
+
+    fn launch(users: &[(&str, PathBuf)], tls: bool) -> Option<Self> {
+        let mut needed = vec!["/usr/sbin/dovecot"];
+        if tls {
+            needed.push("/usr/bin/openssl");
+        }
+        if !have("Dovecot", &needed) {
+            return None;
+        }
+        let dir = temp_dir("cartero-dovecot-");
+        let root = dir.path();
+        let mut passwd = String::new();
+        for (user, home) in users {
+            writeln!(
+                passwd,
+                "{user}:{{PLAIN}}{IMAP_PASSWORD}:{VMAIL_ID}:{VMAIL_ID}::{}::",
+                home.display()
+            )
+            .expect("fmt");
+        }
+        write(&root.join("users"), &passwd);
+        let imap_port = free_port();
+        let imaps_port = tls.then(free_port);
+        let ssl = if tls {
+            make_certificates(root);
+            let dh = if Path::new("/usr/share/dovecot/dh.pem").exists() {
+                "ssl_dh = </usr/share/dovecot/dh.pem\n"
+            } else {
+                ""
+            };
+            format!(
+                "ssl = yes\nssl_cert = <{root}/server.pem\nssl_key = <{root}/server.key\n{dh}",
+                root = root.display()
+            )
+        } else {
+            "ssl = no\n".to_string()
+        };
+        let imaps = match imaps_port {
+            Some(p) => format!(
+                "  inet_listener imaps {{\n    address = 127.0.0.1\n    port = {p}\n    ssl = yes\n  }}\n"
+            ),
+            None => "  inet_listener imaps {\n    port = 0\n  }\n".to_string(),
+        };
+        // Gotcha: one-line sections (`x { a = b }`) are a syntax error.
+        let conf = format!(
+            "base_dir = {root}/run
+state_dir = {root}/state
+instance_name = cartero-test-{imap_port}
+protocols = imap
+listen = 127.0.0.1
+{ssl}disable_plaintext_auth = no
+auth_mechanisms = plain login
+log_path = {root}/dovecot.log
+mail_location = maildir:~
+first_valid_uid = 100
+default_login_user = dovenull
+default_internal_user = dovecot
+namespace inbox {{
+  inbox = yes
+  separator = .
+}}
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {root}/users
+}}
+userdb {{
+  driver = passwd-file
+  args = username_format=%u {root}/users
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {imap_port}
+  }}
+{imaps}}}
+service stats {{
+  unix_listener stats-writer {{
+    mode = 0666
+  }}
+}}
+",
+            root = root.display()
+        );
+        write(&root.join("dovecot.conf"), &conf);
+        let out = fs::File::create(root.join("dovecot.out")).expect("dovecot output");
+        let child = Command::new("/usr/sbin/dovecot")
+            .arg("-F")
+            .arg("-c")
+            .arg(root.join("dovecot.conf"))
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("dup"))
+            .stderr(out)
+            .spawn()
+            .expect("spawn dovecot");
+        let dovecot = Dovecot {
+            child,
+            dir,
+            imap_port,
+            imaps_port,
+        };
+        for port in std::iter::once(imap_port).chain(imaps_port) {
+            if !wait_for_tcp(port, Duration::from_secs(10)) {
+                panic!(
+                    "dovecot did not listen on {port}:\n{}\n{}",
+                    read_lossy(&dovecot.dir.path().join("dovecot.out")),
+                    dovecot.log()
+                );
+            }
+        }
+        Some(dovecot)
+    }
+
+    /// Plain IMAP (STARTTLS offered when started with TLS).
+    pub fn imap_port(&self) -> u16 {
+        self.imap_port
+    }
+
+    /// IMAP over TLS from the first byte; `None` without TLS.
+    pub fn imaps_port(&self) -> Option<u16> {
+        self.imaps_port
+    }
+
+    /// PEM file of the CA that signed the server certificate.
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    pub fn log(&self) -> String {
+        read_lossy(&self.dir.path().join("dovecot.log"))
+    }
+}
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        // SIGTERM lets the master stop its children before the dir goes.
+        kill(self.child.id() as i32, "-TERM");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A CA and a server certificate for 127.0.0.1/localhost signed by it
+/// (rustls does not accept a self-signed leaf as its own trust anchor).
+fn make_certificates(dir: &Path) {
+    let d = dir.display();
+    let ext = dir.join("server.ext");
+    write(
+        &ext,
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n\
+         extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    );
+    let steps = [
+        format!(
+            "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=cartero-test-CA \
+             -keyout {d}/ca.key -out {d}/ca.pem"
+        ),
+        format!(
+            "openssl req -newkey rsa:2048 -nodes -subj /CN=localhost \
+             -keyout {d}/server.key -out {d}/server.csr"
+        ),
+        format!(
+            "openssl x509 -req -in {d}/server.csr -CA {d}/ca.pem -CAkey {d}/ca.key \
+             -CAcreateserial -days 2 -extfile {d}/server.ext -out {d}/server.pem"
+        ),
+    ];
+    for step in steps {
+        let (ok, out) = run(Command::new("sh").arg("-c").arg(&step));
+        assert!(ok, "{step}: {out}");
+    }
+    // Dovecot reads the key as root before dropping privileges.
+    fs::set_permissions(dir.join("server.key"), fs::Permissions::from_mode(0o600))
+        .expect("chmod key");
+}
