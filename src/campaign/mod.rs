@@ -13,6 +13,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::config::line_col;
+use crate::segment::{Segment, SegmentError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CampaignError {
@@ -22,6 +23,8 @@ pub enum CampaignError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Segment(#[from] SegmentError),
     #[error("{path}:{line}:{col}: {message}")]
     At {
         path: String,
@@ -54,11 +57,36 @@ struct CampaignFile {
     headers: BTreeMap<Spanned<String>, Spanned<String>>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 enum SegmentField {
     Named(String),
     Inline(InlineSegment),
+}
+
+/// `segment = "name"` or a `[segment]` table. Written by hand rather than
+/// `#[serde(untagged)]`: untagged enums buffer their input, which loses the
+/// spans toml gives `Spanned` values, and so the file:line:col of errors.
+impl<'de> Deserialize<'de> for SegmentField {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = SegmentField;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a segment name, or a [segment] table with a `filter`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<SegmentField, E> {
+                Ok(SegmentField::Named(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<SegmentField, A::Error> {
+                InlineSegment::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(SegmentField::Inline)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -85,14 +113,14 @@ pub struct Tracking {
 }
 
 /// Which recipients a campaign goes to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum SegmentSpec {
     /// Every contact subscribed to the campaign's list.
     All,
     /// A segment named in `segments.toml`.
     Named { name: String, at: Location },
-    /// A filter written in the campaign file itself.
-    Inline { filter: String, at: Location },
+    /// A filter written in the campaign file itself, already checked.
+    Inline(Segment),
 }
 
 /// A place in a file, for diagnostics about a value found there.
@@ -249,10 +277,12 @@ impl Campaign {
                     name: name.clone(),
                     at: at(s.span()),
                 },
-                SegmentField::Inline(inline) => SegmentSpec::Inline {
-                    filter: inline.filter.get_ref().clone(),
-                    at: at(inline.filter.span()),
-                },
+                SegmentField::Inline(inline) => SegmentSpec::Inline(Segment::parse_in_toml(
+                    &format!("{slug} (inline)"),
+                    &inline.filter,
+                    path,
+                    text,
+                )?),
             },
         };
 
@@ -385,6 +415,26 @@ X-Campaign = "spring"
             c.headers,
             vec![("X-Campaign".to_string(), "spring".to_string())]
         );
+    }
+
+    #[test]
+    fn inline_segment_errors_point_into_the_file() {
+        let d = dir_with_templates();
+        let text = GOOD.replace(
+            "segment = \"spain\"\n",
+            "[segment]\nfilter = 'attributes.country == \"ES\" and nosuchfield > 3'\n",
+        );
+        let e = Campaign::parse(&text, Path::new("c.toml"), d.path())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("c.toml:6:"), "{e}");
+        assert!(e.contains("nosuchfield"), "{e}");
+        let ok = GOOD.replace(
+            "segment = \"spain\"\n",
+            "[segment]\nfilter = 'attributes.country == \"ES\"'\n",
+        );
+        let c = Campaign::parse(&ok, Path::new("c.toml"), d.path()).unwrap();
+        assert!(matches!(c.segment, SegmentSpec::Inline(_)));
     }
 
     #[test]

@@ -103,6 +103,7 @@ impl Renderer {
         // Only the HTML body is escaped: the subject and text part are not
         // HTML, and escaping them would show &amp; to the reader.
         tera.autoescape_on(vec![HTML]);
+        tera.set_escape_fn(escape_html);
         let syntax = |path: &str, e: tera::Error| RenderError::Syntax {
             path: path.to_string(),
             message: tera_message(&e),
@@ -190,6 +191,25 @@ impl Renderer {
             text,
         })
     }
+}
+
+/// Escapes the five characters that can change HTML structure. Tera's
+/// default also escapes `/`, which turns every URL in an attribute into
+/// `https:&#x2F;&#x2F;...`: valid, but unreadable in the source and mangled by
+/// some mail clients' link scanners.
+fn escape_html(input: &str) -> String {
+    let mut out = String::with_capacity(input.len() + input.len() / 8);
+    for c in input.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#x27;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// A readable text alternative of an HTML body (links kept as footnotes).
