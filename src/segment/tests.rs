@@ -385,3 +385,12 @@ fn column_names_are_plain_identifiers() {
         );
     }
 }
+
+#[test]
+fn one_line_drops_comments_and_line_breaks() {
+    let seg = Segment::parse("x", "attributes.country == \"ES # not a comment\"  # ISO code\n  and now() - last_open_at < 30d\n").unwrap();
+    assert_eq!(
+        seg.one_line(),
+        "attributes.country == \"ES # not a comment\" and now() - last_open_at < 30d"
+    );
+}
