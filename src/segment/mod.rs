@@ -210,12 +210,16 @@ struct SegmentsFile {
     segments: BTreeMap<String, SegmentDef>,
 }
 
-#[derive(Deserialize)]
+/// One segment as written in TOML: a `[segments.NAME]` table of the
+/// segments file, or the `[segment]` table of a campaign file. Deserialise it
+/// with the rest of the file, then `compile` it with the file's text so that
+/// errors land on the right line and column.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SegmentDef {
-    filter: toml::Spanned<String>,
+pub struct SegmentDef {
+    pub filter: toml::Spanned<String>,
     #[serde(default)]
-    description: Option<String>,
+    pub description: Option<String>,
 }
 
 /// Loads the named segments of a segments file:
@@ -294,7 +298,8 @@ fn definitions(path: &Path, text: &str) -> Result<Vec<(String, SegmentDef)>, Seg
 }
 
 impl SegmentDef {
-    fn compile(self, name: &str, path: &Path, text: &str) -> Result<Segment, SegmentError> {
+    /// Parses the filter; `text` is the whole file it was read from.
+    pub fn compile(self, name: &str, path: &Path, text: &str) -> Result<Segment, SegmentError> {
         let mut seg = Segment::parse_in_toml(name, &self.filter, path, text)?;
         seg.description = self.description;
         Ok(seg)
