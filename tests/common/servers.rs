@@ -701,6 +701,9 @@ local=/test/
 local-ttl=300
 neg-ttl=60
 user=root
+# Its own pid file: the default /var/run/dnsmasq.pid is shared by every
+# instance, and a second one refuses to start while the first runs.
+pid-file={pid}
 log-queries
 log-facility={log}
 # Names under these zones go to the misbehaving servers, so a zone served
@@ -709,6 +712,7 @@ server=/servfail.test/127.0.0.1#{servfail_port}
 server=/silent.test/127.0.0.1#{silent_port}
 ",
             log = log.display(),
+            pid = dir.path().join("dnsmasq.pid").display(),
             servfail_port = servfail.addr.port(),
             silent_port = silent.addr.port(),
         );
