@@ -1,1 +1,478 @@
-//! Campaign files: parse and validate TOML, reporting file:line:col.
+//! Campaign files: parse and validate the TOML a marketer keeps in git.
+//!
+//! Every error names the file, line and column of the offending value. This
+//! module reads files and checks their shape; it renders nothing and sends
+//! nothing (that is `render` and `send`), and it never touches the database.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use lettre::message::Mailbox;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::config::line_col;
+use crate::segment::{Segment, SegmentError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CampaignError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Segment(#[from] SegmentError),
+    #[error("{path}:{line}:{col}: {message}")]
+    At {
+        path: String,
+        line: usize,
+        col: usize,
+        message: String,
+    },
+}
+
+/// The campaign file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CampaignFile {
+    name: Spanned<String>,
+    /// Stable identifier; defaults to the file name without `.toml`.
+    id: Option<Spanned<String>>,
+    subject: Spanned<String>,
+    from: Spanned<String>,
+    reply_to: Option<Spanned<String>>,
+    /// The list whose consent this campaign relies on.
+    list: Spanned<String>,
+    /// A named segment from segments.toml, or an inline `[segment]` table.
+    segment: Option<Spanned<SegmentField>>,
+    template: Spanned<TemplateFiles>,
+    #[serde(default)]
+    tracking: Tracking,
+    #[serde(default)]
+    utm: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    headers: BTreeMap<Spanned<String>, Spanned<String>>,
+}
+
+#[derive(Debug)]
+enum SegmentField {
+    Named(String),
+    Inline(InlineSegment),
+}
+
+/// `segment = "name"` or a `[segment]` table. Written by hand rather than
+/// `#[serde(untagged)]`: untagged enums buffer their input, which loses the
+/// spans toml gives `Spanned` values, and so the file:line:col of errors.
+impl<'de> Deserialize<'de> for SegmentField {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = SegmentField;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a segment name, or a [segment] table with a `filter`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<SegmentField, E> {
+                Ok(SegmentField::Named(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<SegmentField, A::Error> {
+                InlineSegment::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(SegmentField::Inline)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InlineSegment {
+    filter: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TemplateFiles {
+    html: Spanned<String>,
+    text: Option<Spanned<String>>,
+}
+
+/// Tracking switches. Opens and clicks are recorded by `cartero serve`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Tracking {
+    #[serde(default)]
+    pub opens: bool,
+    #[serde(default)]
+    pub clicks: bool,
+}
+
+/// Which recipients a campaign goes to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SegmentSpec {
+    /// Every contact subscribed to the campaign's list.
+    All,
+    /// A segment named in `segments.toml`.
+    Named { name: String, at: Location },
+    /// A filter written in the campaign file itself, already checked.
+    Inline(Segment),
+}
+
+/// A place in a file, for diagnostics about a value found there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub path: String,
+    pub line: usize,
+    pub col: usize,
+    /// Byte offset of the value's first character inside the file.
+    pub offset: usize,
+}
+
+impl Location {
+    pub fn error(&self, message: impl Into<String>) -> CampaignError {
+        CampaignError::At {
+            path: self.path.clone(),
+            line: self.line,
+            col: self.col,
+            message: message.into(),
+        }
+    }
+}
+
+/// A campaign, checked for shape; templates and segments are resolved by
+/// the stages that use them, with the locations kept here for their errors.
+#[derive(Debug, Clone)]
+pub struct Campaign {
+    pub path: PathBuf,
+    pub slug: String,
+    pub name: String,
+    pub subject: String,
+    pub subject_at: Location,
+    pub from: Mailbox,
+    pub reply_to: Option<Mailbox>,
+    pub list: String,
+    pub list_at: Location,
+    pub segment: SegmentSpec,
+    pub html_template: PathBuf,
+    pub html_at: Location,
+    pub text_template: Option<PathBuf>,
+    pub text_at: Option<Location>,
+    pub tracking: Tracking,
+    pub utm: Vec<(String, String)>,
+    pub headers: Vec<(String, String)>,
+    /// SHA-256 of the file, to notice edits between runs.
+    pub file_hash: String,
+}
+
+/// Headers cartero writes itself; a campaign may not replace them.
+const RESERVED_HEADERS: &[&str] = &[
+    "from",
+    "to",
+    "cc",
+    "bcc",
+    "subject",
+    "date",
+    "message-id",
+    "reply-to",
+    "return-path",
+    "sender",
+    "mime-version",
+    "content-type",
+    "content-transfer-encoding",
+    "list-unsubscribe",
+    "list-unsubscribe-post",
+    "list-id",
+    "dkim-signature",
+    "feedback-id",
+];
+
+impl Campaign {
+    /// Reads and checks a campaign file. `templates_dir` is where template
+    /// names resolve.
+    pub fn load(path: &Path, templates_dir: &Path) -> Result<Self, CampaignError> {
+        let text = std::fs::read_to_string(path).map_err(|source| CampaignError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, path, templates_dir)
+    }
+
+    pub fn parse(text: &str, path: &Path, templates_dir: &Path) -> Result<Self, CampaignError> {
+        let p = path.display().to_string();
+        let at = |span: Range<usize>| {
+            let (line, col) = line_col(text, span.start);
+            Location {
+                path: p.clone(),
+                line,
+                col,
+                offset: span.start,
+            }
+        };
+        let file: CampaignFile = toml::from_str(text).map_err(|e| {
+            let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
+            CampaignError::At {
+                path: p.clone(),
+                line,
+                col,
+                message: e.message().trim().to_string(),
+            }
+        })?;
+
+        let slug = match &file.id {
+            Some(id) => {
+                let v = id.get_ref();
+                if v.is_empty()
+                    || !v
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+                {
+                    return Err(
+                        at(id.span()).error("`id` may hold only letters, digits, '-', '_' and '.'")
+                    );
+                }
+                v.clone()
+            }
+            None => path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "campaign".into()),
+        };
+        if file.name.get_ref().trim().is_empty() {
+            return Err(at(file.name.span()).error("`name` is empty"));
+        }
+        let mailbox = |v: &Spanned<String>, key: &str| -> Result<Mailbox, CampaignError> {
+            v.get_ref().parse::<Mailbox>().map_err(|e| {
+                at(v.span()).error(format!(
+                    "`{key}` is not a valid address ({e}): {:?}",
+                    v.get_ref()
+                ))
+            })
+        };
+        let from = mailbox(&file.from, "from")?;
+        let reply_to = file
+            .reply_to
+            .as_ref()
+            .map(|r| mailbox(r, "reply_to"))
+            .transpose()?;
+        if file.list.get_ref().trim().is_empty() {
+            return Err(at(file.list.span()).error("`list` is empty"));
+        }
+        let subject = file.subject.get_ref();
+        if subject.trim().is_empty() {
+            return Err(at(file.subject.span()).error("`subject` is empty"));
+        }
+        if subject.contains(['\r', '\n']) {
+            return Err(at(file.subject.span()).error("`subject` must be one line"));
+        }
+
+        let segment = match &file.segment {
+            None => SegmentSpec::All,
+            Some(s) => match s.get_ref() {
+                SegmentField::Named(name) => SegmentSpec::Named {
+                    name: name.clone(),
+                    at: at(s.span()),
+                },
+                SegmentField::Inline(inline) => SegmentSpec::Inline(Segment::parse_in_toml(
+                    &format!("{slug} (inline)"),
+                    &inline.filter,
+                    path,
+                    text,
+                )?),
+            },
+        };
+
+        let template = file.template.get_ref();
+        let resolve = |v: &Spanned<String>| -> Result<PathBuf, CampaignError> {
+            let name = v.get_ref();
+            let rel = Path::new(name);
+            if rel.is_absolute()
+                || rel
+                    .components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir))
+            {
+                return Err(at(v.span()).error(format!(
+                    "template {name:?} must be a path inside the templates folder"
+                )));
+            }
+            let full = templates_dir.join(rel);
+            if !full.is_file() {
+                return Err(at(v.span()).error(format!(
+                    "template {name:?} not found (looked for {})",
+                    full.display()
+                )));
+            }
+            Ok(full)
+        };
+        let html_template = resolve(&template.html)?;
+        let text_template = template.text.as_ref().map(resolve).transpose()?;
+
+        let mut utm = Vec::new();
+        for (k, v) in &file.utm {
+            let key = match k.as_str() {
+                "source" | "medium" | "campaign" | "term" | "content" => format!("utm_{k}"),
+                other => {
+                    return Err(at(v.span()).error(format!(
+                        "unknown UTM parameter {other:?}: use source, medium, campaign, term or content"
+                    )));
+                }
+            };
+            utm.push((key, v.get_ref().clone()));
+        }
+
+        let mut headers = Vec::new();
+        for (k, v) in &file.headers {
+            let name = k.get_ref();
+            let valid_name = !name.is_empty()
+                && name.len() <= 76
+                && name.bytes().all(|b| b.is_ascii_graphic() && b != b':');
+            if !valid_name {
+                return Err(at(k.span()).error(format!("{name:?} is not a valid header name")));
+            }
+            if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+                return Err(at(k.span()).error(format!(
+                    "header {name:?} is written by cartero and cannot be set here"
+                )));
+            }
+            if v.get_ref().contains(['\r', '\n']) {
+                return Err(at(v.span()).error(format!("header {name:?} must be one line")));
+            }
+            headers.push((name.clone(), v.get_ref().clone()));
+        }
+
+        use sha2::Digest;
+        let file_hash = sha2::Sha256::digest(text.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+
+        Ok(Campaign {
+            path: path.to_path_buf(),
+            slug,
+            name: file.name.into_inner(),
+            subject: subject.clone(),
+            subject_at: at(file.subject.span()),
+            from,
+            reply_to,
+            list: file.list.get_ref().trim().to_string(),
+            list_at: at(file.list.span()),
+            segment,
+            html_at: at(template.html.span()),
+            html_template,
+            text_at: template.text.as_ref().map(|t| at(t.span())),
+            text_template,
+            tracking: file.tracking,
+            utm,
+            headers,
+            file_hash,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir_with_templates() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("a.html"),
+            "<p>Hi {{ contact.first_name }}</p>",
+        )
+        .unwrap();
+        d
+    }
+
+    const GOOD: &str = r#"name = "Spring"
+subject = "Hello {{ contact.first_name }}"
+from = "Shop <news@shop.example>"
+list = "newsletter"
+segment = "spain"
+
+[template]
+html = "a.html"
+
+[utm]
+source = "cartero"
+
+[headers]
+X-Campaign = "spring"
+"#;
+
+    #[test]
+    fn parses_a_campaign() {
+        let d = dir_with_templates();
+        let c = Campaign::parse(GOOD, Path::new("campaigns/spring.toml"), d.path()).unwrap();
+        assert_eq!(c.slug, "spring");
+        assert_eq!(c.from.email.to_string(), "news@shop.example");
+        assert_eq!(c.utm, vec![("utm_source".into(), "cartero".into())]);
+        assert!(matches!(c.segment, SegmentSpec::Named { ref name, .. } if name == "spain"));
+        assert_eq!(
+            c.headers,
+            vec![("X-Campaign".to_string(), "spring".to_string())]
+        );
+    }
+
+    #[test]
+    fn inline_segment_errors_point_into_the_file() {
+        let d = dir_with_templates();
+        let text = GOOD.replace(
+            "segment = \"spain\"\n",
+            "[segment]\nfilter = 'attributes.country == \"ES\" and nosuchfield > 3'\n",
+        );
+        let e = Campaign::parse(&text, Path::new("c.toml"), d.path())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("c.toml:6:"), "{e}");
+        assert!(e.contains("nosuchfield"), "{e}");
+        let ok = GOOD.replace(
+            "segment = \"spain\"\n",
+            "[segment]\nfilter = 'attributes.country == \"ES\"'\n",
+        );
+        let c = Campaign::parse(&ok, Path::new("c.toml"), d.path()).unwrap();
+        assert!(matches!(c.segment, SegmentSpec::Inline(_)));
+    }
+
+    #[test]
+    fn unknown_key_points_at_it() {
+        let d = dir_with_templates();
+        let text = GOOD.replace("list = ", "lsit = \"x\"\nlist = ");
+        let e = Campaign::parse(&text, Path::new("c.toml"), d.path())
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("c.toml:4:1:"), "{e}");
+        assert!(e.contains("lsit"), "{e}");
+    }
+
+    #[test]
+    fn missing_template_points_at_the_value() {
+        let d = dir_with_templates();
+        let text = GOOD.replace("\"a.html\"", "\"nope.html\"");
+        let e = Campaign::parse(&text, Path::new("c.toml"), d.path())
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("c.toml:8:8:"), "{e}");
+        assert!(e.contains("nope.html"), "{e}");
+    }
+
+    #[test]
+    fn reserved_headers_and_bad_addresses_are_refused() {
+        let d = dir_with_templates();
+        let text = GOOD.replace("X-Campaign", "List-Unsubscribe");
+        let e = Campaign::parse(&text, Path::new("c.toml"), d.path())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("written by cartero"), "{e}");
+        let text = GOOD.replace("news@shop.example", "not an address");
+        let e = Campaign::parse(&text, Path::new("c.toml"), d.path())
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("c.toml:3:8:"), "{e}");
+        let text = GOOD.replace("a.html", "../a.html");
+        assert!(Campaign::parse(&text, Path::new("c.toml"), d.path()).is_err());
+    }
+}

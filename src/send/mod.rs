@@ -1,1 +1,747 @@
-//! Delivery: SMTP workers, rate limits, retries, the outbox transport.
+//! Delivery: the campaign send loop, SMTP workers, rate limit, retries, and
+//! the outbox transport.
+//!
+//! `send_campaign` snapshots the segment into send rows once, then runs
+//! `concurrency` workers. Each worker claims a small batch (a lease in one
+//! short transaction), renders and signs it on the blocking pool, delivers
+//! message by message outside any transaction, and records each result in its
+//! own write. A kill at any point loses at most the rows a worker had
+//! claimed and not yet recorded: the in-flight window, reported and resent on
+//! resume (docs/SENDING.md). Suppression is checked twice: at the snapshot
+//! and again when a row is claimed, so a contact who unsubscribes during a
+//! long send is not mailed.
+
+pub mod outbox;
+pub mod smtp;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::campaign::{Campaign, CampaignError, SegmentSpec};
+use crate::config::Config;
+use crate::domain::SkipReason;
+use crate::domain::time::{Millis, now_millis};
+use crate::domain::token::{self, Purpose};
+use crate::render::{DkimSigner, Envelope, MessageParts, Personal, RenderError, Renderer};
+use crate::segment::{Segment, SegmentError};
+use crate::store::contacts::Contact;
+use crate::store::sends::{self, Claimed, ContactFilter, Everyone, Outcome, Tally};
+use crate::store::{Store, StoreError};
+
+pub use smtp::{Attempt, ConnectError, SmtpClient};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error(transparent)]
+    Campaign(#[from] CampaignError),
+    #[error(transparent)]
+    Segment(#[from] SegmentError),
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Config(String),
+    #[error("cannot reach the SMTP server, nothing was sent: {0}")]
+    Unreachable(#[from] ConnectError),
+    #[error("{path}: cannot write to the outbox: {source}")]
+    Outbox {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Rows a worker claims at once: small, so a kill strands few and the lease
+/// stays short at any rate limit.
+const CLAIM_BATCH: i64 = 20;
+/// How long a claim is honoured before another run may take the row over.
+const LEASE: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Clone, Default)]
+pub struct SendOptions {
+    /// Render every message and report, but write nothing and send nothing.
+    pub dry_run: bool,
+    /// Stop after the first pass instead of waiting for deferred retries.
+    pub no_wait: bool,
+}
+
+/// What a send did, for the terminal and for scripts.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SendReport {
+    pub campaign: String,
+    /// False when this run resumed a send started earlier.
+    pub started_now: bool,
+    /// Rows a dead run had claimed and not recorded: sent again (docs/SENDING.md).
+    pub in_flight_resent: u64,
+    pub sent_this_run: u64,
+    pub tally: Tally,
+    pub elapsed_secs: f64,
+    pub transport: String,
+    pub dry_run: bool,
+}
+
+/// Progress for a bar: total rows to deliver and how many are done.
+pub trait Progress: Send + Sync {
+    fn start(&self, total: u64);
+    fn advance(&self, n: u64);
+    fn message(&self, msg: String);
+}
+
+pub struct NoProgress;
+impl Progress for NoProgress {
+    fn start(&self, _: u64) {}
+    fn advance(&self, _: u64) {}
+    fn message(&self, _: String) {}
+}
+
+/// The transport a configuration selects.
+#[derive(Clone)]
+enum Transport {
+    Smtp(crate::config::SmtpConfig),
+    Outbox(PathBuf),
+}
+
+impl Transport {
+    fn describe(&self) -> String {
+        match self {
+            Transport::Smtp(s) => format!("smtp://{}:{}", s.host, s.port),
+            Transport::Outbox(p) => format!("outbox {}", p.display()),
+        }
+    }
+}
+
+/// A campaign's segment as a filter over contacts.
+pub struct SegmentFilter {
+    pub segment: Option<Segment>,
+    pub now: Millis,
+}
+
+impl ContactFilter for SegmentFilter {
+    fn push_sqlite(&self, qb: &mut sqlx::QueryBuilder<'_, sqlx::Sqlite>) {
+        match &self.segment {
+            Some(s) => crate::segment::push_where_sqlite(qb, s, self.now),
+            None => Everyone.push_sqlite(qb),
+        }
+    }
+    fn push_postgres(&self, qb: &mut sqlx::QueryBuilder<'_, sqlx::Postgres>) {
+        match &self.segment {
+            Some(s) => crate::segment::push_where_postgres(qb, s, self.now),
+            None => Everyone.push_postgres(qb),
+        }
+    }
+}
+
+/// Resolves a campaign's segment against the project's segments file.
+pub fn resolve_segment(campaign: &Campaign, cfg: &Config) -> Result<Option<Segment>, SendError> {
+    match &campaign.segment {
+        SegmentSpec::All => Ok(None),
+        SegmentSpec::Inline(seg) => Ok(Some(seg.clone())),
+        SegmentSpec::Named { name, at } => {
+            let path = cfg
+                .resolve(&cfg.project.campaigns_dir)
+                .join("segments.toml");
+            if !path.is_file() {
+                return Err(at
+                    .error(format!(
+                        "segment {name:?} needs {} (not found)",
+                        path.display()
+                    ))
+                    .into());
+            }
+            let seg = crate::segment::find(&path, name).map_err(|e| match e {
+                SegmentError::Unknown { .. } => SendError::Campaign(at.error(e.to_string())),
+                other => SendError::Segment(other),
+            })?;
+            Ok(Some(seg))
+        }
+    }
+}
+
+/// Everything needed to turn a send row into bytes on the wire.
+pub struct Composer {
+    pub campaign: Campaign,
+    renderer: Renderer,
+    signer: Option<DkimSigner>,
+    secret: Vec<u8>,
+    bounce_local: String,
+    bounce_domain: String,
+    base_url: String,
+    unsubscribe_mailto: (String, String),
+    message_id_domain: String,
+    list_id: String,
+    feedback_id: String,
+}
+
+/// One message, rendered and signed.
+pub struct Composed {
+    pub envelope: Envelope,
+    pub message_id: String,
+    pub bytes: Vec<u8>,
+}
+
+impl Composer {
+    pub fn new(campaign: Campaign, cfg: &Config) -> Result<Self, SendError> {
+        let secret = cfg
+            .secret()
+            .map_err(|e| SendError::Config(e.to_string()))?
+            .to_vec();
+        let renderer = Renderer::new(&campaign)?;
+        let signer = match &cfg.dkim {
+            Some(d) => Some(
+                DkimSigner::from_config(d, &cfg.resolve(&d.private_key))
+                    .map_err(RenderError::from)?,
+            ),
+            None => None,
+        };
+        let (u_local, u_domain) = cfg
+            .sender
+            .unsubscribe_mailto
+            .rsplit_once('@')
+            .map(|(l, d)| (l.to_string(), d.to_string()))
+            .ok_or_else(|| {
+                SendError::Config(format!(
+                    "sender.unsubscribe_mailto {:?} is not an address",
+                    cfg.sender.unsubscribe_mailto
+                ))
+            })?;
+        let list_slug: String = campaign
+            .list
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        let list_id = format!(
+            "{} <{list_slug}.{}>",
+            campaign.list.replace(['<', '>', '"'], ""),
+            cfg.sender.bounce_domain
+        );
+        let feedback_id = format!("{}:{list_slug}:cartero", campaign.slug);
+        Ok(Self {
+            renderer,
+            signer,
+            secret,
+            bounce_local: cfg.sender.bounce_local.clone(),
+            bounce_domain: cfg.sender.bounce_domain.clone(),
+            base_url: cfg.sender.base_url.trim_end_matches('/').to_string(),
+            unsubscribe_mailto: (u_local, u_domain),
+            message_id_domain: cfg.sender.message_id_domain.clone(),
+            list_id,
+            feedback_id,
+            campaign,
+        })
+    }
+
+    /// The Message-ID of a send row: derived, not random, so a message
+    /// resent after a crash carries the same ID and receivers that dedupe by
+    /// Message-ID drop the copy.
+    pub fn message_id(&self, campaign_id: i64, send_id: i64, created_at: Millis) -> String {
+        format!(
+            "cartero.{campaign_id}.{send_id}.{created_at}@{}",
+            self.message_id_domain
+        )
+    }
+
+    pub fn compose(
+        &self,
+        campaign_id: i64,
+        row: &Claimed,
+        contact: &Contact,
+    ) -> Result<Composed, RenderError> {
+        let bounce_token = token::sign(&self.secret, Purpose::Bounce, row.id);
+        let unsub_token = token::sign(&self.secret, Purpose::Unsubscribe, row.id);
+        let personal = Personal {
+            unsubscribe_url: format!("{}/u/{unsub_token}", self.base_url),
+        };
+        let rendered = self.renderer.render(&self.campaign, contact, &personal)?;
+        let message_id = self.message_id(campaign_id, row.id, row.created_at);
+        let name = [contact.first_name.as_deref(), contact.last_name.as_deref()]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mailto = format!(
+            "{}+{unsub_token}@{}?subject=unsubscribe",
+            self.unsubscribe_mailto.0, self.unsubscribe_mailto.1
+        );
+        let parts = MessageParts {
+            from: &self.campaign.from,
+            reply_to: self.campaign.reply_to.as_ref(),
+            to: &row.email,
+            to_name: (!name.is_empty()).then_some(name.as_str()),
+            message_id: &message_id,
+            unsubscribe_url: &personal.unsubscribe_url,
+            unsubscribe_mailto: &mailto,
+            list_id: &self.list_id,
+            feedback_id: &self.feedback_id,
+            extra_headers: &self.campaign.headers,
+        };
+        let mut bytes = crate::render::build_message(&rendered, &parts)?;
+        if let Some(s) = &self.signer {
+            bytes = s.sign(&bytes)?;
+        }
+        Ok(Composed {
+            envelope: Envelope {
+                from: format!(
+                    "{}+{bounce_token}@{}",
+                    self.bounce_local, self.bounce_domain
+                ),
+                to: row.email.clone(),
+            },
+            message_id,
+            bytes,
+        })
+    }
+}
+
+/// A global messages-per-second ceiling shared by the workers: each message
+/// reserves the next free slot, so the rate holds however many workers run.
+struct RateLimit {
+    interval: Option<Duration>,
+    next: tokio::sync::Mutex<Instant>,
+}
+
+impl RateLimit {
+    fn new(per_sec: f64) -> Self {
+        Self {
+            interval: (per_sec > 0.0).then(|| Duration::from_secs_f64(1.0 / per_sec)),
+            next: tokio::sync::Mutex::new(Instant::now()),
+        }
+    }
+    async fn wait(&self) {
+        let Some(step) = self.interval else { return };
+        let at = {
+            let mut next = self.next.lock().await;
+            let now = Instant::now();
+            let at = (*next).max(now);
+            *next = at + step;
+            at
+        };
+        tokio::time::sleep_until(at.into()).await;
+    }
+}
+
+/// This process's name on its claims: host, pid and a start stamp, so a
+/// later run on the same host can tell that the claimant is dead.
+fn worker_identity() -> String {
+    format!("{}:{}:{}", host_name(), std::process::id(), now_millis())
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// True when `claimed_by` names a process on this host that no longer runs.
+fn claimant_is_dead(claimed_by: &str, me: &str) -> bool {
+    let mut parts = claimed_by.split(':');
+    let (Some(host), Some(pid)) = (parts.next(), parts.next()) else {
+        return true;
+    };
+    if host != host_name() {
+        return false; // another node: wait for its lease to expire
+    }
+    if claimed_by == me {
+        return false;
+    }
+    match pid.parse::<u32>() {
+        Ok(p) if p == std::process::id() => true, // an earlier run in this process
+        Ok(p) => !std::path::Path::new(&format!("/proc/{p}")).exists(),
+        Err(_) => true,
+    }
+}
+
+async fn list_id_of(store: &Store, name: &str) -> Result<Option<i64>, StoreError> {
+    Ok(crate::dispatch!(store, pool => {
+        sqlx::query_scalar::<_, i64>("SELECT id FROM lists WHERE name = $1")
+            .bind(name)
+            .fetch_optional(pool)
+            .await?
+    }))
+}
+
+/// Sends (or resumes) a campaign.
+pub async fn send_campaign(
+    store: &Store,
+    cfg: &Config,
+    campaign: Campaign,
+    opts: &SendOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<SendReport, SendError> {
+    let started = Instant::now();
+    let segment = resolve_segment(&campaign, cfg)?;
+    let list_id = list_id_of(store, &campaign.list).await?.ok_or_else(|| {
+        SendError::Campaign(campaign.list_at.error(format!(
+            "list {:?} does not exist: import contacts with --list {:?} first",
+            campaign.list, campaign.list
+        )))
+    })?;
+    let transport = match &cfg.smtp {
+        Some(s) => Transport::Smtp(s.clone()),
+        None => Transport::Outbox(cfg.resolve(&cfg.outbox.dir)),
+    };
+    let composer = Arc::new(Composer::new(campaign, cfg)?);
+    let now = now_millis();
+    let filter = SegmentFilter { segment, now };
+
+    if opts.dry_run {
+        return dry_run(store, &composer, list_id, &filter, &transport, started).await;
+    }
+
+    // Fail before writing anything when the templates cannot render for the
+    // first recipient (an undefined variable fails for everyone) ...
+    if let Some((id, _)) = sends::preview(store, list_id, &filter, Some(1))
+        .await?
+        .first()
+        && let Some(c) = crate::store::contacts::find_by_id(store, *id).await?
+    {
+        let row = Claimed {
+            id: 0,
+            contact_id: c.id,
+            email: c.email.clone(),
+            attempts: 0,
+            created_at: 0,
+        };
+        composer.compose(0, &row, &c)?;
+    }
+    // ... or when the server cannot be reached.
+    if let Transport::Smtp(s) = &transport {
+        let mut probe = SmtpClient::new(s);
+        probe.connect().await?;
+        probe.quit().await;
+    }
+    if let Transport::Outbox(dir) = &transport {
+        let d = dir.join(&composer.campaign.slug);
+        std::fs::create_dir_all(&d).map_err(|source| SendError::Outbox {
+            path: d.display().to_string(),
+            source,
+        })?;
+    }
+
+    let c = &composer.campaign;
+    let row = crate::store::campaigns::upsert(
+        store,
+        &c.slug,
+        &c.name,
+        &c.path.display().to_string(),
+        &c.file_hash,
+        Some(&c.list),
+        now,
+    )
+    .await?;
+    let started_now = sends::snapshot(store, row.id, list_id, &filter, now).await?;
+    let me = worker_identity();
+    let in_flight =
+        sends::release_stale(store, row.id, now, |by| claimant_is_dead(by, &me)).await?;
+    if in_flight > 0 {
+        tracing::warn!(
+            campaign = %c.slug,
+            in_flight,
+            "resuming: messages claimed by a run that stopped are sent again (the in-flight window)"
+        );
+    }
+    let before = sends::tally(store, row.id).await?;
+    progress.start(before.open());
+
+    let limiter = Arc::new(RateLimit::new(
+        cfg.smtp.as_ref().map(|s| s.rate_limit).unwrap_or(0.0),
+    ));
+    let sent = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers = match &transport {
+        Transport::Smtp(s) => s.concurrency,
+        Transport::Outbox(_) => 2,
+    };
+    let retry = cfg.smtp.clone().unwrap_or_default();
+    loop {
+        let mut tasks = tokio::task::JoinSet::new();
+        for w in 0..workers {
+            let ctx = WorkerCtx {
+                store: store.clone(),
+                composer: composer.clone(),
+                transport: transport.clone(),
+                campaign_id: row.id,
+                list_id,
+                worker: format!("{me}:{w}"),
+                limiter: limiter.clone(),
+                progress: progress.clone(),
+                sent: sent.clone(),
+                stop: stop.clone(),
+                max_attempts: retry.max_attempts.max(1),
+                retry_base: Duration::from_secs(retry.retry_base_secs),
+            };
+            tasks.spawn(worker(ctx));
+        }
+        let mut first_err = None;
+        while let Some(res) = tasks.join_next().await {
+            match res {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    stop.store(true, Ordering::Relaxed);
+                    first_err.get_or_insert(e);
+                }
+                Err(join) => {
+                    stop.store(true, Ordering::Relaxed);
+                    first_err.get_or_insert(SendError::Config(format!("worker failed: {join}")));
+                }
+            }
+        }
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        // Deferred rows wait for their retry time unless asked not to.
+        let Some(next) = sends::next_retry_at(store, row.id).await? else {
+            break;
+        };
+        if opts.no_wait {
+            break;
+        }
+        let wait = (next - now_millis()).max(0) as u64;
+        progress.message(format!(
+            "waiting {}s for deferred retries",
+            wait.div_ceil(1000)
+        ));
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+    }
+    let tally = sends::tally(store, row.id).await?;
+    if tally.open() == 0 {
+        crate::store::campaigns::mark_finished(store, row.id, now_millis()).await?;
+    }
+    Ok(SendReport {
+        campaign: composer.campaign.slug.clone(),
+        started_now,
+        in_flight_resent: in_flight,
+        sent_this_run: sent.load(Ordering::Relaxed),
+        tally,
+        elapsed_secs: started.elapsed().as_secs_f64(),
+        transport: transport.describe(),
+        dry_run: false,
+    })
+}
+
+struct WorkerCtx {
+    store: Store,
+    composer: Arc<Composer>,
+    transport: Transport,
+    campaign_id: i64,
+    list_id: i64,
+    worker: String,
+    limiter: Arc<RateLimit>,
+    progress: Arc<dyn Progress>,
+    sent: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    max_attempts: u32,
+    retry_base: Duration,
+}
+
+fn skip_reason_for(status: &str) -> Option<SkipReason> {
+    match status {
+        "active" => None,
+        "unsubscribed" => Some(SkipReason::Unsubscribed),
+        "bounced" => Some(SkipReason::Bounced),
+        "complained" => Some(SkipReason::Complained),
+        "erased" => Some(SkipReason::Erased),
+        _ => Some(SkipReason::Unsubscribed),
+    }
+}
+
+async fn worker(ctx: WorkerCtx) -> Result<(), SendError> {
+    let mut smtp = match &ctx.transport {
+        Transport::Smtp(s) => Some(SmtpClient::new(s)),
+        Transport::Outbox(_) => None,
+    };
+    let mut connection_failures = 0u32;
+    while !ctx.stop.load(Ordering::Relaxed) {
+        let now = now_millis();
+        let lease_until = now + LEASE.as_millis() as i64;
+        let batch = sends::claim(
+            &ctx.store,
+            ctx.campaign_id,
+            &ctx.worker,
+            CLAIM_BATCH,
+            lease_until,
+            now,
+        )
+        .await?;
+        if batch.is_empty() {
+            break;
+        }
+        // Second suppression check: state may have changed since the snapshot.
+        let ids: Vec<i64> = batch.iter().map(|r| r.contact_id).collect();
+        let contacts = crate::store::contacts::find_many(&ctx.store, &ids).await?;
+        let subscribed = sends::subscribed_among(&ctx.store, ctx.list_id, &ids).await?;
+        let mut to_render = Vec::with_capacity(batch.len());
+        for row in batch {
+            let verdict = match contacts.get(&row.contact_id) {
+                None => Some(SkipReason::Erased),
+                Some(c) => skip_reason_for(&c.status).or_else(|| {
+                    (!subscribed.contains(&row.contact_id)).then_some(SkipReason::NoConsent)
+                }),
+            };
+            match verdict {
+                Some(reason) => {
+                    sends::record(&ctx.store, &row, &Outcome::Skipped(reason), now_millis())
+                        .await?;
+                    ctx.progress.advance(1);
+                }
+                None => to_render.push(row),
+            }
+        }
+        // Rendering and DKIM signing are CPU work: keep them off the async threads.
+        let composer = ctx.composer.clone();
+        let campaign_id = ctx.campaign_id;
+        let contacts: HashMap<i64, Contact> = contacts;
+        let composed: Vec<(Claimed, Result<Composed, RenderError>)> =
+            tokio::task::spawn_blocking(move || {
+                to_render
+                    .into_iter()
+                    .map(|row| {
+                        let c = contacts.get(&row.contact_id).expect("checked above");
+                        let m = composer.compose(campaign_id, &row, c);
+                        (row, m)
+                    })
+                    .collect()
+            })
+            .await
+            .map_err(|e| SendError::Config(format!("render task failed: {e}")))?;
+
+        for (row, message) in composed {
+            let message = match message {
+                Ok(m) => m,
+                Err(e) => {
+                    // One contact's data broke the template: fail that
+                    // message with the reason, keep the others going.
+                    let outcome = Outcome::Failed {
+                        code: None,
+                        reply: format!("render: {e}"),
+                    };
+                    sends::record(&ctx.store, &row, &outcome, now_millis()).await?;
+                    ctx.progress.advance(1);
+                    continue;
+                }
+            };
+            ctx.limiter.wait().await;
+            let attempt = match (&ctx.transport, smtp.as_mut()) {
+                (Transport::Smtp(_), Some(client)) => {
+                    client.deliver(&message.envelope, &message.bytes).await
+                }
+                (Transport::Outbox(dir), _) => {
+                    outbox::write(dir, &ctx.composer.campaign.slug, row.id, &message)?
+                }
+                (Transport::Smtp(_), None) => unreachable!("an SMTP worker always has a client"),
+            };
+            let now = now_millis();
+            let retry_at = |attempts: i64| {
+                let exp = (attempts.max(1) - 1).min(16) as u32;
+                now + (ctx.retry_base.as_millis() as i64).saturating_mul(1i64 << exp)
+            };
+            let outcome = match attempt {
+                Attempt::Accepted { code, reply } => {
+                    connection_failures = 0;
+                    Outcome::Accepted {
+                        message_id: message.message_id.clone(),
+                        code,
+                        reply,
+                    }
+                }
+                Attempt::Permanent { code, reply } => Outcome::Failed { code, reply },
+                Attempt::Transient { code, reply }
+                    if row.attempts >= i64::from(ctx.max_attempts) =>
+                {
+                    Outcome::Failed {
+                        code,
+                        reply: format!("{reply} (gave up after {} attempts)", row.attempts),
+                    }
+                }
+                Attempt::Transient { code, reply } => Outcome::Deferred {
+                    code,
+                    reply,
+                    retry_at: retry_at(row.attempts),
+                },
+                Attempt::Connection { reason } => {
+                    connection_failures += 1;
+                    // The server went away mid-send: back off this worker too.
+                    tokio::time::sleep(Duration::from_millis(
+                        (200u64 << connection_failures.min(6)).min(10_000),
+                    ))
+                    .await;
+                    Outcome::Deferred {
+                        code: None,
+                        reply: reason,
+                        retry_at: retry_at(row.attempts),
+                    }
+                }
+            };
+            let done = !matches!(outcome, Outcome::Deferred { .. });
+            sends::record(&ctx.store, &row, &outcome, now).await?;
+            if matches!(outcome, Outcome::Accepted { .. }) {
+                ctx.sent.fetch_add(1, Ordering::Relaxed);
+            }
+            if done {
+                ctx.progress.advance(1);
+            }
+        }
+    }
+    if let Some(c) = smtp.as_mut() {
+        c.quit().await;
+    }
+    Ok(())
+}
+
+async fn dry_run(
+    store: &Store,
+    composer: &Composer,
+    list_id: i64,
+    filter: &SegmentFilter,
+    transport: &Transport,
+    started: Instant,
+) -> Result<SendReport, SendError> {
+    let rows = sends::preview(store, list_id, filter, None).await?;
+    let mut tally = Tally::default();
+    for chunk in rows.chunks(500) {
+        let ids: Vec<i64> = chunk.iter().map(|(id, _)| *id).collect();
+        let contacts = crate::store::contacts::find_many(store, &ids).await?;
+        for (id, reason) in chunk {
+            if let Some(r) = reason {
+                *tally.skipped.entry(r.clone()).or_default() += 1;
+                continue;
+            }
+            let Some(c) = contacts.get(id) else { continue };
+            let row = Claimed {
+                id: 0,
+                contact_id: *id,
+                email: c.email.clone(),
+                attempts: 0,
+                created_at: 0,
+            };
+            match composer.compose(0, &row, c) {
+                Ok(_) => tally.pending += 1,
+                Err(e) => {
+                    tally.failed += 1;
+                    tracing::warn!(contact = *id, error = %e, "dry run: this message would fail");
+                }
+            }
+        }
+    }
+    Ok(SendReport {
+        campaign: composer.campaign.slug.clone(),
+        started_now: false,
+        in_flight_resent: 0,
+        sent_this_run: 0,
+        tally,
+        elapsed_secs: started.elapsed().as_secs_f64(),
+        transport: transport.describe(),
+        dry_run: true,
+    })
+}

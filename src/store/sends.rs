@@ -136,6 +136,40 @@ pub async fn snapshot(
     Ok(true)
 }
 
+/// What a snapshot would hold, without writing it: each matching contact
+/// with its skip reason, if any (for dry runs).
+pub async fn preview(
+    store: &Store,
+    list_id: i64,
+    filter: &dyn ContactFilter,
+    limit: Option<i64>,
+) -> Result<Vec<(i64, Option<String>)>> {
+    macro_rules! body {
+        ($pool:expr, $push:ident) => {{
+            let mut qb = QueryBuilder::new("SELECT c.id, ");
+            qb.push(REASON_SQL);
+            qb.push_bind(list_id);
+            qb.push(" AND cl.subscribed = 1) THEN 'no_consent' ELSE NULL END AS reason FROM contacts c WHERE (");
+            filter.$push(&mut qb);
+            qb.push(") ORDER BY c.id");
+            if let Some(n) = limit {
+                qb.push(" LIMIT ");
+                qb.push_bind(n);
+            }
+            qb.build()
+                .fetch_all($pool)
+                .await?
+                .iter()
+                .map(|r| Ok((r.try_get::<i64, _>("id")?, r.try_get::<Option<String>, _>("reason")?)))
+                .collect::<std::result::Result<Vec<_>, sqlx::Error>>()?
+        }};
+    }
+    Ok(match store {
+        Store::Sqlite(p) => body!(p, push_sqlite),
+        Store::Postgres(p) => body!(p, push_postgres),
+    })
+}
+
 pub async fn tally(store: &Store, campaign_id: i64) -> Result<Tally> {
     let rows: Vec<(String, Option<String>, i64)> = dispatch!(store, pool => {
         sqlx::query_as(

@@ -1,1 +1,0 @@
-//! Bounce, complaint and auto-reply classification of one raw message.

@@ -1,0 +1,130 @@
+//! Mail addresses as bounces write them: `rfc822; <a@b>`, `<a@b>:`,
+//! `"a@b"`, `mailto:a@b`, bare in prose. Finds and cleans them; it does not
+//! validate them (that is `domain::EmailAddress`, applied by the caller).
+
+/// The address in a DSN address field (RFC 3464 §2.3.1: `address-type ;
+/// generic-address`), without brackets or quotes.
+pub fn from_typed(value: &str) -> Option<String> {
+    let v = match value.split_once(';') {
+        Some((t, rest)) if !t.contains('@') => rest,
+        _ => value,
+    };
+    if let Some(a) = find_all(v).into_iter().next() {
+        return Some(a);
+    }
+    let v = clean(v);
+    (!v.is_empty() && !v.contains(' ')).then_some(v)
+}
+
+fn clean(v: &str) -> String {
+    v.trim()
+        .trim_matches(|c: char| {
+            matches!(
+                c,
+                '<' | '>' | '"' | '\'' | '(' | ')' | '[' | ']' | ',' | ';' | ':' | '.' | ' '
+            )
+        })
+        .to_string()
+}
+
+fn is_local_char(c: char) -> bool {
+    c.is_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c)
+}
+
+fn is_domain_char(c: char) -> bool {
+    c.is_alphanumeric() || c == '-' || c == '.' || c == '_'
+}
+
+/// Every address-looking token in the text, lower-cased, in order, without
+/// duplicates. A token must have a local part and a dotted domain.
+pub fn find_all(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let chars: Vec<(usize, char)> = text.char_indices().collect();
+    for (n, &(_, c)) in chars.iter().enumerate() {
+        if c != '@' {
+            continue;
+        }
+        let mut s = n;
+        while s > 0 && is_local_char(chars[s - 1].1) {
+            s -= 1;
+        }
+        // A quoted local part ("john doe"@example) is rare in bounces; skip.
+        let mut e = n + 1;
+        while e < chars.len() && is_domain_char(chars[e].1) {
+            e += 1;
+        }
+        if s == n || e == n + 1 {
+            continue;
+        }
+        let start = chars[s].0;
+        let end = if e < chars.len() {
+            chars[e].0
+        } else {
+            text.len()
+        };
+        let token = &text[start..end];
+        let (local, domain) = match token.split_once('@') {
+            Some(x) => x,
+            None => continue,
+        };
+        let local = local.trim_start_matches(['.', '\'', '=', '/']);
+        let domain = domain.trim_end_matches(['.', '-', '_']);
+        if local.is_empty() || !domain.contains('.') || domain.starts_with('.') {
+            continue;
+        }
+        // `mailto:` and `rfc822;` prefixes are not part of the local part
+        // but the scan stops at `:` and `;` already.
+        let addr = format!("{local}@{domain}").to_lowercase();
+        if !out.contains(&addr) {
+            out.push(addr);
+        }
+    }
+    out
+}
+
+/// The address of a From/To style header value (`Name <a@b>` or `a@b`).
+pub fn first_in(value: &str) -> Option<String> {
+    find_all(value).into_iter().next()
+}
+
+/// Local parts that belong to mail systems, never to a bounced person.
+pub fn is_system(addr: &str) -> bool {
+    let local = addr.split('@').next().unwrap_or("");
+    matches!(
+        local,
+        "mailer-daemon"
+            | "postmaster"
+            | "mail-daemon"
+            | "maildaemon"
+            | "mailerdaemon"
+            | "noreply"
+            | "no-reply"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_fields_lose_their_type_and_brackets() {
+        assert_eq!(
+            from_typed("rfc822; <Kijitora@Example.jp>"),
+            Some("kijitora@example.jp".into())
+        );
+        assert_eq!(
+            from_typed("rfc822;neko@example.org"),
+            Some("neko@example.org".into())
+        );
+        assert_eq!(from_typed("rfc822; localonly"), Some("localonly".into()));
+        assert_eq!(from_typed(""), None);
+    }
+
+    #[test]
+    fn prose_addresses_are_found() {
+        assert_eq!(
+            find_all("<a@example.org>: host mx said: mailto:b@example.net, c@localhost."),
+            vec!["a@example.org".to_string(), "b@example.net".to_string()]
+        );
+    }
+}

@@ -1,0 +1,552 @@
+//! Bounce, complaint and auto-reply classification of one raw message.
+//!
+//! `classify` is pure: bytes in, a `Classification` out, no I/O, no
+//! database, no configuration. It reads, in order: ARF complaints (RFC 5965),
+//! RFC 3464 delivery status reports, the non-standard notices of MTAs that
+//! do not send them, automatic replies (RFC 3834), and unsubscribe mails.
+//! Each failed recipient becomes a `Record` with a kind (what to do) and a
+//! reason from the taxonomy in `reason` (why). It must never panic on any
+//! input; the property tests feed it arbitrary and mutated bytes.
+
+mod address;
+mod arf;
+mod autoreply;
+mod dsn;
+mod message;
+pub mod reason;
+mod vendors;
+
+pub use reason::Reason;
+
+use message::{Mail, parse_headers};
+
+/// What cartero does with a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// The address is gone: stop mailing it.
+    Hard,
+    /// This attempt failed; the address may work later.
+    Soft,
+    /// The recipient reported the mail as abuse (ARF).
+    Complaint,
+    /// A vacation or other automatic reply; not a failure.
+    AutoReply,
+    /// A mail asking to be taken off the list.
+    Unsubscribe,
+    /// Nothing to act on (also a DSN reporting success).
+    None,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Hard => "hard",
+            Kind::Soft => "soft",
+            Kind::Complaint => "complaint",
+            Kind::AutoReply => "autoreply",
+            Kind::Unsubscribe => "unsubscribe",
+            Kind::None => "none",
+        }
+    }
+}
+
+/// One recipient's result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub recipient: Option<String>,
+    pub kind: Kind,
+    pub reason: Reason,
+    /// RFC 3463 enhanced status code, e.g. `5.1.1`.
+    pub status: Option<String>,
+    /// The remote server's words (Diagnostic-Code or the notice's text).
+    pub diagnostic: Option<String>,
+    pub remote_mta: Option<String>,
+    /// RFC 3464 Action: failed, delayed, delivered, relayed, expanded.
+    pub action: Option<String>,
+    /// RFC 5965 Feedback-Type for complaints.
+    pub feedback_type: Option<String>,
+    /// SMTP reply code (RFC 5321 §4.2), e.g. `550`.
+    pub reply_code: Option<String>,
+    /// The SMTP command the remote server refused (RCPT, DATA, ...).
+    pub command: Option<String>,
+}
+
+impl Record {
+    fn new(recipient: Option<String>, kind: Kind, reason: Reason) -> Record {
+        Record {
+            recipient,
+            kind,
+            reason,
+            status: None,
+            diagnostic: None,
+            remote_mta: None,
+            action: None,
+            feedback_type: None,
+            reply_code: None,
+            command: None,
+        }
+    }
+}
+
+/// Everything one message says.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Classification {
+    pub records: Vec<Record>,
+    /// Message-ID of the report itself (dedupe key for mailbox ingestion).
+    pub message_id: Option<String>,
+    /// TOKEN from an envelope recipient `<local>+TOKEN@domain` (VERP).
+    pub verp_token: Option<String>,
+    /// Message-ID of the original message quoted in the report.
+    pub original_message_id: Option<String>,
+    /// Selected headers of the returned original (X-Cartero-*, Message-ID,
+    /// From, To, Subject, List-Id, Feedback-ID), in order.
+    pub original_headers: Vec<(String, String)>,
+}
+
+/// Classify one raw message (any line ends).
+pub fn classify(raw: &[u8]) -> Classification {
+    let mail = Mail::parse(raw);
+    let mut out = Classification {
+        message_id: mail
+            .header("message-id")
+            .map(|v| v.trim().trim_matches(['<', '>']).to_string()),
+        verp_token: verp_token(&mail),
+        ..Classification::default()
+    };
+    if let Some(orig) = &mail.original {
+        let h = parse_headers(orig);
+        out.original_message_id = message::header(&h, "message-id")
+            .map(|v| v.trim().trim_matches(['<', '>']).to_string())
+            .filter(|v| !v.is_empty());
+        out.original_headers = h
+            .into_iter()
+            .filter(|(n, _)| {
+                let n = n.to_ascii_lowercase();
+                n.starts_with("x-cartero")
+                    || matches!(
+                        n.as_str(),
+                        "message-id" | "from" | "to" | "subject" | "list-id" | "feedback-id"
+                    )
+            })
+            .collect();
+    }
+    out.records = records(&mail, 0);
+    if out.records.is_empty() {
+        out.records
+            .push(Record::new(None, Kind::None, Reason::Undefined));
+    }
+    out
+}
+
+/// Whether the message asks to be unsubscribed (subject or first body line
+/// "unsubscribe"). The caller checks that it was sent to the List-Unsubscribe
+/// mailbox (RFC 2369 §3.2).
+pub fn is_unsubscribe_request(raw: &[u8]) -> bool {
+    let mail = Mail::parse(raw);
+    autoreply::is_unsubscribe_request(&mail)
+}
+
+fn verp_token(mail: &Mail) -> Option<String> {
+    for name in ["delivered-to", "x-original-to", "envelope-to", "to"] {
+        for (n, v) in &mail.headers {
+            if !n.eq_ignore_ascii_case(name) {
+                continue;
+            }
+            for a in address::find_all(v) {
+                let local = a.split('@').next().unwrap_or("");
+                if let Some((_, token)) = local.split_once('+')
+                    && !token.is_empty()
+                {
+                    return Some(token.to_string());
+                }
+            }
+        }
+    }
+    None
+}
+
+fn dsn_like(mail: &Mail) -> bool {
+    mail.header("content-type")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("report"))
+}
+
+fn records(mail: &Mail, depth: u8) -> Vec<Record> {
+    if let Some(c) = arf::parse(mail) {
+        let rcpts: Vec<Option<String>> = if c.recipients.is_empty() {
+            vec![None]
+        } else {
+            c.recipients.into_iter().map(Some).collect()
+        };
+        return rcpts
+            .into_iter()
+            .map(|r| {
+                let mut rec = Record::new(r, Kind::Complaint, Reason::Feedback);
+                rec.feedback_type = Some(c.feedback_type.clone());
+                rec.remote_mta = c.reporting_mta.clone();
+                rec
+            })
+            .collect();
+    }
+
+    let dsn = dsn::parse(&mail.notice);
+    let mut out = Vec::new();
+    if !dsn.recipients.is_empty() {
+        for r in &dsn.recipients {
+            let recipient = r.recipient().map(str::to_lowercase);
+            let about = recipient
+                .as_deref()
+                .map(|a| vendors::text_about(&mail.notice, a))
+                .unwrap_or_default();
+            let mut rec = Record::new(recipient, Kind::Soft, Reason::Undefined);
+            rec.action = r.action.clone();
+            rec.remote_mta = r.remote_mta.clone();
+            rec.diagnostic = r.diagnostic.clone().filter(|d| !d.is_empty());
+            let x_unix = r
+                .diagnostic_type
+                .as_deref()
+                .is_some_and(|t| t.starts_with("x-unix"));
+            decide(
+                &mut rec,
+                r.status.as_deref(),
+                &about,
+                &mail.notice,
+                dsn.recipients.len(),
+                x_unix,
+                true,
+            );
+            out.push(rec);
+        }
+        return out;
+    }
+
+    // An automatic reply that does not present itself as a failure is read
+    // as one before its prose is searched for addresses.
+    if !vendors::presents_as_bounce(mail)
+        && let Some(who) = autoreply::detect(mail)
+    {
+        return vec![Record::new(who, Kind::AutoReply, Reason::Vacation)];
+    }
+
+    if vendors::looks_like_bounce(mail) {
+        let exclude = sender_addresses(mail);
+        let mut found = Vec::new();
+        if let Some(v) = mail.header("x-failed-recipients") {
+            for a in address::find_all(v) {
+                let text = vendors::text_about(&mail.notice, &a);
+                found.push(vendors::Found { recipient: a, text });
+            }
+        }
+        if found.is_empty() {
+            found = vendors::scan(&mail.notice, &exclude);
+        }
+        if found.is_empty()
+            && depth == 0
+            && let Some(inner) = &mail.attached
+        {
+            // A report forwarded inside another (a gateway relaying the
+            // bounce it received): read the inner one.
+            let inner = Mail::parse(inner);
+            if vendors::presents_as_bounce(&inner) || dsn_like(&inner) {
+                let rs = records(&inner, depth + 1);
+                if rs.iter().any(|r| r.recipient.is_some()) {
+                    return rs;
+                }
+            }
+        }
+        if found.is_empty()
+            && let Some(orig) = &mail.original
+        {
+            // The notice names nobody: the returned message's To is who it
+            // was sent to (Google Groups, some Exchange templates).
+            let h = parse_headers(orig);
+            if let Some(to) = message::header(&h, "to") {
+                let addrs: Vec<String> = address::find_all(to)
+                    .into_iter()
+                    .filter(|a| !exclude.contains(a))
+                    .collect();
+                if addrs.len() == 1 {
+                    found.push(vendors::Found {
+                        recipient: addrs[0].clone(),
+                        text: String::new(),
+                    });
+                }
+            }
+        }
+        let n = found.len();
+        for f in found {
+            let mut rec = Record::new(Some(f.recipient), Kind::Soft, Reason::Undefined);
+            let diag = f.text.trim();
+            rec.diagnostic = (!diag.is_empty()).then(|| squash(diag));
+            decide(&mut rec, None, &f.text, &mail.notice, n, false, false);
+            out.push(rec);
+        }
+        if !out.is_empty() {
+            return out;
+        }
+    }
+
+    if let Some(who) = autoreply::detect(mail) {
+        return vec![Record::new(who, Kind::AutoReply, Reason::Vacation)];
+    }
+    if autoreply::is_unsubscribe_request(mail) {
+        let who = mail.header("from").and_then(address::first_in);
+        return vec![Record::new(who, Kind::Unsubscribe, Reason::Unsubscribe)];
+    }
+    Vec::new()
+}
+
+/// The bounce's own addressee and the original sender: never the failed
+/// recipient.
+fn sender_addresses(mail: &Mail) -> Vec<String> {
+    let mut v = Vec::new();
+    for name in [
+        "to",
+        "from",
+        "reply-to",
+        "sender",
+        "delivered-to",
+        "x-original-to",
+        "return-path",
+    ] {
+        if name == "x-original-to" || name == "delivered-to" {
+            // Some agents (DragonFly) write the failed recipient here; only
+            // exclude it when it equals To.
+            continue;
+        }
+        if let Some(val) = mail.header(name) {
+            v.extend(address::find_all(val));
+        }
+    }
+    if let Some(orig) = &mail.original {
+        let h = parse_headers(orig);
+        for name in ["from", "return-path", "sender", "reply-to"] {
+            if let Some(val) = message::header(&h, name) {
+                v.extend(address::find_all(val));
+            }
+        }
+    }
+    v
+}
+
+fn squash(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Choose the status code: the DSN's Status field unless it is vaguer than
+/// the code the remote server wrote in its reply. Subject 0 (RFC 3463 §3.1,
+/// "other or undefined") and the catch-alls 4.4.7 (queue timeout) and 4.7.0
+/// give way to a specific code; a code whose class disagrees with the SMTP
+/// reply code gives way to one that agrees.
+fn prefer_status(
+    dsn: Option<&str>,
+    diag: &[String],
+    about: &[String],
+    reply: Option<&str>,
+) -> Option<String> {
+    let specific = |v: &[String]| {
+        v.iter()
+            .rev()
+            .find(|c| !c.ends_with(".0.0"))
+            .or_else(|| v.last())
+            .cloned()
+    };
+    let said = specific(diag).or_else(|| specific(about));
+    let Some(dsn) = dsn else {
+        return said;
+    };
+    let Some(said) = said else {
+        return Some(dsn.to_string());
+    };
+    if let Some(r) = reply {
+        let rc = &r[..1];
+        if !dsn.starts_with(rc) && said.starts_with(rc) {
+            return Some(said);
+        }
+        if dsn.starts_with(rc) && !said.starts_with(rc) {
+            return Some(dsn.to_string());
+        }
+    }
+    let vague = dsn.contains(".0.") || matches!(dsn, "4.4.7" | "4.7.0") || dsn.starts_with("5.3.");
+    let protocol = [".5.1", ".5.2", ".5.4", ".5.5"]
+        .iter()
+        .any(|p| dsn[1..].starts_with(p));
+    if (vague || protocol) && !said.ends_with(".0.0") {
+        return Some(said);
+    }
+    Some(dsn.to_string())
+}
+
+/// Settle status, reply code, command, reason and kind for one record.
+/// `about` is the notice's prose for this recipient; `notice` the whole
+/// notice, used for the reason only when it speaks of one recipient.
+fn decide(
+    rec: &mut Record,
+    dsn_status: Option<&str>,
+    about: &str,
+    notice: &str,
+    recipients: usize,
+    x_unix: bool,
+    from_dsn: bool,
+) {
+    let diag = rec.diagnostic.clone().unwrap_or_default();
+    let text = format!("{diag}\n{about}");
+    let folded = reason::fold(&text);
+
+    let reply = dsn::find_reply_code(&text);
+    let status = prefer_status(
+        dsn_status,
+        &dsn::all_statuses(&diag),
+        &dsn::all_statuses(about),
+        reply.as_deref(),
+    );
+    rec.reply_code = reply;
+    rec.command = vendors::command(&folded).map(str::to_string);
+    rec.status = status.clone();
+
+    let action = rec.action.as_deref().unwrap_or("");
+    if matches!(action, "delivered" | "relayed" | "expanded")
+        || status.as_deref().is_some_and(|s| s.starts_with("2."))
+    {
+        rec.kind = Kind::None;
+        rec.reason = Reason::Delivered;
+        return;
+    }
+
+    let from_status = status.as_deref().and_then(reason::from_status);
+    let mut from_text = reason::from_text(&folded);
+    if from_text.is_none() && recipients == 1 {
+        from_text = reason::from_text(&reason::fold(notice));
+    }
+    // A user-unknown phrase proves a dead mailbox only when it answered RCPT
+    // TO (or the status code says so, RFC 3463 X.1.1); after DATA it is a
+    // per-recipient content filter that words its refusal that way.
+    if from_text == Some(Reason::UserUnknown) && from_status != Some(Reason::UserUnknown) {
+        from_text = match rec.command.as_deref() {
+            Some("RCPT") => Some(Reason::UserUnknown),
+            Some("MAIL") => Some(Reason::Rejected),
+            Some("CONN" | "EHLO" | "HELO") => Some(Reason::Blocked),
+            Some(_) => Some(Reason::Filtered),
+            None if from_dsn => Some(Reason::Filtered),
+            None => Some(Reason::UserUnknown),
+        };
+    }
+    let mut why = match (from_status, from_text) {
+        (Some(s), Some(t)) => {
+            if s == t || !reason::status_is_weak(s) {
+                s
+            } else {
+                t
+            }
+        }
+        (Some(s), None) => s,
+        (None, Some(t)) => t,
+        (None, None) => {
+            let code = rec.reply_code.as_deref().unwrap_or("");
+            if x_unix {
+                Reason::MailerError
+            } else if matches!(code, "500" | "501" | "502" | "503" | "504") {
+                // RFC 5321 §4.2.2: 50x are syntax and sequence errors.
+                Reason::SyntaxError
+            } else if action == "delayed" {
+                Reason::Expired
+            } else if !diag.is_empty() || !about.trim().is_empty() {
+                Reason::OnHold
+            } else {
+                Reason::Undefined
+            }
+        }
+    };
+    if why == Reason::Undefined && action == "delayed" {
+        why = Reason::Expired;
+    }
+    // A local delivery agent's failure (Diagnostic-Code type X-Unix, RFC
+    // 3464 §2.3.6) is the mailer's, whatever status it was given.
+    if x_unix && reason::text_says(&folded, Reason::MailerError) {
+        why = Reason::MailerError;
+    }
+    let permanent = match (status.as_deref(), rec.reply_code.as_deref()) {
+        (Some(s), _) => s.starts_with('5'),
+        (None, Some(c)) => c.starts_with('5'),
+        (None, None) => action != "delayed",
+    };
+    // A domain that "does not exist" for now is a DNS failure to retry.
+    if why == Reason::HostUnknown && !permanent {
+        why = Reason::NetworkError;
+    }
+    rec.reason = why;
+
+    rec.kind = if why.is_hard(permanent) {
+        Kind::Hard
+    } else {
+        Kind::Soft
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POSTFIX_DSN: &str = "From: MAILER-DAEMON@mx.example.org (Mail Delivery System)\nTo: bounces+s42@sender.example\nDelivered-To: bounces+s42@sender.example\nSubject: Undelivered Mail Returned to Sender\nMessage-Id: <r1@mx.example.org>\nMIME-Version: 1.0\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\n\n--B\nContent-Type: text/plain\n\n<nobody@example.org>: host mx.example.org[192.0.2.1] said: 550 5.1.1\n    <nobody@example.org>: Recipient address rejected: User unknown in local\n    recipient table (in reply to RCPT TO command)\n\n--B\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example.org\n\nFinal-Recipient: rfc822; nobody@example.org\nAction: failed\nStatus: 5.1.1\nRemote-MTA: dns; mx.example.org\nDiagnostic-Code: smtp; 550 5.1.1 <nobody@example.org>: Recipient address\n    rejected: User unknown in local recipient table\n\n--B\nContent-Type: message/rfc822\n\nFrom: news@sender.example\nTo: nobody@example.org\nMessage-ID: <orig1@sender.example>\nX-Cartero-Send: 42\nSubject: hi\n\nhello\n--B--\n";
+
+    #[test]
+    fn postfix_dsn_is_a_hard_userunknown() {
+        let c = classify(POSTFIX_DSN.as_bytes());
+        assert_eq!(c.records.len(), 1);
+        let r = &c.records[0];
+        assert_eq!(r.recipient.as_deref(), Some("nobody@example.org"));
+        assert_eq!(r.kind, Kind::Hard);
+        assert_eq!(r.reason, Reason::UserUnknown);
+        assert_eq!(r.status.as_deref(), Some("5.1.1"));
+        assert_eq!(r.remote_mta.as_deref(), Some("mx.example.org"));
+        assert_eq!(r.command.as_deref(), Some("RCPT"));
+        assert_eq!(c.verp_token.as_deref(), Some("s42"));
+        assert_eq!(c.message_id.as_deref(), Some("r1@mx.example.org"));
+        assert_eq!(
+            c.original_message_id.as_deref(),
+            Some("orig1@sender.example")
+        );
+        assert!(
+            c.original_headers
+                .iter()
+                .any(|(n, v)| n == "X-Cartero-Send" && v == "42")
+        );
+    }
+
+    #[test]
+    fn line_endings_do_not_change_the_result() {
+        let lf = classify(POSTFIX_DSN.as_bytes());
+        let crlf = classify(POSTFIX_DSN.replace('\n', "\r\n").as_bytes());
+        let cr = classify(POSTFIX_DSN.replace('\n', "\r").as_bytes());
+        assert_eq!(lf, crlf);
+        assert_eq!(lf, cr);
+    }
+
+    #[test]
+    fn delayed_mailbox_full_is_soft() {
+        let raw = POSTFIX_DSN
+            .replace("Status: 5.1.1", "Status: 4.2.2")
+            .replace("Action: failed", "Action: delayed")
+            .replace("User unknown in local", "Mailbox full for")
+            .replace("550 5.1.1", "452 4.2.2");
+        let c = classify(raw.as_bytes());
+        assert_eq!(c.records[0].kind, Kind::Soft);
+        assert_eq!(c.records[0].reason, Reason::MailboxFull);
+    }
+
+    #[test]
+    fn plain_mail_gives_one_none_record() {
+        let c = classify(b"From: a@b.example\nTo: c@d.example\nSubject: lunch\n\nsee you\n");
+        assert_eq!(c.records.len(), 1);
+        assert_eq!(c.records[0].kind, Kind::None);
+        assert_eq!(c.records[0].recipient, None);
+    }
+
+    #[test]
+    fn empty_and_garbage_input_give_none() {
+        assert_eq!(classify(b"").records[0].kind, Kind::None);
+        assert_eq!(
+            classify(&[0xff, 0xfe, 0x00, b'\r']).records[0].kind,
+            Kind::None
+        );
+    }
+}

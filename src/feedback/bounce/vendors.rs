@@ -1,0 +1,312 @@
+//! Bounces that are not RFC 3464 reports: qmail ("Hi. This is the
+//! qmail-send program"), Exim ("This message was created automatically by
+//! mail delivery software"), Exchange ("did not reach the following
+//! recipient(s)"), Gmail ("Delivery to the following recipient failed"),
+//! Sendmail v5 transcripts, Yahoo, IMail, DragonFly and others.
+//!
+//! They all put each failed address on a line of the notice and the error
+//! text on that line or the lines under it, before the returned message. So
+//! one reader serves them: find the addresses in the notice that are not the
+//! sender's or a mail system's, and take the lines from each address to the
+//! next as its error text. Per-MTA knowledge is kept to the markers that say
+//! a message is a bounce at all. Nothing here maps text to a reason.
+
+use super::address;
+use super::message::Mail;
+
+/// A failed address and the text the notice gives for it.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub recipient: String,
+    pub text: String,
+}
+
+/// Phrases that only bounce notices use (the opening lines of each MTA's
+/// template), lower-cased.
+const BOUNCE_MARKERS: &[&str] = &[
+    "this is the qmail-send program",
+    "created automatically by mail delivery software",
+    "could not be delivered to one or more",
+    "delivery to the following recipient",
+    "did not reach the following recipient",
+    "delivery has failed to these recipients",
+    "your message could not be delivered",
+    "your message was not delivered",
+    "message could not be delivered",
+    "couldn't be delivered",
+    "could not be delivered",
+    "was not delivered",
+    "wasn't delivered",
+    "undeliverable",
+    "undelivered mail",
+    "unable to deliver",
+    "failed to deliver",
+    "delivery failed",
+    "delivery failure",
+    "delivery has failed",
+    "permanent error",
+    "permanent failure",
+    "temporary failure",
+    "transcript of session follows",
+    "the following addresses had permanent fatal errors",
+    "returned mail",
+    "mail delivery failed",
+    "i'm afraid i wasn't able to deliver",
+    "there was an error delivering your mail",
+    "sorry, we were unable to deliver",
+    "error delivering",
+    "original message follows",
+    "could not deliver",
+    "the error that the other server returned",
+    "delivery status notification",
+    "failure notice",
+    "mail system error",
+    "non-delivery",
+    "nondeliverable",
+    "bounce",
+    "rejected",
+    "user unknown",
+];
+
+/// Whether the message presents itself as a delivery failure: a mail
+/// system sender, a failure subject, or the opening words of an MTA's
+/// bounce template.
+pub fn looks_like_bounce(mail: &Mail) -> bool {
+    // RFC 3834 §4 sends automatic replies to the return path with a null
+    // sender too, so an empty Return-Path alone is not enough.
+    presents_as_bounce(mail) || mail.header("return-path").is_some_and(|v| v.trim() == "<>")
+}
+
+/// The message's own words say it is a delivery failure: a mail-system
+/// sender, a failure subject, `X-Failed-Recipients`, or a template's opening.
+pub fn presents_as_bounce(mail: &Mail) -> bool {
+    let from = mail.header("from").unwrap_or("").to_ascii_lowercase();
+    let subject = mail.subject.to_lowercase();
+    if from.contains("mailer-daemon")
+        || from.contains("postmaster")
+        || from.contains("post_master")
+        || from.contains("mail delivery")
+        || from.contains("mailer_daemon")
+        || mail.header("x-failed-recipients").is_some()
+    {
+        return true;
+    }
+    let subject_words = [
+        "undeliver",
+        "delivery",
+        "returned",
+        "failure",
+        "failed",
+        "not delivered",
+        "bounce",
+        "rejected",
+        "could not",
+        "error",
+        "mail system",
+        "non remis",
+        "nicht zustellbar",
+        "不達",
+        "エラー",
+    ];
+    if subject_words.iter().any(|w| subject.contains(w)) {
+        return true;
+    }
+    let notice = mail.notice.to_lowercase();
+    BOUNCE_MARKERS.iter().any(|m| notice.contains(m))
+}
+
+/// Header-style lines in a notice whose addresses are never the failed
+/// recipient: message identifiers and the sender's own fields.
+fn is_id_line(line: &str) -> bool {
+    let l = line.trim_start().to_ascii_lowercase();
+    [
+        "message-id:",
+        "in-reply-to:",
+        "references:",
+        "received:",
+        "return-path:",
+        "from:",
+        "to:",
+        "cc:",
+        "bcc:",
+        "subject:",
+        "date:",
+        "sender:",
+        "reply-to:",
+        "dkim-signature:",
+        "x-",
+        "id <",
+        "(envelope-from",
+        "envelope-from",
+        "reporting-mta:",
+        "x-postfix-sender:",
+        "errors-to:",
+        "list-",
+        "resent-",
+    ]
+    .iter()
+    .any(|p| l.starts_with(p))
+        || l.contains("message-id")
+        || l.contains("http://")
+        || l.contains("https://")
+}
+
+fn candidates(line: &str, exclude: &[String]) -> Vec<String> {
+    if is_id_line(line) {
+        return Vec::new();
+    }
+    address::find_all(line)
+        .into_iter()
+        .filter(|a| !exclude.contains(a) && !address::is_system(a))
+        .collect()
+}
+
+/// The failed addresses of a notice with their error text. `exclude` holds
+/// the sender's addresses (the bounce's To, the original From).
+pub fn scan(notice: &str, exclude: &[String]) -> Vec<Found> {
+    let lines: Vec<&str> = notice.lines().collect();
+    let mut found: Vec<Found> = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let cands = candidates(lines[i], exclude);
+        let fresh: Vec<String> = cands
+            .into_iter()
+            .filter(|a| !found.iter().any(|f| &f.recipient == a))
+            .collect();
+        if fresh.is_empty() {
+            i += 1;
+            continue;
+        }
+        // The block runs to the next line naming a different address, or to
+        // two blank lines in a row.
+        let mut text = String::from(lines[i]);
+        let mut j = i + 1;
+        let mut blanks = 0;
+        while j < lines.len() && j < i + 20 {
+            let l = lines[j];
+            if l.trim().is_empty() {
+                blanks += 1;
+                if blanks >= 2 {
+                    break;
+                }
+                j += 1;
+                continue;
+            }
+            let next = candidates(l, exclude);
+            if next
+                .iter()
+                .any(|a| !fresh.contains(a) && !found.iter().any(|f| &f.recipient == a))
+            {
+                break;
+            }
+            blanks = 0;
+            text.push('\n');
+            text.push_str(l);
+            j += 1;
+        }
+        for a in fresh {
+            found.push(Found {
+                recipient: a,
+                text: text.clone(),
+            });
+        }
+        i = j.max(i + 1);
+    }
+    found
+}
+
+/// The lines of the notice that mention `recipient`, with the lines under
+/// each mention up to a blank line: the prose a DSN's text part gives for
+/// the recipient its machine part lists.
+pub fn text_about(notice: &str, recipient: &str) -> String {
+    let needle = recipient.to_lowercase();
+    let lines: Vec<&str> = notice.lines().collect();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let l = lines[i];
+        let low = l.to_lowercase();
+        let is_field = {
+            let t = low.trim_start();
+            t.starts_with("final-recipient")
+                || t.starts_with("original-recipient")
+                || t.starts_with("x-actual-recipient")
+        };
+        if !is_field && low.contains(&needle) {
+            out.push_str(l);
+            out.push('\n');
+            let mut j = i + 1;
+            while j < lines.len() && j < i + 12 && !lines[j].trim().is_empty() {
+                let t = lines[j].trim_start().to_ascii_lowercase();
+                if t.starts_with("final-recipient")
+                    || t.starts_with("reporting-mta")
+                    || t.starts_with("original-recipient")
+                {
+                    break;
+                }
+                out.push_str(lines[j]);
+                out.push('\n');
+                j += 1;
+            }
+            i = j;
+            continue;
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The SMTP command the remote server answered, when the text says
+/// (Postfix "in reply to RCPT TO command", Exim "after RCPT TO", Sendmail
+/// ">>> RCPT To:", DragonFly "did not like our RCPT TO").
+pub fn command(folded: &str) -> Option<&'static str> {
+    const TABLE: &[(&str, &str)] = &[
+        ("in reply to rcpt to", "RCPT"),
+        ("after rcpt to", "RCPT"),
+        (">>> rcpt to", "RCPT"),
+        ("our rcpt to", "RCPT"),
+        ("in reply to mail from", "MAIL"),
+        ("after mail from", "MAIL"),
+        (">>> mail from", "MAIL"),
+        ("our mail from", "MAIL"),
+        ("in reply to end of data", "DATA"),
+        ("in reply to data", "DATA"),
+        ("after end of data", "DATA"),
+        ("after data", "DATA"),
+        (">>> data", "DATA"),
+        ("final data", "DATA"),
+        ("after initial connection", "CONN"),
+        ("in reply to ehlo", "EHLO"),
+        ("in reply to helo", "HELO"),
+        ("after ehlo", "EHLO"),
+        ("after helo", "HELO"),
+    ];
+    TABLE
+        .iter()
+        .find(|(p, _)| folded.contains(p))
+        .map(|(_, c)| *c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exim_block_gives_each_address_its_error() {
+        let notice = "This message was created automatically by mail delivery software.\n\nA message that you sent could not be delivered to one or more of its\nrecipients. This is a permanent error. The following address(es) failed:\n\n  a@example.org\n    SMTP error from remote mail server after RCPT TO:<a@example.org>:\n    550 5.1.1 User unknown\n\n  b@example.net\n    retry timeout exceeded\n";
+        let f = scan(notice, &["sender@example.jp".to_string()]);
+        assert_eq!(f.len(), 2);
+        assert_eq!(f[0].recipient, "a@example.org");
+        assert!(f[0].text.contains("User unknown"));
+        assert!(!f[0].text.contains("retry"));
+        assert!(f[1].text.contains("retry timeout"));
+    }
+
+    #[test]
+    fn sender_and_mail_system_addresses_are_not_recipients() {
+        let notice = "Your message to you@example.org from me@example.jp\nwas rejected. Contact postmaster@example.org\n";
+        let f = scan(notice, &["me@example.jp".to_string()]);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].recipient, "you@example.org");
+    }
+}

@@ -1,0 +1,7 @@
+//! Helpers shared by the integration tests. Each test binary includes this
+//! with `mod common;` and uses what it needs.
+#![allow(dead_code)]
+
+pub mod db;
+pub mod project;
+pub mod servers;
