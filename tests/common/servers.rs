@@ -82,18 +82,28 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-/// A loopback TCP port nobody listens on right now. Another process could
-/// take it before the server binds; with random kernel-chosen ports that
-/// race is rare, and the server's start-up check reports it.
+/// A loopback port free for both TCP and UDP right now, for a server about
+/// to start. Ports come from 20000-32767, below Linux's ephemeral range
+/// (32768-60999), so client sockets the kernel numbers itself (our own SMTP
+/// connections, say) cannot take one between this check and the server's
+/// bind; a per-process counter keeps parallel tests of one binary apart.
 pub fn free_port() -> u16 {
-    loop {
-        let tcp = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a loopback port");
-        let port = tcp.local_addr().expect("local addr").port();
-        // DNS servers need the same number free for UDP as well.
-        if UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    const LOW: usize = 20000;
+    const SPAN: usize = 12768;
+    // Different test binaries (and other users of the machine) start at
+    // different places.
+    let start = (std::process::id() as usize).wrapping_mul(7919) % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (LOW + (start + n) % SPAN) as u16;
+        if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
+            && UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
+        {
             return port;
         }
     }
+    panic!("no free loopback port in {LOW}..{}", LOW + SPAN);
 }
 
 /// A fresh temporary directory that daemons running as other users
@@ -286,10 +296,7 @@ impl Postfix {
         }
 
         let smtp_port = free_port();
-        let mut smtp_port_rejecting = free_port();
-        while smtp_port_rejecting == smtp_port {
-            smtp_port_rejecting = free_port();
-        }
+        let smtp_port_rejecting = free_port();
 
         let mut vmailbox = String::new();
         for user in &options.users {
