@@ -220,6 +220,15 @@ pub struct FeedbackConfig {
     pub imap_mailbox: String,
     /// IMAP folder processed messages are moved to; empty: flag them \Seen instead.
     pub imap_processed_folder: String,
+    /// PEM file of extra CA certificates to trust for IMAP TLS (a private
+    /// CA); the Mozilla roots are always trusted.
+    pub imap_ca_file: Option<PathBuf>,
+    /// Maildir++ folder (`.NAME` inside the Maildir) processed messages are
+    /// moved to; empty: they stay and get the Maildir `S` (seen) flag.
+    pub maildir_processed_folder: String,
+    /// Folder (Maildir++ or IMAP) for messages that could not be handled;
+    /// in a Maildir the reason is written beside them in `reasons/`.
+    pub kept_aside_folder: String,
     /// Seconds between mailbox reads inside `cartero serve`.
     pub interval_secs: u64,
 }
@@ -235,6 +244,9 @@ impl Default for FeedbackConfig {
             imap_password: String::new(),
             imap_mailbox: "INBOX".into(),
             imap_processed_folder: String::new(),
+            imap_ca_file: None,
+            maildir_processed_folder: "Processed".into(),
+            kept_aside_folder: "KeptAside".into(),
             interval_secs: 300,
         }
     }

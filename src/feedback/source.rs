@@ -1,1 +1,0 @@
-//! Mailbox sources: Maildir, mbox and IMAP, each yielding raw messages once.
