@@ -17,7 +17,9 @@ use sqlx::{PgPool, SqlitePool};
 pub mod campaigns;
 pub mod consent;
 pub mod contacts;
+pub mod feedback;
 pub mod sends;
+pub mod status;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
