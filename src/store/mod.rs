@@ -18,6 +18,7 @@ pub mod campaigns;
 pub mod consent;
 pub mod contacts;
 pub mod feedback;
+pub mod hygiene;
 pub mod sends;
 pub mod status;
 
