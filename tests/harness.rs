@@ -28,14 +28,14 @@ fn postfix_delivers_to_user_maildirs() {
     let Some(pf) = Postfix::start() else { return };
     let msg = servers::test_message(
         "sender@cartero.test",
-        "alice@example.test",
+        "alice@example.org",
         "Hello Alice",
         "Personal body for alice",
     );
     servers::smtp_send(
         pf.smtp_port(),
         "sender@cartero.test",
-        &["alice@example.test"],
+        &["alice@example.org"],
         &msg,
     )
     .expect("postfix accepts mail for alice");
@@ -45,7 +45,7 @@ fn postfix_delivers_to_user_maildirs() {
     assert_eq!(header(&text, "Subject").as_deref(), Some("Hello Alice"));
     assert_eq!(
         header(&text, "Delivered-To").as_deref(),
-        Some("alice@example.test")
+        Some("alice@example.org")
     );
     assert!(text.contains("Personal body for alice"));
     // Nothing leaked into the other mailboxes.
@@ -56,7 +56,7 @@ fn postfix_delivers_to_user_maildirs() {
 #[test]
 fn plus_address_lands_in_base_mailbox_with_full_address() {
     let Some(pf) = Postfix::start() else { return };
-    let to = "bounces+tok-42.abc@example.test";
+    let to = "bounces+tok-42.abc@example.org";
     let msg = servers::test_message("x@cartero.test", to, "verp", "v");
     servers::smtp_send(pf.smtp_port_rejecting(), "x@cartero.test", &[to], &msg)
         .expect("plus address of a known user is accepted even on the rejecting port");
@@ -69,11 +69,11 @@ fn plus_address_lands_in_base_mailbox_with_full_address() {
 #[test]
 fn rejecting_port_refuses_unknown_user_at_rcpt() {
     let Some(pf) = Postfix::start() else { return };
-    let msg = servers::test_message("a@cartero.test", "nobody@example.test", "s", "b");
+    let msg = servers::test_message("a@cartero.test", "nobody@example.org", "s", "b");
     let err = servers::smtp_send(
         pf.smtp_port_rejecting(),
-        "bounces+t1@example.test",
-        &["nobody@example.test"],
+        "bounces+t1@example.org",
+        &["nobody@example.org"],
         &msg,
     )
     .expect_err("unknown user must be rejected at RCPT");
@@ -148,8 +148,8 @@ fn instances_are_isolated() {
     };
     assert_ne!(a.smtp_port(), b.smtp_port());
     assert_ne!(a.maildir("alice"), b.maildir("alice"));
-    let msg = servers::test_message("s@cartero.test", "bob@example.test", "iso", "b");
-    servers::smtp_send(a.smtp_port(), "s@cartero.test", &["bob@example.test"], &msg).expect("sent");
+    let msg = servers::test_message("s@cartero.test", "bob@example.org", "iso", "b");
+    servers::smtp_send(a.smtp_port(), "s@cartero.test", &["bob@example.org"], &msg).expect("sent");
     a.wait_for_messages("bob", 1, Duration::from_secs(20));
     assert!(servers::maildir_messages(&b.maildir("bob")).is_empty());
 }
@@ -201,8 +201,8 @@ fn imap_dialogue(port: u16, commands: &[&str]) -> Vec<String> {
 fn dovecot_serves_the_postfix_maildir_over_imap() {
     let Some(pf) = Postfix::start() else { return };
     let sender = format!("bounces+tok-imap@{DOMAIN}");
-    let msg = servers::test_message(&sender, "nobody@example.test", "s", "b");
-    servers::smtp_send(pf.smtp_port(), &sender, &["nobody@example.test"], &msg).expect("sent");
+    let msg = servers::test_message(&sender, "nobody@example.org", "s", "b");
+    servers::smtp_send(pf.smtp_port(), &sender, &["nobody@example.org"], &msg).expect("sent");
     pf.wait_for_messages("bounces", 1, Duration::from_secs(20));
     let Some(dovecot) = servers::Dovecot::start(&[("bounces", pf.maildir("bounces"))]) else {
         return;
@@ -223,7 +223,7 @@ fn dovecot_serves_the_postfix_maildir_over_imap() {
     );
     assert!(replies[1].contains("* 1 EXISTS"), "{replies:?}");
     assert!(
-        replies[2].contains("X-Original-To: bounces+tok-imap@example.test"),
+        replies[2].contains("X-Original-To: bounces+tok-imap@example.org"),
         "{replies:?}"
     );
 }

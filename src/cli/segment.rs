@@ -27,6 +27,7 @@ pub enum Cmd {
     Count {
         #[command(flatten)]
         target: Target,
+        /// Output format.
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
@@ -40,15 +41,18 @@ pub enum Cmd {
         /// How many contacts to show at most.
         #[arg(short = 'n', long = "limit", default_value_t = 10)]
         n: u32,
+        /// Output format.
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
-    /// List (and check) the segments defined in the segments file.
+    /// List and check the segments defined in the segments file (exit 1 if
+    /// any filter has an error).
     #[command(after_help = "Example:\n  cartero segment list --format json")]
     List {
         /// Segments file [default: <project.campaigns_dir>/segments.toml].
         #[arg(long)]
         file: Option<PathBuf>,
+        /// Output format.
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
@@ -107,8 +111,23 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
         }
         Cmd::List { file, format } => {
             let path = segments_file(&cfg, file.as_ref());
-            let segments = segment::load_file(&path).map_err(diagnostic)?;
+            let results = segment::check_file(&path).map_err(diagnostic)?;
+            let mut segments = Vec::new();
+            let mut failed = 0;
+            for r in results {
+                match r {
+                    Ok(s) => segments.push(s),
+                    Err(e) => {
+                        failed += 1;
+                        eprintln!("error: {}", e.render());
+                    }
+                }
+            }
             print_list(&mut out, &segments, format)?;
+            if failed > 0 {
+                out.flush()?;
+                anyhow::bail!("{failed} segment(s) in {} have errors", path.display());
+            }
         }
         Cmd::Explain { target, dialect } => {
             let seg = resolve(&cfg, &target)?;
@@ -132,9 +151,13 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
 fn segments_file(cfg: &Config, file: Option<&PathBuf>) -> PathBuf {
     match file {
         Some(f) => f.clone(),
-        None => cfg
-            .resolve(&cfg.project.campaigns_dir)
-            .join("segments.toml"),
+        None => {
+            let p = cfg
+                .resolve(&cfg.project.campaigns_dir)
+                .join("segments.toml");
+            // `./campaigns/...` reads worse in messages than `campaigns/...`.
+            p.strip_prefix(".").map(PathBuf::from).unwrap_or(p)
+        }
     }
 }
 
@@ -246,7 +269,7 @@ fn print_list(out: &mut impl Write, segments: &[Segment], format: Format) -> any
                     [
                         s.name.clone(),
                         s.description.clone().unwrap_or_default(),
-                        s.source.split_whitespace().collect::<Vec<_>>().join(" "),
+                        s.one_line(),
                     ]
                 })
                 .collect();

@@ -606,6 +606,13 @@ fn u_label(label: &str) -> Result<String, AddressError> {
             "the part after the @-sign is not valid IDNA (an A-label must not end with a hyphen)",
         ));
     }
+    // RFC 3492 §6.2 copies the code points before the last delimiter; a
+    // delimiter with none before it is redundant, and other decoders
+    // (email-validator's among them) accept it.
+    let puny = match puny.strip_prefix('-') {
+        Some(rest) if !rest.contains('-') => rest,
+        _ => puny,
+    };
     let decoded = idna::punycode::decode_to_string(puny).ok_or_else(|| {
         domain_err("the part after the @-sign is not valid IDNA (invalid A-label)")
     })?;

@@ -39,7 +39,7 @@ pub struct Flags {
     /// The domain (or a parent of it) is a known throwaway-mail service.
     pub disposable: bool,
     /// The domain looks like a misspelling of this provider's domain.
-    pub typo: Option<&'static str>,
+    pub typo: Option<String>,
 }
 
 impl Flags {
@@ -53,7 +53,7 @@ impl Flags {
         if self.disposable {
             out.push("disposable".to_string());
         }
-        if let Some(s) = self.typo {
+        if let Some(s) = &self.typo {
             out.push(format!("typo:{s}"));
         }
         out
@@ -66,6 +66,7 @@ impl Flags {
 pub struct FlagChecker {
     roles: HashSet<&'static str>,
     disposable: HashSet<String>,
+    tlds: HashSet<&'static str>,
 }
 
 fn data_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
@@ -89,6 +90,7 @@ impl FlagChecker {
             disposable: data_lines(DISPOSABLE_LIST)
                 .map(|(_, l)| l.to_ascii_lowercase())
                 .collect(),
+            tlds: data_lines(TLD_LIST).map(|(_, l)| l).collect(),
         }
     }
 
@@ -124,8 +126,13 @@ impl FlagChecker {
         Flags {
             role: self.is_role(address.local()),
             disposable: self.is_disposable(address.domain()),
-            typo: typo_suggestion(address.domain()),
+            typo: self.typo(address.domain()),
         }
+    }
+
+    /// The domain `domain` most likely misspells (see [`typo_suggestion`]).
+    pub fn typo(&self, domain: &str) -> Option<String> {
+        typo_suggestion(domain, &self.tlds)
     }
 
     /// The whole local part, lower-cased and without a `+tag` (RFC 5233
@@ -196,14 +203,8 @@ const TYPO_TARGETS: &[&str] = &[
     "earthlink.net",
     "charter.net",
     "optonline.net",
-    "cox.net",
     "bellsouth.net",
     "ymail.com",
-    "mac.com",
-    "me.com",
-    "qq.com",
-    "163.com",
-    "naver.com",
 ];
 
 /// Real providers (and other large domains) that sit within a typo's
@@ -212,38 +213,73 @@ const KNOWN_DOMAINS: &[&str] = &[
     "126.com",
     "139.com",
     "163.com",
+    "188.com",
+    "21cn.com",
+    "2980.com",
+    "abv.bg",
     "aim.com",
     "alice.it",
+    "aliyun.com",
+    "aol.ca",
     "aol.co.uk",
     "aol.de",
+    "aol.es",
     "aol.fr",
+    "aol.it",
     "arcor.de",
+    "atlas.cz",
+    "att.com",
     "att.net",
+    "azet.sk",
     "bell.net",
+    "bigpond.net.au",
     "bk.ru",
     "bluewin.ch",
     "blueyonder.co.uk",
     "bol.com.br",
+    "btopenworld.com",
+    "cableone.net",
+    "centrum.cz",
     "centurylink.net",
+    "charter.com",
+    "citromail.hu",
+    "clix.pt",
+    "comcast.com",
+    "cox.net",
     "daum.net",
+    "disroot.org",
     "email.com",
+    "email.cz",
+    "embarqmail.com",
+    "excite.com",
     "facebook.com",
     "fastmail.com",
     "fastmail.fm",
+    "foxmail.com",
     "free.fr",
+    "freemail.hu",
     "freenet.de",
     "frontier.com",
+    "frontiernet.net",
     "gmail.co.uk",
+    "gmail.de",
     "gmx.at",
     "gmx.ch",
+    "gmx.co.uk",
     "gmx.com",
+    "gmx.es",
     "gmx.fr",
+    "gmx.info",
+    "gmx.it",
     "gmx.us",
     "google.com",
     "hanmail.net",
     "hey.com",
     "hotmail.be",
     "hotmail.ca",
+    "hotmail.ch",
+    "hotmail.co.in",
+    "hotmail.co.jp",
     "hotmail.com.ar",
     "hotmail.com.br",
     "hotmail.com.mx",
@@ -252,139 +288,214 @@ const KNOWN_DOMAINS: &[&str] = &[
     "hotmail.it",
     "hotmail.nl",
     "hotmail.se",
-    "icloud.com",
+    "hushmail.com",
+    "ig.com.br",
     "inbox.com",
+    "inbox.lv",
     "inbox.ru",
+    "interia.pl",
+    "iol.pt",
     "juno.com",
+    "kakao.com",
+    "korea.com",
+    "lavabit.com",
+    "libero.net",
     "list.ru",
+    "live.be",
     "live.ca",
     "live.co.uk",
+    "live.com.au",
     "live.de",
     "live.fr",
     "live.it",
     "live.nl",
+    "live.se",
+    "lycos.com",
+    "mac.com",
     "mail.com",
     "mail.de",
+    "mail.ee",
+    "mailbox.org",
+    "mailfence.com",
     "me.com",
-    "msn.com",
+    "nate.com",
+    "naver.com",
+    "netcabo.pt",
+    "netscape.net",
+    "netzero.com",
     "netzero.net",
     "ntlworld.com",
     "o2.pl",
     "onet.pl",
+    "optimum.net",
+    "orange.net",
+    "outlook.co.uk",
+    "outlook.com.br",
     "outlook.de",
     "outlook.es",
     "outlook.fr",
+    "outlook.in",
     "outlook.it",
+    "outlook.jp",
     "pm.me",
+    "post.cz",
+    "posteo.de",
     "proton.me",
     "protonmail.ch",
+    "q.com",
+    "qq.com",
     "rambler.ru",
+    "rcn.com",
+    "rediff.com",
+    "riseup.net",
+    "roadrunner.com",
     "rogers.com",
+    "rr.com",
+    "runbox.com",
+    "sapo.pt",
     "seznam.cz",
+    "sfr.fr",
     "shaw.ca",
+    "sina.cn",
+    "sina.com",
     "sky.com",
+    "sohu.com",
+    "suddenlink.net",
     "sympatico.ca",
     "talktalk.net",
     "telenet.be",
+    "telus.net",
     "terra.com.br",
+    "tim.it",
+    "tin.it",
+    "tiscali.co.uk",
     "tiscali.it",
+    "tom.com",
+    "tuta.io",
     "tutanota.com",
+    "tutanota.de",
     "uol.com.br",
+    "verizon.com",
     "videotron.ca",
+    "vipmail.hu",
     "virgilio.it",
     "virginmedia.com",
     "walla.co.il",
+    "wanadoo.es",
+    "web.com",
+    "windowslive.com",
     "windstream.net",
     "wp.pl",
+    "ya.ru",
     "yahoo.ca",
+    "yahoo.co.id",
     "yahoo.co.in",
     "yahoo.co.jp",
     "yahoo.com.ar",
     "yahoo.com.au",
     "yahoo.com.br",
     "yahoo.com.mx",
+    "yahoo.com.ph",
+    "yahoo.com.sg",
     "yahoo.de",
+    "yahoo.dk",
     "yahoo.es",
+    "yahoo.gr",
+    "yahoo.ie",
     "yahoo.in",
     "yahoo.it",
+    "yahoo.no",
+    "yahoo.se",
+    "yandex.by",
     "yandex.com",
+    "yandex.kz",
     "yandex.ua",
-    "ya.ru",
+    "yeah.net",
     "zoho.com",
+    "zoho.eu",
     "zohomail.com",
 ];
 
-/// Top-level domains people type for `com` and `net`.
-const TLD_TYPOS: &[(&str, &str)] = &[
-    ("con", "com"),
-    ("cmo", "com"),
-    ("ocm", "com"),
-    ("cpm", "com"),
-    ("vom", "com"),
-    ("xom", "com"),
-    ("comm", "com"),
-    ("coom", "com"),
-    ("c0m", "com"),
-    ("om", "com"),
-    ("cm", "com"),
-    ("co", "com"),
-    ("cim", "com"),
-    ("clm", "com"),
-    ("nte", "net"),
-    ("ent", "net"),
-    ("ne", "net"),
-    ("met", "net"),
-    ("nett", "net"),
-    ("bet", "net"),
-];
+/// Top-level domains of the root zone (A-labels; source in the header).
+const TLD_LIST: &str = include_str!("data/tlds.txt");
 
-/// The provider domain this one most likely misspells, if any.
+/// Real top-level domains that are also common slips for `com` and `net`:
+/// only a typo when the name is a big provider's (`gmail.co`).
+const REAL_TLD_SLIPS: &[(&str, &str)] =
+    &[("co", "com"), ("om", "com"), ("cm", "com"), ("ne", "net")];
+
+/// Where a top-level domain that does not exist most likely meant to go.
+const COMMON_TLDS: &[&str] = &["com", "net", "org", "info", "edu"];
+
+/// The domain this one most likely misspells, if any.
 ///
-/// A domain is a typo when it is not a known domain, its top-level domain is
-/// the target's (or a common slip of it: `con`, `cmo` for `com`), and its
-/// name is the target's name or within one edit of it (two for names of ten
-/// letters or more), counting a swap of neighbours as one edit. A name of
-/// four letters or fewer must match exactly: one edit from `aol` or `msn` is
-/// too often another real company, and a country variant of a provider
-/// (`hotmail.ch`) is never a typo.
-pub fn typo_suggestion(domain: &str) -> Option<&'static str> {
-    if domain.len() > 60 || !domain.is_ascii() {
+/// - A big provider's name (one edit off at most; two for names of ten
+///   letters or more; exact for two-letter names), counting a swap of
+///   neighbours as one edit, under the provider's top-level domain or a slip
+///   of it: `gmial.com`, `yahooo.cmo`, `gmail.co`, `comcast.nry`.
+/// - Any name under a top-level domain that does not exist but is one edit
+///   from `com`, `net`, `org`, `info` or `edu`: `shop.con` → `shop.com`
+///   (a domain directly under the top level only: with more labels it is
+///   unclear which part is wrong).
+///
+/// Known real domains (providers near popular ones: `ymail.com`, `gmx.de`,
+/// `me.com`) are never typos, and neither is a provider's country variant
+/// (`hotmail.ch` is not `hotmail.fr`).
+fn typo_suggestion(domain: &str, tlds: &HashSet<&'static str>) -> Option<String> {
+    if domain.len() > 80 || !domain.is_ascii() {
         return None;
     }
     if TYPO_TARGETS.contains(&domain) || KNOWN_DOMAINS.contains(&domain) {
         return None;
     }
     let (name, tld) = domain.rsplit_once('.')?;
-    let fixed_tld = TLD_TYPOS
-        .iter()
-        .find(|(t, _)| *t == tld)
-        .map_or(tld, |&(_, f)| f);
+    let tld_exists = tlds.contains(tld);
+    let tld_fix: Option<&str> = if tld_exists {
+        REAL_TLD_SLIPS
+            .iter()
+            .find(|(t, _)| *t == tld)
+            .map(|&(_, f)| f)
+    } else {
+        COMMON_TLDS
+            .iter()
+            .copied()
+            .find(|c| osa_distance(tld.as_bytes(), c.as_bytes(), 1) <= 1)
+    };
+
     let mut best: Option<(usize, &'static str)> = None;
     for &target in TYPO_TARGETS {
         let Some((t_name, t_tld)) = target.rsplit_once('.') else {
             continue;
         };
-        if t_tld != fixed_tld {
-            continue;
-        }
+        let tld_ok = t_tld == tld || tld_fix == Some(t_tld);
         let allowed = match t_name.len() {
-            0..=4 => 0,
-            5..=9 => 1,
+            0..=2 => 0,
+            3..=9 => 1,
             _ => 2,
         };
         if name.len().abs_diff(t_name.len()) > allowed {
             continue;
         }
         let d = osa_distance(name.as_bytes(), t_name.as_bytes(), allowed);
-        if d == 0 && tld == t_tld {
-            // The domain is the target itself.
-            return None;
+        if d > allowed {
+            continue;
         }
-        if d <= allowed && best.is_none_or(|(bd, _)| d < bd) {
+        // With a top-level domain that does not exist, the provider's exact
+        // name is enough whatever the slip (`comcast.nry`).
+        if !(tld_ok || (d == 0 && !tld_exists)) {
+            continue;
+        }
+        if best.is_none_or(|(bd, _)| d < bd) {
             best = Some((d, target));
         }
     }
-    best.map(|(_, t)| t)
+    if let Some((_, t)) = best {
+        return Some(t.to_string());
+    }
+    match tld_fix {
+        Some(fixed) if !tld_exists && !name.contains('.') => Some(format!("{name}.{fixed}")),
+        _ => None,
+    }
 }
 
 /// Optimal-string-alignment distance (Levenshtein plus transposition of
@@ -419,8 +530,11 @@ fn osa_distance(a: &[u8], b: &[u8], limit: usize) -> usize {
 mod tests {
     use super::*;
 
+    static CHECKER: std::sync::LazyLock<FlagChecker> =
+        std::sync::LazyLock::new(FlagChecker::builtin);
+
     fn flags(a: &str) -> Flags {
-        FlagChecker::builtin().check(&EmailAddress::parse(a).expect("valid address"))
+        CHECKER.check(&EmailAddress::parse(a).expect("valid address"))
     }
 
     #[test]
@@ -438,14 +552,45 @@ mod tests {
         assert!(!flags("x@gmail.com").disposable);
     }
 
+    fn typo(d: &str) -> Option<String> {
+        CHECKER.typo(d)
+    }
+
     #[test]
     fn typos_of_big_providers() {
-        assert_eq!(typo_suggestion("gmial.com"), Some("gmail.com"));
-        assert_eq!(typo_suggestion("gmai.com"), Some("gmail.com"));
-        assert_eq!(typo_suggestion("hotmail.con"), Some("hotmail.com"));
-        assert_eq!(typo_suggestion("yahooo.cmo"), Some("yahoo.com"));
-        assert_eq!(typo_suggestion("gmail.co"), Some("gmail.com"));
-        assert_eq!(typo_suggestion("outlok.com"), Some("outlook.com"));
+        for (typed, meant) in [
+            ("gmial.com", "gmail.com"),
+            ("gmai.com", "gmail.com"),
+            ("gnail.con", "gmail.com"),
+            ("gmailc.om", "gmail.com"),
+            ("hotmail.con", "hotmail.com"),
+            ("homail.con", "hotmail.com"),
+            ("yahooo.cmo", "yahoo.com"),
+            ("yajoo.com", "yahoo.com"),
+            ("gmail.co", "gmail.com"),
+            ("outlok.com", "outlook.com"),
+            ("outllok.com", "outlook.com"),
+            ("hotmial.co.uk", "hotmail.co.uk"),
+            ("comcast.nry", "comcast.net"),
+            ("livr.com", "live.com"),
+            ("gmsn.com", "msn.com"),
+        ] {
+            assert_eq!(typo(typed).as_deref(), Some(meant), "{typed}");
+        }
+    }
+
+    #[test]
+    fn top_level_domains_that_do_not_exist() {
+        assert_eq!(
+            typo("randomsmallcompany.cmo").as_deref(),
+            Some("randomsmallcompany.com")
+        );
+        assert_eq!(typo("con-artists.con").as_deref(), Some("con-artists.com"));
+        assert_eq!(typo("example.ogr").as_deref(), Some("example.org"));
+        // Unclear which label is wrong, and real top-level domains stay.
+        assert_eq!(typo("mail.randomsmallcompany.cmo"), None);
+        assert_eq!(typo("emaildomain.co"), None);
+        assert_eq!(typo("company.om"), None);
     }
 
     #[test]
@@ -453,20 +598,29 @@ mod tests {
         for d in [
             "ymail.com",
             "gmx.de",
+            "gmx.fr",
             "me.com",
             "mac.com",
             "msn.com",
             "googlemail.com",
             "hotmail.fr",
+            "hotmail.ch",
             "att.net",
             "qq.com",
+            "q.com",
             "free.fr",
             "live.com",
             "aol.com",
+            "aim.com",
             "example.com",
             "gmx.com",
+            "mail.com",
+            "email.com",
+            "yahoo.co.uk",
+            "kicksend.com",
+            "gmail.com",
         ] {
-            assert_eq!(typo_suggestion(d), None, "{d}");
+            assert_eq!(typo(d), None, "{d}");
         }
     }
 

@@ -219,8 +219,23 @@ impl Lexer<'_> {
                 break;
             }
         }
+        // An exponent (`1e300`, `2.5E-3`) makes a float; `e` is no unit.
+        if matches!(self.peek(), Some('e' | 'E')) {
+            let rest = &self.src[self.pos + 1..];
+            let sign = usize::from(rest.starts_with(['+', '-']));
+            if rest[sign..].starts_with(|c: char| c.is_ascii_digit()) {
+                is_float = true;
+                digits.push('e');
+                digits.push_str(&rest[..sign]);
+                self.pos += 1 + sign;
+                while let Some(c) = self.peek().filter(char::is_ascii_digit) {
+                    digits.push(c);
+                    self.pos += 1;
+                }
+            }
+        }
         if let Some(c) = self.peek()
-            && c.is_ascii_alphabetic()
+            && c.is_alphabetic()
         {
             let unit_start = self.pos;
             let unit = self.word().to_string();
@@ -399,6 +414,8 @@ mod tests {
             ("3mo", "days"),
             ("3x", "unknown duration unit"),
             ("1.5d", "whole number"),
+            ("1e999", "out of range"),
+            ("1e5d", "whole number"),
             ("99999999999999999999", "out of range"),
             ("'\\q'", "unknown escape"),
         ] {
@@ -410,8 +427,15 @@ mod tests {
     #[test]
     fn numbers() {
         assert_eq!(
-            toks("1_000 2.5 007"),
-            vec![Tok::Int(1000), Tok::Float(2.5), Tok::Int(7), Tok::Eof]
+            toks("1_000 2.5 007 1e3 2.5E-3"),
+            vec![
+                Tok::Int(1000),
+                Tok::Float(2.5),
+                Tok::Int(7),
+                Tok::Float(1000.0),
+                Tok::Float(0.0025),
+                Tok::Eof
+            ]
         );
         // `1.` followed by a letter is an int then a dot (field access never
         // follows a number, so the parser reports it).

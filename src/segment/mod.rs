@@ -58,6 +58,24 @@ impl Segment {
         })
     }
 
+    /// The filter on one line, without comments or runs of spaces, for
+    /// listings.
+    pub fn one_line(&self) -> String {
+        let Ok(tokens) = lexer::lex(&self.source) else {
+            return self.source.clone();
+        };
+        let mut out = String::with_capacity(self.source.len());
+        let mut prev_end = None;
+        for t in tokens {
+            if prev_end.is_some_and(|e| e < t.span.start) {
+                out.push(' ');
+            }
+            out.push_str(&self.source[t.span.clone()]);
+            prev_end = Some(t.span.end);
+        }
+        out.trim_end().to_string()
+    }
+
     /// Parses a filter held in a TOML string value, placing errors at the
     /// file's line and column: `value` is the `toml::Spanned` string as
     /// deserialised from `file_text`. For `[segment]` tables in campaign files.
@@ -192,12 +210,16 @@ struct SegmentsFile {
     segments: BTreeMap<String, SegmentDef>,
 }
 
-#[derive(Deserialize)]
+/// One segment as written in TOML: a `[segments.NAME]` table of the
+/// segments file, or the `[segment]` table of a campaign file. Deserialise it
+/// with the rest of the file, then `compile` it with the file's text so that
+/// errors land on the right line and column.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SegmentDef {
-    filter: toml::Spanned<String>,
+pub struct SegmentDef {
+    pub filter: toml::Spanned<String>,
     #[serde(default)]
-    description: Option<String>,
+    pub description: Option<String>,
 }
 
 /// Loads the named segments of a segments file:
@@ -211,15 +233,54 @@ struct SegmentDef {
 /// Every filter is checked; the first error is reported at file:line:col.
 /// Segments come back in file order.
 pub fn load_file(path: &Path) -> Result<Vec<Segment>, SegmentError> {
-    let text = std::fs::read_to_string(path).map_err(|source| SegmentError::Read {
+    parse_file(path, &read(path)?)
+}
+
+/// Every segment of the file, each compiled on its own, so that a checker
+/// can report all mistakes at once. Only an unreadable file or invalid TOML
+/// is an error for the whole file.
+pub fn check_file(path: &Path) -> Result<Vec<Result<Segment, SegmentError>>, SegmentError> {
+    let text = read(path)?;
+    Ok(definitions(path, &text)?
+        .into_iter()
+        .map(|(name, def)| def.compile(&name, path, &text))
+        .collect())
+}
+
+fn read(path: &Path) -> Result<String, SegmentError> {
+    std::fs::read_to_string(path).map_err(|source| SegmentError::Read {
         path: path.to_path_buf(),
         source,
-    })?;
-    parse_file(path, &text)
+    })
 }
 
 /// `load_file` on text already read.
 pub fn parse_file(path: &Path, text: &str) -> Result<Vec<Segment>, SegmentError> {
+    definitions(path, text)?
+        .into_iter()
+        .map(|(name, def)| def.compile(&name, path, text))
+        .collect()
+}
+
+/// The segment called `name` in the segments file at `path`. Only that
+/// segment's filter is compiled, so a mistake in another segment does not
+/// stop this one from being counted (`segment list` reports every segment).
+pub fn find(path: &Path, name: &str) -> Result<Segment, SegmentError> {
+    let text = read(path)?;
+    let defs = definitions(path, &text)?;
+    let known: Vec<String> = defs.iter().map(|(n, _)| n.clone()).collect();
+    match defs.into_iter().find(|(n, _)| n == name) {
+        Some((n, def)) => def.compile(&n, path, &text),
+        None => Err(SegmentError::Unknown {
+            name: name.to_string(),
+            path: path.to_path_buf(),
+            known,
+        }),
+    }
+}
+
+/// The file's segment definitions in file order, not yet compiled.
+fn definitions(path: &Path, text: &str) -> Result<Vec<(String, SegmentDef)>, SegmentError> {
     let file: SegmentsFile = toml::from_str(text).map_err(|e| {
         let (line, col) = e
             .span()
@@ -233,27 +294,16 @@ pub fn parse_file(path: &Path, text: &str) -> Result<Vec<Segment>, SegmentError>
     })?;
     let mut defs: Vec<(String, SegmentDef)> = file.segments.into_iter().collect();
     defs.sort_by_key(|(_, d)| d.filter.span().start);
-    defs.into_iter()
-        .map(|(name, def)| {
-            let mut seg = Segment::parse_in_toml(&name, &def.filter, path, text)?;
-            seg.description = def.description;
-            Ok(seg)
-        })
-        .collect()
+    Ok(defs)
 }
 
-/// The segment called `name` in the segments file at `path`.
-pub fn find(path: &Path, name: &str) -> Result<Segment, SegmentError> {
-    let segments = load_file(path)?;
-    let known: Vec<String> = segments.iter().map(|s| s.name.clone()).collect();
-    segments
-        .into_iter()
-        .find(|s| s.name == name)
-        .ok_or_else(|| SegmentError::Unknown {
-            name: name.to_string(),
-            path: path.to_path_buf(),
-            known,
-        })
+impl SegmentDef {
+    /// Parses the filter; `text` is the whole file it was read from.
+    pub fn compile(self, name: &str, path: &Path, text: &str) -> Result<Segment, SegmentError> {
+        let mut seg = Segment::parse_in_toml(name, &self.filter, path, text)?;
+        seg.description = self.description;
+        Ok(seg)
+    }
 }
 
 #[cfg(test)]

@@ -340,6 +340,7 @@ impl Emitter<'_> {
         } else {
             // json_each over a scalar yields the scalar itself, so the
             // array check comes first.
+            self.s("(");
             self.json_type(path);
             self.s(" = 'array' AND EXISTS (SELECT 1 FROM json_each(c.attributes, ");
             self.sink.path(path);
@@ -352,7 +353,7 @@ impl Emitter<'_> {
                 _ => self.s("seg_j.type = 'text' AND seg_j.value = "),
             }
             self.operand(value);
-            self.s(")");
+            self.s("))");
         }
     }
 }

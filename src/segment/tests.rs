@@ -385,3 +385,57 @@ fn column_names_are_plain_identifiers() {
         );
     }
 }
+
+#[test]
+fn one_line_drops_comments_and_line_breaks() {
+    let seg = Segment::parse("x", "attributes.country == \"ES # not a comment\"  # ISO code\n  and now() - last_open_at < 30d\n").unwrap();
+    assert_eq!(
+        seg.one_line(),
+        "attributes.country == \"ES # not a comment\" and now() - last_open_at < 30d"
+    );
+}
+
+/// The example file at the top of docs/SEGMENTS.md is valid.
+#[test]
+fn documented_example_file_compiles() {
+    let doc = include_str!("../../docs/SEGMENTS.md");
+    let start = doc.find("```toml\n").expect("a toml example") + "```toml\n".len();
+    let end = start + doc[start..].find("```").expect("closing fence");
+    let segs = parse_file(Path::new("SEGMENTS.md"), &doc[start..end]).unwrap();
+    let names: Vec<_> = segs.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["spain_vip", "lapsed"]);
+}
+
+#[test]
+fn toml_positions_in_multiline_basic_strings() {
+    // A line-ending backslash joins lines; the error still lands on `zz`.
+    let text = "[segments.a]\nfilter = \"\"\"\nemail == 'x' \\\n    and zz == 1\"\"\"\n";
+    let err = parse_file(Path::new("f.toml"), text).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("f.toml:4:9: unknown field `zz`"),
+        "{err}"
+    );
+}
+
+/// How a campaign file embeds a segment: its own struct holds a `SegmentDef`.
+#[test]
+fn segment_table_inside_another_file() {
+    #[derive(serde::Deserialize)]
+    struct Campaign {
+        #[allow(dead_code)]
+        name: String,
+        segment: SegmentDef,
+    }
+    let text = "name = \"spring\"\n\n[segment]\nfilter = '\"vip\" in tags and bogus == 1'\n";
+    let c: Campaign = toml::from_str(text).unwrap();
+    let err = c
+        .segment
+        .compile("spring", Path::new("campaigns/spring.toml"), text)
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("campaigns/spring.toml:4:29: unknown field `bogus`"),
+        "{err}"
+    );
+}

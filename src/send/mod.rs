@@ -399,7 +399,23 @@ pub async fn send_campaign(
         return dry_run(store, &composer, list_id, &filter, &transport, started).await;
     }
 
-    // Fail before writing anything when the server cannot be reached.
+    // Fail before writing anything when the templates cannot render for the
+    // first recipient (an undefined variable fails for everyone) ...
+    if let Some((id, _)) = sends::preview(store, list_id, &filter, Some(1))
+        .await?
+        .first()
+        && let Some(c) = crate::store::contacts::find_by_id(store, *id).await?
+    {
+        let row = Claimed {
+            id: 0,
+            contact_id: c.id,
+            email: c.email.clone(),
+            attempts: 0,
+            created_at: 0,
+        };
+        composer.compose(0, &row, &c)?;
+    }
+    // ... or when the server cannot be reached.
     if let Transport::Smtp(s) = &transport {
         let mut probe = SmtpClient::new(s);
         probe.connect().await?;
@@ -692,7 +708,7 @@ async fn dry_run(
     transport: &Transport,
     started: Instant,
 ) -> Result<SendReport, SendError> {
-    let rows = sends::preview(store, list_id, filter).await?;
+    let rows = sends::preview(store, list_id, filter, None).await?;
     let mut tally = Tally::default();
     for chunk in rows.chunks(500) {
         let ids: Vec<i64> = chunk.iter().map(|(id, _)| *id).collect();

@@ -142,6 +142,7 @@ pub async fn preview(
     store: &Store,
     list_id: i64,
     filter: &dyn ContactFilter,
+    limit: Option<i64>,
 ) -> Result<Vec<(i64, Option<String>)>> {
     macro_rules! body {
         ($pool:expr, $push:ident) => {{
@@ -151,6 +152,10 @@ pub async fn preview(
             qb.push(" AND cl.subscribed = 1) THEN 'no_consent' ELSE NULL END AS reason FROM contacts c WHERE (");
             filter.$push(&mut qb);
             qb.push(") ORDER BY c.id");
+            if let Some(n) = limit {
+                qb.push(" LIMIT ");
+                qb.push_bind(n);
+            }
             qb.build()
                 .fetch_all($pool)
                 .await?

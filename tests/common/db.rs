@@ -73,14 +73,27 @@ impl TestDb {
         })
     }
 
-    /// One fresh database per backend available: SQLite always, PostgreSQL
-    /// when reachable (always under CI=true).
+    /// One fresh database per backend under test. `CARTERO_TEST_DATABASE`
+    /// picks one (`sqlite` or `postgres`; .ci/test runs the suite once with
+    /// each); unset, both: SQLite always, PostgreSQL when reachable (always
+    /// under CI=true).
     pub async fn all() -> Vec<TestDb> {
-        let mut dbs = vec![TestDb::sqlite().await];
-        if let Some(pg) = TestDb::postgres().await {
-            dbs.push(pg);
+        match std::env::var("CARTERO_TEST_DATABASE").as_deref() {
+            Ok("sqlite") => vec![TestDb::sqlite().await],
+            Ok("postgres") => vec![
+                TestDb::postgres()
+                    .await
+                    .expect("CARTERO_TEST_DATABASE=postgres but PostgreSQL is unreachable"),
+            ],
+            Ok(other) => panic!("CARTERO_TEST_DATABASE={other:?}: use sqlite or postgres"),
+            Err(_) => {
+                let mut dbs = vec![TestDb::sqlite().await];
+                if let Some(pg) = TestDb::postgres().await {
+                    dbs.push(pg);
+                }
+                dbs
+            }
         }
-        dbs
     }
 
     pub fn backend(&self) -> Backend {

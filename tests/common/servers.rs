@@ -33,13 +33,15 @@ use std::time::{Duration, Instant};
 /// user is needed for a numeric id (test-servers.md, Postfix gotcha 8).
 pub const VMAIL_ID: u32 = 5000;
 
-/// The virtual mailbox domain whose users get Maildirs.
-pub const DOMAIN: &str = "example.test";
+/// The virtual mailbox domain whose users get Maildirs. Not a special-use
+/// name (RFC 6761 `.test`): cartero's address policy refuses those, and the
+/// end-to-end tests import these addresses as contacts.
+pub const DOMAIN: &str = "example.org";
 /// Mail to this domain is refused by Postfix's error(8) transport: a 5.x DSN.
-pub const REFUSED_DOMAIN: &str = "refused.test";
+pub const REFUSED_DOMAIN: &str = "refused.example.net";
 /// Mail to this domain is deferred with 4.4.1 until the (short) queue
 /// lifetime runs out, then bounced with `Action: failed`, `Status: 4.4.1`.
-pub const SOFT_DOMAIN: &str = "soft.test";
+pub const SOFT_DOMAIN: &str = "soft.example.net";
 
 /// True when running under CI, where a missing server is a failure.
 pub fn in_ci() -> bool {
@@ -237,9 +239,9 @@ impl Default for PostfixOptions {
 ///   at RCPT TO with 550 5.1.1, as most MTAs do.
 ///
 /// Users of [`DOMAIN`] get Maildirs at `<tmp>/maildirs/<user>/`;
-/// `recipient_delimiter = +` delivers `bounces+TOKEN@example.test` into the
+/// `recipient_delimiter = +` delivers `bounces+TOKEN@example.org` into the
 /// `bounces` Maildir with the full address in `X-Original-To` and
-/// `Delivered-To`, so a VERP return path in `example.test` brings the DSN
+/// `Delivered-To`, so a VERP return path in `example.org` brings the DSN
 /// back. Mail to [`REFUSED_DOMAIN`] bounces at once (5.1.2), mail to
 /// [`SOFT_DOMAIN`] is deferred (4.4.1) until the queue lifetime expires.
 pub struct Postfix {

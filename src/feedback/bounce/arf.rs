@@ -28,7 +28,16 @@ pub fn parse(mail: &Mail) -> Option<Complaint> {
         .unwrap_or("")
         .to_ascii_lowercase();
     let is_arf_type = top_ct.contains("feedback-report");
-    let microsoft = mail.header("x-hmxmroriginalrecipient").map(str::to_string);
+    // Microsoft's JMRP reports are not ARF: the complainant is in an
+    // X-HmXmrOriginalRecipient header, on the report or on the attached copy.
+    let microsoft = mail
+        .header("x-hmxmroriginalrecipient")
+        .map(str::to_string)
+        .or_else(|| {
+            mail.original.as_deref().and_then(|o| {
+                header(&parse_headers(o), "x-hmxmroriginalrecipient").map(str::to_string)
+            })
+        });
     if report.is_none() && !is_arf_type && microsoft.is_none() {
         return None;
     }

@@ -37,6 +37,9 @@ pub struct Mail {
     pub notice: String,
     /// The header block of the returned original message, when present.
     pub original: Option<String>,
+    /// The whole first attached message (`message/rfc822`), for reports
+    /// that forward another report.
+    pub attached: Option<Vec<u8>>,
 }
 
 impl Mail {
@@ -56,7 +59,7 @@ impl Mail {
         match MessageParser::default().parse(&data[..]) {
             Some(msg) => {
                 mail.subject = msg.subject().unwrap_or_default().to_string();
-                flatten(&msg, &mut mail.segments);
+                flatten(&msg, &mut mail.segments, &mut mail.attached);
             }
             None => {
                 mail.segments.push(Segment {
@@ -184,7 +187,7 @@ pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str
         .map(|(_, v)| v.as_str())
 }
 
-fn flatten(msg: &mail_parser::Message<'_>, out: &mut Vec<Segment>) {
+fn flatten(msg: &mail_parser::Message<'_>, out: &mut Vec<Segment>, attached: &mut Option<Vec<u8>>) {
     for part in &msg.parts {
         let ctype = part
             .content_type()
@@ -206,6 +209,9 @@ fn flatten(msg: &mail_parser::Message<'_>, out: &mut Vec<Segment>) {
             }
             PartType::Message(inner) => {
                 let raw = inner.raw_message();
+                if attached.is_none() {
+                    *attached = Some(raw.to_vec());
+                }
                 let end = (inner.root_part().offset_body as usize).min(raw.len());
                 let ctype = if ctype.starts_with("message/") {
                     ctype
@@ -290,6 +296,8 @@ const ORIGINAL_MARKERS: &[&str] = &[
     "the original message was",
     "your message reads (in part)",
     "original message follows.",
+    "original mail as follows",
+    "the attachment contains the original mail headers",
 ];
 
 fn split_at_marker(notice: &str) -> Option<(usize, &str)> {

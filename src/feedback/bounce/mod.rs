@@ -130,7 +130,7 @@ pub fn classify(raw: &[u8]) -> Classification {
             })
             .collect();
     }
-    out.records = records(&mail);
+    out.records = records(&mail, 0);
     if out.records.is_empty() {
         out.records
             .push(Record::new(None, Kind::None, Reason::Undefined));
@@ -165,7 +165,12 @@ fn verp_token(mail: &Mail) -> Option<String> {
     None
 }
 
-fn records(mail: &Mail) -> Vec<Record> {
+fn dsn_like(mail: &Mail) -> bool {
+    mail.header("content-type")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("report"))
+}
+
+fn records(mail: &Mail, depth: u8) -> Vec<Record> {
     if let Some(c) = arf::parse(mail) {
         let rcpts: Vec<Option<String>> = if c.recipients.is_empty() {
             vec![None]
@@ -214,6 +219,14 @@ fn records(mail: &Mail) -> Vec<Record> {
         return out;
     }
 
+    // An automatic reply that does not present itself as a failure is read
+    // as one before its prose is searched for addresses.
+    if !vendors::presents_as_bounce(mail)
+        && let Some(who) = autoreply::detect(mail)
+    {
+        return vec![Record::new(who, Kind::AutoReply, Reason::Vacation)];
+    }
+
     if vendors::looks_like_bounce(mail) {
         let exclude = sender_addresses(mail);
         let mut found = Vec::new();
@@ -225,6 +238,20 @@ fn records(mail: &Mail) -> Vec<Record> {
         }
         if found.is_empty() {
             found = vendors::scan(&mail.notice, &exclude);
+        }
+        if found.is_empty()
+            && depth == 0
+            && let Some(inner) = &mail.attached
+        {
+            // A report forwarded inside another (a gateway relaying the
+            // bounce it received): read the inner one.
+            let inner = Mail::parse(inner);
+            if vendors::presents_as_bounce(&inner) || dsn_like(&inner) {
+                let rs = records(&inner, depth + 1);
+                if rs.iter().any(|r| r.recipient.is_some()) {
+                    return rs;
+                }
+            }
         }
         if found.is_empty()
             && let Some(orig) = &mail.original
@@ -414,8 +441,12 @@ fn decide(
         (Some(s), None) => s,
         (None, Some(t)) => t,
         (None, None) => {
+            let code = rec.reply_code.as_deref().unwrap_or("");
             if x_unix {
                 Reason::MailerError
+            } else if matches!(code, "500" | "501" | "502" | "503" | "504") {
+                // RFC 5321 §4.2.2: 50x are syntax and sequence errors.
+                Reason::SyntaxError
             } else if action == "delayed" {
                 Reason::Expired
             } else if !diag.is_empty() || !about.trim().is_empty() {

@@ -438,6 +438,12 @@ const USER_UNKNOWN: &[&str] = &[
     "no existe dicha persona",
     "no existe ese usuario",
     "vdeliver: invalid or unknown virtual user",
+    "invalid final delivery userid",
+    "not listed in domino directory",
+    "not listed in public name & address book",
+    "no se encuentra en el directorio de domino",
+    "dans l'annuaire domino",
+    "domino ディレクトリには見つかりません",
     "user missing home directory",
     "this spectator does not exist",
     "that domain or user isn't in my list of allowed rcpthosts",
@@ -493,6 +499,7 @@ const FILTERED: &[&str] = &[
     "refuse to receive mail",
     "due to extended inactivity new mail is not currently being accepted",
     "not found recipient account",
+    "cannot route mail to user",
 ];
 
 const NOT_COMPLIANT_RFC: &[&str] = &[
@@ -628,6 +635,8 @@ const TOO_MANY_CONN: &[&str] = &[
     "daily message quota exceeded",
     "maximum sending rate exceeded",
     "we have already made numerous attempts",
+    "frequency limited",
+    "has sent to too many recipients",
 ];
 
 const POLICY_VIOLATION: &[&str] = &[
@@ -700,6 +709,23 @@ const REJECTED: &[&str] = &[
     "envelope blocked",
     "sending this from a different address or alias",
     "connections not accepted from servers without a valid sender domain",
+    "permission to post",
+    "not a member of this mailing list",
+    "not member article from",
+    "are not member",
+    "group may not exist",
+    "投稿する権限",
+];
+
+const SYNTAX_ERROR: &[&str] = &[
+    "malformed address",
+    "syntax error",
+    "improper sequence of commands",
+    "bad sequence of commands",
+    "command unrecognized",
+    "command not recognized",
+    "unrecognized command",
+    "invalid command",
 ];
 
 const BLOCKED: &[&str] = &[
@@ -779,6 +805,7 @@ const NETWORK_ERROR: &[&str] = &[
     "could not connect and send the mail",
     "too many hops",
     "hop count exceeded",
+    "maximum hop count",
     "mail forwarding loop",
     "maximum forwarding loop count",
     "message looping",
@@ -884,6 +911,7 @@ const SYSTEM_ERROR: &[&str] = &[
     "encountered an error while being processed",
     "recipient deferred because there is no mdb",
     "could not load drd",
+    "several matches found in domino directory",
     "unable to connect",
 ];
 
@@ -934,6 +962,7 @@ const ORDER: &[(Reason, &[&str])] = &[
     (Reason::TooManyConn, TOO_MANY_CONN),
     (Reason::PolicyViolation, POLICY_VIOLATION),
     (Reason::Rejected, REJECTED),
+    (Reason::SyntaxError, SYNTAX_ERROR),
     (Reason::NetworkError, NETWORK_ERROR),
     (Reason::SystemFull, SYSTEM_FULL),
     (Reason::SecurityError, SECURITY_ERROR),
@@ -943,6 +972,11 @@ const ORDER: &[(Reason, &[&str])] = &[
     (Reason::SystemError, SYSTEM_ERROR),
 ];
 
+/// Phrases too vague to outrank any other, tried only when nothing else
+/// matched: InterScan MSS and Trend Micro write only this for an unknown user.
+const LAST_RESORT: &[(Reason, &[&str])] =
+    &[(Reason::UserUnknown, &["unable to deliver message to <"])];
+
 /// The reason the error text names, if any. `text` must be folded.
 pub fn from_text(text: &str) -> Option<Reason> {
     if text.is_empty() {
@@ -950,6 +984,7 @@ pub fn from_text(text: &str) -> Option<Reason> {
     }
     ORDER
         .iter()
+        .chain(LAST_RESORT.iter())
         .find(|(_, phrases)| any(text, phrases))
         .map(|(r, _)| *r)
 }

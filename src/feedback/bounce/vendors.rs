@@ -72,14 +72,22 @@ const BOUNCE_MARKERS: &[&str] = &[
 /// system sender, a failure subject, or the opening words of an MTA's
 /// bounce template.
 pub fn looks_like_bounce(mail: &Mail) -> bool {
+    // RFC 3834 §4 sends automatic replies to the return path with a null
+    // sender too, so an empty Return-Path alone is not enough.
+    presents_as_bounce(mail) || mail.header("return-path").is_some_and(|v| v.trim() == "<>")
+}
+
+/// The message's own words say it is a delivery failure: a mail-system
+/// sender, a failure subject, `X-Failed-Recipients`, or a template's opening.
+pub fn presents_as_bounce(mail: &Mail) -> bool {
     let from = mail.header("from").unwrap_or("").to_ascii_lowercase();
     let subject = mail.subject.to_lowercase();
     if from.contains("mailer-daemon")
         || from.contains("postmaster")
+        || from.contains("post_master")
         || from.contains("mail delivery")
         || from.contains("mailer_daemon")
         || mail.header("x-failed-recipients").is_some()
-        || mail.header("return-path").is_some_and(|v| v.trim() == "<>")
     {
         return true;
     }
@@ -118,6 +126,11 @@ fn is_id_line(line: &str) -> bool {
         "received:",
         "return-path:",
         "from:",
+        "to:",
+        "cc:",
+        "bcc:",
+        "subject:",
+        "date:",
         "sender:",
         "reply-to:",
         "dkim-signature:",
