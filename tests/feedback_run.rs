@@ -7,9 +7,9 @@
 //! A second run changes nothing. Every test runs against SQLite and
 //! PostgreSQL.
 //!
-//! The contacts are written with SQL rather than `contacts import`: the
-//! harness's mail domains are under `.test`, a special-use name (RFC 6761)
-//! that the address parser rightly refuses at import.
+//! The end-to-end tests import their contacts with `cartero contacts
+//! import`; the policy tests further down drive the library directly and
+//! write their contacts, campaigns and sends with SQL.
 
 mod common;
 
@@ -178,9 +178,26 @@ fn expected_statuses() -> Vec<(String, String)> {
 /// Returns the Postfix (keep it alive) and the DSN files.
 async fn send_and_collect_dsns(db: &TestDb, dir: &Path) -> Option<(Postfix, Vec<PathBuf>)> {
     let pf = Postfix::start()?;
-    let emails: Vec<String> = recipients().into_iter().map(|(e, _)| e).collect();
-    seed(&db.store, &emails).await;
     project(dir, pf.smtp_port(), "");
+    let csv: String = std::iter::once("email".to_string())
+        .chain(recipients().into_iter().map(|(e, _)| e))
+        .collect::<Vec<_>>()
+        .join("\n");
+    fs::write(dir.join("contacts.csv"), csv + "\n").expect("csv");
+    cartero(
+        dir,
+        &db.url,
+        &[
+            "contacts",
+            "import",
+            "contacts.csv",
+            "--list",
+            "newsletter",
+            "--consent-source",
+            "test form",
+        ],
+    );
+    assert_eq!(count(&db.store, "SELECT COUNT(*) FROM contacts").await, 4);
     let out = cartero(dir, &db.url, &["campaign", "send", "campaigns/x.toml"]);
     assert!(!out.is_empty(), "campaign send prints a summary");
     let bouncing = recipients().iter().filter(|(_, b)| *b).count();
@@ -320,6 +337,37 @@ async fn maildir_dsns_bounce_exactly_the_failed_recipients() {
         assert_eq!(replayed["duplicates"], 2, "{replayed}");
         assert_eq!(replayed["status_changes"], 0, "{replayed}");
         assert_unchanged(&db).await;
+
+        // Mail that is no report at all is kept aside with its reason,
+        // never dropped, and changes nothing.
+        fs::write(
+            maildir.join("new/1.letter"),
+            servers::test_message(
+                "someone@example.net",
+                &format!("bounces@{DOMAIN}"),
+                "hello",
+                "just saying hi",
+            ),
+        )
+        .expect("letter");
+        let (letter, _) = feedback_run(dir.path(), &db.url);
+        assert_eq!(
+            (letter["messages"].as_u64(), letter["kept_aside"].as_u64()),
+            (Some(1), Some(1)),
+            "{letter}"
+        );
+        let kept = servers::maildir_messages(&maildir.join(".KeptAside"));
+        assert_eq!(kept.len(), 1, "moved to .KeptAside");
+        assert_eq!(
+            count(
+                &db.store,
+                "SELECT COUNT(*) FROM feedback_messages WHERE outcome = 'kept_aside' \
+                              AND kept_aside_reason LIKE 'not a bounce%'"
+            )
+            .await,
+            1
+        );
+        assert_eq!(statuses(&db.store).await, expected_statuses());
         drop(pf);
     }
 }

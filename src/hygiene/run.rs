@@ -117,17 +117,22 @@ pub fn flags_for(
 }
 
 /// Whether a contact is due for sunset: active, mailed at least once, and
-/// no open or click (nor, for one who never engaged, being added) within
-/// `days` before `now`.
+/// no open or click within `days` before `now`; being added or reinstated
+/// by an operator starts the clock again.
 pub fn due_for_sunset(row: &HygieneRow, days: u32, now: Millis) -> bool {
     if row.status != ContactStatus::Active.as_str() || row.send_count < 1 {
         return false;
     }
-    let last = [row.last_open_at, row.last_click_at, Some(row.created_at)]
-        .into_iter()
-        .flatten()
-        .max()
-        .unwrap_or(row.created_at);
+    let last = [
+        row.last_open_at,
+        row.last_click_at,
+        row.reactivated_at,
+        Some(row.created_at),
+    ]
+    .into_iter()
+    .flatten()
+    .max()
+    .unwrap_or(row.created_at);
     last < now - Millis::from(days) * DAY_MS
 }
 
@@ -282,6 +287,7 @@ mod tests {
             last_open_at: None,
             last_click_at: None,
             send_count: 0,
+            reactivated_at: None,
         }
     }
 
@@ -330,6 +336,9 @@ mod tests {
         r.created_at = 350 * DAY_MS;
         assert!(!due_for_sunset(&r, 180, now), "added recently");
         r.created_at = 0;
+        r.reactivated_at = Some(390 * DAY_MS);
+        assert!(!due_for_sunset(&r, 180, now), "reinstated recently");
+        r.reactivated_at = None;
         r.status = "bounced".into();
         assert!(!due_for_sunset(&r, 180, now), "only active contacts");
     }

@@ -22,6 +22,9 @@ pub struct HygieneRow {
     pub last_open_at: Option<Millis>,
     pub last_click_at: Option<Millis>,
     pub send_count: i64,
+    /// The last time the contact was set back to `active` (an operator's
+    /// reinstatement): a fresh start for the sunset clock.
+    pub reactivated_at: Option<Millis>,
 }
 
 /// Up to `limit` contacts with an id above `after_id`, by id (keyset
@@ -30,8 +33,10 @@ pub struct HygieneRow {
 pub async fn page(store: &Store, after_id: i64, limit: i64) -> Result<Vec<HygieneRow>> {
     dispatch!(store, pool => {
         let rows = sqlx::query(
-            "SELECT id, email, domain, status, created_at, last_open_at, last_click_at, send_count \
-             FROM contacts WHERE id > $1 AND status <> 'erased' ORDER BY id LIMIT $2",
+            "SELECT c.id, c.email, c.domain, c.status, c.created_at, c.last_open_at, c.last_click_at, \
+             c.send_count, (SELECT MAX(s.occurred_at) FROM status_changes s WHERE s.contact_id = c.id \
+             AND s.to_status = 'active') AS reactivated_at \
+             FROM contacts c WHERE c.id > $1 AND c.status <> 'erased' ORDER BY c.id LIMIT $2",
         )
         .bind(after_id)
         .bind(limit)
@@ -48,6 +53,7 @@ pub async fn page(store: &Store, after_id: i64, limit: i64) -> Result<Vec<Hygien
                 last_open_at: r.try_get("last_open_at")?,
                 last_click_at: r.try_get("last_click_at")?,
                 send_count: r.try_get("send_count")?,
+                reactivated_at: r.try_get("reactivated_at")?,
             });
         }
         Ok(out)
