@@ -8,7 +8,8 @@ use anyhow::Context as _;
 use super::{Context, Format};
 use crate::contacts::{ImportOptions, import_csv};
 use crate::domain::EmailAddress;
-use crate::domain::time::to_rfc3339;
+use crate::domain::time::{now_millis, to_rfc3339};
+use crate::store::status::{self, Reinstated};
 use crate::store::{consent, contacts};
 
 #[derive(Debug, clap::Args)]
@@ -60,6 +61,30 @@ pub enum Cmd {
         email: String,
         #[arg(long, value_enum, default_value_t)]
         format: Format,
+    },
+    /// List a contact's status changes (bounces, complaints, unsubscribes,
+    /// hygiene, reinstatements) with their cause, rule and event.
+    #[command(after_help = "Example:\n  cartero contacts status-history ana@example.com")]
+    StatusHistory {
+        email: String,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Put a suppressed contact (bounced, complained, unsubscribed, sunset)
+    /// back to active, recorded with your reason. Consent is NOT granted
+    /// again: a contact who withdrew stays off the lists until they
+    /// subscribe again.
+    #[command(
+        after_help = "Example:\n  cartero contacts reinstate ana@example.com --reason \"mailbox fixed, confirmed by phone\""
+    )]
+    Reinstate {
+        email: String,
+        /// Why: kept in the status history.
+        #[arg(long)]
+        reason: String,
+        /// Who is doing it.
+        #[arg(long, default_value = "operator")]
+        actor: String,
     },
 }
 
@@ -195,5 +220,54 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::StatusHistory { email, format } => {
+            let cfg = ctx.config()?;
+            let store = ctx.store(&cfg).await?;
+            let (id, _) = find_contact(&store, &email).await?;
+            let rows = status::list(&store, Some(id), None).await?;
+            store.close().await;
+            super::feedback::print_changes(&rows, format)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Reinstate {
+            email,
+            reason,
+            actor,
+        } => {
+            if reason.trim().is_empty() {
+                anyhow::bail!("--reason must say why the contact is reinstated");
+            }
+            let cfg = ctx.config()?;
+            let store = ctx.store(&cfg).await?;
+            let (id, stored) = find_contact(&store, &email).await?;
+            let outcome =
+                status::reinstate(&store, id, &actor, reason.trim(), now_millis()).await?;
+            store.close().await;
+            match outcome {
+                Reinstated::Changed { from, change_id } => {
+                    println!("{stored}: {from} -> active (status change {change_id}, by {actor})");
+                    println!(
+                        "consent was not re-granted: if the contact withdrew from a list, they stay \
+                         off it until they subscribe again"
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Reinstated::AlreadyActive => {
+                    println!("{stored} is already active: nothing changed");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Reinstated::Erased => {
+                    anyhow::bail!("{stored} was erased; an erased contact cannot be reinstated")
+                }
+            }
+        }
     }
+}
+
+/// A contact by address as an operator typed it.
+async fn find_contact(store: &crate::store::Store, email: &str) -> anyhow::Result<(i64, String)> {
+    let normalized = EmailAddress::parse(email.trim()).ok();
+    status::find_contact(store, normalized.as_ref().map(|a| a.as_str()), email)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no contact with address {email}"))
 }

@@ -1,6 +1,8 @@
 //! `cartero feedback ...`: read bounces, complaints and unsubscribe mails.
 //! `parse` classifies files without a database or configuration, so
-//! operators can see why a message was read as it was.
+//! operators can see why a message was read as it was. `run` reads the
+//! configured bounce mailbox and applies the policy; `changes` lists the
+//! status changes the policy (and operators) made.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -8,8 +10,14 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
-use super::Context;
+use super::{Context, Format};
+use crate::config::MailboxKind;
+use crate::domain::EmailAddress;
+use crate::domain::time::{Millis, now_millis, to_rfc3339};
 use crate::feedback::bounce::{self, Record};
+use crate::feedback::ingest::{Handled, Ingestor};
+use crate::feedback::source::{Mailbox, Outcome};
+use crate::store::status;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -25,6 +33,45 @@ pub enum Cmd {
         after_help = "Examples:\n  cartero feedback parse bounce.eml\n  cartero feedback parse ~/Maildir/.Bounces --format json\n  cartero feedback parse /var/mail/bounces"
     )]
     Parse(ParseArgs),
+    /// Read the bounce mailbox of `[feedback]` in cartero.toml (Maildir,
+    /// mbox or IMAP), record every bounce, complaint, auto-reply and
+    /// unsubscribe request, and apply the `[policy]`. Each message is
+    /// handled once: processed messages are moved or flagged, a re-run
+    /// skips messages already recorded, and a message nothing can be done
+    /// with is kept aside with the reason.
+    #[command(
+        after_help = "Examples:\n  cartero feedback run --dry-run\n  cartero feedback run --format json"
+    )]
+    Run(RunArgs),
+    /// List contact status changes (bounces, complaints, unsubscribes,
+    /// hygiene, operator reversals) with their cause.
+    #[command(
+        after_help = "Examples:\n  cartero feedback changes --since 2026-11-01\n  cartero feedback changes --contact ana@example.com --format csv"
+    )]
+    Changes(ChangesArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Read, classify and match everything and report what would change;
+    /// write nothing to the database and leave the mailbox as it is.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ChangesArgs {
+    /// Only changes at or after this instant: YYYY-MM-DD, RFC 3339, or a
+    /// number of days back such as `7d`.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only this contact's changes.
+    #[arg(long)]
+    pub contact: Option<String>,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
 }
 
 #[derive(Debug, clap::Args)]
@@ -43,10 +90,210 @@ pub enum ParseFormat {
     Json,
 }
 
-pub async fn run(args: Args, _ctx: &Context) -> anyhow::Result<ExitCode> {
+pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
     match args.command {
         Cmd::Parse(a) => parse(a),
+        Cmd::Run(a) => feedback_run(a, ctx).await,
+        Cmd::Changes(a) => changes(a, ctx).await,
     }
+}
+
+async fn feedback_run(args: RunArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
+    let cfg = ctx.config()?;
+    let store = ctx.store(&cfg).await?;
+    let kind = match cfg.feedback.source {
+        MailboxKind::Maildir => "maildir",
+        MailboxKind::Mbox => "mbox",
+        MailboxKind::Imap => "imap",
+    };
+    let mut mailbox = Mailbox::open(&cfg)
+        .await
+        .with_context(|| format!("opening the {kind} bounce mailbox of [feedback]"))?;
+    let mut ingestor = Ingestor::new(store.clone(), &cfg, args.dry_run)?;
+    let bar = ctx.progress().then(|| {
+        let b = indicatif::ProgressBar::new_spinner();
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {pos} messages {per_sec} {msg}")
+                .expect("static template"),
+        );
+        b
+    });
+    let verb = if args.dry_run {
+        "would change"
+    } else {
+        "changed"
+    };
+    let mut changes = Vec::new();
+    while let Some(msg) = mailbox.next().await? {
+        let name = format!("{kind}:{}", msg.id);
+        let report = ingestor.ingest(&msg.bytes, &name, now_millis()).await?;
+        if let Handled::KeptAside { reason } = &report.handled {
+            tracing::info!("{name}: kept aside: {reason}");
+        }
+        for c in &report.changes {
+            if args.format != Format::Json {
+                let line = format!(
+                    "{verb}: {} {} -> {} ({})",
+                    c.recipient.as_deref().unwrap_or("?"),
+                    c.from,
+                    c.to,
+                    c.rule
+                );
+                match &bar {
+                    Some(b) => b.println(line),
+                    None => println!("{line}"),
+                }
+            }
+        }
+        changes.extend(report.changes);
+        if !args.dry_run {
+            let outcome = match report.handled {
+                Handled::Processed | Handled::Duplicate => Outcome::Processed,
+                Handled::KeptAside { reason } => Outcome::KeptAside { reason },
+            };
+            mailbox.ack(&msg.id, &outcome).await?;
+        }
+        if let Some(b) = &bar {
+            b.inc(1);
+        }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    mailbox.close().await?;
+    let summary = ingestor.finish().await?;
+    store.close().await;
+    match args.format {
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "dry_run": args.dry_run,
+                "summary": summary,
+                "changes": changes,
+            }))?
+        ),
+        Format::Table | Format::Csv => {
+            println!("messages read        {:>7}", summary.messages);
+            println!("duplicates skipped   {:>7}", summary.duplicates);
+            println!("hard bounces         {:>7}", summary.bounces_hard);
+            println!("soft bounces         {:>7}", summary.bounces_soft);
+            println!("complaints           {:>7}", summary.complaints);
+            println!("auto-replies         {:>7}", summary.autoreplies);
+            println!("unsubscribes         {:>7}", summary.unsubscribes);
+            println!("unmatched recipients {:>7}", summary.unmatched);
+            println!("kept aside           {:>7}", summary.kept_aside);
+            println!("status changes       {:>7}", summary.status_changes);
+            println!("consent withdrawals  {:>7}", summary.consent_withdrawals);
+            if args.dry_run {
+                println!("dry run: nothing was written and the mailbox is unchanged");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--since`: YYYY-MM-DD (UTC midnight), RFC 3339, or `Nd` days back.
+fn parse_since(s: &str, now: Millis) -> anyhow::Result<Millis> {
+    use time::format_description::well_known::Rfc3339;
+    let s = s.trim();
+    if let Some(days) = s.strip_suffix('d')
+        && let Ok(n) = days.parse::<i64>()
+    {
+        return Ok(now - n * 24 * 3600 * 1000);
+    }
+    if let Ok(t) = time::OffsetDateTime::parse(s, &Rfc3339) {
+        return Ok((t.unix_timestamp_nanos() / 1_000_000) as Millis);
+    }
+    let fmt = time::macros::format_description!("[year]-[month]-[day]");
+    if let Ok(d) = time::Date::parse(s, &fmt) {
+        let t = d.midnight().assume_utc();
+        return Ok((t.unix_timestamp_nanos() / 1_000_000) as Millis);
+    }
+    anyhow::bail!(
+        "--since {s:?}: expected YYYY-MM-DD, an RFC 3339 instant or a number of days like 7d"
+    )
+}
+
+async fn changes(args: ChangesArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
+    let since = args
+        .since
+        .as_deref()
+        .map(|s| parse_since(s, now_millis()))
+        .transpose()?;
+    let cfg = ctx.config()?;
+    let store = ctx.store(&cfg).await?;
+    let contact_id = match &args.contact {
+        Some(email) => {
+            let normalized = EmailAddress::parse(email.trim()).ok();
+            let found =
+                status::find_contact(&store, normalized.as_ref().map(|a| a.as_str()), email)
+                    .await?;
+            let Some((id, _)) = found else {
+                anyhow::bail!("no contact with address {email}");
+            };
+            Some(id)
+        }
+        None => None,
+    };
+    let rows = status::list(&store, contact_id, since).await?;
+    store.close().await;
+    print_changes(&rows, args.format)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints status changes as a table, CSV or JSON.
+pub fn print_changes(rows: &[status::StoredChange], format: Format) -> anyhow::Result<()> {
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(rows)?),
+        Format::Csv => {
+            let mut w = csv::Writer::from_writer(std::io::stdout());
+            w.write_record([
+                "occurred_at",
+                "email",
+                "from",
+                "to",
+                "cause",
+                "rule",
+                "event_id",
+                "actor",
+                "reason",
+            ])?;
+            for r in rows {
+                w.write_record([
+                    to_rfc3339(r.occurred_at),
+                    r.email.clone(),
+                    r.from_status.clone(),
+                    r.to_status.clone(),
+                    r.cause.clone(),
+                    r.rule.clone().unwrap_or_default(),
+                    r.event_id.map(|e| e.to_string()).unwrap_or_default(),
+                    r.actor.clone(),
+                    r.reason.clone().unwrap_or_default(),
+                ])?;
+            }
+            w.flush()?;
+        }
+        Format::Table => {
+            println!(
+                "{:<24} {:<32} {:<12} {:<12} {:<11} {:<18} {:<9} REASON",
+                "WHEN", "EMAIL", "FROM", "TO", "CAUSE", "RULE", "ACTOR"
+            );
+            for r in rows {
+                println!(
+                    "{:<24} {:<32} {:<12} {:<12} {:<11} {:<18} {:<9} {}",
+                    to_rfc3339(r.occurred_at),
+                    r.email,
+                    r.from_status,
+                    r.to_status,
+                    r.cause,
+                    r.rule.as_deref().unwrap_or("-"),
+                    r.actor,
+                    r.reason.as_deref().unwrap_or("")
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// One message to classify and the name it is reported under.

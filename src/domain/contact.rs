@@ -12,15 +12,20 @@ pub enum ContactStatus {
     Bounced,
     Complained,
     Erased,
+    /// No opens or clicks for a long time despite being mailed: left out of
+    /// sends by `hygiene run --sunset-days` (consent is untouched, and an
+    /// operator can reinstate the contact).
+    Sunset,
 }
 
 impl ContactStatus {
-    pub const ALL: [ContactStatus; 5] = [
+    pub const ALL: [ContactStatus; 6] = [
         Self::Active,
         Self::Unsubscribed,
         Self::Bounced,
         Self::Complained,
         Self::Erased,
+        Self::Sunset,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -30,6 +35,7 @@ impl ContactStatus {
             Self::Bounced => "bounced",
             Self::Complained => "complained",
             Self::Erased => "erased",
+            Self::Sunset => "sunset",
         }
     }
 }

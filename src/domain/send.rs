@@ -61,15 +61,17 @@ pub enum SkipReason {
     Bounced,
     Complained,
     Erased,
+    Sunset,
     NoConsent,
 }
 
 impl SkipReason {
-    pub const ALL: [SkipReason; 5] = [
+    pub const ALL: [SkipReason; 6] = [
         Self::Unsubscribed,
         Self::Bounced,
         Self::Complained,
         Self::Erased,
+        Self::Sunset,
         Self::NoConsent,
     ];
 
@@ -79,6 +81,7 @@ impl SkipReason {
             Self::Bounced => "bounced",
             Self::Complained => "complained",
             Self::Erased => "erased",
+            Self::Sunset => "sunset",
             Self::NoConsent => "no_consent",
         }
     }

@@ -4,4 +4,6 @@
 //! the database; the policy applies the results to contacts and consent.
 
 pub mod bounce;
+pub mod ingest;
+pub mod policy;
 pub mod source;

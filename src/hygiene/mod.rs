@@ -5,3 +5,4 @@
 
 pub mod flags;
 pub mod mx;
+pub mod run;

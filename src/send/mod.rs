@@ -552,6 +552,7 @@ fn skip_reason_for(status: &str) -> Option<SkipReason> {
         "bounced" => Some(SkipReason::Bounced),
         "complained" => Some(SkipReason::Complained),
         "erased" => Some(SkipReason::Erased),
+        "sunset" => Some(SkipReason::Sunset),
         _ => Some(SkipReason::Unsubscribed),
     }
 }

@@ -17,7 +17,10 @@ use sqlx::{PgPool, SqlitePool};
 pub mod campaigns;
 pub mod consent;
 pub mod contacts;
+pub mod feedback;
+pub mod hygiene;
 pub mod sends;
+pub mod status;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
