@@ -967,3 +967,65 @@ async fn dry_run_reports_the_same_and_writes_nothing() {
         assert_eq!(before, after);
     }
 }
+
+/// Broken and hostile variants of the reports (bytes flipped, cut short,
+/// NULs in headers) never make a run fail: each is processed, kept aside
+/// or skipped as a duplicate, and reading them all again changes nothing.
+#[tokio::test]
+async fn mangled_reports_are_kept_aside_never_fatal() {
+    use rand::{Rng, SeedableRng};
+    for db in TestDb::all().await {
+        let w = world(&db.store).await;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        let base = reports(&w);
+        let mut mangled: Vec<Vec<u8>> = Vec::new();
+        for i in 0..120 {
+            let mut raw = base[i % base.len()].2.clone();
+            match i % 4 {
+                0 => {
+                    for _ in 0..rng.gen_range(1..20) {
+                        let at = rng.gen_range(0..raw.len());
+                        raw[at] = rng.r#gen();
+                    }
+                }
+                1 => raw.truncate(rng.gen_range(0..raw.len())),
+                2 => {
+                    let at = rng.gen_range(0..raw.len());
+                    raw.splice(
+                        at..at,
+                        b"\0Message-ID: <\0x\0@y>\r\nTo: \0bounces+\0@x\r\n"
+                            .iter()
+                            .copied(),
+                    );
+                }
+                _ => {
+                    let mut head = format!("Message-ID: <nul\0{i}@x>\r\n").into_bytes();
+                    head.extend_from_slice(&raw);
+                    raw = head;
+                }
+            }
+            mangled.push(raw);
+        }
+        for round in 0..2 {
+            let before = count(&db.store, "SELECT COUNT(*) FROM status_changes").await;
+            let mut ing = Ingestor::new(db.store.clone(), &config(), false).expect("ingestor");
+            for (i, raw) in mangled.iter().enumerate() {
+                if let Err(e) = ing.ingest(raw, &format!("mangled {i}"), NOW).await {
+                    panic!(
+                        "message {i} failed the run: {e}\n{}",
+                        String::from_utf8_lossy(raw)
+                    );
+                }
+            }
+            let s = ing.finish().await.expect("finish");
+            assert_eq!(s.messages, 120);
+            if round == 1 {
+                assert_eq!(s.status_changes, 0, "{s:?}");
+                assert_eq!(
+                    count(&db.store, "SELECT COUNT(*) FROM status_changes").await,
+                    before
+                );
+            }
+        }
+    }
+}
