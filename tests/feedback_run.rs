@@ -90,7 +90,9 @@ async fn seed(store: &Store, emails: &[String]) {
 }
 
 /// A project folder: cartero.toml with `[smtp]` to the Postfix, a campaign
-/// and its template, and `feedback` as the `[feedback]` section.
+/// and its template, and `feedback` as the `[feedback]` section. The
+/// List-Unsubscribe mailto goes to the bounce mailbox too (one mailbox for
+/// all feedback, as `feedback run` reads one).
 fn project(dir: &Path, smtp_port: u16, feedback: &str) {
     fs::create_dir_all(dir.join("campaigns")).expect("mkdir");
     fs::create_dir_all(dir.join("templates")).expect("mkdir");
@@ -100,7 +102,7 @@ fn project(dir: &Path, smtp_port: u16, feedback: &str) {
             "[smtp]\nhost = \"127.0.0.1\"\nport = {smtp_port}\ntls = \"none\"\nhelo_name = \"cartero.example\"\n\
              concurrency = 2\n\n\
              [sender]\nbounce_local = \"bounces\"\nbounce_domain = \"{DOMAIN}\"\n\
-             unsubscribe_mailto = \"unsubscribe@{DOMAIN}\"\nmessage_id_domain = \"cartero.example\"\n\
+             unsubscribe_mailto = \"bounces@{DOMAIN}\"\nmessage_id_domain = \"cartero.example\"\n\
              base_url = \"http://localhost:8080\"\nsecret = \"{SECRET}\"\n\n\
              [policy]\nsoft_bounce_limit = 3\nsoft_bounce_window_days = 30\n\n{feedback}\n"
         ),
@@ -368,6 +370,106 @@ async fn maildir_dsns_bounce_exactly_the_failed_recipients() {
             1
         );
         assert_eq!(statuses(&db.store).await, expected_statuses());
+        drop(pf);
+    }
+}
+
+#[tokio::test]
+async fn mailed_unsubscribe_through_postfix_withdraws_consent() {
+    for db in TestDb::all().await {
+        let dir = tempfile::tempdir().expect("tmp");
+        let Some((pf, _)) = send_and_collect_dsns(&db, dir.path()).await else {
+            return;
+        };
+        // Alice uses the mailto of the List-Unsubscribe header she got.
+        let alice = format!("alice@{DOMAIN}");
+        let got =
+            fs::read_to_string(&servers::maildir_messages(&pf.maildir("alice"))[0]).expect("mail");
+        let unfolded = got
+            .replace("\r\n", "\n")
+            .replace("\n ", " ")
+            .replace("\n\t", " ");
+        let header = unfolded
+            .lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("list-unsubscribe:"))
+            .expect("List-Unsubscribe");
+        let mailto = header
+            .split("<mailto:")
+            .nth(1)
+            .and_then(|m| m.split(['?', '>']).next())
+            .expect("a mailto")
+            .to_string();
+        assert!(mailto.starts_with("bounces+"), "{mailto}");
+        let msg = servers::test_message(&alice, &mailto, "unsubscribe", "");
+        servers::smtp_send(pf.smtp_port(), &alice, &[&mailto], &msg).expect("unsubscribe mail");
+        pf.wait_for_messages("bounces", 3, Duration::from_secs(30));
+
+        project(
+            dir.path(),
+            pf.smtp_port(),
+            &format!(
+                "[feedback]\nsource = \"maildir\"\npath = \"{}\"\n",
+                pf.maildir("bounces").display()
+            ),
+        );
+        let (summary, _) = feedback_run(dir.path(), &db.url);
+        assert_eq!(summary["messages"], 3, "{summary}");
+        assert_eq!(summary["bounces_hard"], 2, "{summary}");
+        assert_eq!(summary["unsubscribes"], 1, "{summary}");
+        assert_eq!(summary["consent_withdrawals"], 1, "{summary}");
+        assert_eq!(summary["status_changes"], 3, "{summary}");
+        assert_eq!(status_of(&db.store, &alice).await, "unsubscribed");
+        assert_eq!(
+            status_of(&db.store, &format!("bob@{DOMAIN}")).await,
+            "active"
+        );
+        let subscribed_sql = format!(
+            "SELECT COUNT(*) FROM contact_lists cl JOIN contacts c ON c.id = cl.contact_id \
+             WHERE c.email = '{alice}' AND cl.subscribed = 1"
+        );
+        assert_eq!(
+            count(&db.store, &subscribed_sql).await,
+            0,
+            "alice left the list"
+        );
+        let via = count(
+            &db.store,
+            "SELECT COUNT(*) FROM events WHERE kind = 'unsubscribe' \
+             AND data LIKE '%\"matched_by\":\"unsubscribe-token\"%'",
+        )
+        .await;
+        assert_eq!(via, 1, "matched by the signed token of the mailto");
+
+        // The operator reinstates her: active again, but still off the list.
+        let out = cartero(
+            dir.path(),
+            &db.url,
+            &[
+                "contacts",
+                "reinstate",
+                &alice,
+                "--reason",
+                "asked by phone to stay",
+            ],
+        );
+        assert!(out.contains("unsubscribed -> active"), "{out}");
+        assert!(out.contains("consent was not re-granted"), "{out}");
+        assert_eq!(status_of(&db.store, &alice).await, "active");
+        assert_eq!(
+            count(&db.store, &subscribed_sql).await,
+            0,
+            "consent stays withdrawn"
+        );
+        let history = cartero(
+            dir.path(),
+            &db.url,
+            &["contacts", "status-history", &alice, "--format", "json"],
+        );
+        let history: serde_json::Value = serde_json::from_str(&history).expect("json");
+        assert_eq!(history.as_array().map(Vec::len), Some(2), "{history}");
+        assert_eq!(history[0]["rule"], "mailto-unsubscribe");
+        assert_eq!(history[1]["actor"], "operator");
+        assert_eq!(history[1]["reason"], "asked by phone to stay");
         drop(pf);
     }
 }
