@@ -334,15 +334,18 @@ impl Config {
         path: &str,
         env: &[(String, String)],
     ) -> Result<Self, ConfigError> {
+        // The file alone first, so its own mistakes are reported at line:col.
+        let from_file: Config = toml::from_str(text).map_err(|e| toml_error(text, path, &e))?;
         let mut table: toml::Table =
             toml::from_str(text).map_err(|e| toml_error(text, path, &e))?;
+        let mut applied = 0;
         for (var, value) in env {
             let Some(rest) = var.strip_prefix("CARTERO_") else {
                 continue;
             };
             let rest = rest.to_ascii_lowercase();
             let Some(section) = SECTIONS.iter().find(|s| rest.starts_with(&format!("{s}_"))) else {
-                continue; // CARTERO_CONFIG and friends are not overrides
+                continue; // CARTERO_CONFIG, CARTERO_LOG and friends are not overrides
             };
             let key = &rest[section.len() + 1..];
             let entry = table
@@ -355,15 +358,16 @@ impl Config {
                 });
             };
             t.insert(key.to_string(), env_value(value));
+            applied += 1;
         }
-        // Re-serialise so a bad override is reported by the same checks as the file.
-        let merged = toml::to_string(&table).map_err(|e| ConfigError::Invalid {
-            path: path.into(),
-            message: e.to_string(),
-        })?;
-        let cfg: Config = if env.is_empty() {
-            toml::from_str(text).map_err(|e| toml_error(text, path, &e))?
+        let cfg = if applied == 0 {
+            from_file
         } else {
+            // Re-serialise so a bad override is reported by the same checks as the file.
+            let merged = toml::to_string(&table).map_err(|e| ConfigError::Invalid {
+                path: path.into(),
+                message: e.to_string(),
+            })?;
             toml::from_str(&merged).map_err(|e| ConfigError::Invalid {
                 path: format!("{path} (with CARTERO_* overrides)"),
                 message: e.message().to_string(),
@@ -494,6 +498,16 @@ mod tests {
         assert_eq!(smtp.port, 2525);
         assert_eq!(smtp.host, "127.0.0.1");
         assert_eq!(c.sender.bounce_domain, "b.example");
+    }
+
+    #[test]
+    fn file_errors_keep_their_place_when_other_cartero_vars_are_set() {
+        let env = vec![("CARTERO_TEST_DATABASE".to_string(), "sqlite".to_string())];
+        let err = Config::from_str_with_env("[smtp]\nprot = 1\n", "c.toml", &env).unwrap_err();
+        assert!(err.to_string().starts_with("c.toml:2:1:"), "{err}");
+        let env = vec![("CARTERO_SMTP_PORT".to_string(), "x".to_string())];
+        let err = Config::from_str_with_env("", "c.toml", &env).unwrap_err();
+        assert!(err.to_string().contains("overrides"), "{err}");
     }
 
     #[test]

@@ -243,3 +243,40 @@ fn dovecot_rejects_a_wrong_password_and_offers_tls() {
     assert!(dovecot.imaps_port().is_some());
     assert!(dovecot.ca_cert().exists());
 }
+
+#[test]
+fn smtp_recorder_records_accepted_mail_and_refuses_as_told() {
+    let rec = servers::SmtpRecorder::start();
+    let msg = b"Subject: hi\r\n\r\n.leading dot\r\nbody\r\n";
+    servers::smtp_send(
+        rec.port(),
+        "bounces+t@example.test",
+        &["a@x.test", "b@x.test"],
+        msg,
+    )
+    .expect("accepted");
+    servers::smtp_send(rec.port(), "s@example.test", &["a@x.test"], msg).expect("accepted");
+    let err = servers::smtp_send(rec.port(), "s@example.test", &["reject-me@x.test"], msg)
+        .expect_err("550 for reject*");
+    assert!(err.contains("550") || err.contains("permanent"), "{err}");
+    let err = servers::smtp_send(rec.port(), "s@example.test", &["tempfail@x.test"], msg)
+        .expect_err("451 for tempfail*");
+    assert!(err.contains("451") || err.contains("transient"), "{err}");
+
+    let got = rec.received();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].mail_from, "bounces+t@example.test");
+    assert_eq!(got[0].rcpt_to, vec!["a@x.test", "b@x.test"]);
+    // lettre ends DATA with CRLF.CRLF after the message's own last CRLF,
+    // so the recorded data may carry one more CRLF than was given.
+    assert!(
+        got[0].data.starts_with(msg),
+        "dot-stuffing undone: {:?}",
+        String::from_utf8_lossy(&got[0].data)
+    );
+    let counts = rec.count_by_recipient();
+    assert_eq!(counts.get("a@x.test"), Some(&2));
+    assert_eq!(counts.get("b@x.test"), Some(&1));
+    assert_eq!(counts.get("reject-me@x.test"), None);
+    assert!(rec.connections() >= 4);
+}

@@ -13,6 +13,7 @@
 
 mod idna2008;
 
+use std::borrow::Cow;
 use std::fmt;
 
 use icu_normalizer::uts46::Uts46MapperBorrowed;
@@ -132,16 +133,14 @@ impl EmailAddress {
         let domain = parse_domain(domain_in)?;
 
         let local_ascii = local.is_ascii();
-        let mut normalized = String::with_capacity(local.len() + 1 + domain.unicode.len());
+        let unicode_domain = domain.unicode.as_deref().unwrap_or(&domain.ascii);
+        let mut normalized = String::with_capacity(local.len() + 1 + unicode_domain.len());
         normalized.push_str(&local);
         normalized.push('@');
-        normalized.push_str(&domain.unicode);
-        let ascii = local_ascii.then(|| {
-            if domain.ascii == domain.unicode {
-                normalized.clone()
-            } else {
-                format!("{local}@{}", domain.ascii)
-            }
+        normalized.push_str(unicode_domain);
+        let ascii = local_ascii.then(|| match &domain.unicode {
+            None => normalized.clone(),
+            Some(_) => format!("{local}@{}", domain.ascii),
         });
 
         // email-validator checks three forms of the address against the
@@ -185,17 +184,17 @@ impl EmailAddress {
         self.ascii.as_deref()
     }
     /// The domain as sent on the wire without SMTPUTF8: IDNA ASCII (punycode).
-    pub fn ascii_domain(&self) -> std::borrow::Cow<'_, str> {
+    pub fn ascii_domain(&self) -> Cow<'_, str> {
         match &self.ascii {
-            Some(a) => std::borrow::Cow::Borrowed(&a[self.at + 1..]),
+            Some(a) => Cow::Borrowed(&a[self.at + 1..]),
             None => {
                 let d = self.domain();
                 if d.is_ascii() {
-                    std::borrow::Cow::Borrowed(d)
+                    Cow::Borrowed(d)
                 } else {
                     // The domain passed IDNA when it was parsed, so this
                     // cannot fail; fall back to the Unicode form if it did.
-                    std::borrow::Cow::Owned(
+                    Cow::Owned(
                         d.split('.')
                             .map(|l| {
                                 if l.is_ascii() {
@@ -267,7 +266,7 @@ fn list(chars: impl Iterator<Item = char>) -> String {
 }
 
 /// The local part, NFC-normalised, or why not.
-fn parse_local(local: &str) -> Result<String, AddressError> {
+fn parse_local(local: &str) -> Result<Cow<'_, str>, AddressError> {
     if local.is_empty() {
         return Err(AddressError::EmptyLocal);
     }
@@ -279,7 +278,7 @@ fn parse_local(local: &str) -> Result<String, AddressError> {
         )));
     }
     let mut out = if local.is_ascii() {
-        local.to_string()
+        Cow::Borrowed(local)
     } else {
         // RFC 6532 §3.1: UTF-8 addresses should be in NFC. The normalised
         // form must itself be a valid local part.
@@ -294,7 +293,7 @@ fn parse_local(local: &str) -> Result<String, AddressError> {
                 )));
             }
         }
-        nfc
+        Cow::Owned(nfc)
     };
     if out.len() <= 10
         && out.is_ascii()
@@ -302,7 +301,7 @@ fn parse_local(local: &str) -> Result<String, AddressError> {
             .iter()
             .any(|m| m.eq_ignore_ascii_case(&out))
     {
-        out.make_ascii_lowercase();
+        out.to_mut().make_ascii_lowercase();
     }
     Ok(out)
 }
@@ -378,8 +377,9 @@ fn check_unsafe(s: &str) -> Result<(), AddressError> {
 }
 
 struct Domain {
-    /// Lower-case Unicode (U-labels), the normalised form.
-    unicode: String,
+    /// Lower-case Unicode (U-labels), the normalised form, when it differs
+    /// from the ASCII form.
+    unicode: Option<String>,
     /// IDNA ASCII (A-labels).
     ascii: String,
 }
@@ -404,13 +404,11 @@ fn parse_domain(domain: &str) -> Result<Domain, AddressError> {
     }
     check_host_chars(domain, "")?;
 
-    let mapped: String;
     let ascii: String;
     if domain.is_ascii() {
         // UTS-46 maps ASCII by lower-casing only.
-        mapped = domain.to_ascii_lowercase();
-        check_host_dots(&mapped)?;
-        ascii = mapped.clone();
+        ascii = domain.to_ascii_lowercase();
+        check_host_dots(&ascii)?;
     } else {
         check_unsafe(domain)?;
         let bad: Vec<char> = domain.chars().filter(|&c| !uts46_valid_char(c)).collect();
@@ -422,7 +420,7 @@ fn parse_domain(domain: &str) -> Result<Domain, AddressError> {
         }
         // UTS #46 §4 steps 1-2 (map, normalise), non-transitional, without
         // the STD3 ASCII rules: the host name rules below are stricter.
-        mapped = Uts46MapperBorrowed::new()
+        let mapped: String = Uts46MapperBorrowed::new()
             .map_normalize(domain.chars())
             .collect();
         if mapped.contains('\u{FFFD}') {
@@ -488,7 +486,7 @@ fn parse_domain(domain: &str) -> Result<Domain, AddressError> {
 
     if !ascii.contains("xn--") {
         return Ok(Domain {
-            unicode: ascii.clone(),
+            unicode: None,
             ascii,
         });
     }
@@ -513,7 +511,10 @@ fn parse_domain(domain: &str) -> Result<Domain, AddressError> {
             })?;
         }
     }
-    Ok(Domain { unicode, ascii })
+    Ok(Domain {
+        unicode: Some(unicode),
+        ascii,
+    })
 }
 
 /// RFC 1123 §2.1 letters, digits, hyphens and dots, plus any non-ASCII

@@ -67,6 +67,8 @@ pub struct FlagChecker {
     roles: HashSet<&'static str>,
     disposable: HashSet<String>,
     tlds: HashSet<&'static str>,
+    /// Provider domains and known real domains: never typos.
+    known: HashSet<&'static str>,
 }
 
 fn data_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
@@ -91,6 +93,7 @@ impl FlagChecker {
                 .map(|(_, l)| l.to_ascii_lowercase())
                 .collect(),
             tlds: data_lines(TLD_LIST).map(|(_, l)| l).collect(),
+            known: TYPO_TARGETS.iter().chain(KNOWN_DOMAINS).copied().collect(),
         }
     }
 
@@ -132,7 +135,7 @@ impl FlagChecker {
 
     /// The domain `domain` most likely misspells (see [`typo_suggestion`]).
     pub fn typo(&self, domain: &str) -> Option<String> {
-        typo_suggestion(domain, &self.tlds)
+        typo_suggestion(domain, &self.known, &self.tlds)
     }
 
     /// The whole local part, lower-cased and without a `+tag` (RFC 5233
@@ -441,11 +444,12 @@ const COMMON_TLDS: &[&str] = &["com", "net", "org", "info", "edu"];
 /// Known real domains (providers near popular ones: `ymail.com`, `gmx.de`,
 /// `me.com`) are never typos, and neither is a provider's country variant
 /// (`hotmail.ch` is not `hotmail.fr`).
-fn typo_suggestion(domain: &str, tlds: &HashSet<&'static str>) -> Option<String> {
-    if domain.len() > 80 || !domain.is_ascii() {
-        return None;
-    }
-    if TYPO_TARGETS.contains(&domain) || KNOWN_DOMAINS.contains(&domain) {
+fn typo_suggestion(
+    domain: &str,
+    known: &HashSet<&'static str>,
+    tlds: &HashSet<&'static str>,
+) -> Option<String> {
+    if domain.len() > 80 || !domain.is_ascii() || known.contains(domain) {
         return None;
     }
     let (name, tld) = domain.rsplit_once('.')?;
@@ -468,6 +472,9 @@ fn typo_suggestion(domain: &str, tlds: &HashSet<&'static str>) -> Option<String>
             continue;
         };
         let tld_ok = t_tld == tld || tld_fix == Some(t_tld);
+        if !tld_ok && tld_exists {
+            continue;
+        }
         let allowed = match t_name.len() {
             0..=2 => 0,
             3..=9 => 1,
@@ -499,12 +506,20 @@ fn typo_suggestion(domain: &str, tlds: &HashSet<&'static str>) -> Option<String>
 }
 
 /// Optimal-string-alignment distance (Levenshtein plus transposition of
-/// neighbours), giving up once every path exceeds `limit`.
+/// neighbours), giving up once every path exceeds `limit`. Rows live on the
+/// stack: `b` is a provider's name or a top-level domain, always short.
 fn osa_distance(a: &[u8], b: &[u8], limit: usize) -> usize {
+    const MAX: usize = 31;
     let n = b.len();
-    let mut prev2 = vec![0usize; n + 1];
-    let mut prev: Vec<usize> = (0..=n).collect();
-    let mut cur = vec![0usize; n + 1];
+    if n > MAX || a.len().abs_diff(n) > limit {
+        return limit + 1;
+    }
+    let mut prev2 = [0usize; MAX + 1];
+    let mut prev = [0usize; MAX + 1];
+    let mut cur = [0usize; MAX + 1];
+    for (j, p) in prev.iter_mut().enumerate().take(n + 1) {
+        *p = j;
+    }
     for i in 1..=a.len() {
         cur[0] = i;
         let mut row_min = cur[0];
@@ -520,8 +535,8 @@ fn osa_distance(a: &[u8], b: &[u8], limit: usize) -> usize {
         if row_min > limit {
             return limit + 1;
         }
-        std::mem::swap(&mut prev2, &mut prev);
-        std::mem::swap(&mut prev, &mut cur);
+        prev2 = prev;
+        prev = cur;
     }
     prev[n]
 }

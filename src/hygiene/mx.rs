@@ -587,6 +587,15 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn fqdn_never_panics_and_is_absolute(s in "\\PC{0,300}") {
+            if let Some(n) = fqdn(&s) {
+                proptest::prop_assert!(n.is_fqdn());
+            }
+        }
+    }
+
     #[tokio::test]
     async fn address_literal_is_not_looked_up() {
         let cfg = DnsConfig {

@@ -84,18 +84,28 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-/// A loopback TCP port nobody listens on right now. Another process could
-/// take it before the server binds; with random kernel-chosen ports that
-/// race is rare, and the server's start-up check reports it.
+/// A loopback port free for both TCP and UDP right now, for a server about
+/// to start. Ports come from 20000-32767, below Linux's ephemeral range
+/// (32768-60999), so client sockets the kernel numbers itself (our own SMTP
+/// connections, say) cannot take one between this check and the server's
+/// bind; a per-process counter keeps parallel tests of one binary apart.
 pub fn free_port() -> u16 {
-    loop {
-        let tcp = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a loopback port");
-        let port = tcp.local_addr().expect("local addr").port();
-        // DNS servers need the same number free for UDP as well.
-        if UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    const LOW: usize = 20000;
+    const SPAN: usize = 12768;
+    // Different test binaries (and other users of the machine) start at
+    // different places.
+    let start = (std::process::id() as usize).wrapping_mul(7919) % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (LOW + (start + n) % SPAN) as u16;
+        if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
+            && UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
+        {
             return port;
         }
     }
+    panic!("no free loopback port in {LOW}..{}", LOW + SPAN);
 }
 
 /// A fresh temporary directory that daemons running as other users
@@ -288,10 +298,7 @@ impl Postfix {
         }
 
         let smtp_port = free_port();
-        let mut smtp_port_rejecting = free_port();
-        while smtp_port_rejecting == smtp_port {
-            smtp_port_rejecting = free_port();
-        }
+        let smtp_port_rejecting = free_port();
 
         let mut vmailbox = String::new();
         for user in &options.users {
@@ -701,6 +708,9 @@ local=/test/
 local-ttl=300
 neg-ttl=60
 user=root
+# Its own pid file: the default /var/run/dnsmasq.pid is shared by every
+# instance, and a second one refuses to start while the first runs.
+pid-file={pid}
 log-queries
 log-facility={log}
 # Names under these zones go to the misbehaving servers, so a zone served
@@ -709,6 +719,7 @@ server=/servfail.test/127.0.0.1#{servfail_port}
 server=/silent.test/127.0.0.1#{silent_port}
 ",
             log = log.display(),
+            pid = dir.path().join("dnsmasq.pid").display(),
             servfail_port = servfail.addr.port(),
             silent_port = silent.addr.port(),
         );
@@ -1116,4 +1127,199 @@ fn make_certificates(dir: &Path) {
     // Dovecot reads the key as root before dropping privileges.
     fs::set_permissions(dir.join("server.key"), fs::Permissions::from_mode(0o600))
         .expect("chmod key");
+}
+
+// ---------------------------------------------------------------------------
+// A recording SMTP server
+
+/// One message as an [`SmtpRecorder`] accepted it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    pub mail_from: String,
+    pub rcpt_to: Vec<String>,
+    /// The DATA content with dot-stuffing undone (RFC 5321 §4.5.2).
+    pub data: Vec<u8>,
+}
+
+/// A small in-test SMTP server on a free loopback port that records every
+/// accepted message, for tests that count what arrived (the kill-and-resume
+/// test) rather than deliver it. Recipients whose local part starts with
+/// `reject` get `550 5.1.1`, with `tempfail` `451 4.3.0`, so retry and
+/// failure paths can be driven. Plain text, no AUTH; EHLO advertises
+/// 8BITMIME, SMTPUTF8 and SIZE.
+pub struct SmtpRecorder {
+    port: u16,
+    received: Arc<std::sync::Mutex<Vec<Received>>>,
+    connections: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl SmtpRecorder {
+    pub fn start() -> Self {
+        let port = free_port();
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port)).expect("bind recorder");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let received = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (received, connections, stop) =
+                (received.clone(), connections.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match listener.accept() {
+                        Ok((stream, _)) => {
+                            connections.fetch_add(1, Ordering::Relaxed);
+                            let received = received.clone();
+                            std::thread::spawn(move || {
+                                let _ = smtp_session(stream, &received);
+                            });
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+            })
+        };
+        SmtpRecorder {
+            port,
+            received,
+            connections,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Every message accepted so far, in arrival order.
+    pub fn received(&self) -> Vec<Received> {
+        self.received
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// How many times each recipient was accepted.
+    pub fn count_by_recipient(&self) -> std::collections::BTreeMap<String, usize> {
+        let mut counts = std::collections::BTreeMap::new();
+        for m in self.received() {
+            for r in m.rcpt_to {
+                *counts.entry(r).or_default() += 1;
+            }
+        }
+        counts
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for SmtpRecorder {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The address inside `MAIL FROM:<...>` / `RCPT TO:<...>`, parameters dropped.
+fn path_arg(rest: &str) -> String {
+    let rest = rest.trim();
+    match (rest.find('<'), rest.find('>')) {
+        (Some(a), Some(b)) if a < b => rest[a + 1..b].to_string(),
+        _ => rest.split_whitespace().next().unwrap_or("").to_string(),
+    }
+}
+
+fn smtp_session(
+    stream: std::net::TcpStream,
+    received: &std::sync::Mutex<Vec<Received>>,
+) -> std::io::Result<()> {
+    use std::io::{BufRead as _, BufReader};
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut out = stream.try_clone()?;
+    let mut input = BufReader::new(stream);
+    out.write_all(b"220 recorder.test ESMTP cartero-test\r\n")?;
+    let mut from: Option<String> = None;
+    let mut rcpts: Vec<String> = Vec::new();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if input.read_until(b'\n', &mut line)? == 0 {
+            return Ok(());
+        }
+        let text = String::from_utf8_lossy(&line).trim_end().to_string();
+        let upper = text.to_ascii_uppercase();
+        let reply: &[u8] = if upper.starts_with("EHLO") {
+            b"250-recorder.test\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 SIZE 52428800\r\n"
+        } else if upper.starts_with("HELO") {
+            b"250 recorder.test\r\n"
+        } else if upper.starts_with("MAIL FROM:") {
+            from = Some(path_arg(&text[10..]));
+            rcpts.clear();
+            b"250 2.1.0 ok\r\n"
+        } else if upper.starts_with("RCPT TO:") {
+            let rcpt = path_arg(&text[8..]);
+            let local = rcpt.split('@').next().unwrap_or("").to_ascii_lowercase();
+            if from.is_none() {
+                b"503 5.5.1 MAIL first\r\n"
+            } else if local.starts_with("reject") {
+                b"550 5.1.1 no such user here\r\n"
+            } else if local.starts_with("tempfail") {
+                b"451 4.3.0 try again later\r\n"
+            } else {
+                rcpts.push(rcpt);
+                b"250 2.1.5 ok\r\n"
+            }
+        } else if upper == "DATA" {
+            if rcpts.is_empty() {
+                b"554 5.5.1 no valid recipients\r\n"
+            } else {
+                out.write_all(b"354 end with <CRLF>.<CRLF>\r\n")?;
+                let mut data = Vec::new();
+                loop {
+                    line.clear();
+                    if input.read_until(b'\n', &mut line)? == 0 {
+                        return Ok(()); // connection lost mid-DATA: nothing accepted
+                    }
+                    if line == b".\r\n" || line == b".\n" {
+                        break;
+                    }
+                    let unstuffed = if line.starts_with(b".") {
+                        &line[1..]
+                    } else {
+                        &line[..]
+                    };
+                    data.extend_from_slice(unstuffed);
+                }
+                received
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(Received {
+                        mail_from: from.take().unwrap_or_default(),
+                        rcpt_to: std::mem::take(&mut rcpts),
+                        data,
+                    });
+                b"250 2.0.0 queued\r\n"
+            }
+        } else if upper == "RSET" {
+            from = None;
+            rcpts.clear();
+            b"250 2.0.0 ok\r\n"
+        } else if upper == "NOOP" {
+            b"250 2.0.0 ok\r\n"
+        } else if upper == "QUIT" {
+            out.write_all(b"221 2.0.0 bye\r\n")?;
+            return Ok(());
+        } else {
+            b"502 5.5.2 command not implemented\r\n"
+        };
+        out.write_all(reply)?;
+    }
 }

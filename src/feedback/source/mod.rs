@@ -99,8 +99,9 @@ pub enum Mailbox {
     Maildir(MaildirSource),
     Mbox(MboxSource),
     Imap(Box<ImapSource>),
-    /// One message file: read once; acknowledging changes nothing.
-    File(Option<PathBuf>),
+    /// Plain message files (one given file, or every file under a folder
+    /// that is not a Maildir): read once; acknowledging changes nothing.
+    Files(std::vec::IntoIter<PathBuf>),
 }
 
 impl Mailbox {
@@ -123,10 +124,18 @@ impl Mailbox {
     }
 
     /// Opens a path given on the command line: a Maildir (a directory with
-    /// cur/ and new/), an mbox file (starting with `From `), or any other
-    /// file as a single message. Moves and flags use the default folders;
-    /// a caller that only reads (`feedback parse`) never acknowledges.
+    /// cur/ and new/), an mbox file (starting with `From `), any other file
+    /// as a single message, or any other directory as the files under it
+    /// (recursively, sorted, hidden ones skipped). Moves and flags use the
+    /// default folders; a caller that only reads (`feedback parse`) never
+    /// acknowledges.
     pub fn open_path(path: &Path) -> Result<Self, SourceError> {
+        if path.is_dir() && !(path.join("cur").is_dir() && path.join("new").is_dir()) {
+            let mut files = Vec::new();
+            collect_files(path, &mut files)?;
+            files.sort();
+            return Ok(Self::Files(files.into_iter()));
+        }
         if path.is_dir() {
             let defaults = FeedbackConfig::default();
             return Ok(Self::Maildir(MaildirSource::open(
@@ -144,7 +153,7 @@ impl Mailbox {
         if &head[..n] == b"From " {
             Ok(Self::Mbox(MboxSource::open(path)?))
         } else {
-            Ok(Self::File(Some(path.to_path_buf())))
+            Ok(Self::Files(vec![path.to_path_buf()].into_iter()))
         }
     }
 
@@ -154,7 +163,7 @@ impl Mailbox {
             Self::Maildir(m) => m.next_message(),
             Self::Mbox(m) => m.next_message(),
             Self::Imap(m) => m.next_message().await,
-            Self::File(path) => match path.take() {
+            Self::Files(files) => match files.next() {
                 Some(p) => {
                     let bytes = std::fs::read(&p).map_err(|e| SourceError::io(&p, e))?;
                     Ok(Some(RawMessage {
@@ -173,7 +182,7 @@ impl Mailbox {
             Self::Maildir(m) => m.ack(id, outcome),
             Self::Mbox(m) => m.ack(id, outcome),
             Self::Imap(m) => m.ack(id, outcome).await,
-            Self::File(_) => Ok(()),
+            Self::Files(_) => Ok(()),
         }
     }
 
@@ -183,5 +192,81 @@ impl Mailbox {
             Self::Imap(m) => m.close().await,
             _ => Ok(()),
         }
+    }
+}
+
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), SourceError> {
+    for entry in std::fs::read_dir(dir).map_err(|e| SourceError::io(dir, e))? {
+        let entry = entry.map_err(|e| SourceError::io(dir, e))?;
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        let kind = entry.file_type().map_err(|e| SourceError::io(&path, e))?;
+        if kind.is_dir() {
+            collect_files(&path, out)?;
+        } else if kind.is_file() {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    async fn ids(mailbox: &mut Mailbox) -> Vec<SourceId> {
+        let mut out = Vec::new();
+        while let Some(m) = mailbox.next().await.unwrap() {
+            out.push(m.id);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn open_path_tells_the_kinds_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for sub in ["md/cur", "md/new", "md/tmp", "plain/sub"] {
+            fs::create_dir_all(root.join(sub)).unwrap();
+        }
+        fs::write(root.join("md/new/1.x"), "S: 1\n").unwrap();
+        fs::write(root.join("plain/b.eml"), "S: b\n").unwrap();
+        fs::write(root.join("plain/sub/a.eml"), "S: a\n").unwrap();
+        fs::write(root.join("plain/.hidden"), "x").unwrap();
+        fs::write(root.join("box.mbox"), "From a x\nS: 1\n\nFrom b y\nS: 2\n").unwrap();
+        fs::write(root.join("one.eml"), "S: 1\n").unwrap();
+
+        let mut md = Mailbox::open_path(&root.join("md")).unwrap();
+        assert!(matches!(md, Mailbox::Maildir(_)));
+        assert_eq!(
+            ids(&mut md).await,
+            vec![SourceId::Maildir("new/1.x".into())]
+        );
+
+        let mut plain = Mailbox::open_path(&root.join("plain")).unwrap();
+        assert_eq!(
+            ids(&mut plain).await,
+            vec![
+                SourceId::File(root.join("plain/b.eml")),
+                SourceId::File(root.join("plain/sub/a.eml")),
+            ]
+        );
+
+        let mut mbox = Mailbox::open_path(&root.join("box.mbox")).unwrap();
+        assert_eq!(ids(&mut mbox).await.len(), 2);
+
+        let mut one = Mailbox::open_path(&root.join("one.eml")).unwrap();
+        assert_eq!(
+            ids(&mut one).await,
+            vec![SourceId::File(root.join("one.eml"))]
+        );
+
+        assert!(matches!(
+            Mailbox::open_path(&root.join("missing")),
+            Err(SourceError::Io { .. })
+        ));
     }
 }

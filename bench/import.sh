@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Contact import benchmark (issue 2): 1,000,000 realistic CSV rows into a
+# fresh SQLite database and a fresh PostgreSQL database.
+#
+# Prints, per backend and per run: elapsed seconds, rows/s and peak RSS
+# (from /usr/bin/time -v), then a second run of the same file (idempotent:
+# everything unchanged). The CSV has ~2% invalid rows and ~1% duplicates
+# (bench/gen_contacts.py), and the import subscribes everyone to a list with
+# consent evidence, as the README's command does.
+#
+# Usage: bench/import.sh [ROWS] [RUNS]      (defaults: 1000000 rows, 3 runs)
+# Env:   PG_URL   server to create the scratch database on
+#                 (default postgres://postgres@127.0.0.1:5432; set PG_URL=none to skip)
+#        KEEP=1   keep the temp dir (CSV, databases, logs)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROWS="${1:-1000000}"
+RUNS="${2:-3}"
+PG_URL="${PG_URL:-postgres://postgres@127.0.0.1:5432}"
+
+cargo build --release --quiet
+BIN="$PWD/target/release/cartero"
+TMP="$(mktemp -d)"
+PGDB="cartero_bench_import_$$"
+cleanup() {
+    if [[ "$PG_URL" != none ]]; then
+        for i in $(seq 1 "$RUNS"); do
+            psql "$PG_URL/postgres" -qc "DROP DATABASE IF EXISTS ${PGDB}_$i" >/dev/null 2>&1 || true
+        done
+    fi
+    if [[ "${KEEP:-}" == 1 ]]; then echo "kept $TMP"; else rm -rf "$TMP"; fi
+}
+trap cleanup EXIT
+
+echo "# machine: $(nproc) cores; $(uptime)"
+echo "# generating $ROWS rows ..."
+python3 bench/gen_contacts.py "$ROWS" "$TMP/contacts.csv"
+echo "# $(wc -c <"$TMP/contacts.csv") bytes"
+
+# A project directory with only what import needs.
+cat >"$TMP/cartero.toml" <<EOF
+[sender]
+secret = "bench-secret-0123456789abcdef"
+EOF
+
+# run LABEL DB_URL: one import, prints a line of figures.
+run() {
+    local label="$1" url="$2"
+    local log="$TMP/$label.time"
+    local start end
+    start=$(date +%s.%N)
+    # Exit status 3 means "imported, some rows rejected": expected here.
+    (cd "$TMP" && CARTERO_DATABASE_URL="$url" /usr/bin/time -v -o "$log" \
+        "$BIN" contacts import contacts.csv --list newsletter \
+        --consent-source "bench import" --rejects "$TMP/rejects.csv" \
+        >"$TMP/$label.out" 2>"$TMP/$label.err") || [[ $? == 3 ]] || {
+        echo "import failed ($label):"; cat "$TMP/$label.err"; exit 1; }
+    end=$(date +%s.%N)
+    local secs rss
+    secs=$(echo "$end - $start" | bc -l)
+    rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$log")
+    printf '%-22s %8.2f s %10.0f rows/s  peak RSS %6.1f MB  | %s\n' \
+        "$label" "$secs" "$(echo "$ROWS / $secs" | bc -l)" "$(echo "$rss / 1024" | bc -l)" \
+        "$(tr -s ' \n' ' ' <"$TMP/$label.out" | sed 's/rejected rows written to [^ ]*//')"
+    echo "$secs" >>"$TMP/$label.secs"
+}
+
+median() { sort -n "$1" | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+for i in $(seq 1 "$RUNS"); do
+    rm -f "$TMP/cartero.db"*
+    run "sqlite-first" "sqlite://$TMP/cartero.db"
+    run "sqlite-again" "sqlite://$TMP/cartero.db"
+    if [[ "$PG_URL" != none ]]; then
+        psql "$PG_URL/postgres" -qc "DROP DATABASE IF EXISTS ${PGDB}_$i" >/dev/null
+        psql "$PG_URL/postgres" -qc "CREATE DATABASE ${PGDB}_$i" >/dev/null
+        run "postgres-first" "$PG_URL/${PGDB}_$i"
+        run "postgres-again" "$PG_URL/${PGDB}_$i"
+        psql "$PG_URL/postgres" -qc "DROP DATABASE IF EXISTS ${PGDB}_$i" >/dev/null
+    fi
+done
+
+echo
+echo "# median of $RUNS runs, $ROWS rows ($(uptime | sed 's/.*load/load/'))"
+for label in sqlite-first sqlite-again postgres-first postgres-again; do
+    [[ -f "$TMP/$label.secs" ]] || continue
+    m=$(median "$TMP/$label.secs")
+    printf '%-22s %8.2f s %10.0f rows/s\n' "$label" "$m" "$(echo "$ROWS / $m" | bc -l)"
+done

@@ -1,0 +1,193 @@
+//! What a send does with each kind of answer, and with suppressed contacts:
+//! 4xx retried with back-off then failed, 5xx failed with the server's reply,
+//! suppressed contacts skipped and counted by reason, dry runs write nothing,
+//! the outbox gets one parseable .eml per accepted message.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::db::TestDb;
+use common::project::{Project, stderr};
+use common::servers::{Postfix, free_port, in_ci};
+
+async fn sends(db: &TestDb) -> Vec<(String, String, i64, Option<String>)> {
+    cartero::dispatch!(&db.store, pool => {
+        sqlx::query_as("SELECT email, state, attempts, smtp_reply FROM sends ORDER BY email")
+            .fetch_all(pool)
+            .await
+            .unwrap()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn permanent_refusals_fail_with_the_servers_reply() {
+    for db in TestDb::all().await {
+        let Some(pf) = Postfix::start() else { return };
+        // This port refuses unknown users at RCPT with 550 5.1.1.
+        let p = Project::new(
+            &db,
+            &format!(
+                "[smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n",
+                pf.smtp_port_rejecting()
+            ),
+        );
+        let out = p.import(
+            "email,first_name,city\nalice@example.org,Alice,Madrid\nnobody@example.org,No,One\n",
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        let out = p.run(&["campaign", "send", "campaigns/c.toml", "--format", "json"]);
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "failures exit 3: {}",
+            stderr(&out)
+        );
+        let rows = sends(&db).await;
+        assert_eq!(rows[0].0, "alice@example.org");
+        assert_eq!(rows[0].1, "accepted");
+        assert_eq!(rows[1].1, "failed");
+        let reply = rows[1].3.as_deref().unwrap_or("");
+        assert!(
+            reply.contains("550") && reply.contains("5.1.1"),
+            "the server's reply is kept: {reply}"
+        );
+        assert_eq!(
+            pf.wait_for_messages("alice", 1, Duration::from_secs(30))
+                .len(),
+            1
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn temporary_refusals_are_retried_with_backoff_then_failed() {
+    for db in TestDb::all().await {
+        let sink = std::path::Path::new("/usr/sbin/smtp-sink");
+        if !sink.exists() {
+            assert!(!in_ci(), "CI=true but smtp-sink is missing");
+            panic!("smtp-sink is needed: apt-get install postfix");
+        }
+        let port = free_port();
+        // -r rcpt: every RCPT TO gets a 4xx.
+        let mut child = Command::new(sink)
+            .args(["-u", "postfix", "-r", "rcpt"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("64")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let p = Project::new(
+            &db,
+            &format!(
+                "[smtp]\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\nmax_attempts = 3\nretry_base_secs = 1\n"
+            ),
+        );
+        assert!(
+            p.import("email,first_name,city\nana@example.com,Ana,Madrid\n")
+                .status
+                .success()
+        );
+        let started = std::time::Instant::now();
+        let out = p.run(&["campaign", "send", "campaigns/c.toml"]);
+        let elapsed = started.elapsed();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+        let rows = sends(&db).await;
+        assert_eq!(rows[0].1, "failed");
+        assert_eq!(rows[0].2, 3, "three attempts");
+        let reply = rows[0].3.as_deref().unwrap_or("");
+        assert!(
+            reply.starts_with('4') || reply.contains(" 4"),
+            "a 4xx reply: {reply}"
+        );
+        assert!(reply.contains("gave up after 3 attempts"), "{reply}");
+        // Back-off of 1 s then 2 s between the three attempts.
+        assert!(
+            elapsed >= Duration::from_secs(3),
+            "it waited between attempts: {elapsed:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn suppressed_contacts_are_skipped_and_the_outbox_gets_the_rest() {
+    for db in TestDb::all().await {
+        let p = Project::new(&db, "");
+        assert!(
+            p.import("email,first_name,city\nana@example.com,Ana,Madrid\nbob@example.com,Bob,Lisboa\ncarla@example.com,Carla,Roma\n")
+                .status
+                .success()
+        );
+        // dave has no consent for the list; bob unsubscribed; carla bounced.
+        p.write(
+            "more.csv",
+            "email,first_name,city\ndave@example.com,Dave,Oslo\n",
+        );
+        assert!(p.run(&["contacts", "import", "more.csv"]).status.success());
+        cartero::dispatch!(&db.store, pool => {
+            sqlx::query("UPDATE contacts SET status = 'unsubscribed' WHERE email = 'bob@example.com'")
+                .execute(pool).await.unwrap();
+            sqlx::query("UPDATE contacts SET status = 'bounced' WHERE email = 'carla@example.com'")
+                .execute(pool).await.unwrap();
+        });
+
+        // A dry run renders and counts, and writes nothing.
+        let dry = p.ok(&[
+            "campaign",
+            "send",
+            "campaigns/c.toml",
+            "--dry-run",
+            "--format",
+            "json",
+        ]);
+        let dry: serde_json::Value = serde_json::from_str(&dry).unwrap();
+        assert_eq!(dry["tally"]["pending"], 1, "{dry}");
+        assert!(sends(&db).await.is_empty(), "dry run wrote no send rows");
+        assert!(
+            !p.file("outbox").exists()
+                || std::fs::read_dir(p.file("outbox/c"))
+                    .map(|d| d.count())
+                    .unwrap_or(0)
+                    == 0
+        );
+
+        let out = p.ok(&["campaign", "send", "campaigns/c.toml", "--format", "json"]);
+        let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(r["tally"]["accepted"], 1, "{r}");
+        assert_eq!(r["tally"]["skipped"]["unsubscribed"], 1);
+        assert_eq!(r["tally"]["skipped"]["bounced"], 1);
+        assert_eq!(r["tally"]["skipped"]["no_consent"], 1);
+        let files: Vec<_> = std::fs::read_dir(p.file("outbox/c"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(files.len(), 1, "{files:?}");
+        let raw = std::fs::read(&files[0]).unwrap();
+        let msg = mail_parser::MessageParser::default()
+            .parse(&raw)
+            .expect("a parseable message");
+        assert_eq!(msg.subject(), Some("Hola Ana"));
+        assert!(msg.body_text(0).unwrap().contains("from Madrid"));
+        assert!(
+            msg.body_html(0)
+                .unwrap()
+                .contains("https://shop.example/spring?utm_source=cartero")
+        );
+        assert!(msg.to().unwrap().first().unwrap().address().unwrap() == "ana@example.com");
+
+        // The human report names the skip reasons too.
+        let again = p.ok(&["campaign", "send", "campaigns/c.toml"]);
+        assert!(
+            again.contains("resumed c") && again.contains("no_consent"),
+            "{again}"
+        );
+    }
+}
