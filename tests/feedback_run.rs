@@ -470,6 +470,33 @@ async fn mailed_unsubscribe_through_postfix_withdraws_consent() {
         assert_eq!(history[0]["rule"], "mailto-unsubscribe");
         assert_eq!(history[1]["actor"], "operator");
         assert_eq!(history[1]["reason"], "asked by phone to stay");
+        let all = cartero(
+            dir.path(),
+            &db.url,
+            &["feedback", "changes", "--since", "1d", "--format", "json"],
+        );
+        let all: serde_json::Value = serde_json::from_str(&all).expect("json");
+        assert_eq!(
+            all.as_array().map(Vec::len),
+            Some(4),
+            "2 bounces, 1 unsubscribe, 1 reinstatement: {all}"
+        );
+        let future = cartero(
+            dir.path(),
+            &db.url,
+            &[
+                "feedback",
+                "changes",
+                "--since",
+                "2999-01-01",
+                "--format",
+                "json",
+            ],
+        );
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&future).expect("json"),
+            serde_json::json!([])
+        );
         drop(pf);
     }
 }
