@@ -90,7 +90,9 @@ async fn seed(store: &Store, emails: &[String]) {
 }
 
 /// A project folder: cartero.toml with `[smtp]` to the Postfix, a campaign
-/// and its template, and `feedback` as the `[feedback]` section.
+/// and its template, and `feedback` as the `[feedback]` section. The
+/// List-Unsubscribe mailto goes to the bounce mailbox too (one mailbox for
+/// all feedback, as `feedback run` reads one).
 fn project(dir: &Path, smtp_port: u16, feedback: &str) {
     fs::create_dir_all(dir.join("campaigns")).expect("mkdir");
     fs::create_dir_all(dir.join("templates")).expect("mkdir");
@@ -100,7 +102,7 @@ fn project(dir: &Path, smtp_port: u16, feedback: &str) {
             "[smtp]\nhost = \"127.0.0.1\"\nport = {smtp_port}\ntls = \"none\"\nhelo_name = \"cartero.example\"\n\
              concurrency = 2\n\n\
              [sender]\nbounce_local = \"bounces\"\nbounce_domain = \"{DOMAIN}\"\n\
-             unsubscribe_mailto = \"unsubscribe@{DOMAIN}\"\nmessage_id_domain = \"cartero.example\"\n\
+             unsubscribe_mailto = \"bounces@{DOMAIN}\"\nmessage_id_domain = \"cartero.example\"\n\
              base_url = \"http://localhost:8080\"\nsecret = \"{SECRET}\"\n\n\
              [policy]\nsoft_bounce_limit = 3\nsoft_bounce_window_days = 30\n\n{feedback}\n"
         ),
@@ -368,6 +370,133 @@ async fn maildir_dsns_bounce_exactly_the_failed_recipients() {
             1
         );
         assert_eq!(statuses(&db.store).await, expected_statuses());
+        drop(pf);
+    }
+}
+
+#[tokio::test]
+async fn mailed_unsubscribe_through_postfix_withdraws_consent() {
+    for db in TestDb::all().await {
+        let dir = tempfile::tempdir().expect("tmp");
+        let Some((pf, _)) = send_and_collect_dsns(&db, dir.path()).await else {
+            return;
+        };
+        // Alice uses the mailto of the List-Unsubscribe header she got.
+        let alice = format!("alice@{DOMAIN}");
+        let got =
+            fs::read_to_string(&servers::maildir_messages(&pf.maildir("alice"))[0]).expect("mail");
+        let unfolded = got
+            .replace("\r\n", "\n")
+            .replace("\n ", " ")
+            .replace("\n\t", " ");
+        let header = unfolded
+            .lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("list-unsubscribe:"))
+            .expect("List-Unsubscribe");
+        let mailto = header
+            .split("<mailto:")
+            .nth(1)
+            .and_then(|m| m.split(['?', '>']).next())
+            .expect("a mailto")
+            .to_string();
+        assert!(mailto.starts_with("bounces+"), "{mailto}");
+        let msg = servers::test_message(&alice, &mailto, "unsubscribe", "");
+        servers::smtp_send(pf.smtp_port(), &alice, &[&mailto], &msg).expect("unsubscribe mail");
+        pf.wait_for_messages("bounces", 3, Duration::from_secs(30));
+
+        project(
+            dir.path(),
+            pf.smtp_port(),
+            &format!(
+                "[feedback]\nsource = \"maildir\"\npath = \"{}\"\n",
+                pf.maildir("bounces").display()
+            ),
+        );
+        let (summary, _) = feedback_run(dir.path(), &db.url);
+        assert_eq!(summary["messages"], 3, "{summary}");
+        assert_eq!(summary["bounces_hard"], 2, "{summary}");
+        assert_eq!(summary["unsubscribes"], 1, "{summary}");
+        assert_eq!(summary["consent_withdrawals"], 1, "{summary}");
+        assert_eq!(summary["status_changes"], 3, "{summary}");
+        assert_eq!(status_of(&db.store, &alice).await, "unsubscribed");
+        assert_eq!(
+            status_of(&db.store, &format!("bob@{DOMAIN}")).await,
+            "active"
+        );
+        let subscribed_sql = format!(
+            "SELECT COUNT(*) FROM contact_lists cl JOIN contacts c ON c.id = cl.contact_id \
+             WHERE c.email = '{alice}' AND cl.subscribed = 1"
+        );
+        assert_eq!(
+            count(&db.store, &subscribed_sql).await,
+            0,
+            "alice left the list"
+        );
+        let via = count(
+            &db.store,
+            "SELECT COUNT(*) FROM events WHERE kind = 'unsubscribe' \
+             AND data LIKE '%\"matched_by\":\"unsubscribe-token\"%'",
+        )
+        .await;
+        assert_eq!(via, 1, "matched by the signed token of the mailto");
+
+        // The operator reinstates her: active again, but still off the list.
+        let out = cartero(
+            dir.path(),
+            &db.url,
+            &[
+                "contacts",
+                "reinstate",
+                &alice,
+                "--reason",
+                "asked by phone to stay",
+            ],
+        );
+        assert!(out.contains("unsubscribed -> active"), "{out}");
+        assert!(out.contains("consent was not re-granted"), "{out}");
+        assert_eq!(status_of(&db.store, &alice).await, "active");
+        assert_eq!(
+            count(&db.store, &subscribed_sql).await,
+            0,
+            "consent stays withdrawn"
+        );
+        let history = cartero(
+            dir.path(),
+            &db.url,
+            &["contacts", "status-history", &alice, "--format", "json"],
+        );
+        let history: serde_json::Value = serde_json::from_str(&history).expect("json");
+        assert_eq!(history.as_array().map(Vec::len), Some(2), "{history}");
+        assert_eq!(history[0]["rule"], "mailto-unsubscribe");
+        assert_eq!(history[1]["actor"], "operator");
+        assert_eq!(history[1]["reason"], "asked by phone to stay");
+        let all = cartero(
+            dir.path(),
+            &db.url,
+            &["feedback", "changes", "--since", "1d", "--format", "json"],
+        );
+        let all: serde_json::Value = serde_json::from_str(&all).expect("json");
+        assert_eq!(
+            all.as_array().map(Vec::len),
+            Some(4),
+            "2 bounces, 1 unsubscribe, 1 reinstatement: {all}"
+        );
+        let future = cartero(
+            dir.path(),
+            &db.url,
+            &[
+                "feedback",
+                "changes",
+                "--since",
+                "2999-01-01",
+                "--format",
+                "json",
+            ],
+        );
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&future).expect("json"),
+            serde_json::json!([])
+        );
         drop(pf);
     }
 }
@@ -965,5 +1094,67 @@ async fn dry_run_reports_the_same_and_writes_nothing() {
             statuses(&db.store).await,
         );
         assert_eq!(before, after);
+    }
+}
+
+/// Broken and hostile variants of the reports (bytes flipped, cut short,
+/// NULs in headers) never make a run fail: each is processed, kept aside
+/// or skipped as a duplicate, and reading them all again changes nothing.
+#[tokio::test]
+async fn mangled_reports_are_kept_aside_never_fatal() {
+    use rand::{Rng, SeedableRng};
+    for db in TestDb::all().await {
+        let w = world(&db.store).await;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        let base = reports(&w);
+        let mut mangled: Vec<Vec<u8>> = Vec::new();
+        for i in 0..120 {
+            let mut raw = base[i % base.len()].2.clone();
+            match i % 4 {
+                0 => {
+                    for _ in 0..rng.gen_range(1..20) {
+                        let at = rng.gen_range(0..raw.len());
+                        raw[at] = rng.r#gen();
+                    }
+                }
+                1 => raw.truncate(rng.gen_range(0..raw.len())),
+                2 => {
+                    let at = rng.gen_range(0..raw.len());
+                    raw.splice(
+                        at..at,
+                        b"\0Message-ID: <\0x\0@y>\r\nTo: \0bounces+\0@x\r\n"
+                            .iter()
+                            .copied(),
+                    );
+                }
+                _ => {
+                    let mut head = format!("Message-ID: <nul\0{i}@x>\r\n").into_bytes();
+                    head.extend_from_slice(&raw);
+                    raw = head;
+                }
+            }
+            mangled.push(raw);
+        }
+        for round in 0..2 {
+            let before = count(&db.store, "SELECT COUNT(*) FROM status_changes").await;
+            let mut ing = Ingestor::new(db.store.clone(), &config(), false).expect("ingestor");
+            for (i, raw) in mangled.iter().enumerate() {
+                if let Err(e) = ing.ingest(raw, &format!("mangled {i}"), NOW).await {
+                    panic!(
+                        "message {i} failed the run: {e}\n{}",
+                        String::from_utf8_lossy(raw)
+                    );
+                }
+            }
+            let s = ing.finish().await.expect("finish");
+            assert_eq!(s.messages, 120);
+            if round == 1 {
+                assert_eq!(s.status_changes, 0, "{s:?}");
+                assert_eq!(
+                    count(&db.store, "SELECT COUNT(*) FROM status_changes").await,
+                    before
+                );
+            }
+        }
     }
 }

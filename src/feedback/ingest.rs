@@ -241,7 +241,8 @@ impl Run<'_> {
     ) -> Result<Report, StoreError> {
         let hash = content_hash(raw);
         let c = bounce::classify(raw);
-        let message_id = c.message_id.as_deref().filter(|m| !m.is_empty());
+        let message_id = c.message_id.as_deref().map(text).filter(|m| !m.is_empty());
+        let message_id = message_id.as_deref();
         let retry = match repo::find_message(tx, &hash, message_id).await? {
             Some(seen) if seen.outcome != "kept_aside" => {
                 self.summary.duplicates += 1;
@@ -315,7 +316,7 @@ impl Run<'_> {
                     ""
                 }
             );
-            return self.keep_aside(tx, feedback_id, reason, 0).await;
+            return self.keep_aside(tx, feedback_id, text(&reason), 0).await;
         }
         repo::set_outcome(tx, feedback_id, "processed", None, matched).await?;
         Ok(Report {
@@ -410,7 +411,7 @@ impl Run<'_> {
                 rule: Some(rule.to_string()),
                 event_id: Some(event_id),
                 actor: status::SYSTEM_ACTOR.to_string(),
-                reason: Some(reason),
+                reason: Some(text(&reason)),
                 occurred_at: now,
             };
             if status::change(tx, &change).await?.is_some() {
@@ -470,6 +471,13 @@ impl Run<'_> {
     }
 }
 
+/// Text from a message as the database can store it: PostgreSQL refuses
+/// NUL in text values, and a hostile or broken message may carry one in a
+/// header.
+fn text(s: &str) -> String {
+    s.replace('\0', "")
+}
+
 /// The reason stored with a status change: kind, taxonomy reason, status.
 fn describe(rec: &Record) -> String {
     let mut s = format!("{} {}", rec.kind.as_str(), rec.reason.as_str());
@@ -518,7 +526,7 @@ async fn find_match(
         }
     }
     if let Some(mid) = &c.original_message_id
-        && let Some(send) = repo::send_by_message_id(tx, mid).await?
+        && let Some(send) = repo::send_by_message_id(tx, &text(mid)).await?
         && belongs(rec, &send, actionable)
     {
         return Ok(Some(Match {
@@ -527,7 +535,8 @@ async fn find_match(
             by: MatchedBy::MessageId,
         }));
     }
-    if let Some(r) = &rec.recipient {
+    // A NUL is never part of an address (and PostgreSQL text cannot hold one).
+    if let Some(r) = rec.recipient.as_ref().filter(|r| !r.contains('\0')) {
         let normalized = EmailAddress::parse(r).ok();
         if let Some(contact_id) =
             repo::contact_by_address(tx, normalized.as_ref().map(|a| a.as_str()), r).await?
