@@ -317,6 +317,18 @@ fn sender_addresses(mail: &Mail) -> Vec<String> {
             v.extend(address::find_all(val));
         }
     }
+    // The reporting system's postmaster (same domain as the report's
+    // Message-ID or From) is a contact address, not a recipient; see
+    // `vendors::candidates`.
+    for name in ["message-id", "from", "return-path"] {
+        if let Some(val) = mail.header(name) {
+            for a in address::find_all(val) {
+                if let Some((_, d)) = a.split_once('@') {
+                    v.push(format!("postmaster@{}", registered_part(d)));
+                }
+            }
+        }
+    }
     if let Some(orig) = &mail.original {
         let h = parse_headers(orig);
         for name in ["from", "return-path", "sender", "reply-to"] {
@@ -326,6 +338,16 @@ fn sender_addresses(mail: &Mail) -> Vec<String> {
         }
     }
     v
+}
+
+/// The last two labels of a domain: enough to tell the reporting system's
+/// own addresses from a recipient's.
+fn registered_part(domain: &str) -> String {
+    let labels: Vec<&str> = domain.rsplitn(3, '.').collect();
+    match labels.as_slice() {
+        [tld, name, ..] => format!("{name}.{tld}"),
+        _ => domain.to_string(),
+    }
 }
 
 fn squash(text: &str) -> String {
@@ -365,6 +387,11 @@ fn prefer_status(
         if dsn.starts_with(rc) && !said.starts_with(rc) {
             return Some(dsn.to_string());
         }
+    }
+    // 5.1.1 and 5.1.3 are what some MTAs write for any RCPT refusal; a
+    // security code from the server itself is more telling.
+    if matches!(dsn, "5.1.1" | "5.1.3") && said.starts_with("5.7.") {
+        return Some(said);
     }
     let vague = dsn.contains(".0.") || matches!(dsn, "4.4.7" | "4.7.0") || dsn.starts_with("5.3.");
     let protocol = [".5.1", ".5.2", ".5.4", ".5.5"]
@@ -413,7 +440,7 @@ fn decide(
     }
 
     let from_status = status.as_deref().and_then(reason::from_status);
-    let mut from_text = reason::from_text(&folded);
+    let mut from_text = vendors::coded_reason(&folded).or_else(|| reason::from_text(&folded));
     if from_text.is_none() && recipients == 1 {
         from_text = reason::from_text(&reason::fold(notice));
     }

@@ -481,6 +481,7 @@ const HOST_UNKNOWN: &[&str] = &[
     "unrouteable mail domain",
     "no mx for",
     "dns type 'mx' lookup of",
+    "dns lookup failure: host",
 ];
 
 const FILTERED: &[&str] = &[
@@ -839,6 +840,7 @@ const EXPIRED: &[&str] = &[
     "delivery attempts will continue",
     "it has not been collected after",
     "server did not respond",
+    "did not accept our requests to connect",
     "could not find a gateway for",
     "failed to deliver to domain",
     "expired",
@@ -973,9 +975,13 @@ const ORDER: &[(Reason, &[&str])] = &[
 ];
 
 /// Phrases too vague to outrank any other, tried only when nothing else
-/// matched: InterScan MSS and Trend Micro write only this for an unknown user.
-const LAST_RESORT: &[(Reason, &[&str])] =
-    &[(Reason::UserUnknown, &["unable to deliver message to <"])];
+/// matched: InterScan MSS and Trend Micro write only the first for an
+/// unknown user; Google Groups refuses a post (in the poster's language) with
+/// a link to its help centre.
+const LAST_RESORT: &[(Reason, &[&str])] = &[
+    (Reason::UserUnknown, &["unable to deliver message to <"]),
+    (Reason::Rejected, &["groups.google.com/support"]),
+];
 
 /// The reason the error text names, if any. `text` must be folded.
 pub fn from_text(text: &str) -> Option<Reason> {
