@@ -1063,6 +1063,28 @@ pub fn from_text(text: &str) -> Option<Reason> {
         .map(|i| MATCHER.tables[i].0)
 }
 
+/// Every reason whose phrase table the text matches (the last-resort
+/// phrases only when no table does). `text` must be folded.
+pub fn matches(text: &str) -> Vec<Reason> {
+    if text.is_empty() {
+        return Vec::new();
+    }
+    let vacation = MATCHER.tables.len() - 1;
+    let found: Vec<usize> = matching_tables(text)
+        .into_iter()
+        .filter(|&i| i != vacation)
+        .collect();
+    let main: Vec<Reason> = found
+        .iter()
+        .filter(|&&i| i < ORDER.len())
+        .map(|&i| MATCHER.tables[i].0)
+        .collect();
+    if !main.is_empty() {
+        return main;
+    }
+    found.into_iter().map(|i| MATCHER.tables[i].0).collect()
+}
+
 /// Whether the text is an out-of-office message. `text` must be folded.
 pub fn is_vacation_text(text: &str) -> bool {
     let vacation = MATCHER.tables.len() - 1;

@@ -315,6 +315,7 @@ pub fn coded_reason(folded: &str) -> Option<Reason> {
 pub fn command(folded: &str) -> Option<&'static str> {
     const TABLE: &[(&str, &str)] = &[
         ("in reply to rcpt to", "RCPT"),
+        ("after rcpt command", "RCPT"),
         ("after rcpt to", "RCPT"),
         (">>> rcpt to", "RCPT"),
         ("our rcpt to", "RCPT"),
