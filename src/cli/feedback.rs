@@ -408,7 +408,8 @@ fn read_path(path: &Path) -> anyhow::Result<Vec<Item>> {
     }
     let raw = std::fs::read(path).with_context(|| format!("cannot read {shown}"))?;
     if raw.starts_with(b"From ") {
-        let msgs = split_mbox(&raw);
+        // An mbox written with CR or CRLF line ends splits like an LF one.
+        let msgs = split_mbox(&bounce::normalise_line_ends(&raw));
         if msgs.len() == 1 {
             return Ok(msgs
                 .into_iter()

@@ -88,17 +88,13 @@ pub fn first_in(value: &str) -> Option<String> {
 }
 
 /// Local parts that belong to mail systems, never to a bounced person.
+/// (`postmaster` can bounce like any mailbox; the caller excludes the
+/// reporting system's own postmaster.)
 pub fn is_system(addr: &str) -> bool {
     let local = addr.split('@').next().unwrap_or("");
     matches!(
         local,
-        "mailer-daemon"
-            | "postmaster"
-            | "mail-daemon"
-            | "maildaemon"
-            | "mailerdaemon"
-            | "noreply"
-            | "no-reply"
+        "mailer-daemon" | "mail-daemon" | "maildaemon" | "mailerdaemon" | "mailer_daemon"
     )
 }
 

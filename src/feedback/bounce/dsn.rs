@@ -64,6 +64,14 @@ pub fn parse(text: &str) -> Dsn {
             continue;
         }
         last_field = None;
+        // RFC 3464 §2.1: per-recipient groups are separated by blank lines;
+        // within a group the fields may come in any order.
+        if line.trim().is_empty() {
+            if cur.recipient().is_some() {
+                push(&mut dsn, std::mem::take(&mut cur));
+            }
+            continue;
+        }
         let Some((name, value)) = line.split_once(':') else {
             continue;
         };
@@ -72,13 +80,17 @@ pub fn parse(text: &str) -> Dsn {
         match name.as_str() {
             "reporting-mta" => dsn.reporting_mta = Some(strip_type(value).to_string()),
             "final-recipient" => {
-                if cur.final_recipient.is_some() || cur.has_per_recipient_fields() {
+                // Some MTAs write groups without blank lines between them: a
+                // second recipient field starts the next group.
+                if cur.final_recipient.is_some() {
                     push(&mut dsn, std::mem::take(&mut cur));
                 }
                 cur.final_recipient = address::from_typed(value);
             }
             "original-recipient" => {
-                if cur.original_recipient.is_some() || cur.has_per_recipient_fields() {
+                if cur.original_recipient.is_some()
+                    || (cur.final_recipient.is_some() && cur.has_per_recipient_fields())
+                {
                     push(&mut dsn, std::mem::take(&mut cur));
                 }
                 cur.original_recipient = address::from_typed(value);
@@ -225,6 +237,17 @@ mod tests {
             Some("b@x.example")
         );
         assert_eq!(d.recipients[1].status.as_deref(), Some("4.2.2"));
+    }
+
+    #[test]
+    fn fields_may_come_in_any_order_within_a_group() {
+        let d = parse(
+            "Action: failed\nFinal-Recipient: rfc822; a@example.org\nStatus: 5.0.0\n\nAction: delayed\nFinal-Recipient: rfc822; b@example.org\n",
+        );
+        assert_eq!(d.recipients.len(), 2);
+        assert_eq!(d.recipients[0].action.as_deref(), Some("failed"));
+        assert_eq!(d.recipients[1].recipient(), Some("b@example.org"));
+        assert_eq!(d.recipients[1].action.as_deref(), Some("delayed"));
     }
 
     #[test]

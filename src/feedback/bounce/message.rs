@@ -48,7 +48,16 @@ impl Mail {
     }
 
     pub fn parse(raw: &[u8]) -> Mail {
-        let data = normalise_line_ends(raw);
+        let mut data = normalise_line_ends(raw);
+        // A message taken from an mbox may keep its "From " separator line
+        // (RFC 4155); it is not a header.
+        if data.starts_with(b"From ") {
+            let end = data
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(data.len(), |n| n + 1);
+            data.drain(..end);
+        }
         let head_end = header_end(&data);
         let head_text = String::from_utf8_lossy(&data[..head_end]);
         let headers = parse_headers(&head_text);

@@ -16,6 +16,7 @@ mod message;
 pub mod reason;
 mod vendors;
 
+pub use message::normalise_line_ends;
 pub use reason::Reason;
 
 use message::{Mail, parse_headers};
@@ -317,6 +318,18 @@ fn sender_addresses(mail: &Mail) -> Vec<String> {
             v.extend(address::find_all(val));
         }
     }
+    // The reporting system's postmaster (same domain as the report's
+    // Message-ID or From) is a contact address, not a recipient; see
+    // `vendors::candidates`.
+    for name in ["message-id", "from", "return-path"] {
+        if let Some(val) = mail.header(name) {
+            for a in address::find_all(val) {
+                if let Some((_, d)) = a.split_once('@') {
+                    v.push(format!("postmaster@{}", registered_part(d)));
+                }
+            }
+        }
+    }
     if let Some(orig) = &mail.original {
         let h = parse_headers(orig);
         for name in ["from", "return-path", "sender", "reply-to"] {
@@ -328,8 +341,144 @@ fn sender_addresses(mail: &Mail) -> Vec<String> {
     v
 }
 
+/// The last two labels of a domain: enough to tell the reporting system's
+/// own addresses from a recipient's.
+fn registered_part(domain: &str) -> String {
+    let labels: Vec<&str> = domain.rsplitn(3, '.').collect();
+    match labels.as_slice() {
+        [tld, name, ..] => format!("{name}.{tld}"),
+        _ => domain.to_string(),
+    }
+}
+
 fn squash(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// What is known about one failure when its reason is chosen.
+struct Evidence<'a> {
+    /// The reason the status code stands for (RFC 3463), if specific.
+    status: Option<Reason>,
+    /// Every reason whose phrase table the error text matches.
+    says: Vec<Reason>,
+    /// The SMTP command the server refused, when the notice says.
+    command: Option<&'a str>,
+    /// Whether the record came from an RFC 3464 report (else prose).
+    from_dsn: bool,
+}
+
+/// Choose the reason from the status code and the error text.
+///
+/// First pass, from the most specific reason to the most general: a reason
+/// is chosen when the status code names it or the text does, with three
+/// reasons needing more than a phrase. `userunknown` needs the status, or a
+/// user-unknown phrase said at RCPT TO (in prose notices that do not say the
+/// command, the phrase is trusted); after DATA such a phrase is a content
+/// filter (`filtered`). A rejected *sender* needs the MAIL FROM stage or a
+/// status that says nothing more. A host-unknown status that the text shows
+/// to be a DNS failure is not `hostunknown`.
+///
+/// Second pass: the reasons only text can tell (spam, policy, network, ...),
+/// then whatever the status code says.
+fn choose(e: &Evidence<'_>) -> Option<Reason> {
+    use Reason::*;
+    let says = |r: Reason| e.says.contains(&r);
+    let st = e.status;
+    const FIRST: [Reason; 19] = [
+        MailboxFull,
+        MesgTooBig,
+        ExceedLimit,
+        Suspend,
+        HasMoved,
+        NoRelaying,
+        AuthFailure,
+        UserUnknown,
+        Filtered,
+        RequirePtr,
+        NotCompliantRfc,
+        BadReputation,
+        ContentError,
+        Rejected,
+        HostUnknown,
+        SpamDetected,
+        Speeding,
+        TooManyConn,
+        Blocked,
+    ];
+    let before_data = matches!(e.command, Some("CONN" | "EHLO" | "HELO" | "MAIL" | "RCPT"));
+    for r in FIRST {
+        let hit = match r {
+            UserUnknown => {
+                if st == Some(UserUnknown) {
+                    // X.1.1 is also what servers send for refusals at RCPT
+                    // that have nothing to do with the mailbox ("sender
+                    // rejected", "too many recipients this hour"); when the
+                    // text names another cause and not this one, the text wins.
+                    says(UserUnknown) || e.says.is_empty()
+                } else {
+                    says(UserUnknown)
+                        && (e.command == Some("RCPT") || (e.command.is_none() && !e.from_dsn))
+                }
+            }
+            Filtered => match st {
+                Some(Suspend) => false,
+                Some(Filtered) => says(UserUnknown) || says(Filtered),
+                _ => !before_data && (says(Filtered) || says(UserUnknown)),
+            },
+            Rejected => {
+                st == Some(Rejected)
+                    || (says(Rejected)
+                        && match e.command {
+                            Some("MAIL") => true,
+                            Some("DATA") => st != Some(UserUnknown),
+                            _ => matches!(st, None | Some(SecurityError) | Some(SystemError)),
+                        })
+            }
+            HostUnknown => {
+                if st == Some(HostUnknown) {
+                    !says(NetworkError)
+                } else {
+                    says(HostUnknown)
+                }
+            }
+            _ => st == Some(r) || says(r),
+        };
+        if hit {
+            return Some(r);
+        }
+    }
+    const SECOND: [Reason; 19] = [
+        MailboxFull,
+        AuthFailure,
+        BadReputation,
+        Speeding,
+        SpamDetected,
+        VirusDetected,
+        PolicyViolation,
+        NoRelaying,
+        SystemError,
+        NetworkError,
+        Suspend,
+        ContentError,
+        SystemFull,
+        NotAccept,
+        Expired,
+        FailedStartTls,
+        SecurityError,
+        MailerError,
+        SyntaxError,
+    ];
+    SECOND
+        .into_iter()
+        .find(|r| says(*r))
+        .or_else(|| {
+            // An X.1.x status the text contradicts (see above) yields to the
+            // text's own first reason.
+            (st == Some(UserUnknown) && !says(UserUnknown))
+                .then(|| e.says.first().copied())
+                .flatten()
+        })
+        .or(st)
 }
 
 /// Choose the status code: the DSN's Status field unless it is vaguer than
@@ -365,6 +514,11 @@ fn prefer_status(
         if dsn.starts_with(rc) && !said.starts_with(rc) {
             return Some(dsn.to_string());
         }
+    }
+    // 5.1.1 and 5.1.3 are what some MTAs write for any RCPT refusal; a
+    // security code from the server itself is more telling.
+    if matches!(dsn, "5.1.1" | "5.1.3") && said.starts_with("5.7.") {
+        return Some(said);
     }
     let vague = dsn.contains(".0.") || matches!(dsn, "4.4.7" | "4.7.0") || dsn.starts_with("5.3.");
     let protocol = [".5.1", ".5.2", ".5.4", ".5.5"]
@@ -413,34 +567,28 @@ fn decide(
     }
 
     let from_status = status.as_deref().and_then(reason::from_status);
-    let mut from_text = reason::from_text(&folded);
-    if from_text.is_none() && recipients == 1 {
-        from_text = reason::from_text(&reason::fold(notice));
+    // The server's own words first (RFC 3464 Diagnostic-Code, or the prose
+    // block of a non-DSN notice); the report's prose about the recipient
+    // only when they say nothing, since MTAs add their own generic gloss
+    // ("550 5.1.1 User unknown" under a 5.7.1 refusal); the whole notice
+    // when it is about one recipient.
+    let mut says = reason::matches(&reason::fold(&diag));
+    if says.is_empty() {
+        says = reason::matches(&folded);
     }
-    // A user-unknown phrase proves a dead mailbox only when it answered RCPT
-    // TO (or the status code says so, RFC 3463 X.1.1); after DATA it is a
-    // per-recipient content filter that words its refusal that way.
-    if from_text == Some(Reason::UserUnknown) && from_status != Some(Reason::UserUnknown) {
-        from_text = match rec.command.as_deref() {
-            Some("RCPT") => Some(Reason::UserUnknown),
-            Some("MAIL") => Some(Reason::Rejected),
-            Some("CONN" | "EHLO" | "HELO") => Some(Reason::Blocked),
-            Some(_) => Some(Reason::Filtered),
-            None if from_dsn => Some(Reason::Filtered),
-            None => Some(Reason::UserUnknown),
-        };
+    if says.is_empty() && recipients == 1 {
+        says = reason::matches(&reason::fold(notice));
     }
-    let mut why = match (from_status, from_text) {
-        (Some(s), Some(t)) => {
-            if s == t || !reason::status_is_weak(s) {
-                s
-            } else {
-                t
-            }
-        }
-        (Some(s), None) => s,
-        (None, Some(t)) => t,
-        (None, None) => {
+    let evidence = Evidence {
+        status: from_status,
+        says,
+        command: rec.command.as_deref(),
+        from_dsn,
+    };
+    let chosen = vendors::coded_reason(&folded).or_else(|| choose(&evidence));
+    let mut why = match chosen {
+        Some(r) => r,
+        None => {
             let code = rec.reply_code.as_deref().unwrap_or("");
             if x_unix {
                 Reason::MailerError

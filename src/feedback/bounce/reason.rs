@@ -9,6 +9,9 @@
 //! `vendors`).
 
 use std::fmt;
+use std::sync::LazyLock;
+
+use aho_corasick::AhoCorasick;
 
 /// Why a message came back. The names are Sisimai's reason names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -152,8 +155,73 @@ fn phrase_matches(text: &str, phrase: &str) -> bool {
     true
 }
 
-fn any(text: &str, phrases: &[&str]) -> bool {
-    phrases.iter().any(|p| phrase_matches(text, p))
+/// Every phrase of every table in one Aho-Corasick automaton, so a text is
+/// read once however many phrases there are. A phrase with gaps is a
+/// candidate when all its pieces occur, and is then checked in order.
+struct Matcher {
+    automaton: AhoCorasick,
+    /// For each table entry (in `ORDER`, then `LAST_RESORT`, then vacation):
+    /// its reason and, per phrase, the automaton pattern ids of its pieces.
+    tables: Vec<(Reason, Vec<CompiledPhrase>)>,
+}
+
+/// A phrase and the automaton ids of its pieces.
+type CompiledPhrase = (&'static str, Vec<usize>);
+
+static MATCHER: LazyLock<Matcher> = LazyLock::new(|| {
+    let mut pieces: Vec<&'static str> = Vec::new();
+    let mut tables = Vec::new();
+    let all = ORDER
+        .iter()
+        .chain(LAST_RESORT.iter())
+        .chain(std::iter::once(&(Reason::Vacation, VACATION)));
+    for (reason, phrases) in all {
+        let mut entry = Vec::new();
+        for phrase in phrases.iter() {
+            let ids = phrase
+                .split('*')
+                .filter(|p| !p.is_empty())
+                .map(|p| match pieces.iter().position(|q| *q == p) {
+                    Some(i) => i,
+                    None => {
+                        pieces.push(p);
+                        pieces.len() - 1
+                    }
+                })
+                .collect();
+            entry.push((*phrase, ids));
+        }
+        tables.push((*reason, entry));
+    }
+    // The tables are constants; a test builds the automaton.
+    let automaton = AhoCorasick::new(&pieces).expect("the phrase tables build an automaton");
+    Matcher { automaton, tables }
+});
+
+/// Which tables (by index) a folded text matches.
+fn matching_tables(text: &str) -> Vec<usize> {
+    let m = &*MATCHER;
+    let mut present = vec![false; m.automaton.patterns_len()];
+    let mut any_found = false;
+    for hit in m.automaton.find_overlapping_iter(text) {
+        present[hit.pattern().as_usize()] = true;
+        any_found = true;
+    }
+    if !any_found {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for (i, (_, phrases)) in m.tables.iter().enumerate() {
+        let hit = phrases.iter().any(|(phrase, ids)| {
+            !ids.is_empty()
+                && ids.iter().all(|&id| present[id])
+                && (ids.len() == 1 || phrase_matches(text, phrase))
+        });
+        if hit {
+            out.push(i);
+        }
+    }
+    out
 }
 
 // The phrase tables. Each is what receiving servers and relays write when
@@ -481,6 +549,7 @@ const HOST_UNKNOWN: &[&str] = &[
     "unrouteable mail domain",
     "no mx for",
     "dns type 'mx' lookup of",
+    "dns lookup failure: host",
 ];
 
 const FILTERED: &[&str] = &[
@@ -839,6 +908,7 @@ const EXPIRED: &[&str] = &[
     "delivery attempts will continue",
     "it has not been collected after",
     "server did not respond",
+    "did not accept our requests to connect",
     "could not find a gateway for",
     "failed to deliver to domain",
     "expired",
@@ -973,33 +1043,60 @@ const ORDER: &[(Reason, &[&str])] = &[
 ];
 
 /// Phrases too vague to outrank any other, tried only when nothing else
-/// matched: InterScan MSS and Trend Micro write only this for an unknown user.
-const LAST_RESORT: &[(Reason, &[&str])] =
-    &[(Reason::UserUnknown, &["unable to deliver message to <"])];
+/// matched: InterScan MSS and Trend Micro write only the first for an
+/// unknown user; Google Groups refuses a post (in the poster's language) with
+/// a link to its help centre.
+const LAST_RESORT: &[(Reason, &[&str])] = &[
+    (Reason::UserUnknown, &["unable to deliver message to <"]),
+    (Reason::Rejected, &["groups.google.com/support"]),
+];
 
 /// The reason the error text names, if any. `text` must be folded.
 pub fn from_text(text: &str) -> Option<Reason> {
     if text.is_empty() {
         return None;
     }
-    ORDER
-        .iter()
-        .chain(LAST_RESORT.iter())
-        .find(|(_, phrases)| any(text, phrases))
-        .map(|(r, _)| *r)
+    let vacation = MATCHER.tables.len() - 1;
+    matching_tables(text)
+        .into_iter()
+        .find(|&i| i != vacation)
+        .map(|i| MATCHER.tables[i].0)
 }
 
-/// Whether the text is an out-of-office message.
+/// Every reason whose phrase table the text matches (the last-resort
+/// phrases only when no table does). `text` must be folded.
+pub fn matches(text: &str) -> Vec<Reason> {
+    if text.is_empty() {
+        return Vec::new();
+    }
+    let vacation = MATCHER.tables.len() - 1;
+    let found: Vec<usize> = matching_tables(text)
+        .into_iter()
+        .filter(|&i| i != vacation)
+        .collect();
+    let main: Vec<Reason> = found
+        .iter()
+        .filter(|&&i| i < ORDER.len())
+        .map(|&i| MATCHER.tables[i].0)
+        .collect();
+    if !main.is_empty() {
+        return main;
+    }
+    found.into_iter().map(|i| MATCHER.tables[i].0).collect()
+}
+
+/// Whether the text is an out-of-office message. `text` must be folded.
 pub fn is_vacation_text(text: &str) -> bool {
-    any(text, VACATION)
+    let vacation = MATCHER.tables.len() - 1;
+    matching_tables(text).contains(&vacation)
 }
 
-/// Whether the text names the reason (used to confirm or refute a status).
+/// Whether the text names the reason. `text` must be folded.
 pub fn text_says(text: &str, reason: Reason) -> bool {
-    ORDER
-        .iter()
-        .find(|(r, _)| *r == reason)
-        .is_some_and(|(_, p)| any(text, p))
+    let vacation = MATCHER.tables.len() - 1;
+    matching_tables(text)
+        .into_iter()
+        .any(|i| i != vacation && MATCHER.tables[i].0 == reason)
 }
 
 /// The reason an RFC 3463 enhanced status code stands for, where the code is
@@ -1113,6 +1210,20 @@ mod tests {
         );
         assert_eq!(t("Connection timed out"), Some(Reason::Expired));
         assert_eq!(t("nothing to see"), None);
+    }
+
+    #[test]
+    fn every_phrase_names_its_reason_or_an_earlier_one() {
+        for (n, (reason, phrases)) in ORDER.iter().enumerate() {
+            for p in phrases.iter() {
+                let text = format!("a {} b", p.replace('*', " x "));
+                let got = from_text(&fold(&text)).expect("a phrase matches itself");
+                let at = ORDER.iter().position(|(r, _)| *r == got).expect("in ORDER");
+                assert!(at <= n, "{p:?} ({reason}) read as {got}");
+            }
+        }
+        assert!(is_vacation_text(&fold("I am out of the office")));
+        assert!(!is_vacation_text(&fold("user unknown")));
     }
 
     #[test]

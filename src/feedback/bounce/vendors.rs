@@ -9,10 +9,11 @@
 //! one reader serves them: find the addresses in the notice that are not the
 //! sender's or a mail system's, and take the lines from each address to the
 //! next as its error text. Per-MTA knowledge is kept to the markers that say
-//! a message is a bounce at all. Nothing here maps text to a reason.
+//! a message is a bounce at all, and to vendor error codes (`coded_reason`).
 
 use super::address;
 use super::message::Mail;
+use super::reason::Reason;
 
 /// A failed address and the text the notice gives for it.
 #[derive(Debug, Clone)]
@@ -151,13 +152,42 @@ fn is_id_line(line: &str) -> bool {
         || l.contains("https://")
 }
 
+/// Lines that point the reader at a help address ("For further assistance,
+/// please contact <support@...>"), not at a failed recipient.
+fn is_help_line(line: &str) -> bool {
+    let l = line.to_lowercase();
+    [
+        "contact",
+        "assistance",
+        "send mail to",
+        "questions",
+        "helpdesk",
+        "help desk",
+    ]
+    .iter()
+    .any(|w| l.contains(w))
+}
+
+/// `postmaster@` of a domain the exclusions name as the reporter's own.
+fn is_own_postmaster(addr: &str, exclude: &[String]) -> bool {
+    let Some(domain) = addr.strip_prefix("postmaster@") else {
+        return false;
+    };
+    exclude.iter().any(|e| {
+        e.strip_prefix("postmaster@")
+            .is_some_and(|d| domain == d || domain.ends_with(&format!(".{d}")))
+    })
+}
+
 fn candidates(line: &str, exclude: &[String]) -> Vec<String> {
-    if is_id_line(line) {
+    if is_id_line(line) || is_help_line(line) {
         return Vec::new();
     }
     address::find_all(line)
         .into_iter()
-        .filter(|a| !exclude.contains(a) && !address::is_system(a))
+        .filter(|a| {
+            !exclude.contains(a) && !address::is_system(a) && !is_own_postmaster(a, exclude)
+        })
         .collect()
 }
 
@@ -256,12 +286,36 @@ pub fn text_about(notice: &str, recipient: &str) -> String {
     out
 }
 
+/// Reasons from vendor error codes that the notice quotes. Exchange 2000/2003
+/// notices end each recipient's text with `MSEXCH:...(code)`; the codes are
+/// Microsoft's documented non-delivery codes.
+pub fn coded_reason(folded: &str) -> Option<Reason> {
+    const MSEXCH: &[(&str, Reason)] = &[
+        ("000c05a6", Reason::UserUnknown),   // unknown recipient
+        ("000c0595", Reason::Filtered),      // ambiguous recipient
+        ("00010256", Reason::SystemError),   // too many recipients
+        ("000d06b5", Reason::SystemError),   // no proxy for recipient
+        ("00120270", Reason::NetworkError),  // too many hops
+        ("00050311", Reason::ContentError),  // conversion to Internet format failed
+        ("000502cc", Reason::ContentError),  // conversion to Internet format failed
+        ("000b0981", Reason::SecurityError), // server does not support AUTH
+    ];
+    if !folded.contains("msexch:") {
+        return None;
+    }
+    MSEXCH
+        .iter()
+        .find(|(code, _)| folded.contains(&format!("({code})")))
+        .map(|(_, r)| *r)
+}
+
 /// The SMTP command the remote server answered, when the text says
 /// (Postfix "in reply to RCPT TO command", Exim "after RCPT TO", Sendmail
 /// ">>> RCPT To:", DragonFly "did not like our RCPT TO").
 pub fn command(folded: &str) -> Option<&'static str> {
     const TABLE: &[(&str, &str)] = &[
         ("in reply to rcpt to", "RCPT"),
+        ("after rcpt command", "RCPT"),
         ("after rcpt to", "RCPT"),
         (">>> rcpt to", "RCPT"),
         ("our rcpt to", "RCPT"),
