@@ -192,8 +192,17 @@ fn records(mail: &Mail, depth: u8) -> Vec<Record> {
     let dsn = dsn::parse(&mail.notice);
     let mut out = Vec::new();
     if !dsn.recipients.is_empty() {
+        // Exim's X-Failed-Recipients names the address when the DSN can
+        // only name the file or pipe it failed to write.
+        let failed: Vec<String> = mail
+            .header("x-failed-recipients")
+            .map(address::find_all)
+            .unwrap_or_default();
         for r in &dsn.recipients {
-            let recipient = r.recipient().map(str::to_lowercase);
+            let mut recipient = r.recipient().map(str::to_lowercase);
+            if recipient.as_deref().is_some_and(|a| !a.contains('@')) && failed.len() == 1 {
+                recipient = Some(failed[0].clone());
+            }
             let about = recipient
                 .as_deref()
                 .map(|a| vendors::text_about(&mail.notice, a))
