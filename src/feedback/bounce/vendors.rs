@@ -336,6 +336,7 @@ pub fn command(folded: &str) -> Option<&'static str> {
         ("local delivery failed", "LOCAL"),
         ("vdeliver:", "LOCAL"),
         ("vdelivermail:", "LOCAL"),
+        ("invalid final delivery userid", "LOCAL"),
         ("in reply to ehlo", "EHLO"),
         ("in reply to helo", "HELO"),
         ("after ehlo", "EHLO"),
