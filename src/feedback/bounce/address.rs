@@ -45,10 +45,22 @@ pub fn find_all(text: &str) -> Vec<String> {
             continue;
         }
         let mut s = n;
-        while s > 0 && is_local_char(chars[s - 1].1) {
-            s -= 1;
+        if n > 1 && chars[n - 1].1 == '"' {
+            // A quoted local part (RFC 5321 §4.1.2 Quoted-string), e.g.
+            // "john..doe"@example.org: keep the quotes, they are part of it.
+            if let Some(q) = (n.saturating_sub(66)..n - 1)
+                .rev()
+                .find(|&i| chars[i].1 == '"')
+                && (q + 1..n - 1)
+                    .all(|i| chars[i].1 != '\n' && chars[i].1 != '<' && chars[i].1 != '>')
+            {
+                s = q;
+            }
+        } else {
+            while s > 0 && is_local_char(chars[s - 1].1) {
+                s -= 1;
+            }
         }
-        // A quoted local part ("john doe"@example) is rare in bounces; skip.
         let mut e = n + 1;
         while e < chars.len() && is_domain_char(chars[e].1) {
             e += 1;
@@ -67,7 +79,11 @@ pub fn find_all(text: &str) -> Vec<String> {
             Some(x) => x,
             None => continue,
         };
-        let local = local.trim_start_matches(['.', '\'', '=', '/']);
+        let local = if local.starts_with('"') {
+            local
+        } else {
+            local.trim_start_matches(['.', '\'', '=', '/'])
+        };
         let domain = domain.trim_end_matches(['.', '-', '_']);
         if local.is_empty() || !domain.contains('.') || domain.starts_with('.') {
             continue;
@@ -114,6 +130,18 @@ mod tests {
         );
         assert_eq!(from_typed("rfc822; localonly"), Some("localonly".into()));
         assert_eq!(from_typed(""), None);
+    }
+
+    #[test]
+    fn quoted_and_percent_local_parts_are_kept() {
+        assert_eq!(
+            find_all("550 5.1.1 <\"neko..nyaan\"@example.org>... User Unknown"),
+            vec!["\"neko..nyaan\"@example.org".to_string()]
+        );
+        assert_eq!(
+            find_all("for <a%b.example@relay.example>;"),
+            vec!["a%b.example@relay.example".to_string()]
+        );
     }
 
     #[test]

@@ -26,10 +26,19 @@ impl DsnRecipient {
     /// mailbox the reporting MTA tried; Original-Recipient is what the sender
     /// wrote (before aliases) and is used when Final-Recipient has no address.
     pub fn recipient(&self) -> Option<&str> {
-        self.final_recipient
-            .as_deref()
-            .or(self.original_recipient.as_deref())
-            .or(self.actual_recipient.as_deref())
+        let fields = [
+            self.final_recipient.as_deref(),
+            self.original_recipient.as_deref(),
+            self.actual_recipient.as_deref(),
+        ];
+        // A Final-Recipient that is a file or program (Exim writes the
+        // mailbox path) is not an address; prefer one that is.
+        fields
+            .iter()
+            .flatten()
+            .find(|a| a.contains('@'))
+            .or(fields.iter().flatten().next())
+            .copied()
     }
 
     fn has_per_recipient_fields(&self) -> bool {

@@ -91,31 +91,37 @@ impl Mail {
     /// this line is a copy of the message."
     fn split_notice(&mut self) {
         let mut notice = String::new();
+        // Once the original has begun, further prose is the original's (or
+        // a footer); machine-readable report parts still count wherever
+        // they sit (Office 365 puts the delivery-status part last).
+        let mut prose_done = false;
         for seg in &self.segments {
             if seg.is_original() {
                 if self.original.is_none() {
                     self.original = Some(seg.text.clone());
                 }
+                prose_done = true;
                 continue;
             }
-            if self.original.is_some() && !seg.ctype.starts_with("message/") {
-                // Text after the original (attachments, footers) says nothing
-                // about the failure.
+            let machine = seg.ctype.starts_with("message/");
+            if prose_done && !machine {
                 continue;
+            }
+            let mut text = seg.text.as_str();
+            if !machine && let Some((before, after)) = split_at_marker(text) {
+                if self.original.is_none() {
+                    self.original = Some(after.trim_start_matches('\n').to_string());
+                }
+                text = &text[..before];
+                prose_done = true;
             }
             if !notice.is_empty() {
                 notice.push('\n');
             }
-            if seg.ctype.starts_with("message/") {
+            if machine {
                 notice.push('\n');
             }
-            notice.push_str(&seg.text);
-        }
-        if let Some((before, after)) = split_at_marker(&notice) {
-            if self.original.is_none() {
-                self.original = Some(after.trim_start_matches('\n').to_string());
-            }
-            notice.truncate(before);
+            notice.push_str(text);
         }
         self.notice = notice;
     }

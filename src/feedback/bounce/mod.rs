@@ -192,8 +192,17 @@ fn records(mail: &Mail, depth: u8) -> Vec<Record> {
     let dsn = dsn::parse(&mail.notice);
     let mut out = Vec::new();
     if !dsn.recipients.is_empty() {
+        // Exim's X-Failed-Recipients names the address when the DSN can
+        // only name the file or pipe it failed to write.
+        let failed: Vec<String> = mail
+            .header("x-failed-recipients")
+            .map(address::find_all)
+            .unwrap_or_default();
         for r in &dsn.recipients {
-            let recipient = r.recipient().map(str::to_lowercase);
+            let mut recipient = r.recipient().map(str::to_lowercase);
+            if recipient.as_deref().is_some_and(|a| !a.contains('@')) && failed.len() == 1 {
+                recipient = Some(failed[0].clone());
+            }
             let about = recipient
                 .as_deref()
                 .map(|a| vendors::text_about(&mail.notice, a))
@@ -213,7 +222,6 @@ fn records(mail: &Mail, depth: u8) -> Vec<Record> {
                 &mail.notice,
                 dsn.recipients.len(),
                 x_unix,
-                true,
             );
             out.push(rec);
         }
@@ -278,7 +286,7 @@ fn records(mail: &Mail, depth: u8) -> Vec<Record> {
             let mut rec = Record::new(Some(f.recipient), Kind::Soft, Reason::Undefined);
             let diag = f.text.trim();
             rec.diagnostic = (!diag.is_empty()).then(|| squash(diag));
-            decide(&mut rec, None, &f.text, &mail.notice, n, false, false);
+            decide(&mut rec, None, &f.text, &mail.notice, n, false);
             out.push(rec);
         }
         if !out.is_empty() {
@@ -363,8 +371,8 @@ struct Evidence<'a> {
     says: Vec<Reason>,
     /// The SMTP command the server refused, when the notice says.
     command: Option<&'a str>,
-    /// Whether the record came from an RFC 3464 report (else prose).
-    from_dsn: bool,
+    /// Whether the status code is an addressing one (RFC 3463 X.1.x).
+    address_status: bool,
 }
 
 /// Choose the reason from the status code and the error text.
@@ -416,8 +424,10 @@ fn choose(e: &Evidence<'_>) -> Option<Reason> {
                     // text names another cause and not this one, the text wins.
                     says(UserUnknown) || e.says.is_empty()
                 } else {
+                    // RCPT TO, a local delivery agent, or an addressing
+                    // status (RFC 3463 X.1.x, e.g. Microsoft's 5.1.10).
                     says(UserUnknown)
-                        && (e.command == Some("RCPT") || (e.command.is_none() && !e.from_dsn))
+                        && (matches!(e.command, Some("RCPT" | "LOCAL")) || e.address_status)
                 }
             }
             Filtered => match st {
@@ -441,6 +451,13 @@ fn choose(e: &Evidence<'_>) -> Option<Reason> {
                     says(HostUnknown)
                 }
             }
+            // RFC 3463 5.2.3 "message length exceeds administrative
+            // limit" is its own reason, whatever words come with it.
+            MesgTooBig => st != Some(ExceedLimit) && (st == Some(r) || says(r)),
+            // A content status (X.6.x) says how, not why: spam or policy
+            // text is more telling, so only the text counts here and the
+            // status is the last resort.
+            ContentError => says(r),
             _ => st == Some(r) || says(r),
         };
         if hit {
@@ -540,7 +557,6 @@ fn decide(
     notice: &str,
     recipients: usize,
     x_unix: bool,
-    from_dsn: bool,
 ) {
     let diag = rec.diagnostic.clone().unwrap_or_default();
     let text = format!("{diag}\n{about}");
@@ -554,7 +570,15 @@ fn decide(
         reply.as_deref(),
     );
     rec.reply_code = reply;
-    rec.command = vendors::command(&folded).map(str::to_string);
+    rec.command = vendors::command(&folded)
+        .or_else(|| {
+            if recipients == 1 {
+                vendors::command(&reason::fold(notice))
+            } else {
+                None
+            }
+        })
+        .map(str::to_string);
     rec.status = status.clone();
 
     let action = rec.action.as_deref().unwrap_or("");
@@ -583,7 +607,7 @@ fn decide(
         status: from_status,
         says,
         command: rec.command.as_deref(),
-        from_dsn,
+        address_status: status.as_deref().is_some_and(|s| s[1..].starts_with(".1.")),
     };
     let chosen = vendors::coded_reason(&folded).or_else(|| choose(&evidence));
     let mut why = match chosen {

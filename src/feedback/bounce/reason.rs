@@ -254,7 +254,6 @@ const MAILBOX_FULL: &[&str] = &[
     "disk quota",
     "diskspace quota",
     "disc quota exceeded",
-    "insufficient disk space",
     "not enough disk space",
     "not enough storage space",
     "not sufficient disk space",
@@ -297,6 +296,10 @@ const EXCEED_LIMIT: &[&str] = &["message header size exceeds limit", "message to
 const SUSPEND: &[&str] = &[
     "is currently suspended",
     "has been suspended",
+    "compte du destinataire est bloque",
+    "account is blocked",
+    "tried to reach is inactive",
+    "account has been temporarily suspended",
     "user suspended",
     "account suspended",
     "account has been disabled",
@@ -311,7 +314,6 @@ const SUSPEND: &[&str] = &[
     "account is inactive",
     "account is locked",
     "temporary locked",
-    "temporarily suspended",
     "recipient suspend the service",
     "recipient rejected: temporarily inactive",
     "invalid/inactive user",
@@ -356,6 +358,8 @@ const NO_RELAYING: &[&str] = &[
 
 const AUTH_FAILURE: &[&str] = &[
     "dmarc policy",
+    "fails to pass authentication",
+    "does not have authentication information",
     "dmarc rejection",
     "dmarc verification",
     "fails dmarc",
@@ -524,7 +528,6 @@ const USER_UNKNOWN: &[&str] = &[
     "no thank you rejected: account unavailable",
     "mailbox * unavailable or access denied",
     "no longer available",
-    "unknown address",
     "address not found",
     "non-existent address",
     "recipient address not found",
@@ -859,7 +862,8 @@ const BLOCKED: &[&str] = &[
     "has been rejected",
     "service not available, closing transmission channel",
     "smtp error from remote mail server after initial connection",
-    "blocked",
+    "blocked by",
+    "blocked -",
 ];
 
 const NETWORK_ERROR: &[&str] = &[
@@ -916,12 +920,15 @@ const EXPIRED: &[&str] = &[
 
 const SYSTEM_FULL: &[&str] = &[
     "mail system full",
+    "insufficient disk space",
     "exceeded storage allocation",
     "system full",
 ];
 
 const NOT_ACCEPT: &[&str] = &[
     "does not accept mail",
+    "does not receive email",
+    "doesn't receive email",
     "null mx",
     "nullmx",
     "mail receiving disabled",
@@ -982,7 +989,6 @@ const SYSTEM_ERROR: &[&str] = &[
     "recipient deferred because there is no mdb",
     "could not load drd",
     "several matches found in domino directory",
-    "unable to connect",
 ];
 
 const MAILER_ERROR: &[&str] = &[
@@ -1131,6 +1137,9 @@ pub fn from_status(status: &str) -> Option<Reason> {
         (3, 3) | (3, 5) => SystemError,
         (3, 4) => MesgTooBig,
         (4, 0) if permanent => NetworkError,
+        // 5.4.1 is what Exchange Online and others send for "recipient
+        // address rejected: access denied" at RCPT; 4.4.1 is "no answer".
+        (4, 1) if permanent => Rejected,
         (4, 1) | (4, 7) => Expired,
         (4, 2) | (4, 6) | (4, 8) => NetworkError,
         (4, 3) => SystemError,

@@ -330,6 +330,13 @@ pub fn command(folded: &str) -> Option<&'static str> {
         (">>> data", "DATA"),
         ("final data", "DATA"),
         ("after initial connection", "CONN"),
+        // Local delivery agents answer after the message was accepted, for
+        // a mailbox they know does not exist.
+        ("mail.local:", "LOCAL"),
+        ("local delivery failed", "LOCAL"),
+        ("vdeliver:", "LOCAL"),
+        ("vdelivermail:", "LOCAL"),
+        ("invalid final delivery userid", "LOCAL"),
         ("in reply to ehlo", "EHLO"),
         ("in reply to helo", "HELO"),
         ("after ehlo", "EHLO"),
