@@ -172,7 +172,8 @@ async fn mbox_source_reads_an_mbox_of_the_deliveries_once() {
     assert_eq!(got_bytes, originals, "byte for byte, quoting undone");
     // Postfix delivers the three in any order: find the one with the line.
     assert!(
-        got.iter().any(|m| text(m).contains("\nFrom here on the body")),
+        got.iter()
+            .any(|m| text(m).contains("\nFrom here on the body")),
         "a body line starting with From survives the round trip"
     );
     for m in &got {

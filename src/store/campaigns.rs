@@ -1,12 +1,10 @@
 //! Campaigns repository: one row per campaign file, keyed by its slug.
 
-use sqlx::Row;
-
 use super::{Result, Store};
 use crate::dispatch;
 use crate::domain::time::Millis;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct CampaignRow {
     pub id: i64,
     pub slug: String,
@@ -28,7 +26,7 @@ pub async fn upsert(
     now: Millis,
 ) -> Result<CampaignRow> {
     dispatch!(store, pool => {
-        let row = sqlx::query(
+        Ok(sqlx::query_as::<_, CampaignRow>(
             "INSERT INTO campaigns (slug, name, file_path, file_hash, list_name, created_at) \
              VALUES ($1,$2,$3,$4,$5,$6) \
              ON CONFLICT (slug) DO UPDATE SET name = excluded.name, file_path = excluded.file_path, \
@@ -42,37 +40,18 @@ pub async fn upsert(
         .bind(list_name)
         .bind(now)
         .fetch_one(pool)
-        .await?;
-        Ok(CampaignRow {
-            id: row.try_get("id")?,
-            slug: row.try_get("slug")?,
-            name: row.try_get("name")?,
-            file_hash: row.try_get("file_hash")?,
-            started_at: row.try_get("started_at")?,
-            finished_at: row.try_get("finished_at")?,
-        })
+        .await?)
     })
 }
 
 pub async fn find(store: &Store, slug: &str) -> Result<Option<CampaignRow>> {
     dispatch!(store, pool => {
-        let row = sqlx::query(
+        Ok(sqlx::query_as::<_, CampaignRow>(
             "SELECT id, slug, name, file_hash, started_at, finished_at FROM campaigns WHERE slug = $1",
         )
         .bind(slug)
         .fetch_optional(pool)
-        .await?;
-        row.map(|row| {
-            Ok(CampaignRow {
-                id: row.try_get("id")?,
-                slug: row.try_get("slug")?,
-                name: row.try_get("name")?,
-                file_hash: row.try_get("file_hash")?,
-                started_at: row.try_get("started_at")?,
-                finished_at: row.try_get("finished_at")?,
-            })
-        })
-        .transpose()
+        .await?)
     })
 }
 

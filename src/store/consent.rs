@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 
 use sha2::{Digest, Sha256};
-use sqlx::{QueryBuilder, Row};
+use sqlx::QueryBuilder;
 
 use super::{Result, Tx};
 use crate::dispatch_tx;
@@ -221,7 +221,7 @@ impl Appender {
 const APPEND_CHUNK: usize = 1000;
 
 /// One row of the ledger as stored.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
 pub struct StoredEntry {
     pub id: i64,
     pub contact_id: i64,
@@ -255,23 +255,9 @@ pub async fn verify_chain(store: &super::Store) -> Result<std::result::Result<u6
     let sql = "SELECT id, contact_id, list_id, action, occurred_at, source, method, ip, text_version, \
                evidence, prev_hash, hash FROM consent_events ORDER BY id";
     let verdict = crate::dispatch!(store, pool => {
-        let mut rows = sqlx::query(sql).fetch(pool);
+        let mut rows = sqlx::query_as::<_, StoredEntry>(sql).fetch(pool);
         let mut verdict = Ok(());
-        while let Some(row) = rows.try_next().await? {
-            let stored = StoredEntry {
-                id: row.try_get("id")?,
-                contact_id: row.try_get("contact_id")?,
-                list_id: row.try_get("list_id")?,
-                action: row.try_get("action")?,
-                occurred_at: row.try_get("occurred_at")?,
-                source: row.try_get("source")?,
-                method: row.try_get("method")?,
-                ip: row.try_get("ip")?,
-                text_version: row.try_get("text_version")?,
-                evidence: row.try_get("evidence")?,
-                prev_hash: row.try_get("prev_hash")?,
-                hash: row.try_get("hash")?,
-            };
+        while let Some(stored) = rows.try_next().await? {
             if stored.prev_hash != head {
                 verdict = Err(ChainBreak::Link { id: stored.id });
                 break;
@@ -296,26 +282,10 @@ pub async fn entries_for_contact(
     let sql = "SELECT id, contact_id, list_id, action, occurred_at, source, method, ip, text_version, \
                evidence, prev_hash, hash FROM consent_events WHERE contact_id = $1 ORDER BY id";
     crate::dispatch!(store, pool => {
-        let rows = sqlx::query(sql).bind(contact_id).fetch_all(pool).await?;
-        rows.iter()
-            .map(|row| {
-                Ok(StoredEntry {
-                    id: row.try_get("id")?,
-                    contact_id: row.try_get("contact_id")?,
-                    list_id: row.try_get("list_id")?,
-                    action: row.try_get("action")?,
-                    occurred_at: row.try_get("occurred_at")?,
-                    source: row.try_get("source")?,
-                    method: row.try_get("method")?,
-                    ip: row.try_get("ip")?,
-                    text_version: row.try_get("text_version")?,
-                    evidence: row.try_get("evidence")?,
-                    prev_hash: row.try_get("prev_hash")?,
-                    hash: row.try_get("hash")?,
-                })
-            })
-            .collect::<std::result::Result<Vec<_>, sqlx::Error>>()
-            .map_err(Into::into)
+        Ok(sqlx::query_as::<_, StoredEntry>(sql)
+            .bind(contact_id)
+            .fetch_all(pool)
+            .await?)
     })
 }
 
