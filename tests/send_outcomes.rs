@@ -183,6 +183,21 @@ async fn suppressed_contacts_are_skipped_and_the_outbox_gets_the_rest() {
         );
         assert!(msg.to().unwrap().first().unwrap().address().unwrap() == "ana@example.com");
 
+        // Acceptance stamped the contact's counters (trigger, migration 0003).
+        let stats: Vec<(String, i64, Option<i64>)> = cartero::dispatch!(&db.store, pool => {
+            sqlx::query_as("SELECT email, send_count, last_sent_at FROM contacts ORDER BY email")
+                .fetch_all(pool)
+                .await
+                .unwrap()
+        });
+        assert_eq!(stats[0].0, "ana@example.com");
+        assert_eq!(stats[0].1, 1, "ana's send was counted once");
+        assert!(stats[0].2.is_some());
+        assert!(
+            stats[1..].iter().all(|(_, n, at)| *n == 0 && at.is_none()),
+            "{stats:?}"
+        );
+
         // The human report names the skip reasons too.
         let again = p.ok(&["campaign", "send", "campaigns/c.toml"]);
         assert!(

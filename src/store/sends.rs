@@ -287,7 +287,7 @@ struct RowUpdate<'a> {
 }
 
 /// Records one result in its own short write. An accepted send also stamps
-/// the contact's engagement counters in the same transaction.
+/// the contact's engagement counters, atomically, through a trigger.
 pub async fn record(
     store: &Store,
     claimed: &Claimed,
@@ -337,9 +337,9 @@ pub async fn record(
     let update = "UPDATE sends SET state = $1, smtp_code = $2, smtp_reply = $3, next_attempt_at = $4, \
                   message_id = COALESCE($5, message_id), skip_reason = $6, claimed_by = NULL, \
                   lease_until = NULL, updated_at = $7 WHERE id = $8";
-    let accepted = matches!(outcome, Outcome::Accepted { .. });
+    // One statement, no explicit transaction: a trigger (migration 0003)
+    // stamps the contact's last_sent_at and send_count in the same write.
     dispatch!(store, pool => {
-        let mut tx = pool.begin().await?;
         sqlx::query(update)
             .bind(state)
             .bind(code)
@@ -349,18 +349,8 @@ pub async fn record(
             .bind(reason)
             .bind(now)
             .bind(claimed.id)
-            .execute(&mut *tx)
+            .execute(pool)
             .await?;
-        if accepted {
-            sqlx::query(
-                "UPDATE contacts SET last_sent_at = $1, send_count = send_count + 1 WHERE id = $2",
-            )
-            .bind(now)
-            .bind(claimed.contact_id)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
     });
     Ok(())
 }
