@@ -307,13 +307,13 @@ pub async fn import_reader<R: Read>(
                         &reason,
                         &mut summary,
                     )?;
-                    summary.rejected -= 1; // counted as a duplicate, not a rejection
                     continue;
                 }
                 first_row_of.insert(contact.email.as_str().to_string(), row);
                 batch.push(contact);
             }
             Err(reason) => {
+                summary.rejected += 1;
                 reject(
                     &mut rejects,
                     &rejects_path,
@@ -358,6 +358,8 @@ pub async fn import_reader<R: Read>(
     Ok(summary)
 }
 
+/// Writes a bad or duplicate row to the rejects file and keeps the first
+/// few for the terminal. The caller counts it as rejected or duplicate.
 #[allow(clippy::too_many_arguments)]
 fn reject(
     writer: &mut Option<csv::Writer<std::fs::File>>,
@@ -392,7 +394,6 @@ fn reject(
         out.extend(record.iter().map(<[u8]>::to_vec));
         w.write_record(&out).map_err(wrap)?;
     }
-    summary.rejected += 1;
     if summary.rejections.len() < 20 {
         summary.rejections.push(Rejection {
             row,
