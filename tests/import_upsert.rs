@@ -140,6 +140,31 @@ async fn import_is_idempotent_merges_and_never_resubscribes() {
         assert_eq!(c.first_name.as_deref(), Some("First1234"));
         assert_eq!(c.attributes["plan"], "pro");
         assert_eq!(c.attributes["orders"], 1234 % 7);
+
+        // Gaining a tag is the only change for two contacts, one of them in
+        // the last batch: two updates, the rest unchanged, tags kept.
+        let text = csv(ROWS, false, "pro")
+            .replacen("user1@example.com,,,,", "user1@example.com,,,gold,", 1)
+            .replacen(
+                "user2498@example.com,,,,",
+                "user2498@example.com,,,gold,",
+                1,
+            );
+        let fourth = import(store, text).await;
+        assert_eq!(
+            (fourth.inserted, fourth.updated, fourth.unchanged),
+            (0, 2, ROWS as u64 - 2)
+        );
+        let c = contacts::find_by_email(store, &EmailAddress::parse("user1@example.com").unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.tags, vec!["gold".to_string()]);
+        let c = contacts::find_by_email(store, &EmailAddress::parse("user0@example.com").unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.tags, vec!["vip".to_string()]);
     }
 }
 

@@ -92,37 +92,56 @@ pub async fn upsert_batch(
     if batch.is_empty() {
         return Ok(counts);
     }
-    let pg = tx.backend() == super::Backend::Postgres;
-    let attrs_select = if pg { "attributes::text" } else { "attributes" };
+    let backend = tx.backend();
+    let pg = backend == super::Backend::Postgres;
     let json_cast = if pg { "::jsonb" } else { "" };
 
-    // 1. What is stored already.
+    // 1. What is stored already: one JSON value for the whole batch.
     let mut existing: HashMap<String, Existing> = HashMap::with_capacity(batch.len());
-    dispatch_tx!(tx, conn => {
+    let attrs_json = if pg { "attributes" } else { "json(attributes)" };
+    let rows: String = dispatch_tx!(tx, conn => {
         let mut qb = QueryBuilder::new(format!(
-            "SELECT id, email, first_name, last_name, locale, timezone, {attrs_select} AS attributes \
-             FROM contacts WHERE email IN ("
+            "SELECT {} FROM contacts WHERE email IN (",
+            super::json_rows_sql(
+                backend,
+                &format!("id, email, first_name, last_name, locale, timezone, {attrs_json}")
+            )
         ));
         let mut sep = qb.separated(", ");
         for c in batch {
             sep.push_bind(c.email.as_str());
         }
         qb.push(")");
-        for row in qb.build().fetch_all(&mut *conn).await? {
-            let attrs: String = row.try_get("attributes")?;
-            existing.insert(
-                row.try_get("email")?,
-                Existing {
-                    id: row.try_get("id")?,
-                    first_name: row.try_get("first_name")?,
-                    last_name: row.try_get("last_name")?,
-                    locale: row.try_get("locale")?,
-                    timezone: row.try_get("timezone")?,
-                    attributes: serde_json::from_str(&attrs).unwrap_or_default(),
-                },
-            );
-        }
+        qb.build_query_scalar().fetch_one(&mut *conn).await?
     });
+    type StoredRow = (
+        i64,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        serde_json::Value,
+    );
+    for (id, email, first_name, last_name, locale, timezone, attrs) in
+        super::parse_json_rows::<StoredRow>(&rows)?
+    {
+        let attributes = match attrs {
+            serde_json::Value::Object(m) => m,
+            _ => serde_json::Map::new(),
+        };
+        existing.insert(
+            email,
+            Existing {
+                id,
+                first_name,
+                last_name,
+                locale,
+                timezone,
+                attributes,
+            },
+        );
+    }
 
     // 2. Insert the new ones.
     let new: Vec<&NewContact> = batch
@@ -158,7 +177,16 @@ pub async fn upsert_batch(
         counts.inserted = new.len() as u64;
     }
 
-    // 3. Update the changed ones.
+    // 3. Update the changed ones, many rows a statement.
+    struct Change {
+        id: i64,
+        first_name: Option<String>,
+        last_name: Option<String>,
+        locale: Option<String>,
+        timezone: Option<String>,
+        attributes: String,
+    }
+    let mut changes: Vec<Change> = Vec::new();
     for c in batch {
         let Some(old) = existing.get(c.email.as_str()) else {
             continue;
@@ -184,94 +212,113 @@ pub async fn upsert_batch(
             counts.unchanged += 1;
             continue;
         }
-        counts.updated += 1;
-        let attrs = serde_json::Value::Object(attributes).to_string();
-        let sql = format!(
-            "UPDATE contacts SET first_name = $1, last_name = $2, locale = $3, timezone = $4, \
-             attributes = $5{json_cast}, updated_at = $6 WHERE id = $7"
-        );
-        dispatch_tx!(tx, conn => {
-            sqlx::query(&sql)
-                .bind(&first_name)
-                .bind(&last_name)
-                .bind(&locale)
-                .bind(&timezone)
-                .bind(&attrs)
-                .bind(now)
-                .bind(old.id)
-                .execute(&mut *conn)
-                .await?;
+        changes.push(Change {
+            id: old.id,
+            first_name,
+            last_name,
+            locale,
+            timezone,
+            attributes: serde_json::Value::Object(attributes).to_string(),
         });
     }
-
-    // 4. Tags: adding one to an otherwise unchanged contact counts as an update.
-    let tagged: Vec<(i64, &str)> = batch
-        .iter()
-        .flat_map(|c| {
-            let id = ids.get(c.email.as_str()).copied();
-            c.tags
-                .iter()
-                .filter_map(move |t| id.map(|id| (id, t.as_str())))
-        })
-        .collect();
-    if !tagged.is_empty() {
-        let mut have: HashSet<(i64, String)> = HashSet::new();
+    counts.updated += changes.len() as u64;
+    // Six bound values a row: 4,000 rows stay under SQLite's 32,766 limit.
+    for chunk in changes.chunks(4_000) {
         dispatch_tx!(tx, conn => {
-            let mut qb = QueryBuilder::new("SELECT contact_id, tag FROM contact_tags WHERE contact_id IN (");
-            let mut sep = qb.separated(", ");
-            for id in tagged.iter().map(|(id, _)| *id).collect::<HashSet<_>>() {
-                sep.push_bind(id);
-            }
-            qb.push(")");
-            for row in qb.build().fetch_all(&mut *conn).await? {
-                have.insert((row.try_get("contact_id")?, row.try_get("tag")?));
-            }
-        });
-        let missing: Vec<(i64, &str)> = tagged
-            .into_iter()
-            .filter(|(id, t)| !have.contains(&(*id, t.to_string())))
-            .collect();
-        if !missing.is_empty() {
-            let touched: HashSet<i64> = missing.iter().map(|(id, _)| *id).collect();
-            let unchanged_before: HashSet<i64> = batch
-                .iter()
-                .filter_map(|c| existing.get(c.email.as_str()).map(|e| e.id))
-                .collect();
-            // Contacts counted unchanged above that only gained tags.
-            let newly_changed = touched
-                .iter()
-                .filter(|id| unchanged_before.contains(id))
-                .count() as u64;
-            let moved = newly_changed.min(counts.unchanged);
-            counts.unchanged -= moved;
-            counts.updated += moved;
-            dispatch_tx!(tx, conn => {
-                let mut qb = QueryBuilder::new("INSERT INTO contact_tags (contact_id, tag) ");
-                qb.push_values(missing.iter(), |mut b, (id, t)| {
-                    b.push_bind(*id).push_bind(*t);
-                });
-                qb.push(" ON CONFLICT DO NOTHING");
-                qb.build().execute(&mut *conn).await?;
+            let mut qb = QueryBuilder::new(
+                "WITH v (id, first_name, last_name, locale, timezone, attributes) AS (",
+            );
+            qb.push_values(chunk.iter(), |mut b, c| {
+                b.push_bind(c.id)
+                    .push_bind(c.first_name.as_deref())
+                    .push_bind(c.last_name.as_deref())
+                    .push_bind(c.locale.as_deref())
+                    .push_bind(c.timezone.as_deref())
+                    .push_bind(c.attributes.as_str())
+                    .push_unseparated(json_cast);
             });
-        }
+            qb.push(
+                ") UPDATE contacts SET first_name = v.first_name, last_name = v.last_name, \
+                 locale = v.locale, timezone = v.timezone, attributes = v.attributes, updated_at = ",
+            );
+            qb.push_bind(now);
+            qb.push(" FROM v WHERE contacts.id = v.id");
+            qb.build().execute(&mut *conn).await?;
+        });
+    }
+    let changed: Vec<i64> = changes.iter().map(|c| c.id).collect();
+
+    // 4. Tags. New contacts' tags are simply inserted; for stored contacts
+    // the insert reports which rows it added, since gaining a tag turns an
+    // otherwise unchanged contact into an updated one.
+    let mut fresh_tags: Vec<(i64, &str)> = Vec::new();
+    let mut stored_tags: Vec<(i64, &str)> = Vec::new();
+    for c in batch {
+        let Some(&id) = ids.get(c.email.as_str()) else {
+            continue;
+        };
+        let into = if existing.contains_key(c.email.as_str()) {
+            &mut stored_tags
+        } else {
+            &mut fresh_tags
+        };
+        into.extend(c.tags.iter().map(|t| (id, t.as_str())));
+    }
+    // Two bound values a row: 10,000 rows stay under SQLite's 32,766 limit.
+    for chunk in fresh_tags.chunks(10_000) {
+        dispatch_tx!(tx, conn => {
+            let mut qb = QueryBuilder::new("INSERT INTO contact_tags (contact_id, tag) ");
+            qb.push_values(chunk.iter(), |mut b, (id, t)| {
+                b.push_bind(*id).push_bind(*t);
+            });
+            qb.push(" ON CONFLICT DO NOTHING");
+            qb.build().execute(&mut *conn).await?;
+        });
+    }
+    let mut gained: HashSet<i64> = HashSet::new();
+    for chunk in stored_tags.chunks(10_000) {
+        let added: Vec<i64> = dispatch_tx!(tx, conn => {
+            let mut qb = QueryBuilder::new("INSERT INTO contact_tags (contact_id, tag) ");
+            qb.push_values(chunk.iter(), |mut b, (id, t)| {
+                b.push_bind(*id).push_bind(*t);
+            });
+            qb.push(" ON CONFLICT DO NOTHING RETURNING contact_id");
+            qb.build_query_scalar().fetch_all(&mut *conn).await?
+        });
+        gained.extend(added);
+    }
+    if !gained.is_empty() {
+        // Contacts counted unchanged above whose only change is a new tag.
+        let changed_fields: HashSet<i64> = changed.iter().copied().collect();
+        let moved = gained
+            .iter()
+            .filter(|id| !changed_fields.contains(id))
+            .count() as u64;
+        counts.unchanged -= moved;
+        counts.updated += moved;
     }
 
     // 5. Consent for the import's list, for contacts with no entry for it yet.
     if let Some(consent) = consent {
+        // Contacts inserted by this batch have no list rows yet.
         let mut state: HashMap<i64, i64> = HashMap::new();
-        dispatch_tx!(tx, conn => {
-            let mut qb = QueryBuilder::new("SELECT contact_id, subscribed FROM contact_lists WHERE list_id = ");
-            qb.push_bind(consent.list_id);
-            qb.push(" AND contact_id IN (");
-            let mut sep = qb.separated(", ");
-            for id in ids.values() {
-                sep.push_bind(*id);
-            }
-            qb.push(")");
-            for row in qb.build().fetch_all(&mut *conn).await? {
-                state.insert(row.try_get("contact_id")?, row.try_get("subscribed")?);
-            }
-        });
+        if !existing.is_empty() {
+            let rows: String = dispatch_tx!(tx, conn => {
+                let mut qb = QueryBuilder::new(format!(
+                    "SELECT {} FROM contact_lists WHERE list_id = ",
+                    super::json_rows_sql(backend, "contact_id, subscribed")
+                ));
+                qb.push_bind(consent.list_id);
+                qb.push(" AND contact_id IN (");
+                let mut sep = qb.separated(", ");
+                for e in existing.values() {
+                    sep.push_bind(e.id);
+                }
+                qb.push(")");
+                qb.build_query_scalar().fetch_one(&mut *conn).await?
+            });
+            state.extend(super::parse_json_rows::<(i64, i64)>(&rows)?);
+        }
         if appender.is_none() {
             *appender = Some(Appender::start(tx).await?);
         }
