@@ -108,6 +108,9 @@ pub struct SmtpConfig {
     pub max_attempts: u32,
     /// First retry delay; doubles with each attempt.
     pub retry_base_secs: u64,
+    /// Send MAIL, RCPT and DATA in one write when the server offers
+    /// PIPELINING (RFC 2920). Off only to work around a broken server.
+    pub pipelining: bool,
 }
 impl Default for SmtpConfig {
     fn default() -> Self {
@@ -123,6 +126,7 @@ impl Default for SmtpConfig {
             timeout_secs: 30,
             max_attempts: 5,
             retry_base_secs: 60,
+            pipelining: true,
         }
     }
 }

@@ -23,41 +23,61 @@ async fn sends(db: &TestDb) -> Vec<(String, String, i64, Option<String>)> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn permanent_refusals_fail_with_the_servers_reply() {
-    for db in TestDb::all().await {
-        let Some(pf) = Postfix::start() else { return };
-        // This port refuses unknown users at RCPT with 550 5.1.1.
-        let p = Project::new(
-            &db,
-            &format!(
-                "[smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n",
-                pf.smtp_port_rejecting()
-            ),
-        );
-        let out = p.import(
-            "email,first_name,city\nalice@example.org,Alice,Madrid\nnobody@example.org,No,One\n",
-        );
-        assert!(out.status.success(), "{}", stderr(&out));
-        let out = p.run(&["campaign", "send", "campaigns/c.toml", "--format", "json"]);
-        assert_eq!(
-            out.status.code(),
-            Some(3),
-            "failures exit 3: {}",
-            stderr(&out)
-        );
-        let rows = sends(&db).await;
-        assert_eq!(rows[0].0, "alice@example.org");
-        assert_eq!(rows[0].1, "accepted");
-        assert_eq!(rows[1].1, "failed");
-        let reply = rows[1].3.as_deref().unwrap_or("");
-        assert!(
-            reply.contains("550") && reply.contains("5.1.1"),
-            "the server's reply is kept: {reply}"
-        );
-        assert_eq!(
-            pf.wait_for_messages("alice", 1, Duration::from_secs(30))
-                .len(),
-            1
-        );
+    // Postfix offers PIPELINING: once through cartero's pipelined
+    // transaction, once through lettre's one-command-at-a-time path.
+    for pipelining in [true, false] {
+        for db in TestDb::all().await {
+            let Some(pf) = Postfix::start() else { return };
+            // This port refuses unknown users at RCPT with 550 5.1.1. One
+            // connection, so the refused recipient sits between two
+            // accepted ones and the connection must survive it (RSET).
+            let p = Project::new(
+                &db,
+                &format!(
+                    "[smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nconcurrency = 1\n\
+                     pipelining = {pipelining}\n",
+                    pf.smtp_port_rejecting()
+                ),
+            );
+            let out = p.import(
+                "email,first_name,city\nalice@example.org,Alice,Madrid\nnobody@example.org,No,One\n\
+                 bob@example.org,Bob,Lyon\n",
+            );
+            assert!(out.status.success(), "{}", stderr(&out));
+            let out = p.run(&["campaign", "send", "campaigns/c.toml", "--format", "json"]);
+            assert_eq!(
+                out.status.code(),
+                Some(3),
+                "failures exit 3 (pipelining {pipelining}): {}",
+                stderr(&out)
+            );
+            let rows = sends(&db).await;
+            let state = |email: &str| {
+                rows.iter()
+                    .find(|r| r.0 == email)
+                    .map(|r| r.1.clone())
+                    .unwrap_or_default()
+            };
+            assert_eq!(state("alice@example.org"), "accepted", "{rows:?}");
+            assert_eq!(state("bob@example.org"), "accepted", "{rows:?}");
+            assert_eq!(state("nobody@example.org"), "failed", "{rows:?}");
+            let reply = rows
+                .iter()
+                .find(|r| r.0 == "nobody@example.org")
+                .and_then(|r| r.3.as_deref())
+                .unwrap_or("");
+            assert!(
+                reply.contains("550") && reply.contains("5.1.1"),
+                "the server's reply is kept: {reply}"
+            );
+            for user in ["alice", "bob"] {
+                assert_eq!(
+                    pf.wait_for_messages(user, 1, Duration::from_secs(30)).len(),
+                    1,
+                    "{user} (pipelining {pipelining})"
+                );
+            }
+        }
     }
 }
 

@@ -222,9 +222,14 @@ pub async fn import_reader<R: Read + Send + 'static>(
     let mut appender = None;
     let mut counts = UpsertCounts::default();
     while let Some(batch) = incoming.recv().await {
-        counts +=
-            contacts::upsert_batch(&mut tx, &batch.contacts, consent.as_ref(), &mut appender, now)
-                .await?;
+        counts += contacts::upsert_batch(
+            &mut tx,
+            &batch.contacts,
+            consent.as_ref(),
+            &mut appender,
+            now,
+        )
+        .await?;
         progress(batch.bytes_read);
     }
     // The channel closes when the reader is done or has failed.

@@ -4,14 +4,15 @@
 //! `send_campaign` snapshots the segment into send rows once, then runs
 //! `concurrency` workers. Each worker claims a small batch (a lease in one
 //! short transaction), renders and signs it on the blocking pool, delivers
-//! message by message outside any transaction, and records each result in its
-//! own write. A kill at any point loses at most the rows a worker had
-//! claimed and not yet recorded: the in-flight window, reported and resent on
-//! resume (docs/SENDING.md). Suppression is checked twice: at the snapshot
+//! message by message outside any transaction, and hands each result to the
+//! recorder (group commit, `recorder.rs`). A kill at any point loses at most
+//! the rows a worker had claimed and not yet recorded: the in-flight window,
+//! reported and resent on resume (docs/SENDING.md). Suppression is checked twice: at the snapshot
 //! and again when a row is claimed, so a contact who unsubscribes during a
 //! long send is not mailed.
 
 pub mod outbox;
+pub mod recorder;
 pub mod smtp;
 
 use std::collections::HashMap;
@@ -33,6 +34,8 @@ use crate::store::{Store, StoreError};
 
 pub use smtp::{Attempt, ConnectError, SmtpClient};
 
+use recorder::{Pending, Recorder};
+
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
     #[error(transparent)]
@@ -43,6 +46,8 @@ pub enum SendError {
     Render(#[from] RenderError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("cannot record send results: {0}")]
+    Record(Arc<StoreError>),
     #[error("{0}")]
     Config(String),
     #[error("cannot reach the SMTP server, nothing was sent: {0}")]
@@ -466,9 +471,11 @@ pub async fn send_campaign(
     let retry = cfg.smtp.clone().unwrap_or_default();
     loop {
         let mut tasks = tokio::task::JoinSet::new();
+        let (recorder, recorder_task) = Recorder::start(store.clone());
         for w in 0..workers {
             let ctx = WorkerCtx {
                 store: store.clone(),
+                recorder: recorder.clone(),
                 composer: composer.clone(),
                 transport: transport.clone(),
                 campaign_id: row.id,
@@ -497,6 +504,9 @@ pub async fn send_campaign(
                 }
             }
         }
+        drop(recorder);
+        // Every worker has waited for its own results; this only ends the task.
+        let _ = recorder_task.await;
         if let Some(e) = first_err {
             return Err(e);
         }
@@ -532,6 +542,7 @@ pub async fn send_campaign(
 
 struct WorkerCtx {
     store: Store,
+    recorder: Recorder,
     composer: Arc<Composer>,
     transport: Transport,
     campaign_id: i64,
@@ -562,6 +573,39 @@ async fn worker(ctx: WorkerCtx) -> Result<(), SendError> {
         Transport::Smtp(s) => Some(SmtpClient::new(s)),
         Transport::Outbox(_) => None,
     };
+    let mut unwritten: Option<Pending> = None;
+    let result = work(&ctx, &mut smtp, &mut unwritten).await;
+    if let Some(c) = smtp.as_mut() {
+        c.quit().await;
+    }
+    // The last result must be in the database before the worker counts as done.
+    if let Some(last) = unwritten {
+        last.written().await.map_err(SendError::Record)?;
+    }
+    result
+}
+
+/// Hands a result to the recorder, then waits for the previous one: at most
+/// two results of a worker are unwritten at any time (the in-flight window).
+async fn hand_over(
+    ctx: &WorkerCtx,
+    unwritten: &mut Option<Pending>,
+    row: &Claimed,
+    outcome: Outcome,
+    at: Millis,
+) -> Result<(), SendError> {
+    let pending = ctx.recorder.submit(row.id, outcome, at).await;
+    if let Some(previous) = unwritten.replace(pending) {
+        previous.written().await.map_err(SendError::Record)?;
+    }
+    Ok(())
+}
+
+async fn work(
+    ctx: &WorkerCtx,
+    smtp: &mut Option<SmtpClient>,
+    unwritten: &mut Option<Pending>,
+) -> Result<(), SendError> {
     let mut connection_failures = 0u32;
     while !ctx.stop.load(Ordering::Relaxed) {
         let now = now_millis();
@@ -592,8 +636,7 @@ async fn worker(ctx: WorkerCtx) -> Result<(), SendError> {
             };
             match verdict {
                 Some(reason) => {
-                    sends::record(&ctx.store, &row, &Outcome::Skipped(reason), now_millis())
-                        .await?;
+                    hand_over(ctx, unwritten, &row, Outcome::Skipped(reason), now_millis()).await?;
                     ctx.progress.advance(1);
                 }
                 None => to_render.push(row),
@@ -627,7 +670,7 @@ async fn worker(ctx: WorkerCtx) -> Result<(), SendError> {
                         code: None,
                         reply: format!("render: {e}"),
                     };
-                    sends::record(&ctx.store, &row, &outcome, now_millis()).await?;
+                    hand_over(ctx, unwritten, &row, outcome, now_millis()).await?;
                     ctx.progress.advance(1);
                     continue;
                 }
@@ -685,17 +728,14 @@ async fn worker(ctx: WorkerCtx) -> Result<(), SendError> {
                 }
             };
             let done = !matches!(outcome, Outcome::Deferred { .. });
-            sends::record(&ctx.store, &row, &outcome, now).await?;
             if matches!(outcome, Outcome::Accepted { .. }) {
                 ctx.sent.fetch_add(1, Ordering::Relaxed);
             }
+            hand_over(ctx, unwritten, &row, outcome, now).await?;
             if done {
                 ctx.progress.advance(1);
             }
         }
-    }
-    if let Some(c) = smtp.as_mut() {
-        c.quit().await;
     }
     Ok(())
 }

@@ -1,0 +1,90 @@
+//! Group commit of send results.
+//!
+//! Workers hand each result to one recorder task, which writes whatever has
+//! queued up, from all workers, in one statement (`sends::record_many`). A
+//! worker does not wait for a result to be written before it delivers the
+//! next message, only before the one after: while message k+1 is on the
+//! wire, k is being recorded. That keeps the in-flight window (accepted by
+//! the server, not yet recorded) at two messages per worker, and takes the
+//! database write, one statement and two thread hand-offs per message with
+//! SQLite, off the path of every SMTP round trip.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::domain::time::Millis;
+use crate::store::sends::{self, Outcome};
+use crate::store::{Store, StoreError};
+
+/// Results written in one statement at most.
+const GROUP: usize = 256;
+
+type Ack = Result<(), Arc<StoreError>>;
+
+struct Item {
+    send_id: i64,
+    outcome: Outcome,
+    at: Millis,
+    done: oneshot::Sender<Ack>,
+}
+
+/// A handle workers submit results through; cheap to clone.
+#[derive(Clone)]
+pub struct Recorder {
+    queue: mpsc::Sender<Item>,
+}
+
+/// A submitted result; `written` resolves once it is in the database.
+pub struct Pending(oneshot::Receiver<Ack>);
+
+impl Pending {
+    pub async fn written(self) -> Ack {
+        // The recorder only drops an item's sender after answering it, or
+        // when it is gone itself, which the queue would have reported.
+        self.0.await.unwrap_or_else(|_| {
+            Err(Arc::new(StoreError::Corrupt(
+                "the result recorder stopped".into(),
+            )))
+        })
+    }
+}
+
+impl Recorder {
+    /// Starts the recorder task. It ends when every handle is dropped and the
+    /// queue is drained.
+    pub fn start(store: Store) -> (Self, tokio::task::JoinHandle<()>) {
+        let (queue, rx) = mpsc::channel(GROUP * 4);
+        (Self { queue }, tokio::spawn(run(store, rx)))
+    }
+
+    pub async fn submit(&self, send_id: i64, outcome: Outcome, at: Millis) -> Pending {
+        let (done, rx) = oneshot::channel();
+        // A closed queue drops `done`, and `written` reports the failure.
+        let _ = self
+            .queue
+            .send(Item {
+                send_id,
+                outcome,
+                at,
+                done,
+            })
+            .await;
+        Pending(rx)
+    }
+}
+
+async fn run(store: Store, mut rx: mpsc::Receiver<Item>) {
+    let mut group: Vec<Item> = Vec::with_capacity(GROUP);
+    while rx.recv_many(&mut group, GROUP).await > 0 {
+        let rows: Vec<(i64, &Outcome, Millis)> = group
+            .iter()
+            .map(|i| (i.send_id, &i.outcome, i.at))
+            .collect();
+        let result = sends::record_many(&store, &rows).await.map_err(Arc::new);
+        drop(rows);
+        for item in group.drain(..) {
+            let _ = item.done.send(result.clone());
+        }
+    }
+}
