@@ -76,7 +76,7 @@ cat >"$P/templates/bench.html" <<'EOF'
 <p>As a {{ contact.attributes.plan }} member in {{ contact.attributes.country }} with
 {{ contact.attributes.orders }} orders, here is your personal selection.</p>
 <table>
-{% for i in range(end=24) %}<tr><td>Item {{ i }} picked for {{ contact.first_name }}</td><td>{{ contact.attributes.country }}-{{ contact.attributes.orders * 7 + i }}</td><td><a href="https://shop.example/p/{{ i }}?for={{ contact.email | urlencode }}">See it</a></td></tr>
+{% for i in range(end=36) %}<tr><td>Item {{ i }} picked for {{ contact.first_name }}</td><td>{{ contact.attributes.country }}-{{ contact.attributes.orders * 7 + i }}</td><td><a href="https://shop.example/p/{{ i }}?for={{ contact.email | urlencode }}">See it</a></td></tr>
 {% endfor %}</table>
 <p style="font-size: small">You get this because you subscribed to our newsletter.
 <a href="{{ unsubscribe_url }}">Unsubscribe</a> at any time.</p>
@@ -87,7 +87,7 @@ cat >"$P/templates/bench.txt" <<'EOF'
 Hello {{ contact.first_name }} {{ contact.last_name }}!
 
 As a {{ contact.attributes.plan }} member in {{ contact.attributes.country }} with {{ contact.attributes.orders }} orders, here is your personal selection.
-{% for i in range(end=24) %}
+{% for i in range(end=36) %}
 - Item {{ i }} picked for {{ contact.first_name }} ({{ contact.attributes.country }}-{{ contact.attributes.orders * 7 + i }}): https://shop.example/p/{{ i }}
 {%- endfor %}
 

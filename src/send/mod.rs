@@ -601,65 +601,96 @@ async fn hand_over(
     Ok(())
 }
 
+/// A claimed batch, checked against suppression again and rendered.
+struct Prepared {
+    skipped: Vec<(Claimed, SkipReason)>,
+    composed: Vec<(Claimed, Result<Composed, RenderError>)>,
+}
+
+/// Claims the next batch, re-checks each contact (state may have changed
+/// since the snapshot) and renders and signs the rest on the blocking pool.
+async fn prepare(
+    store: Store,
+    composer: Arc<Composer>,
+    campaign_id: i64,
+    list_id: i64,
+    worker: String,
+) -> Result<Prepared, SendError> {
+    let now = now_millis();
+    let lease_until = now + LEASE.as_millis() as i64;
+    let batch = sends::claim(&store, campaign_id, &worker, CLAIM_BATCH, lease_until, now).await?;
+    if batch.is_empty() {
+        return Ok(Prepared {
+            skipped: Vec::new(),
+            composed: Vec::new(),
+        });
+    }
+    let ids: Vec<i64> = batch.iter().map(|r| r.contact_id).collect();
+    let contacts = crate::store::contacts::find_many(&store, &ids).await?;
+    let subscribed = sends::subscribed_among(&store, list_id, &ids).await?;
+    let mut skipped = Vec::new();
+    let mut to_render = Vec::with_capacity(batch.len());
+    for row in batch {
+        let verdict = match contacts.get(&row.contact_id) {
+            None => Some(SkipReason::Erased),
+            Some(c) => skip_reason_for(&c.status).or_else(|| {
+                (!subscribed.contains(&row.contact_id)).then_some(SkipReason::NoConsent)
+            }),
+        };
+        match verdict {
+            Some(reason) => skipped.push((row, reason)),
+            None => to_render.push(row),
+        }
+    }
+    // Rendering and DKIM signing are CPU work: keep them off the async threads.
+    let contacts: HashMap<i64, Contact> = contacts;
+    let composed = tokio::task::spawn_blocking(move || {
+        to_render
+            .into_iter()
+            .map(|row| {
+                let c = contacts.get(&row.contact_id).expect("checked above");
+                let m = composer.compose(campaign_id, &row, c);
+                (row, m)
+            })
+            .collect()
+    })
+    .await
+    .map_err(|e| SendError::Config(format!("render task failed: {e}")))?;
+    Ok(Prepared { skipped, composed })
+}
+
 async fn work(
     ctx: &WorkerCtx,
     smtp: &mut Option<SmtpClient>,
     unwritten: &mut Option<Pending>,
 ) -> Result<(), SendError> {
     let mut connection_failures = 0u32;
-    while !ctx.stop.load(Ordering::Relaxed) {
-        let now = now_millis();
-        let lease_until = now + LEASE.as_millis() as i64;
-        let batch = sends::claim(
-            &ctx.store,
+    // The next batch is claimed and rendered while this one is delivered:
+    // rendering is most of the CPU a message costs, and done in turn with
+    // delivery it left the connection idle and the cores half used.
+    let prepare_next = |ctx: &WorkerCtx| {
+        tokio::spawn(prepare(
+            ctx.store.clone(),
+            ctx.composer.clone(),
             ctx.campaign_id,
-            &ctx.worker,
-            CLAIM_BATCH,
-            lease_until,
-            now,
-        )
-        .await?;
-        if batch.is_empty() {
+            ctx.list_id,
+            ctx.worker.clone(),
+        ))
+    };
+    let mut next = Some(prepare_next(ctx));
+    while !ctx.stop.load(Ordering::Relaxed) {
+        let Some(task) = next.take() else { break };
+        let Prepared { skipped, composed } = task
+            .await
+            .map_err(|e| SendError::Config(format!("render task failed: {e}")))??;
+        if skipped.is_empty() && composed.is_empty() {
             break;
         }
-        // Second suppression check: state may have changed since the snapshot.
-        let ids: Vec<i64> = batch.iter().map(|r| r.contact_id).collect();
-        let contacts = crate::store::contacts::find_many(&ctx.store, &ids).await?;
-        let subscribed = sends::subscribed_among(&ctx.store, ctx.list_id, &ids).await?;
-        let mut to_render = Vec::with_capacity(batch.len());
-        for row in batch {
-            let verdict = match contacts.get(&row.contact_id) {
-                None => Some(SkipReason::Erased),
-                Some(c) => skip_reason_for(&c.status).or_else(|| {
-                    (!subscribed.contains(&row.contact_id)).then_some(SkipReason::NoConsent)
-                }),
-            };
-            match verdict {
-                Some(reason) => {
-                    hand_over(ctx, unwritten, &row, Outcome::Skipped(reason), now_millis()).await?;
-                    ctx.progress.advance(1);
-                }
-                None => to_render.push(row),
-            }
+        next = Some(prepare_next(ctx));
+        for (row, reason) in skipped {
+            hand_over(ctx, unwritten, &row, Outcome::Skipped(reason), now_millis()).await?;
+            ctx.progress.advance(1);
         }
-        // Rendering and DKIM signing are CPU work: keep them off the async threads.
-        let composer = ctx.composer.clone();
-        let campaign_id = ctx.campaign_id;
-        let contacts: HashMap<i64, Contact> = contacts;
-        let composed: Vec<(Claimed, Result<Composed, RenderError>)> =
-            tokio::task::spawn_blocking(move || {
-                to_render
-                    .into_iter()
-                    .map(|row| {
-                        let c = contacts.get(&row.contact_id).expect("checked above");
-                        let m = composer.compose(campaign_id, &row, c);
-                        (row, m)
-                    })
-                    .collect()
-            })
-            .await
-            .map_err(|e| SendError::Config(format!("render task failed: {e}")))?;
-
         for (row, message) in composed {
             let message = match message {
                 Ok(m) => m,
