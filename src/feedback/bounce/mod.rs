@@ -16,6 +16,7 @@ mod message;
 pub mod reason;
 mod vendors;
 
+pub use arf::{UNDISCLOSED_RECIPIENT, is_undisclosed};
 pub use message::normalise_line_ends;
 pub use reason::Reason;
 
@@ -73,6 +74,13 @@ pub struct Record {
 }
 
 impl Record {
+    /// The recipient when the report names one: `None` also for the
+    /// placeholder a complaint gets when the reporter withheld the address,
+    /// so it is never looked up as a contact.
+    pub fn named_recipient(&self) -> Option<&str> {
+        self.recipient.as_deref().filter(|r| !is_undisclosed(r))
+    }
+
     fn new(recipient: Option<String>, kind: Kind, reason: Reason) -> Record {
         Record {
             recipient,
