@@ -197,6 +197,8 @@ pub fn scan(notice: &str, exclude: &[String]) -> Vec<Found> {
     let lines: Vec<&str> = notice.lines().collect();
     let mut found: Vec<Found> = Vec::new();
     let mut i = 0;
+    // Lines before this one belong to an earlier block.
+    let mut consumed = 0;
     while i < lines.len() {
         let cands = candidates(lines[i], exclude);
         let fresh: Vec<String> = cands
@@ -209,7 +211,26 @@ pub fn scan(notice: &str, exclude: &[String]) -> Vec<Found> {
         }
         // The block runs to the next line naming a different address, or to
         // two blank lines in a row.
-        let mut text = String::from(lines[i]);
+        let mut text = String::new();
+        if is_sendmail_error(lines[i]) {
+            // A Sendmail transcript gives the server's reply (`<<<`) to the
+            // command it sent (`>>>`) above the error line that names the
+            // recipients it cost: that reply is their error.
+            let mut k = i;
+            while k > consumed
+                && is_transcript_line(lines[k - 1])
+                && candidates(lines[k - 1], exclude)
+                    .iter()
+                    .all(|a| fresh.contains(a))
+            {
+                k -= 1;
+            }
+            for l in &lines[k..i] {
+                text.push_str(l);
+                text.push('\n');
+            }
+        }
+        text.push_str(lines[i]);
         let mut j = i + 1;
         let mut blanks = 0;
         while j < lines.len() && j < i + 20 {
@@ -229,6 +250,12 @@ pub fn scan(notice: &str, exclude: &[String]) -> Vec<Found> {
             {
                 break;
             }
+            // Each Sendmail error line (`550 host (mailer)... Host unknown`)
+            // is an error of its own; one that names none of this block's
+            // addresses is not theirs.
+            if is_sendmail_error(l) && !address::find_all(l).iter().any(|a| fresh.contains(a)) {
+                break;
+            }
             blanks = 0;
             text.push('\n');
             text.push_str(l);
@@ -241,8 +268,26 @@ pub fn scan(notice: &str, exclude: &[String]) -> Vec<Found> {
             });
         }
         i = j.max(i + 1);
+        consumed = i;
     }
     found
+}
+
+/// A Sendmail error line: a reply code, then `who... what` (sendmail's
+/// `usrerr` format, e.g. `554 <a@example.org>... Remote protocol error`).
+fn is_sendmail_error(line: &str) -> bool {
+    let t = line.trim_start().as_bytes();
+    t.len() > 4
+        && t[..3].iter().all(u8::is_ascii_digit)
+        && matches!(t[0], b'4' | b'5')
+        && t[3] == b' '
+        && line.contains("... ")
+}
+
+/// A line of an SMTP transcript: what was sent (`>>>`) or answered (`<<<`).
+fn is_transcript_line(line: &str) -> bool {
+    let t = line.trim_start();
+    t.starts_with(">>>") || t.starts_with("<<<")
 }
 
 /// The lines of the notice that mention `recipient`, with the lines under
@@ -361,6 +406,22 @@ mod tests {
         assert!(f[0].text.contains("User unknown"));
         assert!(!f[0].text.contains("retry"));
         assert!(f[1].text.contains("retry timeout"));
+    }
+
+    #[test]
+    fn sendmail_transcript_reply_belongs_to_the_error_line_below_it() {
+        // Sendmail v5: the server's reply to MAIL FROM is the error of the
+        // recipient line under it; the host error line after is not.
+        let notice = "   ----- Transcript of session follows -----\nWhile talking to mx.example.org:\n>>> MAIL From:<me@example.jp>\n<<< 501 <me@example.jp>... Sender refused by policy\n554 <a@example.org>... Service unavailable\n550 example.org (smtp)... 550 Host unknown\n554 <b@example.org>... 550 Host unknown (Authoritative answer from name server)\n";
+        let f = scan(notice, &["me@example.jp".to_string()]);
+        assert_eq!(f.len(), 2);
+        assert_eq!(f[0].recipient, "a@example.org");
+        assert!(f[0].text.contains(">>> MAIL From"));
+        assert!(f[0].text.contains("Sender refused by policy"));
+        assert!(!f[0].text.contains("Host unknown"));
+        assert_eq!(f[1].recipient, "b@example.org");
+        assert!(f[1].text.contains("Host unknown"));
+        assert!(!f[1].text.contains("Sender refused"));
     }
 
     #[test]
