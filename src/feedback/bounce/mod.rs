@@ -198,6 +198,7 @@ fn records(mail: &Mail, depth: u8) -> Vec<Record> {
     }
 
     let dsn = dsn::parse(&mail.notice);
+    let agent = vendors::agent(mail);
     let mut out = Vec::new();
     if !dsn.recipients.is_empty() {
         // Exim's X-Failed-Recipients names the address when the DSN can
@@ -223,6 +224,14 @@ fn records(mail: &Mail, depth: u8) -> Vec<Record> {
                 .diagnostic_type
                 .as_deref()
                 .is_some_and(|t| t.starts_with("x-unix"));
+            let hints = Hints {
+                agent,
+                hosts: [dsn.reporting_mta.as_deref(), r.remote_mta.as_deref()]
+                    .into_iter()
+                    .flatten()
+                    .collect(),
+                category: r.bounce_category.as_deref(),
+            };
             decide(
                 &mut rec,
                 r.status.as_deref(),
@@ -230,6 +239,7 @@ fn records(mail: &Mail, depth: u8) -> Vec<Record> {
                 &mail.notice,
                 dsn.recipients.len(),
                 x_unix,
+                &hints,
             );
             out.push(rec);
         }
@@ -294,7 +304,12 @@ fn records(mail: &Mail, depth: u8) -> Vec<Record> {
             let mut rec = Record::new(Some(f.recipient), Kind::Soft, Reason::Undefined);
             let diag = f.text.trim();
             rec.diagnostic = (!diag.is_empty()).then(|| squash(diag));
-            decide(&mut rec, None, &f.text, &mail.notice, n, false);
+            let hints = Hints {
+                agent,
+                hosts: Vec::new(),
+                category: None,
+            };
+            decide(&mut rec, None, &f.text, &mail.notice, n, false, &hints);
             out.push(rec);
         }
         if !out.is_empty() {
@@ -555,6 +570,16 @@ fn prefer_status(
     Some(dsn.to_string())
 }
 
+/// What is known about the mail system behind a report, beyond its text.
+struct Hints<'a> {
+    /// The known mail system that wrote the notice.
+    agent: Option<vendors::Agent>,
+    /// Reporting and remote MTA host names.
+    hosts: Vec<&'a str>,
+    /// PowerMTA's bounce category for this recipient.
+    category: Option<&'a str>,
+}
+
 /// Settle status, reply code, command, reason and kind for one record.
 /// `about` is the notice's prose for this recipient; `notice` the whole
 /// notice, used for the reason only when it speaks of one recipient.
@@ -565,6 +590,7 @@ fn decide(
     notice: &str,
     recipients: usize,
     x_unix: bool,
+    hints: &Hints<'_>,
 ) {
     let diag = rec.diagnostic.clone().unwrap_or_default();
     let text = format!("{diag}\n{about}");
@@ -617,7 +643,33 @@ fn decide(
         command: rec.command.as_deref(),
         address_status: status.as_deref().is_some_and(|s| s[1..].starts_with(".1.")),
     };
-    let chosen = vendors::coded_reason(&folded).or_else(|| choose(&evidence));
+    // What the reporting system itself says it means comes before the
+    // generic reading: PowerMTA's category, a known template's wording, a
+    // provider's documented reply text.
+    let verdict = hints
+        .category
+        .and_then(vendors::powermta_category)
+        .map(|reason| vendors::Verdict {
+            reason,
+            permanent: None,
+        })
+        .or_else(|| {
+            hints
+                .agent
+                .and_then(|a| vendors::agent_reason(a, &folded, &reason::fold(notice)))
+        })
+        .or_else(|| {
+            rec.recipient
+                .as_deref()
+                .and_then(|r| vendors::provider_reason(&hints.hosts, r, &folded))
+                .map(|reason| vendors::Verdict {
+                    reason,
+                    permanent: None,
+                })
+        });
+    let chosen = vendors::coded_reason(&folded)
+        .or(verdict.map(|v| v.reason))
+        .or_else(|| choose(&evidence));
     let mut why = match chosen {
         Some(r) => r,
         None => {
@@ -644,11 +696,13 @@ fn decide(
     if x_unix && reason::text_says(&folded, Reason::MailerError) {
         why = Reason::MailerError;
     }
-    let permanent = match (status.as_deref(), rec.reply_code.as_deref()) {
-        (Some(s), _) => s.starts_with('5'),
-        (None, Some(c)) => c.starts_with('5'),
-        (None, None) => action != "delayed",
-    };
+    let permanent = verdict.and_then(|v| v.permanent).unwrap_or_else(|| {
+        match (status.as_deref(), rec.reply_code.as_deref()) {
+            (Some(s), _) => s.starts_with('5'),
+            (None, Some(c)) => c.starts_with('5'),
+            (None, None) => action != "delayed",
+        }
+    });
     // A domain that "does not exist" for now is a DNS failure to retry.
     if why == Reason::HostUnknown && !permanent {
         why = Reason::NetworkError;
@@ -711,6 +765,36 @@ mod tests {
         let c = classify(raw.as_bytes());
         assert_eq!(c.records[0].kind, Kind::Soft);
         assert_eq!(c.records[0].reason, Reason::MailboxFull);
+    }
+
+    #[test]
+    fn powermta_category_names_the_reason() {
+        let raw = POSTFIX_DSN
+            .replace("Status: 5.1.1", "Status: 5.0.0 (undefined status)\nX-PowerMTA-BounceCategory: bad-mailbox")
+            .replace("Diagnostic-Code: smtp; 550 5.1.1 <nobody@example.org>: Recipient address\n    rejected: User unknown in local recipient table", "Diagnostic-Code: smtp;554 delivery error: dd Sorry, this account is not here")
+            .replace("<nobody@example.org>: host mx.example.org[192.0.2.1] said: 550 5.1.1\n    <nobody@example.org>: Recipient address rejected: User unknown in local\n    recipient table (in reply to RCPT TO command)", "<nobody@example.org> delivery failed; will not continue trying");
+        let c = classify(raw.as_bytes());
+        assert_eq!(c.records[0].reason, Reason::UserUnknown);
+        assert_eq!(c.records[0].kind, Kind::Hard);
+    }
+
+    #[test]
+    fn opensmtpd_no_mx_is_final_though_delayed() {
+        let raw = "From: Mailer Daemon <MAILER-DAEMON@mx.example.jp>\nTo: me@example.jp\nSubject: Delivery status notification: delayed\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"B\"\n\n--B\nContent-Type: text/plain\n\n    Hi!\n\n    This is the MAILER-DAEMON, please DO NOT REPLY to this email.\n\n    A message is delayed for more than 4 hours for the following\n    list of recipients:\n\nyou@example.org: No MX found for domain\n\n--B\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example.jp\n\nFinal-Recipient: rfc822; you@example.org\nAction: delayed\nStatus: 4.0.0\n\n--B--\n";
+        let c = classify(raw.as_bytes());
+        assert_eq!(c.records[0].recipient.as_deref(), Some("you@example.org"));
+        assert_eq!(c.records[0].reason, Reason::NotAccept);
+        assert_eq!(c.records[0].kind, Kind::Hard);
+    }
+
+    #[test]
+    fn complaint_naming_nobody_gets_the_placeholder() {
+        let raw = "From: fbl@isp.example\nTo: fbl@sender.example\nSubject: report\nMIME-Version: 1.0\nContent-Type: multipart/report; report-type=feedback-report; boundary=\"b\"\n\n--b\nContent-Type: text/plain\n\nabuse report\n\n--b\nContent-Type: message/feedback-report\n\nFeedback-Type: abuse\nUser-Agent: x/1\nVersion: 1\n\n--b\nContent-Type: message/rfc822\n\nFrom: news@sender.example\nTo: \"undisclosed\"\nSubject: hi\n\nbody\n--b--\n";
+        let c = classify(raw.as_bytes());
+        let r = &c.records[0];
+        assert_eq!(r.kind, Kind::Complaint);
+        assert_eq!(r.recipient.as_deref(), Some(UNDISCLOSED_RECIPIENT));
+        assert_eq!(r.named_recipient(), None);
     }
 
     #[test]

@@ -331,6 +331,206 @@ pub fn text_about(notice: &str, recipient: &str) -> String {
     out
 }
 
+/// A mail system whose notice has fixed wording: there, a phrase means one
+/// thing, whatever it would mean from an unknown sender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Agent {
+    /// Trend Micro InterScan Messaging Security Suite.
+    InterScan,
+    /// Verizon Wireless's mail-to-SMS gateways (vtext.com, vzwpix.com).
+    Verizon,
+    /// OpenSMTPD's MAILER-DAEMON reports.
+    OpenSmtpd,
+}
+
+/// Which known mail system wrote the notice, from its sender and the
+/// opening words of its template.
+pub fn agent(mail: &Mail) -> Option<Agent> {
+    let from = mail.header("from").unwrap_or("").to_ascii_lowercase();
+    let notice = mail.notice.to_ascii_lowercase();
+    let subject = mail.subject.as_str();
+    if from.trim_start().starts_with("\"interscan")
+        || notice.contains("message from interscan messaging security suite")
+        || ["メッセージを配信できません。", "メール配信に失敗しました"]
+            .iter()
+            .any(|t| subject.contains(t))
+    {
+        return Some(Agent::InterScan);
+    }
+    if address::find_all(&from).iter().any(|a| {
+        a == "post_master@vtext.com" || (a.starts_with("sysadmin@") && a.ends_with(".vzwpix.com"))
+    }) {
+        return Some(Agent::Verizon);
+    }
+    let received_by_opensmtpd = mail
+        .headers
+        .iter()
+        .any(|(n, v)| n.eq_ignore_ascii_case("received") && v.contains("(OpenSMTPD)"));
+    if notice.contains("this is the mailer-daemon, please do not reply to this email")
+        || (received_by_opensmtpd && from.contains("mailer-daemon"))
+    {
+        return Some(Agent::OpenSmtpd);
+    }
+    None
+}
+
+/// A reason a known mail system's own wording settles, and whether it
+/// settles permanence too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    pub reason: Reason,
+    /// `Some(true)`: the failure is final whatever status the report gave.
+    pub permanent: Option<bool>,
+}
+
+/// What a known mail system means by its own words. `folded` is the
+/// recipient's error text, `notice` the whole notice (both folded).
+pub fn agent_reason(agent: Agent, folded: &str, notice: &str) -> Option<Verdict> {
+    let said = |table: &[(&str, Reason)], text: &str| {
+        table
+            .iter()
+            .find(|(p, _)| text.contains(p))
+            .map(|(_, r)| Verdict {
+                reason: *r,
+                permanent: None,
+            })
+    };
+    match agent {
+        // InterScan names the recipient the next hop refused with this one
+        // sentence and nothing else.
+        Agent::InterScan => said(
+            &[("unable to deliver message to <", Reason::UserUnknown)],
+            folded,
+        ),
+        // Verizon writes the error above the message details that name the
+        // recipient, so the whole notice is read; these are its two
+        // templates' texts for an unknown number.
+        Agent::Verizon => said(
+            &[
+                (
+                    "requested action not taken: no such user here",
+                    Reason::UserUnknown,
+                ),
+                ("no valid recipients for this mm", Reason::UserUnknown),
+            ],
+            notice,
+        ),
+        // OpenSMTPD's mta.c error strings. A domain with neither MX nor
+        // address records will not have them on the next try either, even
+        // though OpenSMTPD keeps the message queued and calls it delayed.
+        Agent::OpenSmtpd => {
+            const NOT_ACCEPT: &[&str] = &[
+                "destination seem to reject all mails",
+                "no mx found for domain",
+                "no mx found for destination",
+            ];
+            if NOT_ACCEPT.iter().any(|p| folded.contains(p)) {
+                return Some(Verdict {
+                    reason: Reason::NotAccept,
+                    permanent: Some(true),
+                });
+            }
+            said(
+                &[
+                    ("envelope expired", Reason::Expired),
+                    ("could not retrieve credentials", Reason::SecurityError),
+                    ("invalid domain name", Reason::HostUnknown),
+                    ("domain does not exist", Reason::HostUnknown),
+                    (
+                        "address family mismatch on destination mxs",
+                        Reason::NetworkError,
+                    ),
+                    ("all routes to destination blocked", Reason::NetworkError),
+                    ("bad dns lookup error code", Reason::NetworkError),
+                    ("could not retrieve source address", Reason::NetworkError),
+                    ("loop detected", Reason::NetworkError),
+                    ("network error on destination mxs", Reason::NetworkError),
+                    ("no valid route to remote mx", Reason::NetworkError),
+                    ("no valid route to destination", Reason::NetworkError),
+                    ("temporary failure in mx lookup", Reason::NetworkError),
+                ],
+                folded,
+            )
+        }
+    }
+}
+
+/// Providers whose replies have a documented meaning of their own: the
+/// mail domains and host-name suffixes that identify them, and their texts.
+struct Provider {
+    /// Recipient domains the provider hosts.
+    domains: &'static [&'static str],
+    /// Suffixes of its reporting or receiving hosts.
+    hosts: &'static [&'static str],
+    texts: &'static [(&'static str, Reason)],
+}
+
+const PROVIDERS: &[Provider] = &[
+    // AOL's outbound relays report a domain whose MX answer is unusable
+    // as one that cannot take mail, and a missing domain in their own words.
+    Provider {
+        domains: &["aol.com"],
+        hosts: &[".mail.aol.com", ".mx.aol.com"],
+        texts: &[
+            ("host or domain name not found", Reason::HostUnknown),
+            (
+                "type=mx: malformed or unexpected name server reply",
+                Reason::NotAccept,
+            ),
+        ],
+    },
+    // KDDI (au, ezweb) answers "550 <address>: User unknown" for an address
+    // that does not exist and "550 : User unknown", naming nobody, when the
+    // subscriber's own filter refuses the sender.
+    Provider {
+        domains: &["ezweb.ne.jp", "au.com"],
+        hosts: &[".ezweb.ne.jp", ".au.com"],
+        texts: &[
+            ("550 : user unknown", Reason::Filtered),
+            (">: user unknown", Reason::UserUnknown),
+        ],
+    },
+];
+
+/// The reason a provider's documented reply text gives. `hosts` are the
+/// reporting and remote MTAs, `recipient` the failed address, `folded` the
+/// recipient's error text.
+pub fn provider_reason(hosts: &[&str], recipient: &str, folded: &str) -> Option<Reason> {
+    let domain = recipient
+        .rsplit_once('@')
+        .map(|(_, d)| d.to_ascii_lowercase())
+        .unwrap_or_default();
+    PROVIDERS
+        .iter()
+        .filter(|p| {
+            p.domains.contains(&domain.as_str())
+                || hosts.iter().any(|h| {
+                    let h = h.trim().trim_end_matches('.').to_ascii_lowercase();
+                    p.hosts.iter().any(|s| h.ends_with(s))
+                })
+        })
+        .find_map(|p| p.texts.iter().find(|(t, _)| folded.contains(t)))
+        .map(|(_, r)| *r)
+}
+
+/// PowerMTA's bounce categories (`X-PowerMTA-BounceCategory`), which it
+/// assigns from the remote reply with its own pattern set; the ones that
+/// name a cause.
+pub fn powermta_category(category: &str) -> Option<Reason> {
+    Some(match category.trim() {
+        "bad-domain" => Reason::HostUnknown,
+        "bad-mailbox" => Reason::UserUnknown,
+        "inactive-mailbox" => Reason::Suspend,
+        "message-expired" => Reason::Expired,
+        "no-answer-from-host" => Reason::NetworkError,
+        "policy-related" => Reason::PolicyViolation,
+        "quota-issues" => Reason::MailboxFull,
+        "routing-errors" => Reason::SystemError,
+        "spam-related" => Reason::SpamDetected,
+        _ => return None,
+    })
+}
+
 /// Reasons from vendor error codes that the notice quotes. Exchange 2000/2003
 /// notices end each recipient's text with `MSEXCH:...(code)`; the codes are
 /// Microsoft's documented non-delivery codes.
@@ -422,6 +622,92 @@ mod tests {
         assert_eq!(f[1].recipient, "b@example.org");
         assert!(f[1].text.contains("Host unknown"));
         assert!(!f[1].text.contains("Sender refused"));
+    }
+
+    #[test]
+    fn known_agents_are_told_by_sender_and_template() {
+        let interscan = Mail::parse(b"From: \"InterScan MSS\" <postmaster@gw.example>\nSubject: Mail could not be delivered\n\nThe following mail could not be delivered.\n");
+        assert_eq!(agent(&interscan), Some(Agent::InterScan));
+        let verizon = Mail::parse(
+            b"From: post_master@vtext.com\nSubject: Re: hi\n\nError: Invalid user address\n",
+        );
+        assert_eq!(agent(&verizon), Some(Agent::Verizon));
+        let opensmtpd = Mail::parse(b"From: Mailer Daemon <MAILER-DAEMON@mx.example>\nSubject: Delivery status notification: error\n\n    Hi!\n\n    This is the MAILER-DAEMON, please DO NOT REPLY to this email.\n");
+        assert_eq!(agent(&opensmtpd), Some(Agent::OpenSmtpd));
+        let other = Mail::parse(b"From: MAILER-DAEMON@mx.example\nSubject: failure notice\n\nHi. This is the qmail-send program\n");
+        assert_eq!(agent(&other), None);
+    }
+
+    #[test]
+    fn agent_wording_settles_the_reason() {
+        let v = |a, t: &str, n: &str| agent_reason(a, t, n).map(|v| (v.reason, v.permanent));
+        assert_eq!(
+            v(
+                Agent::InterScan,
+                "reason: unable to deliver message to <a@example.org>.",
+                ""
+            ),
+            Some((Reason::UserUnknown, None))
+        );
+        assert_eq!(
+            v(
+                Agent::Verizon,
+                "rcpt to: 5550100@vtext.com",
+                "error: invalid user address 550 - requested action not taken: no such user here"
+            ),
+            Some((Reason::UserUnknown, None))
+        );
+        // OpenSMTPD reports a domain without mail hosts as delayed; it is
+        // final all the same.
+        assert_eq!(
+            v(
+                Agent::OpenSmtpd,
+                "a@example.org: no mx found for domain",
+                ""
+            ),
+            Some((Reason::NotAccept, Some(true)))
+        );
+        assert_eq!(
+            v(Agent::OpenSmtpd, "a@example.org: envelope expired", ""),
+            Some((Reason::Expired, None))
+        );
+        assert_eq!(v(Agent::OpenSmtpd, "a@example.org: mailbox full", ""), None);
+    }
+
+    #[test]
+    fn provider_texts_apply_to_their_own_hosts_and_domains() {
+        // KDDI: naming the address means it does not exist; naming nobody
+        // means the subscriber's filter refused the sender.
+        assert_eq!(
+            provider_reason(&[], "a@ezweb.ne.jp", "550: <a@ezweb.ne.jp>: user unknown"),
+            Some(Reason::UserUnknown)
+        );
+        assert_eq!(
+            provider_reason(&[], "a@ezweb.ne.jp", "the response was: 550 : user unknown"),
+            Some(Reason::Filtered)
+        );
+        assert_eq!(
+            provider_reason(&[], "a@example.org", "550: <a@example.org>: user unknown"),
+            None
+        );
+        // AOL's relay, found by its host name.
+        let aol = "name service error for name=example.org type=mx: malformed or unexpected name server reply";
+        assert_eq!(
+            provider_reason(&["omr-a01.mx.aol.com"], "a@example.org", aol),
+            Some(Reason::NotAccept)
+        );
+        assert_eq!(
+            provider_reason(&["mx.example.net"], "a@example.org", aol),
+            None
+        );
+    }
+
+    #[test]
+    fn powermta_categories_that_name_a_cause() {
+        assert_eq!(powermta_category("bad-mailbox"), Some(Reason::UserUnknown));
+        assert_eq!(powermta_category("bad-domain"), Some(Reason::HostUnknown));
+        assert_eq!(powermta_category("quota-issues"), Some(Reason::MailboxFull));
+        assert_eq!(powermta_category("other"), None);
     }
 
     #[test]
