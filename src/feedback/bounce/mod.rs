@@ -13,6 +13,7 @@ mod arf;
 mod autoreply;
 mod dsn;
 mod message;
+mod providers;
 pub mod reason;
 mod vendors;
 
@@ -226,7 +227,7 @@ fn records(mail: &Mail, depth: u8) -> Vec<Record> {
                 .is_some_and(|t| t.starts_with("x-unix"));
             let hints = Hints {
                 agent,
-                hosts: [dsn.reporting_mta.as_deref(), r.remote_mta.as_deref()]
+                hosts: [r.remote_mta.as_deref(), dsn.reporting_mta.as_deref()]
                     .into_iter()
                     .flatten()
                     .collect(),
@@ -574,7 +575,7 @@ fn prefer_status(
 struct Hints<'a> {
     /// The known mail system that wrote the notice.
     agent: Option<vendors::Agent>,
-    /// Reporting and remote MTA host names.
+    /// Remote and reporting MTA host names, in that order.
     hosts: Vec<&'a str>,
     /// PowerMTA's bounce category for this recipient.
     category: Option<&'a str>,
@@ -659,13 +660,18 @@ fn decide(
                 .and_then(|a| vendors::agent_reason(a, &folded, &reason::fold(notice)))
         })
         .or_else(|| {
-            rec.recipient
-                .as_deref()
-                .and_then(|r| vendors::provider_reason(&hints.hosts, r, &folded))
-                .map(|reason| vendors::Verdict {
-                    reason,
-                    permanent: None,
-                })
+            let facts = providers::Facts {
+                hosts: &hints.hosts,
+                recipient: rec.recipient.as_deref().unwrap_or(""),
+                text: &folded,
+                status: status.as_deref(),
+                reply_code: rec.reply_code.as_deref(),
+                command: rec.command.as_deref(),
+            };
+            providers::reason(&facts).map(|reason| vendors::Verdict {
+                reason,
+                permanent: None,
+            })
         });
     let chosen = vendors::coded_reason(&folded)
         .or(verdict.map(|v| v.reason))

@@ -341,6 +341,8 @@ pub enum Agent {
     Verizon,
     /// OpenSMTPD's MAILER-DAEMON reports.
     OpenSmtpd,
+    /// Ipswitch (now Progress) IMail Server, whose mailer is `SMTP32`.
+    IMail,
 }
 
 /// Which known mail system wrote the notice, from its sender and the
@@ -361,6 +363,12 @@ pub fn agent(mail: &Mail) -> Option<Agent> {
         a == "post_master@vtext.com" || (a.starts_with("sysadmin@") && a.ends_with(".vzwpix.com"))
     }) {
         return Some(Agent::Verizon);
+    }
+    if mail
+        .header("x-mailer")
+        .is_some_and(|v| v.trim_start().starts_with("<SMTP32 v"))
+    {
+        return Some(Agent::IMail);
     }
     let received_by_opensmtpd = mail
         .headers
@@ -415,6 +423,33 @@ pub fn agent_reason(agent: Agent, folded: &str, notice: &str) -> Option<Verdict>
             ],
             notice,
         ),
+        // IMail's own texts; "Delivery failed 20 attempts" is how it says
+        // it gave up retrying.
+        Agent::IMail => {
+            let gave_up = folded
+                .match_indices("delivery failed ")
+                .any(|(i, m)| folded[i + m.len()..].starts_with(|c: char| c.is_ascii_digit()));
+            if gave_up {
+                return Some(Verdict {
+                    reason: Reason::Expired,
+                    permanent: None,
+                });
+            }
+            said(
+                &[
+                    ("unknown host", Reason::HostUnknown),
+                    ("unknown user", Reason::UserUnknown),
+                    ("invalid final delivery userid", Reason::UserUnknown),
+                    ("user mailbox exceeds allowed size", Reason::MailboxFull),
+                    (
+                        "requested action not taken: virus detected",
+                        Reason::VirusDetected,
+                    ),
+                    ("blacklisted url in message", Reason::SpamDetected),
+                ],
+                folded,
+            )
+        }
         // OpenSMTPD's mta.c error strings. A domain with neither MX nor
         // address records will not have them on the next try either, even
         // though OpenSMTPD keeps the message queued and calls it delayed.
@@ -453,64 +488,6 @@ pub fn agent_reason(agent: Agent, folded: &str, notice: &str) -> Option<Verdict>
             )
         }
     }
-}
-
-/// Providers whose replies have a documented meaning of their own: the
-/// mail domains and host-name suffixes that identify them, and their texts.
-struct Provider {
-    /// Recipient domains the provider hosts.
-    domains: &'static [&'static str],
-    /// Suffixes of its reporting or receiving hosts.
-    hosts: &'static [&'static str],
-    texts: &'static [(&'static str, Reason)],
-}
-
-const PROVIDERS: &[Provider] = &[
-    // AOL's outbound relays report a domain whose MX answer is unusable
-    // as one that cannot take mail, and a missing domain in their own words.
-    Provider {
-        domains: &["aol.com"],
-        hosts: &[".mail.aol.com", ".mx.aol.com"],
-        texts: &[
-            ("host or domain name not found", Reason::HostUnknown),
-            (
-                "type=mx: malformed or unexpected name server reply",
-                Reason::NotAccept,
-            ),
-        ],
-    },
-    // KDDI (au, ezweb) answers "550 <address>: User unknown" for an address
-    // that does not exist and "550 : User unknown", naming nobody, when the
-    // subscriber's own filter refuses the sender.
-    Provider {
-        domains: &["ezweb.ne.jp", "au.com"],
-        hosts: &[".ezweb.ne.jp", ".au.com"],
-        texts: &[
-            ("550 : user unknown", Reason::Filtered),
-            (">: user unknown", Reason::UserUnknown),
-        ],
-    },
-];
-
-/// The reason a provider's documented reply text gives. `hosts` are the
-/// reporting and remote MTAs, `recipient` the failed address, `folded` the
-/// recipient's error text.
-pub fn provider_reason(hosts: &[&str], recipient: &str, folded: &str) -> Option<Reason> {
-    let domain = recipient
-        .rsplit_once('@')
-        .map(|(_, d)| d.to_ascii_lowercase())
-        .unwrap_or_default();
-    PROVIDERS
-        .iter()
-        .filter(|p| {
-            p.domains.contains(&domain.as_str())
-                || hosts.iter().any(|h| {
-                    let h = h.trim().trim_end_matches('.').to_ascii_lowercase();
-                    p.hosts.iter().any(|s| h.ends_with(s))
-                })
-        })
-        .find_map(|p| p.texts.iter().find(|(t, _)| folded.contains(t)))
-        .map(|(_, r)| *r)
 }
 
 /// PowerMTA's bounce categories (`X-PowerMTA-BounceCategory`), which it
@@ -634,6 +611,8 @@ mod tests {
         assert_eq!(agent(&verizon), Some(Agent::Verizon));
         let opensmtpd = Mail::parse(b"From: Mailer Daemon <MAILER-DAEMON@mx.example>\nSubject: Delivery status notification: error\n\n    Hi!\n\n    This is the MAILER-DAEMON, please DO NOT REPLY to this email.\n");
         assert_eq!(agent(&opensmtpd), Some(Agent::OpenSmtpd));
+        let imail = Mail::parse(b"From: \"Postmaster\" <postmaster@mx.example>\nSubject: Undeliverable Mail\nX-Mailer: <SMTP32 v8.22>\n\nDelivery failed 20 attempts: a@example.org\n");
+        assert_eq!(agent(&imail), Some(Agent::IMail));
         let other = Mail::parse(b"From: MAILER-DAEMON@mx.example\nSubject: failure notice\n\nHi. This is the qmail-send program\n");
         assert_eq!(agent(&other), None);
     }
@@ -672,33 +651,17 @@ mod tests {
             Some((Reason::Expired, None))
         );
         assert_eq!(v(Agent::OpenSmtpd, "a@example.org: mailbox full", ""), None);
-    }
-
-    #[test]
-    fn provider_texts_apply_to_their_own_hosts_and_domains() {
-        // KDDI: naming the address means it does not exist; naming nobody
-        // means the subscriber's filter refused the sender.
         assert_eq!(
-            provider_reason(&[], "a@ezweb.ne.jp", "550: <a@ezweb.ne.jp>: user unknown"),
-            Some(Reason::UserUnknown)
+            v(
+                Agent::IMail,
+                "delivery failed 20 attempts: a@example.org",
+                ""
+            ),
+            Some((Reason::Expired, None))
         );
         assert_eq!(
-            provider_reason(&[], "a@ezweb.ne.jp", "the response was: 550 : user unknown"),
-            Some(Reason::Filtered)
-        );
-        assert_eq!(
-            provider_reason(&[], "a@example.org", "550: <a@example.org>: user unknown"),
-            None
-        );
-        // AOL's relay, found by its host name.
-        let aol = "name service error for name=example.org type=mx: malformed or unexpected name server reply";
-        assert_eq!(
-            provider_reason(&["omr-a01.mx.aol.com"], "a@example.org", aol),
-            Some(Reason::NotAccept)
-        );
-        assert_eq!(
-            provider_reason(&["mx.example.net"], "a@example.org", aol),
-            None
+            v(Agent::IMail, "unknown user: a@example.org", ""),
+            Some((Reason::UserUnknown, None))
         );
     }
 
