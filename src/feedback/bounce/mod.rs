@@ -438,6 +438,12 @@ fn choose(e: &Evidence<'_>) -> Option<Reason> {
         Blocked,
     ];
     let before_data = matches!(e.command, Some("CONN" | "EHLO" | "HELO" | "MAIL" | "RCPT"));
+    // The queue lifetime ran out (RFC 3463 X.4.7) and the text says so
+    // ("Message could not be delivered for 5 days"): the last attempt's
+    // error quoted beside it is history.
+    if st == Some(Expired) && says(Expired) {
+        return Some(Expired);
+    }
     for r in FIRST {
         let hit = match r {
             UserUnknown => {
@@ -468,6 +474,8 @@ fn choose(e: &Evidence<'_>) -> Option<Reason> {
                             _ => matches!(st, None | Some(SecurityError) | Some(SystemError)),
                         })
             }
+            // A null MX (RFC 7505) answers for a domain that exists.
+            HostUnknown if says(NotAccept) => false,
             HostUnknown => {
                 if st == Some(HostUnknown) {
                     !says(NetworkError)
@@ -498,11 +506,13 @@ fn choose(e: &Evidence<'_>) -> Option<Reason> {
         PolicyViolation,
         NoRelaying,
         SystemError,
+        // A null MX (RFC 7505) or "does not accept mail" is the DNS answer
+        // itself, more telling than the "DNS error" words around it.
+        NotAccept,
         NetworkError,
         Suspend,
         ContentError,
         SystemFull,
-        NotAccept,
         Expired,
         FailedStartTls,
         SecurityError,
@@ -595,7 +605,7 @@ fn decide(
 ) {
     let diag = rec.diagnostic.clone().unwrap_or_default();
     let text = format!("{diag}\n{about}");
-    let folded = reason::fold(&text);
+    let folded = reason::join_reply_lines(&reason::fold(&text));
 
     let reply = dsn::find_reply_code(&text);
     let status = prefer_status(
@@ -631,7 +641,7 @@ fn decide(
     // only when they say nothing, since MTAs add their own generic gloss
     // ("550 5.1.1 User unknown" under a 5.7.1 refusal); the whole notice
     // when it is about one recipient.
-    let mut says = reason::matches(&reason::fold(&diag));
+    let mut says = reason::matches(&reason::join_reply_lines(&reason::fold(&diag)));
     if says.is_empty() {
         says = reason::matches(&folded);
     }
@@ -801,6 +811,68 @@ mod tests {
         assert_eq!(r.kind, Kind::Complaint);
         assert_eq!(r.recipient.as_deref(), Some(UNDISCLOSED_RECIPIENT));
         assert_eq!(r.named_recipient(), None);
+    }
+
+    /// POSTFIX_DSN with another status and server reply.
+    fn postfix_with(status: &str, action: &str, diag: &str) -> Classification {
+        let raw = POSTFIX_DSN
+            .replace("Status: 5.1.1", &format!("Status: {status}"))
+            .replace("Action: failed", &format!("Action: {action}"))
+            .replace(
+                "Diagnostic-Code: smtp; 550 5.1.1 <nobody@example.org>: Recipient address\n    rejected: User unknown in local recipient table",
+                &format!("Diagnostic-Code: smtp; {diag}"),
+            )
+            .replace(
+                "<nobody@example.org>: host mx.example.org[192.0.2.1] said: 550 5.1.1\n    <nobody@example.org>: Recipient address rejected: User unknown in local\n    recipient table (in reply to RCPT TO command)",
+                "<nobody@example.org>: see below",
+            );
+        classify(raw.as_bytes())
+    }
+
+    #[test]
+    fn null_mx_is_notaccept_not_a_missing_host() {
+        let c = postfix_with(
+            "4.0.0",
+            "failed",
+            "DNS Error: DNS type 'mx' lookup of example.org responded with code NOERROR The domain example.org doesn't receive email according to the administrator: returned Null MX",
+        );
+        assert_eq!(c.records[0].reason, Reason::NotAccept);
+        assert_eq!(c.records[0].kind, Kind::Soft);
+    }
+
+    #[test]
+    fn queue_lifetime_beats_the_last_attempt_error() {
+        let c = postfix_with(
+            "4.4.7",
+            "failed",
+            "Deferred: Connection refused by mx.example.org. Message could not be delivered for 5 days",
+        );
+        assert_eq!(c.records[0].reason, Reason::Expired);
+    }
+
+    #[test]
+    fn multiline_reply_is_read_as_one_sentence() {
+        // Google's text cut by its own continuation prefixes.
+        let c = postfix_with(
+            "5.2.1",
+            "failed",
+            "550-5.2.1 The user you are trying to contact is receiving mail at a rate that\n    550-5.2.1 prevents additional messages from being delivered.\n    550 5.2.1 https://support.google.com/mail/?p=ReceivingRatePerm - gsmtp",
+        );
+        assert_eq!(c.records[0].reason, Reason::Speeding);
+        assert_eq!(c.records[0].kind, Kind::Soft);
+    }
+
+    #[test]
+    fn provider_tables_apply_through_the_remote_mta() {
+        let raw = POSTFIX_DSN
+            .replace("Remote-MTA: dns; mx.example.org", "Remote-MTA: dns; smtp.secureserver.net")
+            .replace("Status: 5.1.1", "Status: 5.0.0")
+            .replace(
+                "Diagnostic-Code: smtp; 550 5.1.1 <nobody@example.org>: Recipient address\n    rejected: User unknown in local recipient table",
+                "Diagnostic-Code: smtp; 550 192.0.2.1 has sent to too many recipients this hour. IB607",
+            );
+        let c = classify(raw.as_bytes());
+        assert_eq!(c.records[0].reason, Reason::Speeding);
     }
 
     #[test]
