@@ -15,6 +15,7 @@ mod dsn;
 mod message;
 mod providers;
 pub mod reason;
+mod ses;
 mod vendors;
 
 pub use arf::{UNDISCLOSED_RECIPIENT, is_undisclosed};
@@ -198,6 +199,10 @@ fn records(mail: &Mail, depth: u8) -> Vec<Record> {
             .collect();
     }
 
+    if let Some(n) = ses::parse(&mail.notice) {
+        return ses_records(n);
+    }
+
     let dsn = dsn::parse(&mail.notice);
     let agent = vendors::agent(mail);
     let mut out = Vec::new();
@@ -231,7 +236,10 @@ fn records(mail: &Mail, depth: u8) -> Vec<Record> {
                     .into_iter()
                     .flatten()
                     .collect(),
-                category: r.bounce_category.as_deref(),
+                vendor: r
+                    .bounce_category
+                    .as_deref()
+                    .and_then(vendors::powermta_category),
             };
             decide(
                 &mut rec,
@@ -308,7 +316,7 @@ fn records(mail: &Mail, depth: u8) -> Vec<Record> {
             let hints = Hints {
                 agent,
                 hosts: Vec::new(),
-                category: None,
+                vendor: None,
             };
             decide(&mut rec, None, &f.text, &mail.notice, n, false, &hints);
             out.push(rec);
@@ -326,6 +334,51 @@ fn records(mail: &Mail, depth: u8) -> Vec<Record> {
         return vec![Record::new(who, Kind::Unsubscribe, Reason::Unsubscribe)];
     }
     Vec::new()
+}
+
+/// Records from an Amazon SES event notification: its own recipient lists,
+/// each bounced one judged from its status and diagnostic like a DSN's.
+fn ses_records(n: ses::Notification) -> Vec<Record> {
+    match n {
+        ses::Notification::Bounce {
+            reason,
+            reporting_mta,
+            recipients,
+            ..
+        } => {
+            let count = recipients.len();
+            recipients
+                .into_iter()
+                .map(|r| {
+                    let mut rec = Record::new(Some(r.address), Kind::Soft, Reason::Undefined);
+                    rec.action = r.action;
+                    rec.diagnostic = r.diagnostic;
+                    let hints = Hints {
+                        agent: None,
+                        hosts: reporting_mta.iter().map(String::as_str).collect(),
+                        vendor: reason,
+                    };
+                    decide(&mut rec, r.status.as_deref(), "", "", count, false, &hints);
+                    rec
+                })
+                .collect()
+        }
+        ses::Notification::Complaint {
+            feedback_type,
+            recipients,
+        } => recipients
+            .into_iter()
+            .map(|r| {
+                let mut rec = Record::new(Some(r), Kind::Complaint, Reason::Feedback);
+                rec.feedback_type = Some(feedback_type.clone());
+                rec
+            })
+            .collect(),
+        ses::Notification::Delivery { recipients } => recipients
+            .into_iter()
+            .map(|r| Record::new(Some(r), Kind::None, Reason::Delivered))
+            .collect(),
+    }
 }
 
 /// The bounce's own addressee and the original sender: never the failed
@@ -587,8 +640,9 @@ struct Hints<'a> {
     agent: Option<vendors::Agent>,
     /// Remote and reporting MTA host names, in that order.
     hosts: Vec<&'a str>,
-    /// PowerMTA's bounce category for this recipient.
-    category: Option<&'a str>,
+    /// The reason the reporting system filed this recipient under
+    /// (PowerMTA's bounce category, Amazon SES's bounce subtype).
+    vendor: Option<Reason>,
 }
 
 /// Settle status, reply code, command, reason and kind for one record.
@@ -655,11 +709,10 @@ fn decide(
         address_status: status.as_deref().is_some_and(|s| s[1..].starts_with(".1.")),
     };
     // What the reporting system itself says it means comes before the
-    // generic reading: PowerMTA's category, a known template's wording, a
+    // generic reading: its own category for the failure, a known template's wording, a
     // provider's documented reply text.
     let verdict = hints
-        .category
-        .and_then(vendors::powermta_category)
+        .vendor
         .map(|reason| vendors::Verdict {
             reason,
             permanent: None,
@@ -873,6 +926,16 @@ mod tests {
             );
         let c = classify(raw.as_bytes());
         assert_eq!(c.records[0].reason, Reason::Speeding);
+    }
+
+    #[test]
+    fn ses_notification_names_only_its_bounced_recipients() {
+        let raw = "From: no-reply@sns.amazonaws.com\nTo: me@sender.example\nSubject: AWS Notification Message\n\n{\"notificationType\":\"Bounce\",\"bounce\":{\"bounceType\":\"Permanent\",\"bounceSubType\":\"General\",\"bouncedRecipients\":[{\"emailAddress\":\"gone@example.org\",\"action\":\"failed\",\"status\":\"5.1.1\",\"diagnosticCode\":\"smtp; 550 5.1.1 user unknown\"}]},\"mail\":{\"source\":\"me@sender.example\",\"sourceArn\":\"arn:aws:ses:us-west-2:1:identity/me@sender.example\"}}\n\n--\nTo unsubscribe visit https://sns.example/?Endpoint=me@sender.example\n";
+        let c = classify(raw.as_bytes());
+        assert_eq!(c.records.len(), 1);
+        assert_eq!(c.records[0].recipient.as_deref(), Some("gone@example.org"));
+        assert_eq!(c.records[0].kind, Kind::Hard);
+        assert_eq!(c.records[0].reason, Reason::UserUnknown);
     }
 
     #[test]

@@ -163,9 +163,29 @@ fn is_help_line(line: &str) -> bool {
         "questions",
         "helpdesk",
         "help desk",
+        // Japanese templates (OCN and others): "<support@...> へご連絡ください".
+        "ご連絡",
+        "連絡先",
+        "問い合わせ",
     ]
     .iter()
     .any(|w| l.contains(w))
+}
+
+/// A line that continues a Japanese "please contact <address>" sentence:
+/// it starts with the particle that follows the address.
+fn is_help_continuation(line: &str) -> bool {
+    let t = line.trim_start();
+    [
+        "へご連絡",
+        "までご連絡",
+        "にご連絡",
+        "へお問い合わせ",
+        "までお問い合わせ",
+        "にお問い合わせ",
+    ]
+    .iter()
+    .any(|p| t.starts_with(p))
 }
 
 /// `postmaster@` of a domain the exclusions name as the reporter's own.
@@ -200,7 +220,14 @@ pub fn scan(notice: &str, exclude: &[String]) -> Vec<Found> {
     // Lines before this one belong to an earlier block.
     let mut consumed = 0;
     while i < lines.len() {
-        let cands = candidates(lines[i], exclude);
+        // A Japanese help sentence may wrap right after the address, with
+        // the "contact" particle starting the next line.
+        let help_follows = lines.get(i + 1).is_some_and(|n| is_help_continuation(n));
+        let cands = if help_follows {
+            Vec::new()
+        } else {
+            candidates(lines[i], exclude)
+        };
         let fresh: Vec<String> = cands
             .into_iter()
             .filter(|a| !found.iter().any(|f| &f.recipient == a))
@@ -676,6 +703,12 @@ mod tests {
     #[test]
     fn sender_and_mail_system_addresses_are_not_recipients() {
         let notice = "Your message to you@example.org from me@example.jp\nwas rejected. Contact postmaster@example.org\n";
+        let f = scan(notice, &["me@example.jp".to_string()]);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].recipient, "you@example.org");
+        // A help line in Japanese ("please contact <...>"), wrapped after
+        // the address.
+        let notice = "<you@example.org>: host mx.example.org said: 550 User unknown\n\n\n解決できない場合は、<support@isp.example>\nへご連絡ください。\n";
         let f = scan(notice, &["me@example.jp".to_string()]);
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].recipient, "you@example.org");
