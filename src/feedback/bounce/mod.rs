@@ -2,8 +2,9 @@
 //!
 //! `classify` is pure: bytes in, a `Classification` out, no I/O, no
 //! database, no configuration. It reads, in order: ARF complaints (RFC 5965),
-//! RFC 3464 delivery status reports, the non-standard notices of MTAs that
-//! do not send them, automatic replies (RFC 3834), and unsubscribe mails.
+//! Amazon SES's JSON notifications, RFC 3464 delivery status reports, the
+//! non-standard notices of MTAs that do not send them, automatic replies
+//! (RFC 3834), and unsubscribe mails.
 //! Each failed recipient becomes a `Record` with a kind (what to do) and a
 //! reason from the taxonomy in `reason` (why). It must never panic on any
 //! input; the property tests feed it arbitrary and mutated bytes.
