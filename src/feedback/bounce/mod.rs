@@ -451,6 +451,9 @@ struct Evidence<'a> {
     command: Option<&'a str>,
     /// Whether the status code is an addressing one (RFC 3463 X.1.x).
     address_status: bool,
+    /// Whether the text reports a null MX (RFC 7505): the domain exists and
+    /// publishes that it takes no mail.
+    null_mx: bool,
 }
 
 /// Choose the reason from the status code and the error text.
@@ -529,7 +532,7 @@ fn choose(e: &Evidence<'_>) -> Option<Reason> {
                         })
             }
             // A null MX (RFC 7505) answers for a domain that exists.
-            HostUnknown if says(NotAccept) => false,
+            HostUnknown if e.null_mx => false,
             HostUnknown => {
                 if st == Some(HostUnknown) {
                     !says(NetworkError)
@@ -708,6 +711,14 @@ fn decide(
         says,
         command: rec.command.as_deref(),
         address_status: status.as_deref().is_some_and(|s| s[1..].starts_with(".1.")),
+        null_mx: [
+            "null mx",
+            "nullmx",
+            "doesn't receive email",
+            "does not receive email",
+        ]
+        .iter()
+        .any(|p| folded.contains(p)),
     };
     // What the reporting system itself says it means comes before the
     // generic reading: its own category for the failure, a known template's wording, a

@@ -397,13 +397,9 @@ pub fn agent(mail: &Mail) -> Option<Agent> {
     {
         return Some(Agent::IMail);
     }
-    let received_by_opensmtpd = mail
-        .headers
-        .iter()
-        .any(|(n, v)| n.eq_ignore_ascii_case("received") && v.contains("(OpenSMTPD)"));
-    if notice.contains("this is the mailer-daemon, please do not reply to this email")
-        || (received_by_opensmtpd && from.contains("mailer-daemon"))
-    {
+    // OpenSMTPD's bounce template ("... to this email", "this e-mail" in
+    // older releases).
+    if notice.contains("this is the mailer-daemon, please do not reply to this") {
         return Some(Agent::OpenSmtpd);
     }
     None
