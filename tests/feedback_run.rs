@@ -1158,3 +1158,44 @@ async fn mangled_reports_are_kept_aside_never_fatal() {
         }
     }
 }
+
+/// A complaint whose report withholds the recipient names Sisimai's
+/// placeholder address. It is never looked up as an address, so with no
+/// VERP token and no known Message-ID it is kept aside as evidence and
+/// unsubscribes nobody, not even a contact stored under that very address.
+#[tokio::test]
+async fn complaint_naming_nobody_is_kept_aside() {
+    use cartero::feedback::bounce::UNDISCLOSED_RECIPIENT;
+    for db in TestDb::all().await {
+        seed(&db.store, &[UNDISCLOSED_RECIPIENT.to_string()]).await;
+        let consents = count(&db.store, "SELECT COUNT(*) FROM consent_events").await;
+        let raw = "From: fbl@isp.example\r\nTo: fbl@shop.example\r\nSubject: Abuse report\r\n\
+             Message-ID: <redacted1@isp>\r\nMIME-Version: 1.0\r\n\
+             Content-Type: multipart/report; report-type=feedback-report; boundary=\"A\"\r\n\r\n\
+             --A\r\nContent-Type: text/plain\r\n\r\nThis is an email abuse report.\r\n\r\n\
+             --A\r\nContent-Type: message/feedback-report\r\n\r\nFeedback-Type: abuse\r\n\
+             User-Agent: isp-fbl/1.0\r\nVersion: 1\r\n\r\n\
+             --A\r\nContent-Type: message/rfc822\r\n\r\nMessage-ID: <unknown@shop.example>\r\n\
+             From: news@shop.example\r\nTo: <Undisclosed Recipients>\r\nSubject: Hello\r\n\r\nHello\r\n--A--\r\n";
+        let c = cartero::feedback::bounce::classify(raw.as_bytes());
+        assert_eq!(
+            c.records[0].recipient.as_deref(),
+            Some(UNDISCLOSED_RECIPIENT)
+        );
+        assert_eq!(c.records[0].named_recipient(), None);
+
+        let mut ing = Ingestor::new(db.store.clone(), &config(), false).expect("ingestor");
+        let r = ing
+            .ingest(raw.as_bytes(), "redacted", NOW)
+            .await
+            .expect("ingest");
+        assert!(matches!(r.handled, Handled::KeptAside { .. }), "{r:?}");
+        let s = ing.finish().await.expect("finish");
+        assert_eq!((s.status_changes, s.consent_withdrawals), (0, 0), "{s:?}");
+        assert_eq!(status_of(&db.store, UNDISCLOSED_RECIPIENT).await, "active");
+        assert_eq!(
+            count(&db.store, "SELECT COUNT(*) FROM consent_events").await,
+            consents
+        );
+    }
+}

@@ -491,7 +491,7 @@ fn describe(rec: &Record) -> String {
 /// about: a report about one recipient (a VERP envelope names one), or a
 /// record naming the send's own address.
 fn belongs(rec: &Record, send: &SendRef, actionable: usize) -> bool {
-    match &rec.recipient {
+    match rec.named_recipient() {
         None => true,
         Some(_) if actionable == 1 => true,
         Some(r) => r.eq_ignore_ascii_case(&send.email),
@@ -536,7 +536,7 @@ async fn find_match(
         }));
     }
     // A NUL is never part of an address (and PostgreSQL text cannot hold one).
-    if let Some(r) = rec.recipient.as_ref().filter(|r| !r.contains('\0')) {
+    if let Some(r) = rec.named_recipient().filter(|r| !r.contains('\0')) {
         let normalized = EmailAddress::parse(r).ok();
         if let Some(contact_id) =
             repo::contact_by_address(tx, normalized.as_ref().map(|a| a.as_str()), r).await?

@@ -102,7 +102,24 @@ pub fn parse(mail: &Mail) -> Option<Complaint> {
             }
         }
     }
+    if c.recipients.is_empty() {
+        // The reporter withheld every address (RFC 6650 §4 allows redaction;
+        // "To: Undisclosed Recipients"). Name the record as Sisimai does, so
+        // results compare with it; the address can never be a contact's.
+        c.recipients.push(UNDISCLOSED_RECIPIENT.to_string());
+    }
     Some(c)
+}
+
+/// The recipient of a complaint whose report names nobody: Sisimai's
+/// placeholder (`Sisimai::Address->undisclosed('r')`), in the `.invalid`
+/// top-level domain, which RFC 2606 §2 and RFC 6761 §6.4 reserve so that it
+/// never resolves and never belongs to anyone.
+pub const UNDISCLOSED_RECIPIENT: &str = "undisclosed-recipient-in-headers@libsisimai.org.invalid";
+
+/// Whether a record's recipient is the placeholder for "nobody named".
+pub fn is_undisclosed(address: &str) -> bool {
+    address.eq_ignore_ascii_case(UNDISCLOSED_RECIPIENT)
 }
 
 fn feedback_type_name(t: mail_auth::report::FeedbackType) -> &'static str {
@@ -130,6 +147,18 @@ mod tests {
         assert_eq!(c.recipients, vec!["user@isp.example".to_string()]);
         assert_eq!(c.feedback_type, "abuse");
         assert_eq!(c.source_ip.as_deref(), Some("192.0.2.1"));
+    }
+
+    #[test]
+    fn report_without_any_address_names_the_placeholder() {
+        let raw = ARF
+            .replace("Original-Rcpt-To: <user@isp.example>\n", "")
+            .replace("To: user@isp.example\n", "To: <Undisclosed Recipients>\n");
+        let m = Mail::parse(raw.as_bytes());
+        let c = parse(&m).expect("an ARF report");
+        assert_eq!(c.recipients, vec![UNDISCLOSED_RECIPIENT.to_string()]);
+        assert!(is_undisclosed(&c.recipients[0]));
+        assert!(c.recipients[0].ends_with(".invalid"));
     }
 
     #[test]

@@ -19,6 +19,9 @@ pub struct DsnRecipient {
     /// The type before the `;` of Diagnostic-Code: `smtp`, `x-unix`, ...
     pub diagnostic_type: Option<String>,
     pub remote_mta: Option<String>,
+    /// PowerMTA's own classification of the failure
+    /// (`X-PowerMTA-BounceCategory: bad-mailbox`), when the report has one.
+    pub bounce_category: Option<String>,
 }
 
 impl DsnRecipient {
@@ -115,6 +118,9 @@ pub fn parse(text: &str) -> Dsn {
                 last_field = Some("status");
             }
             "remote-mta" => cur.remote_mta = Some(strip_type(value).to_string()),
+            "x-powermta-bouncecategory" => {
+                cur.bounce_category = Some(value.to_ascii_lowercase());
+            }
             "diagnostic-code" => {
                 let (kind, rest) = match value.split_once(';') {
                     Some((k, r)) if k.len() < 20 && !k.contains(' ') => {
@@ -246,6 +252,18 @@ mod tests {
             Some("b@x.example")
         );
         assert_eq!(d.recipients[1].status.as_deref(), Some("4.2.2"));
+    }
+
+    #[test]
+    fn powermta_bounce_category_is_kept() {
+        let d = parse(
+            "Reporting-MTA: dns;mta.example\nX-PowerMTA-VirtualMTA: pool1\n\nFinal-Recipient: rfc822;a@example.org\nAction: failed\nStatus: 5.0.0 (undefined status)\nX-PowerMTA-BounceCategory: Bad-Mailbox\n",
+        );
+        assert_eq!(d.recipients.len(), 1);
+        assert_eq!(
+            d.recipients[0].bounce_category.as_deref(),
+            Some("bad-mailbox")
+        );
     }
 
     #[test]

@@ -69,6 +69,16 @@ impl Mail {
             Some(msg) => {
                 mail.subject = msg.subject().unwrap_or_default().to_string();
                 flatten(&msg, &mut mail.segments, &mut mail.attached);
+                if mail.segments.is_empty() && head_end < data.len() {
+                    // Broken MIME (a nested multipart whose boundary
+                    // parameter sits on an unfolded line, as Verizon's
+                    // gateway writes it) leaves no part to read: the body
+                    // as written is the best text there is.
+                    mail.segments.push(Segment {
+                        ctype: "text/plain".into(),
+                        text: String::from_utf8_lossy(&data[head_end..]).into_owned(),
+                    });
+                }
             }
             None => {
                 mail.segments.push(Segment {
@@ -354,6 +364,15 @@ mod tests {
         let h = parse_headers("Subject: a\n b\nTo: x@y\n");
         assert_eq!(header(&h, "subject"), Some("a b"));
         assert_eq!(header(&h, "TO"), Some("x@y"));
+    }
+
+    #[test]
+    fn unreadable_multipart_falls_back_to_the_body() {
+        // The inner multipart's boundary parameter is not folded (no
+        // leading white space), so no part can be found.
+        let raw = b"From: post_master@gw.example\nTo: a@sender.example\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"OUT\"\n\n--OUT\nContent-Type: multipart/alternative;\nboundary=\"IN\"\n\n--IN\nContent-Type: text/plain\n\nError: Invalid user address\n  RCPT TO: b@gw.example\n\n--IN--\n\n--OUT--\n";
+        let m = Mail::parse(raw);
+        assert!(m.notice.contains("RCPT TO: b@gw.example"));
     }
 
     #[test]

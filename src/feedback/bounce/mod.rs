@@ -2,8 +2,9 @@
 //!
 //! `classify` is pure: bytes in, a `Classification` out, no I/O, no
 //! database, no configuration. It reads, in order: ARF complaints (RFC 5965),
-//! RFC 3464 delivery status reports, the non-standard notices of MTAs that
-//! do not send them, automatic replies (RFC 3834), and unsubscribe mails.
+//! Amazon SES's JSON notifications, RFC 3464 delivery status reports, the
+//! non-standard notices of MTAs that do not send them, automatic replies
+//! (RFC 3834), and unsubscribe mails.
 //! Each failed recipient becomes a `Record` with a kind (what to do) and a
 //! reason from the taxonomy in `reason` (why). It must never panic on any
 //! input; the property tests feed it arbitrary and mutated bytes.
@@ -13,9 +14,12 @@ mod arf;
 mod autoreply;
 mod dsn;
 mod message;
+mod providers;
 pub mod reason;
+mod ses;
 mod vendors;
 
+pub use arf::{UNDISCLOSED_RECIPIENT, is_undisclosed};
 pub use message::normalise_line_ends;
 pub use reason::Reason;
 
@@ -73,6 +77,13 @@ pub struct Record {
 }
 
 impl Record {
+    /// The recipient when the report names one: `None` also for the
+    /// placeholder a complaint gets when the reporter withheld the address,
+    /// so it is never looked up as a contact.
+    pub fn named_recipient(&self) -> Option<&str> {
+        self.recipient.as_deref().filter(|r| !is_undisclosed(r))
+    }
+
     fn new(recipient: Option<String>, kind: Kind, reason: Reason) -> Record {
         Record {
             recipient,
@@ -189,7 +200,12 @@ fn records(mail: &Mail, depth: u8) -> Vec<Record> {
             .collect();
     }
 
+    if let Some(n) = ses::parse(&mail.notice) {
+        return ses_records(n);
+    }
+
     let dsn = dsn::parse(&mail.notice);
+    let agent = vendors::agent(mail);
     let mut out = Vec::new();
     if !dsn.recipients.is_empty() {
         // Exim's X-Failed-Recipients names the address when the DSN can
@@ -215,6 +231,17 @@ fn records(mail: &Mail, depth: u8) -> Vec<Record> {
                 .diagnostic_type
                 .as_deref()
                 .is_some_and(|t| t.starts_with("x-unix"));
+            let hints = Hints {
+                agent,
+                hosts: [r.remote_mta.as_deref(), dsn.reporting_mta.as_deref()]
+                    .into_iter()
+                    .flatten()
+                    .collect(),
+                vendor: r
+                    .bounce_category
+                    .as_deref()
+                    .and_then(vendors::powermta_category),
+            };
             decide(
                 &mut rec,
                 r.status.as_deref(),
@@ -222,6 +249,7 @@ fn records(mail: &Mail, depth: u8) -> Vec<Record> {
                 &mail.notice,
                 dsn.recipients.len(),
                 x_unix,
+                &hints,
             );
             out.push(rec);
         }
@@ -286,7 +314,12 @@ fn records(mail: &Mail, depth: u8) -> Vec<Record> {
             let mut rec = Record::new(Some(f.recipient), Kind::Soft, Reason::Undefined);
             let diag = f.text.trim();
             rec.diagnostic = (!diag.is_empty()).then(|| squash(diag));
-            decide(&mut rec, None, &f.text, &mail.notice, n, false);
+            let hints = Hints {
+                agent,
+                hosts: Vec::new(),
+                vendor: None,
+            };
+            decide(&mut rec, None, &f.text, &mail.notice, n, false, &hints);
             out.push(rec);
         }
         if !out.is_empty() {
@@ -302,6 +335,51 @@ fn records(mail: &Mail, depth: u8) -> Vec<Record> {
         return vec![Record::new(who, Kind::Unsubscribe, Reason::Unsubscribe)];
     }
     Vec::new()
+}
+
+/// Records from an Amazon SES event notification: its own recipient lists,
+/// each bounced one judged from its status and diagnostic like a DSN's.
+fn ses_records(n: ses::Notification) -> Vec<Record> {
+    match n {
+        ses::Notification::Bounce {
+            reason,
+            reporting_mta,
+            recipients,
+            ..
+        } => {
+            let count = recipients.len();
+            recipients
+                .into_iter()
+                .map(|r| {
+                    let mut rec = Record::new(Some(r.address), Kind::Soft, Reason::Undefined);
+                    rec.action = r.action;
+                    rec.diagnostic = r.diagnostic;
+                    let hints = Hints {
+                        agent: None,
+                        hosts: reporting_mta.iter().map(String::as_str).collect(),
+                        vendor: reason,
+                    };
+                    decide(&mut rec, r.status.as_deref(), "", "", count, false, &hints);
+                    rec
+                })
+                .collect()
+        }
+        ses::Notification::Complaint {
+            feedback_type,
+            recipients,
+        } => recipients
+            .into_iter()
+            .map(|r| {
+                let mut rec = Record::new(Some(r), Kind::Complaint, Reason::Feedback);
+                rec.feedback_type = Some(feedback_type.clone());
+                rec
+            })
+            .collect(),
+        ses::Notification::Delivery { recipients } => recipients
+            .into_iter()
+            .map(|r| Record::new(Some(r), Kind::None, Reason::Delivered))
+            .collect(),
+    }
 }
 
 /// The bounce's own addressee and the original sender: never the failed
@@ -373,6 +451,9 @@ struct Evidence<'a> {
     command: Option<&'a str>,
     /// Whether the status code is an addressing one (RFC 3463 X.1.x).
     address_status: bool,
+    /// Whether the text reports a null MX (RFC 7505): the domain exists and
+    /// publishes that it takes no mail.
+    null_mx: bool,
 }
 
 /// Choose the reason from the status code and the error text.
@@ -414,6 +495,12 @@ fn choose(e: &Evidence<'_>) -> Option<Reason> {
         Blocked,
     ];
     let before_data = matches!(e.command, Some("CONN" | "EHLO" | "HELO" | "MAIL" | "RCPT"));
+    // The queue lifetime ran out (RFC 3463 X.4.7) and the text says so
+    // ("Message could not be delivered for 5 days"): the last attempt's
+    // error quoted beside it is history.
+    if st == Some(Expired) && says(Expired) {
+        return Some(Expired);
+    }
     for r in FIRST {
         let hit = match r {
             UserUnknown => {
@@ -444,6 +531,8 @@ fn choose(e: &Evidence<'_>) -> Option<Reason> {
                             _ => matches!(st, None | Some(SecurityError) | Some(SystemError)),
                         })
             }
+            // A null MX (RFC 7505) answers for a domain that exists.
+            HostUnknown if e.null_mx => false,
             HostUnknown => {
                 if st == Some(HostUnknown) {
                     !says(NetworkError)
@@ -474,11 +563,13 @@ fn choose(e: &Evidence<'_>) -> Option<Reason> {
         PolicyViolation,
         NoRelaying,
         SystemError,
+        // A null MX (RFC 7505) or "does not accept mail" is the DNS answer
+        // itself, more telling than the "DNS error" words around it.
+        NotAccept,
         NetworkError,
         Suspend,
         ContentError,
         SystemFull,
-        NotAccept,
         Expired,
         FailedStartTls,
         SecurityError,
@@ -547,6 +638,17 @@ fn prefer_status(
     Some(dsn.to_string())
 }
 
+/// What is known about the mail system behind a report, beyond its text.
+struct Hints<'a> {
+    /// The known mail system that wrote the notice.
+    agent: Option<vendors::Agent>,
+    /// Remote and reporting MTA host names, in that order.
+    hosts: Vec<&'a str>,
+    /// The reason the reporting system filed this recipient under
+    /// (PowerMTA's bounce category, Amazon SES's bounce subtype).
+    vendor: Option<Reason>,
+}
+
 /// Settle status, reply code, command, reason and kind for one record.
 /// `about` is the notice's prose for this recipient; `notice` the whole
 /// notice, used for the reason only when it speaks of one recipient.
@@ -557,10 +659,11 @@ fn decide(
     notice: &str,
     recipients: usize,
     x_unix: bool,
+    hints: &Hints<'_>,
 ) {
     let diag = rec.diagnostic.clone().unwrap_or_default();
     let text = format!("{diag}\n{about}");
-    let folded = reason::fold(&text);
+    let folded = reason::join_reply_lines(&reason::fold(&text));
 
     let reply = dsn::find_reply_code(&text);
     let status = prefer_status(
@@ -596,7 +699,7 @@ fn decide(
     // only when they say nothing, since MTAs add their own generic gloss
     // ("550 5.1.1 User unknown" under a 5.7.1 refusal); the whole notice
     // when it is about one recipient.
-    let mut says = reason::matches(&reason::fold(&diag));
+    let mut says = reason::matches(&reason::join_reply_lines(&reason::fold(&diag)));
     if says.is_empty() {
         says = reason::matches(&folded);
     }
@@ -608,8 +711,46 @@ fn decide(
         says,
         command: rec.command.as_deref(),
         address_status: status.as_deref().is_some_and(|s| s[1..].starts_with(".1.")),
+        null_mx: [
+            "null mx",
+            "nullmx",
+            "doesn't receive email",
+            "does not receive email",
+        ]
+        .iter()
+        .any(|p| folded.contains(p)),
     };
-    let chosen = vendors::coded_reason(&folded).or_else(|| choose(&evidence));
+    // What the reporting system itself says it means comes before the
+    // generic reading: its own category for the failure, a known template's wording, a
+    // provider's documented reply text.
+    let verdict = hints
+        .vendor
+        .map(|reason| vendors::Verdict {
+            reason,
+            permanent: None,
+        })
+        .or_else(|| {
+            hints
+                .agent
+                .and_then(|a| vendors::agent_reason(a, &folded, &reason::fold(notice)))
+        })
+        .or_else(|| {
+            let facts = providers::Facts {
+                hosts: &hints.hosts,
+                recipient: rec.recipient.as_deref().unwrap_or(""),
+                text: &folded,
+                status: status.as_deref(),
+                reply_code: rec.reply_code.as_deref(),
+                command: rec.command.as_deref(),
+            };
+            providers::reason(&facts).map(|reason| vendors::Verdict {
+                reason,
+                permanent: None,
+            })
+        });
+    let chosen = vendors::coded_reason(&folded)
+        .or(verdict.map(|v| v.reason))
+        .or_else(|| choose(&evidence));
     let mut why = match chosen {
         Some(r) => r,
         None => {
@@ -636,11 +777,13 @@ fn decide(
     if x_unix && reason::text_says(&folded, Reason::MailerError) {
         why = Reason::MailerError;
     }
-    let permanent = match (status.as_deref(), rec.reply_code.as_deref()) {
-        (Some(s), _) => s.starts_with('5'),
-        (None, Some(c)) => c.starts_with('5'),
-        (None, None) => action != "delayed",
-    };
+    let permanent = verdict.and_then(|v| v.permanent).unwrap_or_else(|| {
+        match (status.as_deref(), rec.reply_code.as_deref()) {
+            (Some(s), _) => s.starts_with('5'),
+            (None, Some(c)) => c.starts_with('5'),
+            (None, None) => action != "delayed",
+        }
+    });
     // A domain that "does not exist" for now is a DNS failure to retry.
     if why == Reason::HostUnknown && !permanent {
         why = Reason::NetworkError;
@@ -703,6 +846,108 @@ mod tests {
         let c = classify(raw.as_bytes());
         assert_eq!(c.records[0].kind, Kind::Soft);
         assert_eq!(c.records[0].reason, Reason::MailboxFull);
+    }
+
+    #[test]
+    fn powermta_category_names_the_reason() {
+        let raw = POSTFIX_DSN
+            .replace("Status: 5.1.1", "Status: 5.0.0 (undefined status)\nX-PowerMTA-BounceCategory: bad-mailbox")
+            .replace("Diagnostic-Code: smtp; 550 5.1.1 <nobody@example.org>: Recipient address\n    rejected: User unknown in local recipient table", "Diagnostic-Code: smtp;554 delivery error: dd Sorry, this account is not here")
+            .replace("<nobody@example.org>: host mx.example.org[192.0.2.1] said: 550 5.1.1\n    <nobody@example.org>: Recipient address rejected: User unknown in local\n    recipient table (in reply to RCPT TO command)", "<nobody@example.org> delivery failed; will not continue trying");
+        let c = classify(raw.as_bytes());
+        assert_eq!(c.records[0].reason, Reason::UserUnknown);
+        assert_eq!(c.records[0].kind, Kind::Hard);
+    }
+
+    #[test]
+    fn opensmtpd_no_mx_is_final_though_delayed() {
+        let raw = "From: Mailer Daemon <MAILER-DAEMON@mx.example.jp>\nTo: me@example.jp\nSubject: Delivery status notification: delayed\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"B\"\n\n--B\nContent-Type: text/plain\n\n    Hi!\n\n    This is the MAILER-DAEMON, please DO NOT REPLY to this email.\n\n    A message is delayed for more than 4 hours for the following\n    list of recipients:\n\nyou@example.org: No MX found for domain\n\n--B\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example.jp\n\nFinal-Recipient: rfc822; you@example.org\nAction: delayed\nStatus: 4.0.0\n\n--B--\n";
+        let c = classify(raw.as_bytes());
+        assert_eq!(c.records[0].recipient.as_deref(), Some("you@example.org"));
+        assert_eq!(c.records[0].reason, Reason::NotAccept);
+        assert_eq!(c.records[0].kind, Kind::Hard);
+    }
+
+    #[test]
+    fn complaint_naming_nobody_gets_the_placeholder() {
+        let raw = "From: fbl@isp.example\nTo: fbl@sender.example\nSubject: report\nMIME-Version: 1.0\nContent-Type: multipart/report; report-type=feedback-report; boundary=\"b\"\n\n--b\nContent-Type: text/plain\n\nabuse report\n\n--b\nContent-Type: message/feedback-report\n\nFeedback-Type: abuse\nUser-Agent: x/1\nVersion: 1\n\n--b\nContent-Type: message/rfc822\n\nFrom: news@sender.example\nTo: \"undisclosed\"\nSubject: hi\n\nbody\n--b--\n";
+        let c = classify(raw.as_bytes());
+        let r = &c.records[0];
+        assert_eq!(r.kind, Kind::Complaint);
+        assert_eq!(r.recipient.as_deref(), Some(UNDISCLOSED_RECIPIENT));
+        assert_eq!(r.named_recipient(), None);
+    }
+
+    /// POSTFIX_DSN with another status and server reply.
+    fn postfix_with(status: &str, action: &str, diag: &str) -> Classification {
+        let raw = POSTFIX_DSN
+            .replace("Status: 5.1.1", &format!("Status: {status}"))
+            .replace("Action: failed", &format!("Action: {action}"))
+            .replace(
+                "Diagnostic-Code: smtp; 550 5.1.1 <nobody@example.org>: Recipient address\n    rejected: User unknown in local recipient table",
+                &format!("Diagnostic-Code: smtp; {diag}"),
+            )
+            .replace(
+                "<nobody@example.org>: host mx.example.org[192.0.2.1] said: 550 5.1.1\n    <nobody@example.org>: Recipient address rejected: User unknown in local\n    recipient table (in reply to RCPT TO command)",
+                "<nobody@example.org>: see below",
+            );
+        classify(raw.as_bytes())
+    }
+
+    #[test]
+    fn null_mx_is_notaccept_not_a_missing_host() {
+        let c = postfix_with(
+            "4.0.0",
+            "failed",
+            "DNS Error: DNS type 'mx' lookup of example.org responded with code NOERROR The domain example.org doesn't receive email according to the administrator: returned Null MX",
+        );
+        assert_eq!(c.records[0].reason, Reason::NotAccept);
+        assert_eq!(c.records[0].kind, Kind::Soft);
+    }
+
+    #[test]
+    fn queue_lifetime_beats_the_last_attempt_error() {
+        let c = postfix_with(
+            "4.4.7",
+            "failed",
+            "Deferred: Connection refused by mx.example.org. Message could not be delivered for 5 days",
+        );
+        assert_eq!(c.records[0].reason, Reason::Expired);
+    }
+
+    #[test]
+    fn multiline_reply_is_read_as_one_sentence() {
+        // Google's text cut by its own continuation prefixes.
+        let c = postfix_with(
+            "5.2.1",
+            "failed",
+            "550-5.2.1 The user you are trying to contact is receiving mail at a rate that\n    550-5.2.1 prevents additional messages from being delivered.\n    550 5.2.1 https://support.google.com/mail/?p=ReceivingRatePerm - gsmtp",
+        );
+        assert_eq!(c.records[0].reason, Reason::Speeding);
+        assert_eq!(c.records[0].kind, Kind::Soft);
+    }
+
+    #[test]
+    fn provider_tables_apply_through_the_remote_mta() {
+        let raw = POSTFIX_DSN
+            .replace("Remote-MTA: dns; mx.example.org", "Remote-MTA: dns; smtp.secureserver.net")
+            .replace("Status: 5.1.1", "Status: 5.0.0")
+            .replace(
+                "Diagnostic-Code: smtp; 550 5.1.1 <nobody@example.org>: Recipient address\n    rejected: User unknown in local recipient table",
+                "Diagnostic-Code: smtp; 550 192.0.2.1 has sent to too many recipients this hour. IB607",
+            );
+        let c = classify(raw.as_bytes());
+        assert_eq!(c.records[0].reason, Reason::Speeding);
+    }
+
+    #[test]
+    fn ses_notification_names_only_its_bounced_recipients() {
+        let raw = "From: no-reply@sns.amazonaws.com\nTo: me@sender.example\nSubject: AWS Notification Message\n\n{\"notificationType\":\"Bounce\",\"bounce\":{\"bounceType\":\"Permanent\",\"bounceSubType\":\"General\",\"bouncedRecipients\":[{\"emailAddress\":\"gone@example.org\",\"action\":\"failed\",\"status\":\"5.1.1\",\"diagnosticCode\":\"smtp; 550 5.1.1 user unknown\"}]},\"mail\":{\"source\":\"me@sender.example\",\"sourceArn\":\"arn:aws:ses:us-west-2:1:identity/me@sender.example\"}}\n\n--\nTo unsubscribe visit https://sns.example/?Endpoint=me@sender.example\n";
+        let c = classify(raw.as_bytes());
+        assert_eq!(c.records.len(), 1);
+        assert_eq!(c.records[0].recipient.as_deref(), Some("gone@example.org"));
+        assert_eq!(c.records[0].kind, Kind::Hard);
+        assert_eq!(c.records[0].reason, Reason::UserUnknown);
     }
 
     #[test]

@@ -140,6 +140,41 @@ pub fn fold(text: &str) -> String {
     out
 }
 
+/// Join the lines of a multiline SMTP reply in folded text. RFC 5321
+/// §4.2.1 has every line but the last start with the code and `-`, and
+/// servers repeat the enhanced status too ("550-5.2.1 ... at a rate that
+/// 550-5.2.1 prevents additional messages"); the repeats would cut phrases
+/// in two. Every repeat of the first line's prefix goes.
+pub fn join_reply_lines(folded: &str) -> String {
+    let b = folded.as_bytes();
+    let start = (0..b.len().saturating_sub(3)).find(|&i| {
+        (i == 0 || b[i - 1] == b' ')
+            && b[i..i + 3].iter().all(u8::is_ascii_digit)
+            && matches!(b[i], b'4' | b'5')
+            && b[i + 3] == b'-'
+    });
+    let Some(i) = start else {
+        return folded.to_string();
+    };
+    let code = &folded[i..i + 3];
+    let rest = &folded[i + 4..];
+    let status = rest.split(' ').next().filter(|s| {
+        s.len() >= 5
+            && s.split('.').count() == 3
+            && s.bytes().all(|c| c.is_ascii_digit() || c == b'.')
+    });
+    let (keep, tail) = folded.split_at(i + 4 + status.map_or(0, |s| s.len()));
+    let mut tail = tail.to_string();
+    let prefixes: Vec<String> = match status {
+        Some(st) => vec![format!(" {code}-{st} "), format!(" {code} {st} ")],
+        None => vec![format!(" {code}-"), format!(" {code} ")],
+    };
+    for p in &prefixes {
+        tail = tail.replace(p.as_str(), " ");
+    }
+    format!("{keep}{tail}")
+}
+
 /// A phrase matches when its pieces (split at `*`) occur in order.
 fn phrase_matches(text: &str, phrase: &str) -> bool {
     let mut rest = text;
@@ -354,6 +389,8 @@ const NO_RELAYING: &[&str] = &[
     "not local host",
     "that domain isn't in my list of allowed rcpthost",
     "specified domain is not allowed",
+    // Amazon SES refuses to send from an identity it has not verified.
+    "email address is not verified.",
 ];
 
 const AUTH_FAILURE: &[&str] = &[
@@ -409,6 +446,8 @@ const REQUIRE_PTR: &[&str] = &[
 
 const USER_UNKNOWN: &[&str] = &[
     "user unknown",
+    // Yahoo's refusal at RCPT.
+    "this user doesn't have a * account",
     "unknown user",
     "unknown recipient",
     "recipient unknown",
@@ -858,7 +897,6 @@ const BLOCKED: &[&str] = &[
     "rejected - multi-blacklist",
     "refused - see http",
     "blocked - see http",
-    "access denied",
     "has been rejected",
     "service not available, closing transmission channel",
     "smtp error from remote mail server after initial connection",
@@ -989,6 +1027,8 @@ const SYSTEM_ERROR: &[&str] = &[
     "recipient deferred because there is no mdb",
     "could not load drd",
     "several matches found in domino directory",
+    // RFC 5321 §4.2.3: 554 "Transaction failed", with nothing more said.
+    "554 transaction failed",
 ];
 
 const MAILER_ERROR: &[&str] = &[
@@ -1204,6 +1244,16 @@ mod tests {
     }
 
     #[test]
+    fn provider_and_rfc_wordings_in_the_tables() {
+        let t = |s: &str| matches(&fold(s));
+        assert!(t("554 delivery error: dd This user doesn't have a yahoo.com account (a@yahoo.com) [0]").contains(&Reason::UserUnknown));
+        assert!(t("554 Transaction failed").contains(&Reason::SystemError));
+        assert!(t("554 Message rejected: Email address is not verified. The following identities failed the check").contains(&Reason::NoRelaying));
+        // Bare "access denied" names no cause; the status code decides.
+        assert!(!t("550 5.7.1 <a@example.org>... Access denied").contains(&Reason::Blocked));
+    }
+
+    #[test]
     fn text_decides_common_reasons() {
         let t = |s: &str| from_text(&fold(s));
         assert_eq!(
@@ -1242,6 +1292,26 @@ mod tests {
         assert_eq!(from_status("5.7.26"), Some(Reason::AuthFailure));
         assert_eq!(from_status("5.0.0"), None);
         assert_eq!(from_status("garbage"), None);
+    }
+
+    #[test]
+    fn multiline_reply_prefixes_are_joined() {
+        let t = fold(
+            "550-5.2.1 The user is receiving mail at a rate that\n550-5.2.1 prevents additional messages. See\n550 5.2.1 https://support.example/x",
+        );
+        assert_eq!(
+            join_reply_lines(&t),
+            "550-5.2.1 the user is receiving mail at a rate that prevents additional messages. see https://support.example/x"
+        );
+        assert_eq!(
+            join_reply_lines("550 5.1.1 user unknown"),
+            "550 5.1.1 user unknown"
+        );
+        let bare = fold("421-mx.example busy\n421-try again\n421 later");
+        assert_eq!(
+            join_reply_lines(&bare),
+            "421-mx.example busy try again later"
+        );
     }
 
     #[test]

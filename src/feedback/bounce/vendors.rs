@@ -163,9 +163,29 @@ fn is_help_line(line: &str) -> bool {
         "questions",
         "helpdesk",
         "help desk",
+        // Japanese templates (OCN and others): "<support@...> へご連絡ください".
+        "ご連絡",
+        "連絡先",
+        "問い合わせ",
     ]
     .iter()
     .any(|w| l.contains(w))
+}
+
+/// A line that continues a Japanese "please contact <address>" sentence:
+/// it starts with the particle that follows the address.
+fn is_help_continuation(line: &str) -> bool {
+    let t = line.trim_start();
+    [
+        "へご連絡",
+        "までご連絡",
+        "にご連絡",
+        "へお問い合わせ",
+        "までお問い合わせ",
+        "にお問い合わせ",
+    ]
+    .iter()
+    .any(|p| t.starts_with(p))
 }
 
 /// `postmaster@` of a domain the exclusions name as the reporter's own.
@@ -197,8 +217,17 @@ pub fn scan(notice: &str, exclude: &[String]) -> Vec<Found> {
     let lines: Vec<&str> = notice.lines().collect();
     let mut found: Vec<Found> = Vec::new();
     let mut i = 0;
+    // Lines before this one belong to an earlier block.
+    let mut consumed = 0;
     while i < lines.len() {
-        let cands = candidates(lines[i], exclude);
+        // A Japanese help sentence may wrap right after the address, with
+        // the "contact" particle starting the next line.
+        let help_follows = lines.get(i + 1).is_some_and(|n| is_help_continuation(n));
+        let cands = if help_follows {
+            Vec::new()
+        } else {
+            candidates(lines[i], exclude)
+        };
         let fresh: Vec<String> = cands
             .into_iter()
             .filter(|a| !found.iter().any(|f| &f.recipient == a))
@@ -209,7 +238,26 @@ pub fn scan(notice: &str, exclude: &[String]) -> Vec<Found> {
         }
         // The block runs to the next line naming a different address, or to
         // two blank lines in a row.
-        let mut text = String::from(lines[i]);
+        let mut text = String::new();
+        if is_sendmail_error(lines[i]) {
+            // A Sendmail transcript gives the server's reply (`<<<`) to the
+            // command it sent (`>>>`) above the error line that names the
+            // recipients it cost: that reply is their error.
+            let mut k = i;
+            while k > consumed
+                && is_transcript_line(lines[k - 1])
+                && candidates(lines[k - 1], exclude)
+                    .iter()
+                    .all(|a| fresh.contains(a))
+            {
+                k -= 1;
+            }
+            for l in &lines[k..i] {
+                text.push_str(l);
+                text.push('\n');
+            }
+        }
+        text.push_str(lines[i]);
         let mut j = i + 1;
         let mut blanks = 0;
         while j < lines.len() && j < i + 20 {
@@ -229,6 +277,12 @@ pub fn scan(notice: &str, exclude: &[String]) -> Vec<Found> {
             {
                 break;
             }
+            // Each Sendmail error line (`550 host (mailer)... Host unknown`)
+            // is an error of its own; one that names none of this block's
+            // addresses is not theirs.
+            if is_sendmail_error(l) && !address::find_all(l).iter().any(|a| fresh.contains(a)) {
+                break;
+            }
             blanks = 0;
             text.push('\n');
             text.push_str(l);
@@ -241,8 +295,26 @@ pub fn scan(notice: &str, exclude: &[String]) -> Vec<Found> {
             });
         }
         i = j.max(i + 1);
+        consumed = i;
     }
     found
+}
+
+/// A Sendmail error line: a reply code, then `who... what` (sendmail's
+/// `usrerr` format, e.g. `554 <a@example.org>... Remote protocol error`).
+fn is_sendmail_error(line: &str) -> bool {
+    let t = line.trim_start().as_bytes();
+    t.len() > 4
+        && t[..3].iter().all(u8::is_ascii_digit)
+        && matches!(t[0], b'4' | b'5')
+        && t[3] == b' '
+        && line.contains("... ")
+}
+
+/// A line of an SMTP transcript: what was sent (`>>>`) or answered (`<<<`).
+fn is_transcript_line(line: &str) -> bool {
+    let t = line.trim_start();
+    t.starts_with(">>>") || t.starts_with("<<<")
 }
 
 /// The lines of the notice that mention `recipient`, with the lines under
@@ -284,6 +356,179 @@ pub fn text_about(notice: &str, recipient: &str) -> String {
         i += 1;
     }
     out
+}
+
+/// A mail system whose notice has fixed wording: there, a phrase means one
+/// thing, whatever it would mean from an unknown sender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Agent {
+    /// Trend Micro InterScan Messaging Security Suite.
+    InterScan,
+    /// Verizon Wireless's mail-to-SMS gateways (vtext.com, vzwpix.com).
+    Verizon,
+    /// OpenSMTPD's MAILER-DAEMON reports.
+    OpenSmtpd,
+    /// Ipswitch (now Progress) IMail Server, whose mailer is `SMTP32`.
+    IMail,
+}
+
+/// Which known mail system wrote the notice, from its sender and the
+/// opening words of its template.
+pub fn agent(mail: &Mail) -> Option<Agent> {
+    let from = mail.header("from").unwrap_or("").to_ascii_lowercase();
+    let notice = mail.notice.to_ascii_lowercase();
+    let subject = mail.subject.as_str();
+    if from.trim_start().starts_with("\"interscan")
+        || notice.contains("message from interscan messaging security suite")
+        || ["メッセージを配信できません。", "メール配信に失敗しました"]
+            .iter()
+            .any(|t| subject.contains(t))
+    {
+        return Some(Agent::InterScan);
+    }
+    if address::find_all(&from).iter().any(|a| {
+        a == "post_master@vtext.com" || (a.starts_with("sysadmin@") && a.ends_with(".vzwpix.com"))
+    }) {
+        return Some(Agent::Verizon);
+    }
+    if mail
+        .header("x-mailer")
+        .is_some_and(|v| v.trim_start().starts_with("<SMTP32 v"))
+    {
+        return Some(Agent::IMail);
+    }
+    // OpenSMTPD's bounce template ("... to this email", "this e-mail" in
+    // older releases).
+    if notice.contains("this is the mailer-daemon, please do not reply to this") {
+        return Some(Agent::OpenSmtpd);
+    }
+    None
+}
+
+/// A reason a known mail system's own wording settles, and whether it
+/// settles permanence too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    pub reason: Reason,
+    /// `Some(true)`: the failure is final whatever status the report gave.
+    pub permanent: Option<bool>,
+}
+
+/// What a known mail system means by its own words. `folded` is the
+/// recipient's error text, `notice` the whole notice (both folded).
+pub fn agent_reason(agent: Agent, folded: &str, notice: &str) -> Option<Verdict> {
+    let said = |table: &[(&str, Reason)], text: &str| {
+        table
+            .iter()
+            .find(|(p, _)| text.contains(p))
+            .map(|(_, r)| Verdict {
+                reason: *r,
+                permanent: None,
+            })
+    };
+    match agent {
+        // InterScan names the recipient the next hop refused with this one
+        // sentence and nothing else.
+        Agent::InterScan => said(
+            &[("unable to deliver message to <", Reason::UserUnknown)],
+            folded,
+        ),
+        // Verizon writes the error above the message details that name the
+        // recipient, so the whole notice is read; these are its two
+        // templates' texts for an unknown number.
+        Agent::Verizon => said(
+            &[
+                (
+                    "requested action not taken: no such user here",
+                    Reason::UserUnknown,
+                ),
+                ("no valid recipients for this mm", Reason::UserUnknown),
+            ],
+            notice,
+        ),
+        // IMail's own texts; "Delivery failed 20 attempts" is how it says
+        // it gave up retrying.
+        Agent::IMail => {
+            let gave_up = folded
+                .match_indices("delivery failed ")
+                .any(|(i, m)| folded[i + m.len()..].starts_with(|c: char| c.is_ascii_digit()));
+            if gave_up {
+                return Some(Verdict {
+                    reason: Reason::Expired,
+                    permanent: None,
+                });
+            }
+            said(
+                &[
+                    ("unknown host", Reason::HostUnknown),
+                    ("unknown user", Reason::UserUnknown),
+                    ("invalid final delivery userid", Reason::UserUnknown),
+                    ("user mailbox exceeds allowed size", Reason::MailboxFull),
+                    (
+                        "requested action not taken: virus detected",
+                        Reason::VirusDetected,
+                    ),
+                    ("blacklisted url in message", Reason::SpamDetected),
+                ],
+                folded,
+            )
+        }
+        // OpenSMTPD's mta.c error strings. A domain with neither MX nor
+        // address records will not have them on the next try either, even
+        // though OpenSMTPD keeps the message queued and calls it delayed.
+        Agent::OpenSmtpd => {
+            const NOT_ACCEPT: &[&str] = &[
+                "destination seem to reject all mails",
+                "no mx found for domain",
+                "no mx found for destination",
+            ];
+            if NOT_ACCEPT.iter().any(|p| folded.contains(p)) {
+                return Some(Verdict {
+                    reason: Reason::NotAccept,
+                    permanent: Some(true),
+                });
+            }
+            said(
+                &[
+                    ("envelope expired", Reason::Expired),
+                    ("could not retrieve credentials", Reason::SecurityError),
+                    ("invalid domain name", Reason::HostUnknown),
+                    ("domain does not exist", Reason::HostUnknown),
+                    (
+                        "address family mismatch on destination mxs",
+                        Reason::NetworkError,
+                    ),
+                    ("all routes to destination blocked", Reason::NetworkError),
+                    ("bad dns lookup error code", Reason::NetworkError),
+                    ("could not retrieve source address", Reason::NetworkError),
+                    ("loop detected", Reason::NetworkError),
+                    ("network error on destination mxs", Reason::NetworkError),
+                    ("no valid route to remote mx", Reason::NetworkError),
+                    ("no valid route to destination", Reason::NetworkError),
+                    ("temporary failure in mx lookup", Reason::NetworkError),
+                ],
+                folded,
+            )
+        }
+    }
+}
+
+/// PowerMTA's bounce categories (`X-PowerMTA-BounceCategory`), which it
+/// assigns from the remote reply with its own pattern set; the ones that
+/// name a cause.
+pub fn powermta_category(category: &str) -> Option<Reason> {
+    Some(match category.trim() {
+        "bad-domain" => Reason::HostUnknown,
+        "bad-mailbox" => Reason::UserUnknown,
+        "inactive-mailbox" => Reason::Suspend,
+        "message-expired" => Reason::Expired,
+        "no-answer-from-host" => Reason::NetworkError,
+        "policy-related" => Reason::PolicyViolation,
+        "quota-issues" => Reason::MailboxFull,
+        "routing-errors" => Reason::SystemError,
+        "spam-related" => Reason::SpamDetected,
+        _ => return None,
+    })
 }
 
 /// Reasons from vendor error codes that the notice quotes. Exchange 2000/2003
@@ -364,8 +609,102 @@ mod tests {
     }
 
     #[test]
+    fn sendmail_transcript_reply_belongs_to_the_error_line_below_it() {
+        // Sendmail v5: the server's reply to MAIL FROM is the error of the
+        // recipient line under it; the host error line after is not.
+        let notice = "   ----- Transcript of session follows -----\nWhile talking to mx.example.org:\n>>> MAIL From:<me@example.jp>\n<<< 501 <me@example.jp>... Sender refused by policy\n554 <a@example.org>... Service unavailable\n550 example.org (smtp)... 550 Host unknown\n554 <b@example.org>... 550 Host unknown (Authoritative answer from name server)\n";
+        let f = scan(notice, &["me@example.jp".to_string()]);
+        assert_eq!(f.len(), 2);
+        assert_eq!(f[0].recipient, "a@example.org");
+        assert!(f[0].text.contains(">>> MAIL From"));
+        assert!(f[0].text.contains("Sender refused by policy"));
+        assert!(!f[0].text.contains("Host unknown"));
+        assert_eq!(f[1].recipient, "b@example.org");
+        assert!(f[1].text.contains("Host unknown"));
+        assert!(!f[1].text.contains("Sender refused"));
+    }
+
+    #[test]
+    fn known_agents_are_told_by_sender_and_template() {
+        let interscan = Mail::parse(b"From: \"InterScan MSS\" <postmaster@gw.example>\nSubject: Mail could not be delivered\n\nThe following mail could not be delivered.\n");
+        assert_eq!(agent(&interscan), Some(Agent::InterScan));
+        let verizon = Mail::parse(
+            b"From: post_master@vtext.com\nSubject: Re: hi\n\nError: Invalid user address\n",
+        );
+        assert_eq!(agent(&verizon), Some(Agent::Verizon));
+        let opensmtpd = Mail::parse(b"From: Mailer Daemon <MAILER-DAEMON@mx.example>\nSubject: Delivery status notification: error\n\n    Hi!\n\n    This is the MAILER-DAEMON, please DO NOT REPLY to this email.\n");
+        assert_eq!(agent(&opensmtpd), Some(Agent::OpenSmtpd));
+        let imail = Mail::parse(b"From: \"Postmaster\" <postmaster@mx.example>\nSubject: Undeliverable Mail\nX-Mailer: <SMTP32 v8.22>\n\nDelivery failed 20 attempts: a@example.org\n");
+        assert_eq!(agent(&imail), Some(Agent::IMail));
+        let other = Mail::parse(b"From: MAILER-DAEMON@mx.example\nSubject: failure notice\n\nHi. This is the qmail-send program\n");
+        assert_eq!(agent(&other), None);
+    }
+
+    #[test]
+    fn agent_wording_settles_the_reason() {
+        let v = |a, t: &str, n: &str| agent_reason(a, t, n).map(|v| (v.reason, v.permanent));
+        assert_eq!(
+            v(
+                Agent::InterScan,
+                "reason: unable to deliver message to <a@example.org>.",
+                ""
+            ),
+            Some((Reason::UserUnknown, None))
+        );
+        assert_eq!(
+            v(
+                Agent::Verizon,
+                "rcpt to: 5550100@vtext.com",
+                "error: invalid user address 550 - requested action not taken: no such user here"
+            ),
+            Some((Reason::UserUnknown, None))
+        );
+        // OpenSMTPD reports a domain without mail hosts as delayed; it is
+        // final all the same.
+        assert_eq!(
+            v(
+                Agent::OpenSmtpd,
+                "a@example.org: no mx found for domain",
+                ""
+            ),
+            Some((Reason::NotAccept, Some(true)))
+        );
+        assert_eq!(
+            v(Agent::OpenSmtpd, "a@example.org: envelope expired", ""),
+            Some((Reason::Expired, None))
+        );
+        assert_eq!(v(Agent::OpenSmtpd, "a@example.org: mailbox full", ""), None);
+        assert_eq!(
+            v(
+                Agent::IMail,
+                "delivery failed 20 attempts: a@example.org",
+                ""
+            ),
+            Some((Reason::Expired, None))
+        );
+        assert_eq!(
+            v(Agent::IMail, "unknown user: a@example.org", ""),
+            Some((Reason::UserUnknown, None))
+        );
+    }
+
+    #[test]
+    fn powermta_categories_that_name_a_cause() {
+        assert_eq!(powermta_category("bad-mailbox"), Some(Reason::UserUnknown));
+        assert_eq!(powermta_category("bad-domain"), Some(Reason::HostUnknown));
+        assert_eq!(powermta_category("quota-issues"), Some(Reason::MailboxFull));
+        assert_eq!(powermta_category("other"), None);
+    }
+
+    #[test]
     fn sender_and_mail_system_addresses_are_not_recipients() {
         let notice = "Your message to you@example.org from me@example.jp\nwas rejected. Contact postmaster@example.org\n";
+        let f = scan(notice, &["me@example.jp".to_string()]);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].recipient, "you@example.org");
+        // A help line in Japanese ("please contact <...>"), wrapped after
+        // the address.
+        let notice = "<you@example.org>: host mx.example.org said: 550 User unknown\n\n\n解決できない場合は、<support@isp.example>\nへご連絡ください。\n";
         let f = scan(notice, &["me@example.jp".to_string()]);
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].recipient, "you@example.org");
