@@ -14,7 +14,8 @@
 #
 # Usage: bench/send.sh [N] [RUNS] [CONCURRENCIES] [MODES]
 #        defaults: 20000 3 "4 16" "none rsa ed25519"
-# Env:   PORT (default 42525) for smtp-sink; KEEP=1 keeps the temp dir.
+# Env:   PORT (default 42525) for smtp-sink; KEEP=1 keeps the temp dir;
+#        TEMPLATE=newsletter (default) or catalogue (see below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${1:-20000}"
@@ -22,6 +23,7 @@ RUNS="${2:-3}"
 CONCS="${3:-4 16}"
 MODES="${4:-none rsa ed25519}"
 PORT="${PORT:-42525}"
+TEMPLATE="${TEMPLATE:-newsletter}"
 SIZE=10240
 
 for tool in /usr/sbin/smtp-sink /usr/sbin/smtp-source openssl python3 bc; do
@@ -67,7 +69,13 @@ with open(out, "w", newline="", encoding="utf-8") as f:
                     rnd.choice(["free", "pro"]), rnd.randint(0, 40)])
 EOF
 
-# Each product row carries the contact's own data, so every message differs.
+# Two templates (TEMPLATE=newsletter|catalogue), both about 10 KB a message:
+# - newsletter: what marketers mostly send, an edition of static articles
+#   with a dozen personal fields (greeting, plan and country sentences, a
+#   four-item selection, the unsubscribe link);
+# - catalogue: every one of 36 rows carries the contact's data, three
+#   lookups and arithmetic a row, the heaviest rendering per byte.
+if [[ "$TEMPLATE" == catalogue ]]; then
 cat >"$P/templates/bench.html" <<'EOF'
 <!doctype html>
 <html lang="{{ contact.locale | default(value='en') }}">
@@ -93,6 +101,50 @@ As a {{ contact.attributes.plan }} member in {{ contact.attributes.country }} wi
 
 Unsubscribe: {{ unsubscribe_url }}
 EOF
+else
+python3 - "$P/templates" <<'EOF'
+import sys
+out = sys.argv[1]
+topics = [
+    ("Autumn collection", "The new season brings wool blends, recycled down and a palette of rust, moss and slate."),
+    ("Behind the seams", "We visited the family workshop in Guimarães that has stitched our jackets since 1998."),
+    ("Care guide", "Wash cold, dry flat and store folded: knitwear lasts for years when it is not hung."),
+    ("Repair programme", "Bring any garment we made back to a store and we mend it free of charge, whatever its age."),
+    ("Community", "Readers sent more than four hundred photos of their oldest pieces; a few of them are below."),
+    ("Shipping", "Orders placed before noon leave the warehouse the same day; returns stay free for 60 days."),
+]
+para = ("{body} Our designers spent the summer testing fabrics in the mountains and by the sea, "
+        "and only what survived both made it into the shop. Each piece has a page with its full "
+        "origin: where the fibre was grown, spun, dyed and sewn, and by whom. ")
+html = ['<!doctype html>', '<html lang="{{ contact.locale | default(value=\'en\') }}">',
+        '<body style="margin:0;padding:0;background:#f4f1ec;font-family:Georgia,serif;color:#222">',
+        '<table role="presentation" width="100%" cellpadding="0" cellspacing="0"><tr><td align="center">',
+        '<table role="presentation" width="600" cellpadding="24" cellspacing="0" style="background:#fff">',
+        '<tr><td><h1 style="font-size:26px">Hello {{ contact.first_name }}!</h1>',
+        '<p>{% if contact.attributes.plan == "pro" %}Thank you for being a Pro member: free express shipping is on us this month.'
+        '{% else %}Members get free express shipping and early access: join from your account page.{% endif %}</p>',
+        '<p>Prices and delivery times below are for {{ contact.attributes.country }}.</p></td></tr>']
+text = ['Hello {{ contact.first_name }}!', '',
+        '{% if contact.attributes.plan == "pro" %}Thank you for being a Pro member: free express shipping is on us this month.'
+        '{% else %}Members get free express shipping and early access: join from your account page.{% endif %}', '',
+        'Prices and delivery times below are for {{ contact.attributes.country }}.', '']
+for i, (title, body) in enumerate(topics):
+    html.append(f'<tr><td><h2 style="font-size:20px">{title}</h2><p style="line-height:1.5">{para.format(body=body)}</p>'
+                f'<p><a href="https://shop.example/journal/{i}" style="color:#8a3b12">Read the story</a></p></td></tr>')
+    text += [title.upper(), para.format(body=body), f'Read the story: https://shop.example/journal/{i}', '']
+html.append('<tr><td><h2 style="font-size:20px">Picked for you, {{ contact.first_name }}</h2><ul>'
+            '{% for p in ["Merino crew", "Waxed field jacket", "Linen overshirt", "Wool beanie"] %}'
+            '<li><a href="https://shop.example/p/{{ loop.index }}?c={{ contact.attributes.country }}">{{ p }}</a></li>{% endfor %}</ul></td></tr>')
+text += ['PICKED FOR YOU, {{ contact.first_name | upper }}',
+         '{% for p in ["Merino crew", "Waxed field jacket", "Linen overshirt", "Wool beanie"] %}- {{ p }}: https://shop.example/p/{{ loop.index }}\n{% endfor %}']
+html += ['<tr><td style="font-size:12px;color:#666">You get this because {{ contact.email }} subscribed to our newsletter. '
+         '<a href="{{ unsubscribe_url }}">Unsubscribe</a> in one click, at any time.</td></tr>',
+         '</table></td></tr></table></body></html>']
+text += ['You get this because {{ contact.email }} subscribed to our newsletter.', 'Unsubscribe: {{ unsubscribe_url }}']
+open(f"{out}/bench.html", "w").write("\n".join(html) + "\n")
+open(f"{out}/bench.txt", "w").write("\n".join(text) + "\n")
+EOF
+fi
 cat >"$P/campaigns/bench.toml" <<'EOF'
 name = "Bench"
 subject = "{{ contact.first_name }}, your personal selection"
@@ -144,7 +196,7 @@ config none 4
     --list bench --consent-source "bench" >/dev/null)
 python3 -c "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('PRAGMA wal_checkpoint(TRUNCATE)'); c.close()" "$P/base.db"
 size=$(cd "$P" && CARTERO_DATABASE_URL="sqlite://base.db" "$BIN" campaign preview campaigns/bench.toml --contact user0@example.com | wc -c)
-echo "# $N recipients; message size for the first contact: $size bytes unsigned (smtp-source: -l $SIZE)"
+echo "# $N recipients, template $TEMPLATE; message size for the first contact: $size bytes unsigned (smtp-source: -l $SIZE)"
 
 # cartero_run MODE C: one send, appends "secs rss_kb" to its results file.
 cartero_run() {
@@ -192,7 +244,7 @@ done
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 echo
-echo "# medians of $RUNS runs, N=$N, ~10 KB ($(uptime | sed 's/.*load/load/'))"
+echo "# medians of $RUNS runs, N=$N, ~10 KB, template $TEMPLATE ($(uptime | sed 's/.*load/load/'))"
 printf '%-22s %5s %9s %10s %12s %10s\n' sender conns seconds "msg/s" "peak RSS MB" "vs source"
 for c in $CONCS; do
     s=$(median <"$TMP/source-$c")
