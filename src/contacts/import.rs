@@ -243,6 +243,7 @@ pub async fn import_reader<R: Read + Send + 'static>(
     } else {
         tx.commit().await?;
         summary.written = true;
+        store.refresh_statistics().await?;
     }
     summary.inserted = counts.inserted;
     summary.updated = counts.updated;

@@ -304,17 +304,20 @@ pub async fn upsert_batch(
         let mut state: HashMap<i64, i64> = HashMap::new();
         if !existing.is_empty() {
             let rows: String = dispatch_tx!(tx, conn => {
+                // `list_id + 0`: both planners otherwise take the
+                // (list_id, subscribed) index and walk every member of the
+                // list for each batch (quadratic; PostgreSQL's re-import of
+                // 1M rows took 136 s); the primary key finds the batch.
                 let mut qb = QueryBuilder::new(format!(
-                    "SELECT {} FROM contact_lists WHERE list_id = ",
+                    "SELECT {} FROM contact_lists WHERE contact_id IN (",
                     super::json_rows_sql(backend, "contact_id, subscribed")
                 ));
-                qb.push_bind(consent.list_id);
-                qb.push(" AND contact_id IN (");
                 let mut sep = qb.separated(", ");
                 for e in existing.values() {
                     sep.push_bind(e.id);
                 }
-                qb.push(")");
+                qb.push(") AND list_id + 0 = ");
+                qb.push_bind(consent.list_id);
                 qb.build_query_scalar().fetch_one(&mut *conn).await?
             });
             state.extend(super::parse_json_rows::<(i64, i64)>(&rows)?);

@@ -230,6 +230,24 @@ impl Store {
         })
     }
 
+    /// Refreshes the planner's statistics after a bulk change (an import):
+    /// a table filled in one transaction has none, and PostgreSQL then plans
+    /// segment and lookup queries for an empty table until autovacuum gets
+    /// to it. SQLite's `PRAGMA optimize` analyses only what needs it.
+    pub async fn refresh_statistics(&self) -> Result<()> {
+        match self {
+            Store::Sqlite(p) => {
+                sqlx::query("PRAGMA optimize").execute(p).await?;
+            }
+            Store::Postgres(p) => {
+                sqlx::query("ANALYZE contacts, contact_lists, contact_tags, consent_events")
+                    .execute(p)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn backend(&self) -> Backend {
         match self {
             Store::Sqlite(_) => Backend::Sqlite,
