@@ -112,6 +112,8 @@ topics = [
     ("Repair programme", "Bring any garment we made back to a store and we mend it free of charge, whatever its age."),
     ("Community", "Readers sent more than four hundred photos of their oldest pieces; a few of them are below."),
     ("Shipping", "Orders placed before noon leave the warehouse the same day; returns stay free for 60 days."),
+    ("Materials", "Our wool is mulesing-free and traceable to three farms; the cotton is organic and rain-fed."),
+    ("Events", "Join us for the winter market: mending workshops, a swap rail and hot chocolate in every store."),
 ]
 para = ("{body} Our designers spent the summer testing fabrics in the mountains and by the sea, "
         "and only what survived both made it into the shop. Each piece has a page with its full "
