@@ -199,26 +199,11 @@ impl SmtpClient {
                     reason: "timed out waiting for the server's reply".into(),
                 }
             }
-            Ok(Ok(resp)) => Attempt::Accepted {
-                code: Some(u16::from(resp.code())),
-                reply: format!(
-                    "{} {}",
-                    resp.code(),
-                    resp.message().collect::<Vec<_>>().join(" ")
-                ),
-            },
+            Ok(Ok(resp)) => accepted(&resp),
             Ok(Err(e)) => {
                 // lettre aborts the connection on any error; reconnect next time.
                 self.conn = None;
-                let code = e.status().map(u16::from);
-                let reply = e.to_string();
-                if e.is_permanent() {
-                    Attempt::Permanent { code, reply }
-                } else if e.is_transient() {
-                    Attempt::Transient { code, reply }
-                } else {
-                    Attempt::Connection { reason: reply }
-                }
+                attempt_of(&e)
             }
         }
     }

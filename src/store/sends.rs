@@ -3,8 +3,8 @@
 //!
 //! A send starts by snapshotting the segment into one row per recipient
 //! (`snapshot`). Workers `claim` small batches, marking them `sending` with
-//! their id and a lease, send outside any transaction, and `record` each
-//! result in its own short write. Rows still `sending` after their worker died
+//! their id and a lease, send outside any transaction, and their results
+//! are written in groups (`record_many`, fed by the send recorder). Rows still `sending` after their worker died
 //! are the in-flight window: `release_stale` hands them back as pending, and
 //! the count is reported. See docs/SENDING.md.
 
@@ -246,17 +246,15 @@ pub async fn claim(
     // on each claim (quadratic in the campaign's size). Each branch alone
     // is a range of the `sends_work` index that LIMIT cuts short, in index
     // order; the order of rows within a claim does not matter.
-    let pending = format!(
-        "UPDATE sends SET state = 'sending', claimed_by = $1, lease_until = $2, attempts = attempts + 1, \
-         updated_at = $3 WHERE id IN (SELECT id FROM sends WHERE campaign_id = $4 AND state = 'pending' \
-         LIMIT $5{lock}) RETURNING id, contact_id, email, attempts, created_at"
-    );
-    let due = format!(
-        "UPDATE sends SET state = 'sending', claimed_by = $1, lease_until = $2, attempts = attempts + 1, \
-         updated_at = $3 WHERE id IN (SELECT id FROM sends WHERE campaign_id = $4 AND state = 'deferred' \
-         AND next_attempt_at <= $3 ORDER BY next_attempt_at LIMIT $5{lock}) \
-         RETURNING id, contact_id, email, attempts, created_at"
-    );
+    let claim_where = |due: &str| {
+        format!(
+            "UPDATE sends SET state = 'sending', claimed_by = $1, lease_until = $2, attempts = attempts + 1, \
+             updated_at = $3 WHERE id IN (SELECT id FROM sends WHERE campaign_id = $4 AND {due} \
+             LIMIT $5{lock}) RETURNING id, contact_id, email, attempts, created_at"
+        )
+    };
+    let pending = claim_where("state = 'pending'");
+    let due = claim_where("state = 'deferred' AND next_attempt_at <= $3 ORDER BY next_attempt_at");
     let mut rows: Vec<Claimed> = Vec::new();
     let _writer = sqlite_writer(store).await;
     for sql in [pending, due] {
@@ -319,16 +317,6 @@ struct RowUpdate<'a> {
     retry_at: Option<Millis>,
     message_id: Option<&'a str>,
     reason: Option<&'static str>,
-}
-
-/// Records one result. See [`record_many`].
-pub async fn record(
-    store: &Store,
-    claimed: &Claimed,
-    outcome: &Outcome,
-    now: Millis,
-) -> Result<()> {
-    record_many(store, &[(claimed.id, outcome, now)]).await
 }
 
 impl<'a> RowUpdate<'a> {
