@@ -82,6 +82,29 @@ async fn campaign_through_postfix_with_dkim_and_a_real_dsn() {
         use base64::Engine as _;
         let public_key = base64::engine::general_purpose::STANDARD.encode(der);
 
+        // Content that exercises both transfer encodings and the wire: an
+        // HTML part with accents and a line far over 76 characters
+        // (quoted-printable, soft breaks), a short ASCII text part (7bit)
+        // whose lines start with dots (SMTP dot-stuffing).
+        let long_line = format!("<p>{}</p>", "Ñandú y cigüeña. ".repeat(20));
+        project.write(
+            "templates/c.html",
+            &format!(
+                "<html><body><p>Hola {{{{ contact.first_name }}}} from {{{{ contact.attributes.city }}}}!</p>\n\
+                 {long_line}\n.<p>dot</p>\n<p><a href=\"{{{{ unsubscribe_url }}}}\">Unsubscribe</a></p></body></html>\n"
+            ),
+        );
+        project.write(
+            "templates/c.txt",
+            "Hola {{ contact.first_name }}, new year.\n.\n..two dots\n.leading\nUnsubscribe: {{ unsubscribe_url }}\n",
+        );
+        project.write(
+            "campaigns/c.toml",
+            "name = \"Spring\"\nsubject = \"Hola {{ contact.first_name }}\"\n\
+             from = \"Shop <news@shop.example>\"\nlist = \"newsletter\"\n\n\
+             [template]\nhtml = \"c.html\"\ntext = \"c.txt\"\n",
+        );
+
         let out = project.import(
             "email,first_name,city\nalice@example.org,Alice,Madrid\nbob@example.org,Bob,Lisboa\nnobody@example.org,Nadie,Nowhere\n",
         );
@@ -100,8 +123,27 @@ async fn campaign_through_postfix_with_dkim_and_a_real_dsn() {
 
         // Personalised, with the bulk-sender headers.
         assert_eq!(header(&raw, "Subject"), Some("Hola Alice"));
-        assert!(raw.contains("from Madrid"), "{raw}");
         assert!(!raw.contains("Lisboa"), "no other contact's data");
+        // Decoded by an independent MIME parser, both parts read as rendered.
+        let parsed = mail_parser::MessageParser::default()
+            .parse(raw.as_bytes())
+            .expect("a MIME message");
+        let html = parsed.body_html(0).expect("an HTML part");
+        assert!(html.contains("Hola Alice from Madrid!"), "{html}");
+        assert!(html.contains(&long_line), "the long line intact:\n{html}");
+        assert!(html.contains("\n.<p>dot</p>\n"), "{html}");
+        assert!(raw.contains("Content-Transfer-Encoding: 7bit"), "{raw}");
+        assert!(raw.contains("Content-Transfer-Encoding: quoted-printable"));
+        let text = parsed.body_text(0).expect("a text part");
+        assert!(
+            // Postfix stores Maildir messages with LF line ends.
+            text.starts_with("Hola Alice, new year.\n.\n..two dots\n.leading\n"),
+            "{text:?}"
+        );
+        assert!(
+            raw.lines().all(|l| l.len() <= 998),
+            "no line over RFC 5322's limit"
+        );
         let lu = header(&raw, "List-Unsubscribe").expect("List-Unsubscribe");
         assert!(lu.starts_with("<https://news.shop.example/u/"), "{lu}");
         assert!(

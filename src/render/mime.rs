@@ -85,12 +85,12 @@ pub fn build_message(r: &Rendered, p: &MessageParts<'_>) -> Result<Vec<u8>, Rend
         .singlepart(
             SinglePart::builder()
                 .header(ContentType::TEXT_PLAIN)
-                .body(r.text.clone()),
+                .body(super::body::encode(&r.text)),
         )
         .singlepart(
             SinglePart::builder()
                 .header(ContentType::TEXT_HTML)
-                .body(r.html.clone()),
+                .body(super::body::encode(&r.html)),
         );
     let msg = b
         .multipart(body)

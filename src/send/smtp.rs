@@ -299,7 +299,7 @@ async fn pipelined(
         replies.len() == env.to().len() + 2 && replies.last().is_some_and(|r| r.is_ok());
     let refused = replies.iter().find_map(|r| r.as_ref().err());
     match refused {
-        None if data_accepted => match conn.message(bytes).await {
+        None if data_accepted => match send_data(conn, bytes).await {
             Ok(reply) => Transaction::Done(accepted(&reply)),
             Err(e) if e.status().is_some() => Transaction::Done(attempt_of(&e)),
             Err(e) => Transaction::Broken(attempt_of(&e)),
@@ -325,6 +325,44 @@ async fn pipelined(
     }
 }
 
+/// The message content and its end (RFC 5321 §4.1.1.4) in one write, then
+/// the server's reply. lettre's `message` copies the content byte by byte
+/// into a dot-stuffed buffer and writes the final `.` separately: about 5%
+/// of a send's CPU, and two TCP segments a message with TCP_NODELAY.
+async fn send_data(
+    conn: &mut AsyncSmtpConnection,
+    bytes: &[u8],
+) -> Result<Response, lettre::transport::smtp::Error> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => conn.command(DataBody(text)).await,
+        // Not reached with messages cartero builds (always UTF-8).
+        Err(_) => conn.message(bytes).await,
+    }
+}
+
+/// Message content as sent after DATA: a `.` that starts a line is doubled
+/// (RFC 5321 §4.5.2) and the content ends with CRLF `.` CRLF, as lettre ends
+/// it.
+struct DataBody<'a>(&'a str);
+
+impl std::fmt::Display for DataBody<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = self.0;
+        if text.starts_with('.') {
+            f.write_str(".")?;
+        }
+        let mut start = 0;
+        for at in memchr::memmem::find_iter(text.as_bytes(), b"\r\n.") {
+            // Up to and including the CRLF; the line's own dot follows.
+            f.write_str(&text[start..at + 2])?;
+            f.write_str(".")?;
+            start = at + 2;
+        }
+        f.write_str(&text[start..])?;
+        f.write_str("\r\n.\r\n")
+    }
+}
+
 fn accepted(reply: &Response) -> Attempt {
     Attempt::Accepted {
         code: Some(u16::from(reply.code())),
@@ -345,4 +383,45 @@ fn lettre_envelope(e: &Envelope) -> Result<LettreEnvelope, String> {
         e.to.parse()
             .map_err(|err| format!("recipient {:?} rejected by the SMTP client: {err}", e.to))?;
     LettreEnvelope::new(Some(from), vec![to]).map_err(|err| err.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// RFC 5321 §4.5.2 read literally, one byte at a time: the reference
+    /// the fast version must agree with.
+    fn stuffed_by_hand(text: &str) -> String {
+        let mut out = String::new();
+        let mut line_start = true;
+        let mut prev = '\0';
+        for ch in text.chars() {
+            if line_start && ch == '.' {
+                out.push('.');
+            }
+            out.push(ch);
+            line_start = prev == '\r' && ch == '\n';
+            prev = ch;
+        }
+        out.push_str("\r\n.\r\n");
+        out
+    }
+
+    #[test]
+    fn dots_that_start_a_line_are_doubled() {
+        let text = ".first\r\nmiddle.\r\n.\r\n..two\r\nbare\n.lf";
+        assert_eq!(
+            DataBody(text).to_string(),
+            "..first\r\nmiddle.\r\n..\r\n...two\r\nbare\n.lf\r\n.\r\n"
+        );
+        assert_eq!(DataBody("").to_string(), "\r\n.\r\n");
+    }
+
+    proptest! {
+        #[test]
+        fn agrees_with_the_rule_read_literally(text in "[a.\r\né]{0,60}") {
+            prop_assert_eq!(DataBody(&text).to_string(), stuffed_by_hand(&text));
+        }
+    }
 }
