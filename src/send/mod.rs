@@ -2,20 +2,21 @@
 //! the outbox transport.
 //!
 //! `send_campaign` snapshots the segment into send rows once, then runs
-//! `concurrency` workers. Each worker claims a small batch (a lease in one
+//! `concurrency` workers. Each worker claims a batch (a lease in one
 //! short transaction), renders and signs it on the blocking pool, delivers
 //! message by message outside any transaction, and hands each result to the
 //! recorder (group commit, `recorder.rs`). A kill at any point loses at most
-//! the rows a worker had claimed and not yet recorded: the in-flight window,
-//! reported and resent on resume (docs/SENDING.md). Suppression is checked twice: at the snapshot
-//! and again when a row is claimed, so a contact who unsubscribes during a
-//! long send is not mailed.
+//! the rows a worker had claimed and not yet recorded, resent on resume; of
+//! those, at most `IN_FLIGHT` per worker had reached the server (the
+//! in-flight window, docs/SENDING.md). Suppression is checked twice: at the
+//! snapshot and again when a row is claimed, so a contact who unsubscribes
+//! during a long send is not mailed.
 
 pub mod outbox;
 pub mod recorder;
 pub mod smtp;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -60,9 +61,27 @@ pub enum SendError {
     },
 }
 
-/// Rows a worker claims at once: small, so a kill strands few and the lease
-/// stays short at any rate limit.
-const CLAIM_BATCH: i64 = 20;
+/// Rows a worker claims at once, at most. Each claim costs four statements
+/// (claim, contacts, tags, consent), so larger batches cost less a message;
+/// a kill strands the claimed rows, but they were not sent and go back to
+/// pending, so the batch size is not the in-flight window.
+const CLAIM_BATCH: i64 = 100;
+/// Results of one worker that may be unwritten while it delivers the next
+/// message: the in-flight window per worker per crash (docs/SENDING.md).
+const IN_FLIGHT: usize = 4;
+/// Rows a worker claims at once under a rate limit. A worker holds two
+/// batches (one on the wire, the next rendered), and both must go out well
+/// within the lease, or another node would take the rows over while this
+/// one still sends them.
+fn claim_size(rate_limit: f64, workers: usize) -> i64 {
+    if rate_limit <= 0.0 {
+        return CLAIM_BATCH;
+    }
+    let per_worker = rate_limit / workers.max(1) as f64;
+    let fit = (per_worker * LEASE.as_secs_f64() / 4.0 / 2.0).floor() as i64;
+    fit.clamp(1, CLAIM_BATCH)
+}
+
 /// How long a claim is honoured before another run may take the row over.
 const LEASE: Duration = Duration::from_secs(300);
 
@@ -487,6 +506,7 @@ pub async fn send_campaign(
                 stop: stop.clone(),
                 max_attempts: retry.max_attempts.max(1),
                 retry_base: Duration::from_secs(retry.retry_base_secs),
+                claim_size: claim_size(retry.rate_limit, workers),
             };
             tasks.spawn(worker(ctx));
         }
@@ -554,6 +574,7 @@ struct WorkerCtx {
     stop: Arc<AtomicBool>,
     max_attempts: u32,
     retry_base: Duration,
+    claim_size: i64,
 }
 
 fn skip_reason_for(status: &str) -> Option<SkipReason> {
@@ -573,30 +594,34 @@ async fn worker(ctx: WorkerCtx) -> Result<(), SendError> {
         Transport::Smtp(s) => Some(SmtpClient::new(s)),
         Transport::Outbox(_) => None,
     };
-    let mut unwritten: Option<Pending> = None;
+    let mut unwritten = VecDeque::with_capacity(IN_FLIGHT);
     let result = work(&ctx, &mut smtp, &mut unwritten).await;
     if let Some(c) = smtp.as_mut() {
         c.quit().await;
     }
     // The last result must be in the database before the worker counts as done.
-    if let Some(last) = unwritten {
+    for last in unwritten {
         last.written().await.map_err(SendError::Record)?;
     }
     result
 }
 
-/// Hands a result to the recorder, then waits for the previous one: at most
-/// two results of a worker are unwritten at any time (the in-flight window).
+/// Hands a result to the recorder, then waits for the oldest of this
+/// worker's unwritten results while `IN_FLIGHT - 1` remain: with the message
+/// on the wire, at most `IN_FLIGHT` are accepted and unrecorded at any time.
 async fn hand_over(
     ctx: &WorkerCtx,
-    unwritten: &mut Option<Pending>,
+    unwritten: &mut VecDeque<Pending>,
     row: &Claimed,
     outcome: Outcome,
     at: Millis,
 ) -> Result<(), SendError> {
     let pending = ctx.recorder.submit(row.id, outcome, at).await;
-    if let Some(previous) = unwritten.replace(pending) {
-        previous.written().await.map_err(SendError::Record)?;
+    unwritten.push_back(pending);
+    while unwritten.len() >= IN_FLIGHT {
+        if let Some(oldest) = unwritten.pop_front() {
+            oldest.written().await.map_err(SendError::Record)?;
+        }
     }
     Ok(())
 }
@@ -615,10 +640,11 @@ async fn prepare(
     campaign_id: i64,
     list_id: i64,
     worker: String,
+    claim_size: i64,
 ) -> Result<Prepared, SendError> {
     let now = now_millis();
     let lease_until = now + LEASE.as_millis() as i64;
-    let batch = sends::claim(&store, campaign_id, &worker, CLAIM_BATCH, lease_until, now).await?;
+    let batch = sends::claim(&store, campaign_id, &worker, claim_size, lease_until, now).await?;
     if batch.is_empty() {
         return Ok(Prepared {
             skipped: Vec::new(),
@@ -662,7 +688,7 @@ async fn prepare(
 async fn work(
     ctx: &WorkerCtx,
     smtp: &mut Option<SmtpClient>,
-    unwritten: &mut Option<Pending>,
+    unwritten: &mut VecDeque<Pending>,
 ) -> Result<(), SendError> {
     let mut connection_failures = 0u32;
     // The next batch is claimed and rendered while this one is delivered:
@@ -675,6 +701,7 @@ async fn work(
             ctx.campaign_id,
             ctx.list_id,
             ctx.worker.clone(),
+            ctx.claim_size,
         ))
     };
     let mut next = Some(prepare_next(ctx));
@@ -816,4 +843,19 @@ async fn dry_run(
         transport: transport.describe(),
         dry_run: true,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_shrink_under_a_low_rate_limit() {
+        assert_eq!(claim_size(0.0, 4), CLAIM_BATCH);
+        assert_eq!(claim_size(10_000.0, 4), CLAIM_BATCH);
+        // 1 message/s over 4 workers: two batches of 9 take 72 s, a
+        // quarter of the lease.
+        assert_eq!(claim_size(1.0, 4), 9);
+        assert_eq!(claim_size(0.01, 4), 1);
+    }
 }
