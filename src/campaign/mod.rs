@@ -403,6 +403,36 @@ source = "cartero"
 X-Campaign = "spring"
 "#;
 
+    proptest::proptest! {
+        /// Campaign files come from people's editors: any text, and any
+        /// small edit of a good file, gives a campaign or an error that
+        /// names the file, never a panic.
+        #[test]
+        fn any_edit_of_a_campaign_file_parses_or_names_the_file(
+            edits in proptest::collection::vec((0usize..400, 0u8..4, proptest::char::any()), 0..6),
+            junk in "\\PC{0,80}",
+        ) {
+            let d = dir_with_templates();
+            let mut text: Vec<char> = GOOD.chars().collect();
+            for (at, kind, ch) in edits {
+                let at = at % (text.len() + 1);
+                match kind {
+                    0 => text.insert(at, ch),
+                    1 if at < text.len() => { text.remove(at); }
+                    2 if at < text.len() => text[at] = ch,
+                    _ => text.insert(at, ['"', '[', ']', '=', '\n', '{', '}'][at % 7]),
+                }
+            }
+            let text: String = text.into_iter().collect();
+            for input in [text.as_str(), junk.as_str()] {
+                if let Err(e) = Campaign::parse(input, Path::new("campaigns/spring.toml"), d.path()) {
+                    let msg = e.to_string();
+                    proptest::prop_assert!(msg.contains("spring.toml"), "{}", msg);
+                }
+            }
+        }
+    }
+
     #[test]
     fn parses_a_campaign() {
         let d = dir_with_templates();

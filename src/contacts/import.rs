@@ -539,6 +539,43 @@ fn parse_row(
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        /// Any bytes as a CSV file: the header is understood or refused
+        /// with a message, and every row parses or gets a reason; nothing
+        /// panics.
+        #[test]
+        fn any_csv_bytes_parse_or_are_refused(
+            body in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::strategy::Just(b',' ), proptest::strategy::Just(b'"'),
+                    proptest::strategy::Just(b'\n'), proptest::strategy::Just(b'@'),
+                    proptest::strategy::Just(b'.'), proptest::num::u8::ANY,
+                    b'a'..=b'z',
+                ],
+                0..300,
+            ),
+            header in proptest::prop_oneof![
+                proptest::strategy::Just(b"email,first_name,tags,age\n".to_vec()),
+                proptest::collection::vec(proptest::num::u8::ANY, 0..40),
+            ],
+        ) {
+            let mut input = header;
+            input.extend(body);
+            let mut rdr = csv::ReaderBuilder::new()
+                .flexible(true)
+                .has_headers(true)
+                .from_reader(input.as_slice());
+            let Ok(layout) = read_header(&mut rdr, "fuzz.csv") else { return Ok(()) };
+            let mut record = csv::ByteRecord::new();
+            while let Ok(true) = rdr.read_byte_record(&mut record) {
+                match parse_row(&record, &layout.headers, &layout.columns, layout.email_col) {
+                    Ok(c) => proptest::prop_assert!(!c.email.as_str().is_empty()),
+                    Err(reason) => proptest::prop_assert!(!reason.is_empty()),
+                }
+            }
+        }
+    }
+
     #[test]
     fn attribute_values_are_typed() {
         assert_eq!(typed("42"), Some(Value::from(42)));
