@@ -9,8 +9,10 @@
 
 use std::path::Path;
 
-use mail_auth::common::crypto::{Ed25519Key, RsaKey, Sha256};
-use mail_auth::common::headers::HeaderWriter;
+use mail_auth::common::crypto::{
+    Algorithm, Ed25519Key, HashContext, HashImpl, HashOutput, RsaKey, Sha256, SigningKey,
+};
+use mail_auth::common::headers::{HeaderWriter, Writable, Writer};
 use mail_auth::dkim::{Canonicalization, DkimSigner as Signer, Done};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -50,8 +52,69 @@ pub const SIGNED_HEADERS: [&str; 11] = [
 ];
 
 enum Inner {
-    Rsa(Signer<RsaKey<Sha256>, Done>),
-    Ed25519(Signer<Ed25519Key, Done>),
+    Rsa(Signer<Buffered<RsaKey<Sha256>>, Done>),
+    Ed25519(Signer<Buffered<Ed25519Key>, Done>),
+}
+
+/// A signing key whose body hash is fed in blocks. mail-auth's relaxed body
+/// canonicalisation hands the hasher one byte at a time, and ring's SHA-256
+/// update costs far more a call than a byte: about 100 µs of a 10 KB
+/// message's signature went there. Collecting the bytes first gives the same
+/// digest.
+struct Buffered<K>(K);
+
+impl<K: SigningKey<Hasher = Sha256>> SigningKey for Buffered<K> {
+    type Hasher = BufferedSha256;
+
+    fn sign(&self, input: impl Writable) -> mail_auth::Result<Vec<u8>> {
+        self.0.sign(input)
+    }
+
+    fn algorithm(&self) -> Algorithm {
+        self.0.algorithm()
+    }
+}
+
+struct BufferedSha256;
+
+/// Bytes handed to SHA-256 at once.
+const HASH_BLOCK: usize = 16 * 1024;
+
+struct BufferedContext {
+    hash: <Sha256 as HashImpl>::Context,
+    pending: Vec<u8>,
+}
+
+impl HashImpl for BufferedSha256 {
+    type Context = BufferedContext;
+
+    fn hasher() -> BufferedContext {
+        BufferedContext {
+            hash: Sha256::hasher(),
+            pending: Vec::with_capacity(HASH_BLOCK),
+        }
+    }
+}
+
+impl Writer for BufferedContext {
+    fn write(&mut self, buf: &[u8]) {
+        if self.pending.len() + buf.len() > HASH_BLOCK {
+            self.hash.write(&self.pending);
+            self.pending.clear();
+        }
+        if buf.len() >= HASH_BLOCK {
+            self.hash.write(buf);
+        } else {
+            self.pending.extend_from_slice(buf);
+        }
+    }
+}
+
+impl HashContext for BufferedContext {
+    fn complete(mut self) -> HashOutput {
+        self.hash.write(&self.pending);
+        self.hash.complete()
+    }
 }
 
 pub struct DkimSigner {
@@ -87,7 +150,7 @@ impl DkimSigner {
                 let key = RsaKey::<Sha256>::from_key_der(der)
                     .map_err(|e| key_err("RSA", e.to_string()))?;
                 Inner::Rsa(
-                    Signer::from_key(key)
+                    Signer::from_key(Buffered(key))
                         .domain(domain)
                         .selector(selector)
                         .headers(SIGNED_HEADERS)
@@ -101,7 +164,7 @@ impl DkimSigner {
                 let key = Ed25519Key::from_pkcs8_maybe_unchecked_der(der.secret_pkcs8_der())
                     .map_err(|e| key_err("Ed25519", e.to_string()))?;
                 Inner::Ed25519(
-                    Signer::from_key(key)
+                    Signer::from_key(Buffered(key))
                         .domain(domain)
                         .selector(selector)
                         .headers(SIGNED_HEADERS)
@@ -125,5 +188,59 @@ impl DkimSigner {
         out.extend_from_slice(header.as_bytes());
         out.extend_from_slice(message);
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `bh=` tag of a signature header.
+    fn body_hash(header: &str) -> String {
+        let unfolded: String = header.split_whitespace().collect();
+        let at = unfolded.find(";bh=").expect("bh tag") + 4;
+        unfolded[at..]
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    #[test]
+    fn block_fed_body_hash_is_mail_auths_own() {
+        let pem = std::process::Command::new("openssl")
+            .args(["genpkey", "-algorithm", "ED25519"])
+            .output()
+            .expect("openssl");
+        let der = PrivatePkcs8KeyDer::from_pem_slice(&pem.stdout).expect("a PKCS#8 key");
+        let plain = Signer::from_key(
+            Ed25519Key::from_pkcs8_maybe_unchecked_der(der.secret_pkcs8_der()).unwrap(),
+        )
+        .domain("shop.example")
+        .selector("s1")
+        .headers(SIGNED_HEADERS)
+        .header_canonicalization(Canonicalization::Relaxed)
+        .body_canonicalization(Canonicalization::Relaxed);
+        let ours = DkimSigner::from_pem(
+            &pem.stdout,
+            DkimAlgorithm::Ed25519,
+            "shop.example",
+            "s1",
+            "test.pem",
+        )
+        .unwrap();
+        // Whitespace runs and trailing blank lines (what relaxed
+        // canonicalisation rewrites), and bodies around and far over the
+        // block size.
+        let line = "Hola  Ana,\t tu  pedido \r\n\r\n";
+        for repeat in [0, 1, 700, 2_000, 5_000] {
+            let msg = format!(
+                "From: a@shop.example\r\nTo: b@example.org\r\nSubject: x\r\n\r\n{}end  \r\n\r\n\r\n",
+                line.repeat(repeat)
+            );
+            let expected = plain.sign(msg.as_bytes()).unwrap().to_header();
+            let signed = String::from_utf8(ours.sign(msg.as_bytes()).unwrap()).unwrap();
+            assert_eq!(body_hash(&signed), body_hash(&expected), "{repeat} lines");
+        }
     }
 }
