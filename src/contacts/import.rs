@@ -193,6 +193,7 @@ pub async fn import_reader<R: Read + Send + 'static>(
         .unwrap_or_else(|| PathBuf::from(format!("{name}.rejects.csv")));
 
     let mut tx = store.begin().await?;
+    tx.expect_bulk_write().await?;
     let consent = match &opts.list {
         Some(list) => Some(ImportConsent {
             list_id: contacts::ensure_list(&mut tx, list, now).await?,
@@ -237,6 +238,7 @@ pub async fn import_reader<R: Read + Send + 'static>(
         .await
         .map_err(|e| ImportError::Reader(e.to_string()))??;
     let rejected = summary.rejected + summary.duplicates > 0;
+    tx.end_bulk_write().await?;
     if opts.dry_run || (opts.strict && rejected) {
         tx.rollback().await?;
         summary.written = false;

@@ -4,10 +4,10 @@ use std::collections::{HashMap, HashSet};
 
 use sqlx::{QueryBuilder, Row};
 
-use super::consent::{Appender, ConsentEntry, Evidence};
+use super::consent::{Appender, Evidence};
 use super::{Result, Store, Tx};
+use crate::domain::EmailAddress;
 use crate::domain::time::Millis;
-use crate::domain::{ConsentAction, EmailAddress};
 use crate::{dispatch, dispatch_tx};
 
 /// A contact as read from an import row, already validated.
@@ -99,21 +99,34 @@ pub async fn upsert_batch(
     // 1. What is stored already: one JSON value for the whole batch.
     let mut existing: HashMap<String, Existing> = HashMap::with_capacity(batch.len());
     let attrs_json = if pg { "attributes" } else { "json(attributes)" };
-    let rows: String = dispatch_tx!(tx, conn => {
-        let mut qb = QueryBuilder::new(format!(
-            "SELECT {} FROM contacts WHERE email IN (",
-            super::json_rows_sql(
-                backend,
-                &format!("id, email, first_name, last_name, locale, timezone, {attrs_json}")
-            )
-        ));
-        let mut sep = qb.separated(", ");
-        for c in batch {
-            sep.push_bind(c.email.as_str());
+    let stored_cols = super::json_rows_sql(
+        backend,
+        &format!("id, email, first_name, last_name, locale, timezone, {attrs_json}"),
+    );
+    let rows: String = match tx {
+        Tx::Sqlite(t) => {
+            let mut qb = QueryBuilder::new(format!(
+                "SELECT {stored_cols} FROM contacts WHERE email IN ("
+            ));
+            let mut sep = qb.separated(", ");
+            for c in batch {
+                sep.push_bind(c.email.as_str());
+            }
+            qb.push(")");
+            qb.build_query_scalar().fetch_one(&mut **t).await?
         }
-        qb.push(")");
-        qb.build_query_scalar().fetch_one(&mut *conn).await?
-    });
+        // One array instead of a parameter per address: one statement text,
+        // planned once, not a thousand-parameter IN list per batch.
+        Tx::Postgres(t) => {
+            let emails: Vec<&str> = batch.iter().map(|c| c.email.as_str()).collect();
+            sqlx::query_scalar(&format!(
+                "SELECT {stored_cols} FROM contacts WHERE email = ANY($1)"
+            ))
+            .bind(emails)
+            .fetch_one(&mut **t)
+            .await?
+        }
+    };
     type StoredRow = (
         i64,
         String,
@@ -150,30 +163,75 @@ pub async fn upsert_batch(
         .collect();
     let mut ids: HashMap<String, i64> = existing.iter().map(|(e, x)| (e.clone(), x.id)).collect();
     if !new.is_empty() {
-        dispatch_tx!(tx, conn => {
-            let mut qb = QueryBuilder::new(
-                "INSERT INTO contacts (email, email_ascii, domain, first_name, last_name, locale, timezone, \
-                 attributes, status, created_at, updated_at) ",
-            );
-            qb.push_values(new.iter(), |mut b, c| {
-                b.push_bind(c.email.as_str())
-                    .push_bind(c.email.ascii())
-                    .push_bind(c.email.domain())
-                    .push_bind(c.first_name.as_deref())
-                    .push_bind(c.last_name.as_deref())
-                    .push_bind(c.locale.as_deref())
-                    .push_bind(c.timezone.as_deref())
-                    .push_bind(serde_json::Value::Object(c.attributes.clone()).to_string())
-                    .push_unseparated(json_cast)
-                    .push_bind("active")
-                    .push_bind(now)
-                    .push_bind(now);
-            });
-            qb.push(" RETURNING id, email");
-            for row in qb.build().fetch_all(&mut *conn).await? {
-                ids.insert(row.try_get("email")?, row.try_get("id")?);
+        match tx {
+            Tx::Sqlite(t) => {
+                // OR FAIL, not the default ABORT: a multi-row statement that
+                // may abort makes SQLite copy every page it touches into a
+                // statement journal first (a thousand random pages of the
+                // address index a batch). No row can conflict (the batch
+                // holds distinct addresses, none stored, and the write lock
+                // is ours); if one did, the error still ends the import and
+                // its transaction is rolled back.
+                let mut qb = QueryBuilder::new(
+                    "INSERT OR FAIL INTO contacts (email, email_ascii, domain, first_name, last_name, locale, \
+                     timezone, attributes, status, created_at, updated_at) ",
+                );
+                qb.push_values(new.iter(), |mut b, c| {
+                    b.push_bind(c.email.as_str())
+                        .push_bind(c.email.ascii())
+                        .push_bind(c.email.domain())
+                        .push_bind(c.first_name.as_deref())
+                        .push_bind(c.last_name.as_deref())
+                        .push_bind(c.locale.as_deref())
+                        .push_bind(c.timezone.as_deref())
+                        .push_bind(serde_json::Value::Object(c.attributes.clone()).to_string())
+                        .push_bind("active")
+                        .push_bind(now)
+                        .push_bind(now);
+                });
+                qb.push(" RETURNING id, email");
+                for row in qb.build().fetch_all(&mut **t).await? {
+                    ids.insert(row.try_get("email")?, row.try_get("id")?);
+                }
             }
-        });
+            Tx::Postgres(t) => {
+                let emails: Vec<&str> = new.iter().map(|c| c.email.as_str()).collect();
+                let ascii: Vec<Option<&str>> = new.iter().map(|c| c.email.ascii()).collect();
+                let domains: Vec<&str> = new.iter().map(|c| c.email.domain()).collect();
+                let field = |f: fn(&NewContact) -> &Option<String>| -> Vec<Option<&str>> {
+                    new.iter().map(|c| f(c).as_deref()).collect()
+                };
+                let attributes: Vec<String> = new
+                    .iter()
+                    .map(|c| serde_json::to_string(&c.attributes))
+                    .collect::<std::result::Result<_, _>>()
+                    .map_err(|e| super::StoreError::Corrupt(e.to_string()))?;
+                let rows: Vec<(i64, String)> = sqlx::query_as(
+                    "INSERT INTO contacts (email, email_ascii, domain, first_name, last_name, locale, timezone, \
+                     attributes, status, created_at, updated_at) \
+                     SELECT u.email, u.email_ascii, u.domain, u.first_name, u.last_name, u.locale, u.timezone, \
+                            u.attributes::jsonb, 'active', $9, $9 \
+                     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+                                 $7::text[], $8::text[]) \
+                          AS u (email, email_ascii, domain, first_name, last_name, locale, timezone, attributes) \
+                     RETURNING id, email",
+                )
+                .bind(emails)
+                .bind(ascii)
+                .bind(domains)
+                .bind(field(|c| &c.first_name))
+                .bind(field(|c| &c.last_name))
+                .bind(field(|c| &c.locale))
+                .bind(field(|c| &c.timezone))
+                .bind(attributes)
+                .bind(now)
+                .fetch_all(&mut **t)
+                .await?;
+                for (id, email) in rows {
+                    ids.insert(email, id);
+                }
+            }
+        }
         counts.inserted = new.len() as u64;
     }
 
@@ -199,18 +257,25 @@ pub async fn upsert_batch(
         let last_name = pick(&c.last_name, &old.last_name);
         let locale = pick(&c.locale, &old.locale);
         let timezone = pick(&c.timezone, &old.timezone);
-        let mut attributes = old.attributes.clone();
-        for (k, v) in &c.attributes {
-            attributes.insert(k.clone(), v.clone());
-        }
+        // Merging key by key changes nothing when every imported value is
+        // already stored: checked before copying the stored map, which is
+        // the common case of a re-import.
+        let same_attributes = c
+            .attributes
+            .iter()
+            .all(|(k, v)| old.attributes.get(k) == Some(v));
         if first_name == old.first_name
             && last_name == old.last_name
             && locale == old.locale
             && timezone == old.timezone
-            && attributes == old.attributes
+            && same_attributes
         {
             counts.unchanged += 1;
             continue;
+        }
+        let mut attributes = old.attributes.clone();
+        for (k, v) in &c.attributes {
+            attributes.insert(k.clone(), v.clone());
         }
         changes.push(Change {
             id: old.id,
@@ -264,29 +329,11 @@ pub async fn upsert_batch(
         };
         into.extend(c.tags.iter().map(|t| (id, t.as_str())));
     }
-    // Two bound values a row: 10,000 rows stay under SQLite's 32,766 limit.
-    for chunk in fresh_tags.chunks(10_000) {
-        dispatch_tx!(tx, conn => {
-            let mut qb = QueryBuilder::new("INSERT INTO contact_tags (contact_id, tag) ");
-            qb.push_values(chunk.iter(), |mut b, (id, t)| {
-                b.push_bind(*id).push_bind(*t);
-            });
-            qb.push(" ON CONFLICT DO NOTHING");
-            qb.build().execute(&mut *conn).await?;
-        });
-    }
-    let mut gained: HashSet<i64> = HashSet::new();
-    for chunk in stored_tags.chunks(10_000) {
-        let added: Vec<i64> = dispatch_tx!(tx, conn => {
-            let mut qb = QueryBuilder::new("INSERT INTO contact_tags (contact_id, tag) ");
-            qb.push_values(chunk.iter(), |mut b, (id, t)| {
-                b.push_bind(*id).push_bind(*t);
-            });
-            qb.push(" ON CONFLICT DO NOTHING RETURNING contact_id");
-            qb.build_query_scalar().fetch_all(&mut *conn).await?
-        });
-        gained.extend(added);
-    }
+    insert_tags(tx, &fresh_tags, false).await?;
+    let gained: HashSet<i64> = insert_tags(tx, &stored_tags, true)
+        .await?
+        .into_iter()
+        .collect();
     if !gained.is_empty() {
         // Contacts counted unchanged above whose only change is a new tag.
         let changed_fields: HashSet<i64> = changed.iter().copied().collect();
@@ -303,23 +350,36 @@ pub async fn upsert_batch(
         // Contacts inserted by this batch have no list rows yet.
         let mut state: HashMap<i64, i64> = HashMap::new();
         if !existing.is_empty() {
-            let rows: String = dispatch_tx!(tx, conn => {
-                // `list_id + 0`: both planners otherwise take the
-                // (list_id, subscribed) index and walk every member of the
-                // list for each batch (quadratic; PostgreSQL's re-import of
-                // 1M rows took 136 s); the primary key finds the batch.
-                let mut qb = QueryBuilder::new(format!(
-                    "SELECT {} FROM contact_lists WHERE contact_id IN (",
-                    super::json_rows_sql(backend, "contact_id, subscribed")
-                ));
-                let mut sep = qb.separated(", ");
-                for e in existing.values() {
-                    sep.push_bind(e.id);
+            // `list_id + 0`: both planners otherwise take the (list_id,
+            // subscribed) index and walk every member of the list for each
+            // batch (quadratic; PostgreSQL's re-import of 1M rows took
+            // 136 s); the primary key finds the batch.
+            let state_cols = super::json_rows_sql(backend, "contact_id, subscribed");
+            let rows: String = match tx {
+                Tx::Sqlite(t) => {
+                    let mut qb = QueryBuilder::new(format!(
+                        "SELECT {state_cols} FROM contact_lists WHERE contact_id IN ("
+                    ));
+                    let mut sep = qb.separated(", ");
+                    for e in existing.values() {
+                        sep.push_bind(e.id);
+                    }
+                    qb.push(") AND list_id + 0 = ");
+                    qb.push_bind(consent.list_id);
+                    qb.build_query_scalar().fetch_one(&mut **t).await?
                 }
-                qb.push(") AND list_id + 0 = ");
-                qb.push_bind(consent.list_id);
-                qb.build_query_scalar().fetch_one(&mut *conn).await?
-            });
+                Tx::Postgres(t) => {
+                    let ids: Vec<i64> = existing.values().map(|e| e.id).collect();
+                    sqlx::query_scalar(&format!(
+                        "SELECT {state_cols} FROM contact_lists \
+                         WHERE contact_id = ANY($1) AND list_id + 0 = $2"
+                    ))
+                    .bind(ids)
+                    .bind(consent.list_id)
+                    .fetch_one(&mut **t)
+                    .await?
+                }
+            };
             state.extend(super::parse_json_rows::<(i64, i64)>(&rows)?);
         }
         if appender.is_none() {
@@ -334,21 +394,55 @@ pub async fn upsert_batch(
             match state.get(&id) {
                 Some(1) => {}
                 Some(_) => counts.kept_withdrawn += 1,
-                None => grants.push(ConsentEntry {
-                    contact_id: id,
-                    list_id: Some(consent.list_id),
-                    action: ConsentAction::Grant,
-                    occurred_at: now,
-                    evidence: consent.evidence.clone(),
-                }),
+                None => grants.push(id),
             }
         }
-        // In batch order, as one-by-one appends would chain them, but in
-        // two multi-row statements instead of two statements per contact.
-        appender.append_many(tx, &grants).await?;
+        // In batch order, as one-by-one appends would chain them.
+        appender
+            .grant_many(tx, &grants, consent.list_id, now, &consent.evidence)
+            .await?;
         counts.consent_granted += grants.len() as u64;
     }
     Ok(counts)
+}
+
+/// Inserts (contact, tag) rows that may exist already; with `report`,
+/// returns the contacts of the rows actually added.
+async fn insert_tags(tx: &mut Tx, rows: &[(i64, &str)], report: bool) -> Result<Vec<i64>> {
+    let mut added = Vec::new();
+    if rows.is_empty() {
+        return Ok(added);
+    }
+    let returning = if report { " RETURNING contact_id" } else { "" };
+    match tx {
+        Tx::Sqlite(t) => {
+            // Two bound values a row: 10,000 rows stay under SQLite's 32,766 limit.
+            for chunk in rows.chunks(10_000) {
+                let mut qb = QueryBuilder::new("INSERT INTO contact_tags (contact_id, tag) ");
+                qb.push_values(chunk.iter(), |mut b, (id, t)| {
+                    b.push_bind(*id).push_bind(*t);
+                });
+                qb.push(" ON CONFLICT DO NOTHING");
+                qb.push(returning);
+                added.extend(qb.build_query_scalar::<i64>().fetch_all(&mut **t).await?);
+            }
+        }
+        // Arrays: one statement text for any number of rows.
+        Tx::Postgres(t) => {
+            let ids: Vec<i64> = rows.iter().map(|(id, _)| *id).collect();
+            let tags: Vec<&str> = rows.iter().map(|(_, tag)| *tag).collect();
+            added = sqlx::query_scalar(&format!(
+                "INSERT INTO contact_tags (contact_id, tag) \
+                 SELECT * FROM unnest($1::bigint[], $2::text[]) \
+                 ON CONFLICT DO NOTHING{returning}"
+            ))
+            .bind(ids)
+            .bind(tags)
+            .fetch_all(&mut **t)
+            .await?;
+        }
+    }
+    Ok(added)
 }
 
 /// A contact as the renderer and the segment sampler see it.

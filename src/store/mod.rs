@@ -118,6 +118,9 @@ pub fn parse_json_rows<T: serde::de::DeserializeOwned>(text: &str) -> Result<Vec
 /// SQLite page cache for bulk writes, KiB (see `Tx::expect_bulk_write`).
 const BULK_CACHE_KIB: u32 = 256 * 1024;
 
+/// SQLite page cache of every pooled connection, KiB (see `Store::connect`).
+const POOL_CACHE_KIB: u32 = 64 * 1024;
+
 impl Tx {
     pub async fn commit(self) -> Result<()> {
         match self {
@@ -138,11 +141,24 @@ impl Tx {
     /// Tells the database this transaction writes a large share of the
     /// tables (an import). On SQLite it widens the connection's page cache
     /// so the random inserts into the address and ledger-hash indexes stay
-    /// in memory instead of spilling; the setting stays with the pooled
-    /// connection, which at most costs memory already used once.
+    /// in memory instead of spilling to the WAL and being read back. Call
+    /// [`Tx::end_bulk_write`] before committing or rolling back, so the
+    /// pooled connection goes back to its usual cache.
     pub async fn expect_bulk_write(&mut self) -> Result<()> {
         if let Tx::Sqlite(t) = self {
-            sqlx::query(&format!("PRAGMA cache_size = -{}", BULK_CACHE_KIB))
+            sqlx::query(&format!("PRAGMA cache_size = -{BULK_CACHE_KIB}"))
+                .execute(&mut **t)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Undoes [`Tx::expect_bulk_write`]. Shrinking the cache inside the
+    /// transaction writes the dirty pages to the WAL, which the commit does
+    /// anyway.
+    pub async fn end_bulk_write(&mut self) -> Result<()> {
+        if let Tx::Sqlite(t) = self {
+            sqlx::query(&format!("PRAGMA cache_size = -{POOL_CACHE_KIB}"))
                 .execute(&mut **t)
                 .await?;
         }
@@ -188,7 +204,7 @@ impl Store {
                 // is a pread and every spill a pwrite (measured: a third of
                 // a 200k-row import was kernel copy time). The cache grows
                 // only as pages are used; 64 MiB per connection at most.
-                .pragma("cache_size", "-65536")
+                .pragma("cache_size", format!("-{POOL_CACHE_KIB}"))
                 // Statement journals of multi-row statements stay in memory
                 // instead of a temp file written page by page.
                 .pragma("temp_store", "memory");
