@@ -1,15 +1,16 @@
 //! Group commit of send results.
 //!
-//! Workers hand each result to one recorder task, which gathers what all
-//! workers queue for up to `GATHER` and writes it in one statement
-//! (`sends::record_many`). A worker does not wait for a result to be written
-//! before it delivers the next messages, only before the one `IN_FLIGHT`
-//! later (send/mod.rs): while k+3 is on the wire, k to k+2 are being
-//! recorded. That bounds the in-flight window (accepted by the server, not
-//! yet recorded) at four messages per worker, and takes the database write
-//! off the path of every SMTP round trip. On SQLite each statement is a
-//! commit with its WAL frames; gathering made groups of about five results
-//! instead of 2.4.
+//! Workers hand each result to one recorder task, which writes whatever all
+//! workers have queued, in one statement (`sends::record_many`) on a
+//! connection it keeps for the whole send. A worker does not wait for a
+//! result to be written before it delivers the next messages, only before
+//! the one `IN_FLIGHT` later (send/mod.rs): while k+3 is on the wire, k to
+//! k+2 are being recorded. That bounds the in-flight window (accepted by the
+//! server, not yet recorded) at four messages per worker, and keeps the
+//! database write off the path of every SMTP round trip. Results queue up
+//! while a write runs, so groups grow with the load by themselves; holding
+//! results back to make bigger groups was measured slower (the workers
+//! waited for it).
 
 use std::sync::Arc;
 
@@ -21,9 +22,6 @@ use crate::store::{Store, StoreError};
 
 /// Results written in one statement at most.
 const GROUP: usize = 256;
-
-/// How long the recorder gathers results before writing them.
-const GATHER: std::time::Duration = std::time::Duration::from_millis(1);
 
 type Ack = Result<(), Arc<StoreError>>;
 
@@ -81,23 +79,34 @@ impl Recorder {
 
 async fn run(store: Store, mut rx: mpsc::Receiver<Item>) {
     let mut group: Vec<Item> = Vec::with_capacity(GROUP);
+    let mut conn = None;
     while rx.recv_many(&mut group, GROUP).await > 0 {
-        let until = tokio::time::Instant::now() + GATHER;
-        while group.len() < GROUP {
-            let room = GROUP - group.len();
-            match tokio::time::timeout_at(until, rx.recv_many(&mut group, room)).await {
-                Ok(n) if n > 0 => {}
-                _ => break,
-            }
-        }
         let rows: Vec<(i64, &Outcome, Millis)> = group
             .iter()
             .map(|i| (i.send_id, &i.outcome, i.at))
             .collect();
-        let result = sends::record_many(&store, &rows).await.map_err(Arc::new);
+        let result = record(&store, &mut conn, &rows).await.map_err(Arc::new);
         drop(rows);
         for item in group.drain(..) {
             let _ = item.done.send(result.clone());
         }
     }
+}
+
+/// Writes a group on the recorder's own connection, taken on first use and
+/// given up after an error (the next group takes a fresh one).
+async fn record(
+    store: &Store,
+    conn: &mut Option<sends::RecordConn>,
+    rows: &[(i64, &Outcome, Millis)],
+) -> Result<(), StoreError> {
+    let c = match conn {
+        Some(c) => c,
+        None => conn.insert(sends::RecordConn::acquire(store).await?),
+    };
+    let result = sends::record_many(c, rows).await;
+    if result.is_err() {
+        *conn = None;
+    }
+    result
 }

@@ -357,37 +357,73 @@ impl<'a> RowUpdate<'a> {
     }
 }
 
+/// A pooled connection the result recorder keeps for a whole send: its
+/// prepared statement and page cache stay warm, and a result never waits
+/// for a connection.
+pub enum RecordConn {
+    Sqlite(sqlx::pool::PoolConnection<Sqlite>),
+    Postgres(sqlx::pool::PoolConnection<Postgres>),
+}
+
+impl RecordConn {
+    pub async fn acquire(store: &Store) -> Result<Self> {
+        Ok(match store {
+            Store::Sqlite(p) => RecordConn::Sqlite(p.acquire().await?),
+            Store::Postgres(p) => RecordConn::Postgres(p.acquire().await?),
+        })
+    }
+}
+
+/// The results as one JSON array bound to one parameter: the statement's
+/// text is the same for every group size, so it is prepared once. (With a
+/// VALUES row per result, every group size was a new statement to prepare,
+/// and a write took 750 us on average for eight rows.)
+const RECORD_SQLITE: &str = "WITH v AS (SELECT json_extract(value, '$.id') AS id, \
+     json_extract(value, '$.state') AS state, json_extract(value, '$.code') AS smtp_code, \
+     json_extract(value, '$.reply') AS smtp_reply, json_extract(value, '$.retry_at') AS next_attempt_at, \
+     json_extract(value, '$.message_id') AS message_id, json_extract(value, '$.reason') AS skip_reason, \
+     json_extract(value, '$.at') AS at FROM json_each($1)) \
+     UPDATE sends SET state = v.state, smtp_code = v.smtp_code, smtp_reply = v.smtp_reply, \
+     next_attempt_at = v.next_attempt_at, message_id = COALESCE(v.message_id, sends.message_id), \
+     skip_reason = v.skip_reason, claimed_by = NULL, lease_until = NULL, updated_at = v.at \
+     FROM v WHERE sends.id = v.id";
+const RECORD_POSTGRES: &str = "WITH v AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(id bigint, \
+     state text, code bigint, reply text, retry_at bigint, message_id text, reason text, at bigint)) \
+     UPDATE sends SET state = v.state, smtp_code = v.code, smtp_reply = v.reply, \
+     next_attempt_at = v.retry_at, message_id = COALESCE(v.message_id, sends.message_id), \
+     skip_reason = v.reason, claimed_by = NULL, lease_until = NULL, updated_at = v.at \
+     FROM v WHERE sends.id = v.id";
+
 /// Records the results of several sends (send id, outcome, when) in one
 /// statement, so one write is atomic for all of them. An accepted send also
 /// stamps the contact's engagement counters through a trigger (migration
 /// 0003), in the same write.
-pub async fn record_many(store: &Store, results: &[(i64, &Outcome, Millis)]) -> Result<()> {
-    let _writer = sqlite_writer(store).await;
-    // Eight bound values a row: 4,000 rows stay under SQLite's 32,766 limit.
-    for chunk in results.chunks(4_000) {
-        dispatch!(store, pool => {
-            let mut qb = QueryBuilder::new(
-                "WITH v (id, state, smtp_code, smtp_reply, next_attempt_at, message_id, skip_reason, at) AS (",
-            );
-            qb.push_values(chunk.iter(), |mut b, (id, outcome, at)| {
-                let r = RowUpdate::of(outcome);
-                b.push_bind(*id)
-                    .push_bind(r.state)
-                    .push_bind(r.code)
-                    .push_bind(r.reply)
-                    .push_bind(r.retry_at)
-                    .push_bind(r.message_id)
-                    .push_bind(r.reason)
-                    .push_bind(*at);
-            });
-            qb.push(
-                ") UPDATE sends SET state = v.state, smtp_code = v.smtp_code, smtp_reply = v.smtp_reply, \
-                 next_attempt_at = v.next_attempt_at, message_id = COALESCE(v.message_id, sends.message_id), \
-                 skip_reason = v.skip_reason, claimed_by = NULL, lease_until = NULL, updated_at = v.at \
-                 FROM v WHERE sends.id = v.id",
-            );
-            qb.build().execute(pool).await?;
-        });
+pub async fn record_many(conn: &mut RecordConn, results: &[(i64, &Outcome, Millis)]) -> Result<()> {
+    let rows: Vec<serde_json::Value> = results
+        .iter()
+        .map(|(id, outcome, at)| {
+            let r = RowUpdate::of(outcome);
+            serde_json::json!({
+                "id": id, "state": r.state, "code": r.code, "reply": r.reply,
+                "retry_at": r.retry_at, "message_id": r.message_id, "reason": r.reason, "at": at,
+            })
+        })
+        .collect();
+    let rows = serde_json::Value::Array(rows).to_string();
+    match conn {
+        RecordConn::Sqlite(c) => {
+            let _writer = SQLITE_WRITER.lock().await;
+            sqlx::query(RECORD_SQLITE)
+                .bind(rows)
+                .execute(&mut **c)
+                .await?;
+        }
+        RecordConn::Postgres(c) => {
+            sqlx::query(RECORD_POSTGRES)
+                .bind(rows)
+                .execute(&mut **c)
+                .await?;
+        }
     }
     Ok(())
 }
