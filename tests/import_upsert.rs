@@ -168,22 +168,28 @@ async fn import_is_idempotent_merges_and_never_resubscribes() {
     }
 }
 
+/// Ids of the contacts user0@example.com .. user{n-1}@example.com.
+async fn ids_of_users(store: &cartero::store::Store, n: usize) -> Vec<i64> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let e = EmailAddress::parse(&format!("user{i}@example.com")).unwrap();
+        ids.push(
+            contacts::find_by_email(store, &e)
+                .await
+                .unwrap()
+                .unwrap()
+                .id,
+        );
+    }
+    ids
+}
+
 #[tokio::test]
 async fn batched_append_writes_the_chain_and_state_of_one_by_one_appends() {
     for db in TestDb::all().await {
         let store = &db.store;
         import(store, csv(3, true, "free")).await; // ids, a list, 3 grants
-        let mut ids = Vec::new();
-        for i in 0..3 {
-            let e = EmailAddress::parse(&format!("user{i}@example.com")).unwrap();
-            ids.push(
-                contacts::find_by_email(store, &e)
-                    .await
-                    .unwrap()
-                    .unwrap()
-                    .id,
-            );
-        }
+        let ids = ids_of_users(store, 3).await;
         let mut tx = store.begin().await.unwrap();
         let news = contacts::ensure_list(&mut tx, "news", 1).await.unwrap();
         let other = contacts::ensure_list(&mut tx, "other", 1).await.unwrap();
@@ -259,17 +265,7 @@ async fn grant_many_writes_the_rows_of_append_many() {
             )
             .await
             .expect("import");
-            let mut ids = Vec::new();
-            for i in 0..3 {
-                let e = EmailAddress::parse(&format!("user{i}@example.com")).unwrap();
-                ids.push(
-                    contacts::find_by_email(store, &e)
-                        .await
-                        .unwrap()
-                        .unwrap()
-                        .id,
-                );
-            }
+            let ids = ids_of_users(store, 3).await;
             let mut tx = store.begin().await.unwrap();
             let list = contacts::ensure_list(&mut tx, "news", 1).await.unwrap();
             let mut appender = Appender::start(&mut tx).await.unwrap();
