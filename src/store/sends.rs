@@ -309,8 +309,12 @@ pub enum Outcome {
     Skipped(SkipReason),
 }
 
-#[derive(Default)]
+/// One result as a row of the recorder's JSON parameter; the keys are the
+/// names `RECORD_SQLITE` and `RECORD_POSTGRES` read.
+#[derive(Default, serde::Serialize)]
 struct RowUpdate<'a> {
+    id: i64,
+    at: Millis,
     state: &'static str,
     code: Option<i64>,
     reply: Option<&'a str>,
@@ -320,8 +324,12 @@ struct RowUpdate<'a> {
 }
 
 impl<'a> RowUpdate<'a> {
-    fn of(outcome: &'a Outcome) -> Self {
-        let mut row = RowUpdate::default();
+    fn of(id: i64, outcome: &'a Outcome, at: Millis) -> Self {
+        let mut row = RowUpdate {
+            id,
+            at,
+            ..RowUpdate::default()
+        };
         match outcome {
             Outcome::Accepted {
                 message_id,
@@ -399,17 +407,12 @@ const RECORD_POSTGRES: &str = "WITH v AS (SELECT * FROM jsonb_to_recordset($1::j
 /// stamps the contact's engagement counters through a trigger (migration
 /// 0003), in the same write.
 pub async fn record_many(conn: &mut RecordConn, results: &[(i64, &Outcome, Millis)]) -> Result<()> {
-    let rows: Vec<serde_json::Value> = results
+    let rows: Vec<RowUpdate<'_>> = results
         .iter()
-        .map(|(id, outcome, at)| {
-            let r = RowUpdate::of(outcome);
-            serde_json::json!({
-                "id": id, "state": r.state, "code": r.code, "reply": r.reply,
-                "retry_at": r.retry_at, "message_id": r.message_id, "reason": r.reason, "at": at,
-            })
-        })
+        .map(|(id, outcome, at)| RowUpdate::of(*id, outcome, *at))
         .collect();
-    let rows = serde_json::Value::Array(rows).to_string();
+    let rows = serde_json::to_string(&rows)
+        .map_err(|e| super::StoreError::Corrupt(format!("send results as JSON: {e}")))?;
     match conn {
         RecordConn::Sqlite(c) => {
             let _writer = SQLITE_WRITER.lock().await;
