@@ -145,10 +145,7 @@ impl Appender {
                 rows.push((e, evidence, prev, hash));
             }
             dispatch_tx!(tx, conn => {
-                let mut qb = QueryBuilder::new(
-                    "INSERT INTO consent_events (contact_id, list_id, action, occurred_at, source, method, ip, \
-                     text_version, evidence, prev_hash, hash) ",
-                );
+                let mut qb = QueryBuilder::new(EVENTS_INSERT);
                 qb.push_values(rows.iter(), |mut b, (e, evidence, prev, hash)| {
                     b.push_bind(e.contact_id)
                         .push_bind(e.list_id)
@@ -181,19 +178,14 @@ impl Appender {
                         continue;
                     }
                     if !run.is_empty() {
-                        let mut qb = QueryBuilder::new(
-                            "INSERT INTO contact_lists (contact_id, list_id, subscribed, changed_at) ",
-                        );
+                        let mut qb = QueryBuilder::new(LIST_STATE_INSERT);
                         qb.push_values(run.iter(), |mut b, e| {
                             b.push_bind(e.contact_id)
                                 .push_bind(e.list_id)
                                 .push_bind(i64::from(e.action == ConsentAction::Grant))
                                 .push_bind(e.occurred_at);
                         });
-                        qb.push(
-                            " ON CONFLICT (contact_id, list_id) \
-                             DO UPDATE SET subscribed = excluded.subscribed, changed_at = excluded.changed_at",
-                        );
+                        qb.push(LIST_STATE_UPSERT);
                         qb.build().execute(&mut *conn).await?;
                         run.clear();
                         index.clear();
@@ -260,10 +252,7 @@ impl Appender {
                 let conn: &mut sqlx::SqliteConnection = &mut *t;
                 let mut at = 0;
                 for chunk in contact_ids.chunks(APPEND_CHUNK) {
-                    let mut qb = QueryBuilder::new(
-                        "INSERT INTO consent_events (contact_id, list_id, action, occurred_at, source, method, ip, \
-                         text_version, evidence, prev_hash, hash) ",
-                    );
+                    let mut qb = QueryBuilder::new(EVENTS_INSERT);
                     qb.push_values(chunk.iter().enumerate(), |mut b, (i, id)| {
                         b.push_bind(*id)
                             .push_bind(list_id)
@@ -278,19 +267,14 @@ impl Appender {
                             .push_bind(hashes[at + i].as_str());
                     });
                     qb.build().execute(&mut *conn).await?;
-                    let mut qb = QueryBuilder::new(
-                        "INSERT INTO contact_lists (contact_id, list_id, subscribed, changed_at) ",
-                    );
+                    let mut qb = QueryBuilder::new(LIST_STATE_INSERT);
                     qb.push_values(chunk.iter(), |mut b, id| {
                         b.push_bind(*id)
                             .push_bind(list_id)
                             .push_bind(1i64)
                             .push_bind(occurred_at);
                     });
-                    qb.push(
-                        " ON CONFLICT (contact_id, list_id) \
-                         DO UPDATE SET subscribed = excluded.subscribed, changed_at = excluded.changed_at",
-                    );
+                    qb.push(LIST_STATE_UPSERT);
                     qb.build().execute(&mut *conn).await?;
                     at += chunk.len();
                 }
@@ -338,6 +322,15 @@ impl Appender {
         Ok(())
     }
 }
+
+/// The multi-row statements `append_many` and `grant_many` build: ledger
+/// rows, then each contact's current state per list, last entry wins.
+const EVENTS_INSERT: &str = "INSERT INTO consent_events (contact_id, list_id, action, occurred_at, \
+     source, method, ip, text_version, evidence, prev_hash, hash) ";
+const LIST_STATE_INSERT: &str =
+    "INSERT INTO contact_lists (contact_id, list_id, subscribed, changed_at) ";
+const LIST_STATE_UPSERT: &str = " ON CONFLICT (contact_id, list_id) \
+     DO UPDATE SET subscribed = excluded.subscribed, changed_at = excluded.changed_at";
 
 /// Entries per multi-row INSERT in `append_many`: 11 bound values a row keeps
 /// a statement under SQLite's 32,766-parameter limit.
