@@ -239,3 +239,81 @@ async fn both_schemas_have_the_same_tables_and_columns() {
     assert!(!lite.is_empty());
     assert_eq!(lite, post);
 }
+
+/// References into contacts and lists hold on both backends, whichever way
+/// each enforces them (SQLite's foreign keys, PostgreSQL's set-based checks
+/// per statement): a row naming a missing contact or list is refused, in a
+/// single-row and in a multi-row statement, and contacts and lists are never
+/// deleted nor renumbered. Nothing refused leaves a row behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn references_to_contacts_and_lists_are_enforced() {
+    for db in TestDb::all().await {
+        let b = db.backend();
+        let dir = tempfile::tempdir().unwrap();
+        let f = csv_file(&dir, "a.csv", "email,tags\na@example.com,vip\n");
+        import_csv(&db.store, &f, &opts(), &|_| {}).await.unwrap();
+        let (contact, list): (i64, i64) = cartero::dispatch!(&db.store, pool => {
+            sqlx::query_as("SELECT contact_id, list_id FROM contact_lists").fetch_one(pool).await.unwrap()
+        });
+        let missing = contact + 1000;
+        let refused = [
+            format!("INSERT INTO contact_tags (contact_id, tag) VALUES ({missing}, 't')"),
+            format!(
+                "INSERT INTO contact_tags (contact_id, tag) VALUES ({contact}, 'ok'), ({missing}, 't')"
+            ),
+            format!(
+                "INSERT INTO contact_lists (contact_id, list_id, subscribed, changed_at) \
+                 VALUES ({missing}, {list}, 1, 0)"
+            ),
+            format!(
+                "INSERT INTO contact_lists (contact_id, list_id, subscribed, changed_at) \
+                 VALUES ({contact}, {}, 1, 0)",
+                list + 1000
+            ),
+            format!("UPDATE contact_lists SET contact_id = {missing}"),
+            format!("UPDATE contact_tags SET contact_id = {missing}"),
+            format!(
+                "INSERT INTO consent_events (contact_id, list_id, action, occurred_at, source, method, \
+                 prev_hash, hash) VALUES ({missing}, {list}, 'grant', 0, 's', 'm', 'p', 'h')"
+            ),
+            format!(
+                "INSERT INTO consent_events (contact_id, list_id, action, occurred_at, source, method, \
+                 prev_hash, hash) VALUES ({contact}, {}, 'grant', 0, 's', 'm', 'p', 'h')",
+                list + 1000
+            ),
+            format!("DELETE FROM contacts WHERE id = {contact}"),
+            "DELETE FROM lists".to_string(),
+            format!("UPDATE contacts SET id = {missing} WHERE id = {contact}"),
+            format!("UPDATE lists SET id = {} WHERE id = {list}", list + 1000),
+        ];
+        for sql in &refused {
+            let r = cartero::dispatch!(&db.store, pool => {
+                sqlx::query(sql).execute(pool).await.map(|_| ())
+            });
+            assert!(r.is_err(), "{b:?} accepted: {sql}");
+        }
+        if let cartero::store::Store::Postgres(p) = &db.store {
+            let r = sqlx::query("TRUNCATE contacts CASCADE").execute(p).await;
+            assert!(r.is_err(), "TRUNCATE of contacts must fail");
+        }
+        let counts: (i64, i64, i64, i64, i64) = cartero::dispatch!(&db.store, pool => {
+            sqlx::query_as(
+                "SELECT (SELECT COUNT(*) FROM contacts), (SELECT COUNT(*) FROM lists), \
+                 (SELECT COUNT(*) FROM contact_tags), (SELECT COUNT(*) FROM contact_lists), \
+                 (SELECT COUNT(*) FROM consent_events)",
+            )
+            .fetch_one(pool)
+            .await
+            .unwrap()
+        });
+        assert_eq!(counts, (1, 1, 1, 1, 1), "{b:?}");
+        // What the references allow still works: a second list, a new tag.
+        let ok = cartero::dispatch!(&db.store, pool => {
+            sqlx::query(&format!("INSERT INTO contact_tags (contact_id, tag) VALUES ({contact}, 'new')"))
+                .execute(pool)
+                .await
+                .map(|_| ())
+        });
+        assert!(ok.is_ok(), "{b:?}: {ok:?}");
+    }
+}

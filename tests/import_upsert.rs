@@ -271,7 +271,7 @@ async fn grant_many_writes_the_rows_of_append_many() {
             let mut appender = Appender::start(&mut tx).await.unwrap();
             if shared {
                 appender
-                    .grant_many(&mut tx, &ids, list, 10, &evidence)
+                    .grant_many(&mut tx, &ids, list, 10, &evidence, |_| false)
                     .await
                     .unwrap();
             } else {

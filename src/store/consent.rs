@@ -213,9 +213,11 @@ impl Appender {
     /// grants a million contacts the same consent). Every entry is still
     /// hashed on its own, chained to the one before it.
     ///
-    /// The caller knows that none of these contacts has a row for the list
-    /// yet, or holds one it may overwrite: the state is upserted, as `append`
-    /// does.
+    /// The state of a contact for which `may_have_state` is true is upserted,
+    /// as `append` does (the caller holds its row and may overwrite it); the
+    /// others are known to have no row for the list yet (contacts inserted in
+    /// this transaction) and get a plain INSERT, which spares PostgreSQL and
+    /// SQLite the conflict probe of the primary key before every row.
     pub async fn grant_many(
         &mut self,
         tx: &mut Tx,
@@ -223,6 +225,7 @@ impl Appender {
         list_id: i64,
         occurred_at: Millis,
         evidence: &Evidence,
+        may_have_state: impl Fn(i64) -> bool,
     ) -> Result<()> {
         if contact_ids.is_empty() {
             return Ok(());
@@ -247,6 +250,8 @@ impl Appender {
             prevs.push(std::mem::replace(&mut self.head, hash.clone()));
             hashes.push(hash);
         }
+        let (upserts, inserts): (Vec<i64>, Vec<i64>) =
+            contact_ids.iter().partition(|&&id| may_have_state(id));
         match tx {
             Tx::Sqlite(t) => {
                 let conn: &mut sqlx::SqliteConnection = &mut *t;
@@ -267,16 +272,22 @@ impl Appender {
                             .push_bind(hashes[at + i].as_str());
                     });
                     qb.build().execute(&mut *conn).await?;
-                    let mut qb = QueryBuilder::new(LIST_STATE_INSERT);
-                    qb.push_values(chunk.iter(), |mut b, id| {
-                        b.push_bind(*id)
-                            .push_bind(list_id)
-                            .push_bind(1i64)
-                            .push_bind(occurred_at);
-                    });
-                    qb.push(LIST_STATE_UPSERT);
-                    qb.build().execute(&mut *conn).await?;
                     at += chunk.len();
+                }
+                for (ids, upsert) in [(&inserts, false), (&upserts, true)] {
+                    for chunk in ids.chunks(APPEND_CHUNK) {
+                        let mut qb = QueryBuilder::new(LIST_STATE_INSERT);
+                        qb.push_values(chunk.iter(), |mut b, id| {
+                            b.push_bind(*id)
+                                .push_bind(list_id)
+                                .push_bind(1i64)
+                                .push_bind(occurred_at);
+                        });
+                        if upsert {
+                            qb.push(LIST_STATE_UPSERT);
+                        }
+                        qb.build().execute(&mut *conn).await?;
+                    }
                 }
             }
             // Arrays instead of VALUES rows: one statement text whatever the
@@ -306,17 +317,20 @@ impl Appender {
                 .bind(&hashes)
                 .execute(&mut *conn)
                 .await?;
-                sqlx::query(
-                    "INSERT INTO contact_lists (contact_id, list_id, subscribed, changed_at) \
-                     SELECT u.contact_id, $2, 1, $3 FROM unnest($1::bigint[]) AS u (contact_id) \
-                     ON CONFLICT (contact_id, list_id) \
-                     DO UPDATE SET subscribed = excluded.subscribed, changed_at = excluded.changed_at",
-                )
-                .bind(contact_ids)
-                .bind(list_id)
-                .bind(occurred_at)
-                .execute(&mut *conn)
-                .await?;
+                for (ids, upsert) in [(&inserts, ""), (&upserts, LIST_STATE_UPSERT)] {
+                    if ids.is_empty() {
+                        continue;
+                    }
+                    sqlx::query(&format!(
+                        "{LIST_STATE_INSERT}SELECT u.contact_id, $2, 1, $3 \
+                         FROM unnest($1::bigint[]) AS u (contact_id){upsert}"
+                    ))
+                    .bind(ids)
+                    .bind(list_id)
+                    .bind(occurred_at)
+                    .execute(&mut *conn)
+                    .await?;
+                }
             }
         }
         Ok(())

@@ -382,6 +382,9 @@ pub async fn upsert_batch(
             };
             state.extend(super::parse_json_rows::<(i64, i64)>(&rows)?);
         }
+        // Only contacts inserted by this transaction are known to have no
+        // row for the list: no other transaction can see them yet.
+        let stored_ids: HashSet<i64> = existing.values().map(|e| e.id).collect();
         if appender.is_none() {
             *appender = Some(Appender::start(tx).await?);
         }
@@ -399,21 +402,30 @@ pub async fn upsert_batch(
         }
         // In batch order, as one-by-one appends would chain them.
         appender
-            .grant_many(tx, &grants, consent.list_id, now, &consent.evidence)
+            .grant_many(tx, &grants, consent.list_id, now, &consent.evidence, |id| {
+                stored_ids.contains(&id)
+            })
             .await?;
         counts.consent_granted += grants.len() as u64;
     }
     Ok(counts)
 }
 
-/// Inserts (contact, tag) rows that may exist already; with `report`,
-/// returns the contacts of the rows actually added.
-async fn insert_tags(tx: &mut Tx, rows: &[(i64, &str)], report: bool) -> Result<Vec<i64>> {
+/// Inserts (contact, tag) rows. With `stored`, the contacts were stored
+/// before this transaction and the rows may exist already: those are skipped
+/// and the contacts of the rows actually added are returned. Without, the
+/// contacts were inserted by this transaction with distinct tags each, no row
+/// can conflict, and a plain INSERT spares a probe of the primary key a row.
+async fn insert_tags(tx: &mut Tx, rows: &[(i64, &str)], stored: bool) -> Result<Vec<i64>> {
     let mut added = Vec::new();
     if rows.is_empty() {
         return Ok(added);
     }
-    let returning = if report { " RETURNING contact_id" } else { "" };
+    let on_conflict = if stored {
+        " ON CONFLICT DO NOTHING RETURNING contact_id"
+    } else {
+        ""
+    };
     match tx {
         Tx::Sqlite(t) => {
             // Two bound values a row: 10,000 rows stay under SQLite's 32,766 limit.
@@ -422,8 +434,7 @@ async fn insert_tags(tx: &mut Tx, rows: &[(i64, &str)], report: bool) -> Result<
                 qb.push_values(chunk.iter(), |mut b, (id, t)| {
                     b.push_bind(*id).push_bind(*t);
                 });
-                qb.push(" ON CONFLICT DO NOTHING");
-                qb.push(returning);
+                qb.push(on_conflict);
                 added.extend(qb.build_query_scalar::<i64>().fetch_all(&mut **t).await?);
             }
         }
@@ -433,8 +444,7 @@ async fn insert_tags(tx: &mut Tx, rows: &[(i64, &str)], report: bool) -> Result<
             let tags: Vec<&str> = rows.iter().map(|(_, tag)| *tag).collect();
             added = sqlx::query_scalar(&format!(
                 "INSERT INTO contact_tags (contact_id, tag) \
-                 SELECT * FROM unnest($1::bigint[], $2::text[]) \
-                 ON CONFLICT DO NOTHING{returning}"
+                 SELECT * FROM unnest($1::bigint[], $2::text[]){on_conflict}"
             ))
             .bind(ids)
             .bind(tags)
