@@ -261,6 +261,11 @@ async fn references_to_contacts_and_lists_are_enforced() {
             format!(
                 "INSERT INTO contact_tags (contact_id, tag) VALUES ({contact}, 'ok'), ({missing}, 't')"
             ),
+            // Consecutive ids with one missing: a dense range with a gap.
+            format!(
+                "INSERT INTO contact_tags (contact_id, tag) VALUES ({contact}, 'ok'), ({}, 't')",
+                contact + 1
+            ),
             format!(
                 "INSERT INTO contact_lists (contact_id, list_id, subscribed, changed_at) \
                  VALUES ({missing}, {list}, 1, 0)"

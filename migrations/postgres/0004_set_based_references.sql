@@ -4,8 +4,8 @@
 -- a row lock each, ~30 us), and an import writes five checked references
 -- per contact (its tags, its list state, its ledger entry). The three tables
 -- an import fills keep the same guarantees here, checked per statement over
--- the statement's rows: one anti-join probes the parent keys, ~3 us a contact
--- (`bench/import.sh`; docs/PERFORMANCE.md has the figures).
+-- the statement's rows (`contacts_exist` below), a few microseconds a
+-- contact at most (`bench/import.sh`; docs/PERFORMANCE.md has the figures).
 --
 -- A per-row foreign key also locks the parent row so that no concurrent
 -- transaction deletes it before commit. Contacts and lists are never
@@ -25,23 +25,49 @@ ALTER TABLE consent_events
     DROP CONSTRAINT consent_events_contact_id_fkey,
     DROP CONSTRAINT consent_events_list_id_fkey;
 
+-- `contacts_exist` is the check of a statement's contact ids. The ids an
+-- import writes are mostly consecutive (the contacts it just inserted), and
+-- ids are unique: when the rows of `contacts` between the smallest and the
+-- largest id number exactly max - min + 1, every id in between exists, and
+-- one walk along the primary key proves it for the whole statement. When
+-- the range is sparse or has a gap, each distinct id is probed.
+--
 -- The checks run with sequential scans and hash and merge joins disabled:
 -- PL/pgSQL caches the plan of its first call, often made when `contacts`
 -- is nearly empty, and a cached sequential scan of a table that then grows
 -- to a million rows would make every later statement of an import scan it.
--- With those settings the plan is one index probe per distinct key.
+-- With those settings the plans are index scans of the primary keys.
+CREATE FUNCTION contacts_exist(ids BIGINT[], tbl TEXT) RETURNS VOID LANGUAGE plpgsql AS $$
+DECLARE
+    n BIGINT;
+    lo BIGINT;
+    hi BIGINT;
+    missing BIGINT;
+BEGIN
+    SELECT count(*), min(k), max(k) INTO n, lo, hi
+      FROM (SELECT DISTINCT k FROM unnest(ids) AS u (k)) d;
+    IF n = 0 THEN
+        RETURN;
+    END IF;
+    IF hi - lo < 2 * n
+       AND (SELECT count(*) FROM contacts WHERE id BETWEEN lo AND hi) = hi - lo + 1 THEN
+        RETURN;
+    END IF;
+    SELECT d.k INTO missing
+      FROM (SELECT DISTINCT k FROM unnest(ids) AS u (k)) d
+     WHERE NOT EXISTS (SELECT 1 FROM contacts p WHERE p.id = d.k)
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'insert or update on table "%" violates a reference: contact % does not exist',
+            tbl, missing USING ERRCODE = 'foreign_key_violation';
+    END IF;
+END $$ SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off;
+
 CREATE FUNCTION references_contacts_and_lists() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     missing BIGINT;
 BEGIN
-    SELECT n.k INTO missing
-      FROM (SELECT DISTINCT contact_id AS k FROM new_rows) n
-     WHERE NOT EXISTS (SELECT 1 FROM contacts p WHERE p.id = n.k)
-     LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'insert or update on table "%" violates a reference: contact % does not exist',
-            TG_TABLE_NAME, missing USING ERRCODE = 'foreign_key_violation';
-    END IF;
+    PERFORM contacts_exist((SELECT array_agg(contact_id) FROM new_rows), TG_TABLE_NAME);
     SELECT n.k INTO missing
       FROM (SELECT DISTINCT list_id AS k FROM new_rows WHERE list_id IS NOT NULL) n
      WHERE NOT EXISTS (SELECT 1 FROM lists p WHERE p.id = n.k)
@@ -54,19 +80,10 @@ BEGIN
 END $$ SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off;
 
 CREATE FUNCTION references_contacts() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    missing BIGINT;
 BEGIN
-    SELECT n.k INTO missing
-      FROM (SELECT DISTINCT contact_id AS k FROM new_rows) n
-     WHERE NOT EXISTS (SELECT 1 FROM contacts p WHERE p.id = n.k)
-     LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'insert or update on table "%" violates a reference: contact % does not exist',
-            TG_TABLE_NAME, missing USING ERRCODE = 'foreign_key_violation';
-    END IF;
+    PERFORM contacts_exist((SELECT array_agg(contact_id) FROM new_rows), TG_TABLE_NAME);
     RETURN NULL;
-END $$ SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off;
+END $$;
 
 -- A trigger with a transition table names one event, hence two per table.
 CREATE TRIGGER contact_lists_references_insert AFTER INSERT ON contact_lists
