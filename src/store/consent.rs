@@ -256,8 +256,12 @@ impl Appender {
             Tx::Sqlite(t) => {
                 let conn: &mut sqlx::SqliteConnection = &mut *t;
                 let mut at = 0;
+                // OR FAIL: no entry can conflict (fresh hashes), so SQLite
+                // need not journal the statement to undo it; an error still
+                // ends the caller's transaction.
+                let events_insert = EVENTS_INSERT.replacen("INSERT", "INSERT OR FAIL", 1);
                 for chunk in contact_ids.chunks(APPEND_CHUNK) {
-                    let mut qb = QueryBuilder::new(EVENTS_INSERT);
+                    let mut qb = QueryBuilder::new(&events_insert);
                     qb.push_values(chunk.iter().enumerate(), |mut b, (i, id)| {
                         b.push_bind(*id)
                             .push_bind(list_id)
@@ -274,9 +278,14 @@ impl Appender {
                     qb.build().execute(&mut *conn).await?;
                     at += chunk.len();
                 }
+                let plain_insert = LIST_STATE_INSERT.replacen("INSERT", "INSERT OR FAIL", 1);
                 for (ids, upsert) in [(&inserts, false), (&upserts, true)] {
                     for chunk in ids.chunks(APPEND_CHUNK) {
-                        let mut qb = QueryBuilder::new(LIST_STATE_INSERT);
+                        let mut qb = QueryBuilder::new(if upsert {
+                            LIST_STATE_INSERT
+                        } else {
+                            plain_insert.as_str()
+                        });
                         qb.push_values(chunk.iter(), |mut b, id| {
                             b.push_bind(*id)
                                 .push_bind(list_id)

@@ -144,9 +144,18 @@ impl Tx {
     /// in memory instead of spilling to the WAL and being read back. Call
     /// [`Tx::end_bulk_write`] before committing or rolling back, so the
     /// pooled connection goes back to its usual cache.
+    ///
+    /// It also defers SQLite's foreign-key checks to the commit (until the
+    /// transaction ends): an immediate check may abort a statement, so SQLite
+    /// would copy every page each multi-row INSERT into a child table touches
+    /// into a statement journal first. A dangling reference still fails the
+    /// commit, and the import's transaction is rolled back.
     pub async fn expect_bulk_write(&mut self) -> Result<()> {
         if let Tx::Sqlite(t) = self {
             sqlx::query(&format!("PRAGMA cache_size = -{BULK_CACHE_KIB}"))
+                .execute(&mut **t)
+                .await?;
+            sqlx::query("PRAGMA defer_foreign_keys = ON")
                 .execute(&mut **t)
                 .await?;
         }
