@@ -111,6 +111,9 @@ pub struct SmtpConfig {
     /// Send MAIL, RCPT and DATA in one write when the server offers
     /// PIPELINING (RFC 2920). Off only to work around a broken server.
     pub pipelining: bool,
+    /// PEM file of extra CA certificates for STARTTLS and implicit TLS (a
+    /// relay with a private CA); the Mozilla roots are always trusted.
+    pub ca_file: Option<PathBuf>,
 }
 impl Default for SmtpConfig {
     fn default() -> Self {
@@ -127,6 +130,7 @@ impl Default for SmtpConfig {
             max_attempts: 5,
             retry_base_secs: 60,
             pipelining: true,
+            ca_file: None,
         }
     }
 }

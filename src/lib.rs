@@ -8,6 +8,7 @@
 pub mod config;
 pub mod domain;
 pub mod store;
+pub mod tls;
 
 pub mod campaign;
 pub mod contacts;

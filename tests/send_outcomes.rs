@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::db::TestDb;
 use common::project::{Project, stderr};
-use common::servers::{Postfix, free_port, in_ci};
+use common::servers::{Postfix, PostfixOptions, free_port, in_ci};
 
 async fn sends(db: &TestDb) -> Vec<(String, String, i64, Option<String>)> {
     cartero::dispatch!(&db.store, pool => {
@@ -224,5 +224,68 @@ async fn suppressed_contacts_are_skipped_and_the_outbox_gets_the_rest() {
             again.contains("resumed c") && again.contains("no_consent"),
             "{again}"
         );
+    }
+}
+
+/// STARTTLS and implicit TLS (RFC 8314) to a relay whose certificate comes
+/// from a private CA named by `smtp.ca_file`: Postfix's Received header says
+/// TLS carried each message. Without the CA the certificate is refused
+/// before anything is written.
+#[tokio::test(flavor = "multi_thread")]
+async fn sends_over_starttls_and_implicit_tls_with_a_private_ca() {
+    let Some(pf) = Postfix::start_with(PostfixOptions {
+        tls: true,
+        ..Default::default()
+    }) else {
+        return;
+    };
+    let config = |mode: &str, port: u16, ca: bool| {
+        format!(
+            "[smtp]\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"{mode}\"\nconcurrency = 1\n{}",
+            if ca { "ca_file = \"ca.pem\"\n" } else { "" }
+        )
+    };
+    // Unknown issuer: refused at the pre-flight connection, nothing written.
+    for (mode, port) in [("starttls", pf.smtp_port()), ("tls", pf.smtps_port())] {
+        for db in TestDb::all().await {
+            let p = Project::new(&db, &config(mode, port, false));
+            let out = p.import("email,first_name,city\nalice@example.org,Alice,Madrid\n");
+            assert!(out.status.success(), "{}", stderr(&out));
+            let out = p.run(&["campaign", "send", "campaigns/c.toml"]);
+            assert!(!out.status.success(), "{mode}: an unknown CA must fail");
+            let err = stderr(&out);
+            assert!(
+                err.contains("certificate") && err.contains("127.0.0.1"),
+                "{mode}: the error names the certificate and the server: {err}"
+            );
+            assert!(sends(&db).await.is_empty(), "{mode}: nothing written");
+        }
+    }
+    let mut delivered = 0;
+    for (mode, port) in [("starttls", pf.smtp_port()), ("tls", pf.smtps_port())] {
+        for db in TestDb::all().await {
+            let p = Project::new(&db, &config(mode, port, true));
+            std::fs::copy(pf.ca_cert(), p.file("ca.pem")).unwrap();
+            let out = p.import("email,first_name,city\nalice@example.org,Alice,Madrid\n");
+            assert!(out.status.success(), "{}", stderr(&out));
+            let out = p.run(&["campaign", "send", "campaigns/c.toml"]);
+            assert!(out.status.success(), "{mode}: {}", stderr(&out));
+            delivered += 1;
+            let mut files = pf.wait_for_messages("alice", delivered, Duration::from_secs(30));
+            assert_eq!(files.len(), delivered, "{mode}");
+            files.sort_by_key(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok());
+            let text = std::fs::read_to_string(files.last().unwrap()).unwrap();
+            let received = text
+                .split("\n")
+                .skip_while(|l| !l.starts_with("Received:"))
+                .take_while(|l| l.starts_with("Received:") || l.starts_with([' ', '\t']))
+                .collect::<Vec<_>>()
+                .join(" ");
+            assert!(
+                received.contains("using TLS"),
+                "{mode}: Postfix received it over TLS: {received}"
+            );
+            assert!(text.contains("Hola Alice"), "{mode}: the message itself");
+        }
     }
 }

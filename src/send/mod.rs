@@ -412,7 +412,10 @@ pub async fn send_campaign(
         )))
     })?;
     let transport = match &cfg.smtp {
-        Some(s) => Transport::Smtp(s.clone()),
+        Some(s) => Transport::Smtp(crate::config::SmtpConfig {
+            ca_file: s.ca_file.as_ref().map(|p| cfg.resolve(p)),
+            ..s.clone()
+        }),
         None => Transport::Outbox(cfg.resolve(&cfg.outbox.dir)),
     };
     let composer = Arc::new(Composer::new(campaign, cfg)?);

@@ -18,11 +18,15 @@ use std::time::Duration;
 
 use lettre::address::Envelope as LettreEnvelope;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
+use lettre::transport::smtp::client::{
+    AsyncSmtpConnection, AsyncTokioStream, Certificate, TlsParameters,
+};
 use lettre::transport::smtp::commands::{Data, Ehlo, Mail, Rcpt, Rset};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use lettre::transport::smtp::response::Response;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 use crate::config::{SmtpConfig, TlsMode};
 use crate::render::Envelope;
@@ -59,6 +63,54 @@ pub struct ConnectError {
     pub reason: String,
 }
 
+/// A TLS stream cartero opened (with TCP_NODELAY), handed to lettre as its
+/// transport.
+struct ImplicitTls(TlsStream<TcpStream>);
+
+impl std::fmt::Debug for ImplicitTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ImplicitTls")
+    }
+}
+
+impl AsyncRead for ImplicitTls {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ImplicitTls {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+impl AsyncTokioStream for ImplicitTls {
+    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.0.get_ref().0.peer_addr()
+    }
+}
+
 pub struct SmtpClient {
     cfg: SmtpConfig,
     hello: ClientId,
@@ -89,48 +141,60 @@ impl SmtpClient {
         }
     }
 
+    /// lettre's TLS settings for STARTTLS: the Mozilla roots and `ca_file`.
+    fn tls_parameters(&self, host: &str) -> Result<TlsParameters, ConnectError> {
+        let mut builder = TlsParameters::builder(host.to_string());
+        if let Some(path) = &self.cfg.ca_file {
+            for cert in crate::tls::pem_certificates(path).map_err(|e| self.err(e))? {
+                let cert = Certificate::from_der(cert.to_vec()).map_err(|e| self.err(e))?;
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        builder.build_rustls().map_err(|e| self.err(e))
+    }
+
     pub async fn connect(&mut self) -> Result<(), ConnectError> {
         let timeout = Duration::from_secs(self.cfg.timeout_secs.max(1));
         let host = self.cfg.host.clone();
-        let mut conn = if self.cfg.tls == TlsMode::Tls {
-            // Implicit TLS (RFC 8314): lettre opens the stream itself here.
-            let tls = TlsParameters::new(host.clone()).map_err(|e| self.err(e))?;
-            AsyncSmtpConnection::connect_tokio1(
-                (host.as_str(), self.cfg.port),
-                Some(timeout),
-                &self.hello,
-                Some(tls),
-                None,
-            )
+        // The socket is always ours, implicit TLS included: lettre's own
+        // connect never sets TCP_NODELAY, and every message would then wait
+        // for a delayed ACK (40 ms) before the server's reply.
+        let tcp = tokio::time::timeout(timeout, TcpStream::connect((host.as_str(), self.cfg.port)))
             .await
-            .map_err(|e| self.err(e))?
-        } else {
-            let tcp =
-                tokio::time::timeout(timeout, TcpStream::connect((host.as_str(), self.cfg.port)))
-                    .await
-                    .map_err(|_| self.err("connection timed out"))?
-                    .map_err(|e| self.err(e))?;
-            tcp.set_nodelay(true).map_err(|e| self.err(e))?;
-            let mut conn = tokio::time::timeout(
-                timeout,
-                AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &self.hello),
-            )
-            .await
-            .map_err(|_| self.err("no greeting from the server"))?
+            .map_err(|_| self.err("connection timed out"))?
             .map_err(|e| self.err(e))?;
-            let want_tls = match self.cfg.tls {
-                TlsMode::Starttls => true,
-                TlsMode::Opportunistic => conn.can_starttls(),
-                TlsMode::None | TlsMode::Tls => false,
-            };
-            if want_tls {
-                let tls = TlsParameters::new(host.clone()).map_err(|e| self.err(e))?;
-                conn.starttls(tls, &self.hello)
-                    .await
-                    .map_err(|e| self.err(format!("STARTTLS failed: {e}")))?;
-            }
-            conn
+        tcp.set_nodelay(true).map_err(|e| self.err(e))?;
+        let transport: Box<dyn AsyncTokioStream> = if self.cfg.tls == TlsMode::Tls {
+            // Implicit TLS (RFC 8314): the handshake before the greeting.
+            let tls = tokio::time::timeout(
+                timeout,
+                crate::tls::handshake(tcp, &host, self.cfg.ca_file.as_deref()),
+            )
+            .await
+            .map_err(|_| self.err("TLS handshake timed out"))?
+            .map_err(|e| self.err(e))?;
+            Box::new(ImplicitTls(tls))
+        } else {
+            Box::new(tcp)
         };
+        let mut conn = tokio::time::timeout(
+            timeout,
+            AsyncSmtpConnection::connect_with_transport(transport, &self.hello),
+        )
+        .await
+        .map_err(|_| self.err("no greeting from the server"))?
+        .map_err(|e| self.err(e))?;
+        let want_tls = match self.cfg.tls {
+            TlsMode::Starttls => true,
+            TlsMode::Opportunistic => conn.can_starttls(),
+            TlsMode::None | TlsMode::Tls => false,
+        };
+        if want_tls {
+            let tls = self.tls_parameters(&host)?;
+            conn.starttls(tls, &self.hello)
+                .await
+                .map_err(|e| self.err(format!("STARTTLS failed: {e}")))?;
+        }
         // Before AUTH: a second EHLO resets the session (RFC 5321 4.1.4),
         // which must not undo an authentication.
         self.pipelining = self.cfg.pipelining

@@ -227,6 +227,11 @@ pub struct PostfixOptions {
     /// Relay mail for every other domain to this loopback port (e.g. an
     /// [`SmtpSink`]); `None`: such mail is refused with a 5.4.4 DSN.
     pub relay_port: Option<u16>,
+    /// Offer TLS with a certificate from a throwaway CA
+    /// ([`Postfix::ca_cert`]): STARTTLS on both ports, and implicit TLS
+    /// (RFC 8314) on [`Postfix::smtps_port`]. Received headers then say
+    /// which TLS version and cipher carried the message.
+    pub tls: bool,
 }
 
 impl Default for PostfixOptions {
@@ -235,6 +240,7 @@ impl Default for PostfixOptions {
             users: ["alice", "bob", "bounces"].map(String::from).to_vec(),
             queue_lifetime: Duration::from_secs(20),
             relay_port: None,
+            tls: false,
         }
     }
 }
@@ -258,6 +264,7 @@ pub struct Postfix {
     dir: tempfile::TempDir,
     smtp_port: u16,
     smtp_port_rejecting: u16,
+    smtps_port: Option<u16>,
     users: Vec<String>,
 }
 
@@ -268,10 +275,11 @@ impl Postfix {
     }
 
     pub fn start_with(options: PostfixOptions) -> Option<Self> {
-        if !have(
-            "Postfix",
-            &["/usr/sbin/postfix", "/usr/lib/postfix/sbin/master"],
-        ) {
+        let mut needed = vec!["/usr/sbin/postfix", "/usr/lib/postfix/sbin/master"];
+        if options.tls {
+            needed.push("/usr/bin/openssl");
+        }
+        if !have("Postfix", &needed) {
             return None;
         }
         let dir = temp_dir("cartero-postfix-");
@@ -299,6 +307,26 @@ impl Postfix {
 
         let smtp_port = free_port();
         let smtp_port_rejecting = free_port();
+        let smtps_port = options.tls.then(free_port);
+        let tls_cf = if options.tls {
+            let tls = root.join("tls");
+            mkdir(&tls, 0o755, None);
+            make_certificates(&tls);
+            format!(
+                "smtpd_tls_cert_file = {t}/server.pem\nsmtpd_tls_key_file = {t}/server.key\n\
+                 smtpd_tls_security_level = may\nsmtpd_tls_received_header = yes\n",
+                t = tls.display()
+            )
+        } else {
+            String::new()
+        };
+        let smtps_cf = match smtps_port {
+            Some(port) => format!(
+                "127.0.0.1:{port} inet n - n - - smtpd\n  -o smtpd_tls_wrappermode=yes\n  -o smtpd_reject_unlisted_recipient=no\n\
+                 tlsmgr    unix  -       -       n       1000?   1       tlsmgr\n"
+            ),
+            None => String::new(),
+        };
 
         let mut vmailbox = String::new();
         for user in &options.users {
@@ -361,7 +389,7 @@ minimal_backoff_time = 2s
 maximal_backoff_time = 4s
 delay_warning_time = 0h
 smtpd_banner = $myhostname ESMTP cartero-test
-",
+{tls_cf}",
             queue = queue.display(),
             data = data.display(),
             root = root.display(),
@@ -396,7 +424,7 @@ virtual   unix  -       n       n       -       -       virtual
 anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
-"
+{smtps_cf}"
         );
         write(&conf.join("master.cf"), &master_cf);
 
@@ -404,6 +432,7 @@ postlog   unix-dgram n  -       n       -       1       postlogd
             dir,
             smtp_port,
             smtp_port_rejecting,
+            smtps_port,
             users: options.users,
         };
         let (ok, out) = run(Command::new("/usr/sbin/postfix")
@@ -421,7 +450,10 @@ postlog   unix-dgram n  -       n       -       1       postlogd
                 pf.log()
             );
         }
-        for port in [smtp_port, smtp_port_rejecting] {
+        for port in [smtp_port, smtp_port_rejecting]
+            .into_iter()
+            .chain(smtps_port)
+        {
             if !wait_for_tcp(port, Duration::from_secs(10)) {
                 panic!("postfix is not listening on {port}; log:\n{}", pf.log());
             }
@@ -437,6 +469,18 @@ postlog   unix-dgram n  -       n       -       1       postlogd
     /// Port that rejects unknown users at RCPT TO (550 5.1.1).
     pub fn smtp_port_rejecting(&self) -> u16 {
         self.smtp_port_rejecting
+    }
+
+    /// Implicit TLS port, with [`PostfixOptions::tls`]; as `smtp_port`
+    /// otherwise (unknown users get a DSN).
+    pub fn smtps_port(&self) -> u16 {
+        self.smtps_port
+            .expect("start Postfix with PostfixOptions { tls: true, .. }")
+    }
+
+    /// The CA that signed the server certificate, with [`PostfixOptions::tls`].
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.path().join("tls/ca.pem")
     }
 
     pub fn config_dir(&self) -> PathBuf {

@@ -18,7 +18,6 @@ use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -28,11 +27,7 @@ use async_imap::types::{Fetch, Name};
 use futures::TryStreamExt as _;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
-use tokio_rustls::rustls::pki_types::pem::PemObject as _;
-use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
-use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
 use super::{Outcome, RawMessage, SourceError, SourceId};
 use crate::config::{FeedbackConfig, ImapSecurity};
@@ -357,7 +352,7 @@ async fn connect(cfg: &FeedbackConfig, ca_file: Option<&Path>) -> Result<(Client
     match cfg.imap_security {
         ImapSecurity::Plain => Ok((async_imap::Client::new(Connection::Plain(tcp)), false)),
         ImapSecurity::Tls => {
-            let tls = tls_handshake(tcp, &cfg.imap_host, ca_file).await?;
+            let tls = crate::tls::handshake(tcp, &cfg.imap_host, ca_file).await?;
             Ok((
                 async_imap::Client::new(Connection::Tls(Box::new(tls))),
                 false,
@@ -373,7 +368,7 @@ async fn connect(cfg: &FeedbackConfig, ca_file: Option<&Path>) -> Result<(Client
             let Connection::Plain(tcp) = client.into_inner() else {
                 return Err("STARTTLS on a connection that is already TLS".into());
             };
-            let tls = tls_handshake(tcp, &cfg.imap_host, ca_file).await?;
+            let tls = crate::tls::handshake(tcp, &cfg.imap_host, ca_file).await?;
             // RFC 3501 §6.2.1: no new greeting after the handshake.
             Ok((
                 async_imap::Client::new(Connection::Tls(Box::new(tls))),
@@ -389,41 +384,6 @@ async fn read_greeting(client: &mut Client) -> Result<(), String> {
         Ok(None) => Err("the server closed the connection before its greeting".into()),
         Err(e) => Err(format!("greeting: {e}")),
     }
-}
-
-async fn tls_handshake(
-    tcp: TcpStream,
-    host: &str,
-    ca_file: Option<&Path>,
-) -> Result<TlsStream<TcpStream>, String> {
-    let mut roots = RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(path) = ca_file {
-        let certs =
-            CertificateDer::pem_file_iter(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        for cert in certs {
-            let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
-            roots
-                .add(cert)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-        }
-    }
-    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let name = ServerName::try_from(
-        host.trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string(),
-    )
-    .map_err(|e| format!("TLS: {host:?} is not a valid server name: {e}"))?;
-    TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .map_err(|e| format!("TLS handshake: {e}"))
 }
 
 #[cfg(test)]
