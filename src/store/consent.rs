@@ -305,14 +305,12 @@ impl Appender {
             // ordinality: the serial ids follow the chain.
             Tx::Postgres(t) => {
                 let conn: &mut sqlx::PgConnection = &mut *t;
-                sqlx::query(
-                    "INSERT INTO consent_events (contact_id, list_id, action, occurred_at, source, method, ip, \
-                     text_version, evidence, prev_hash, hash) \
-                     SELECT u.contact_id, $2, $3, $4, $5, $6, $7, $8, $9, u.prev_hash, u.hash \
+                sqlx::query(&format!(
+                    "{EVENTS_INSERT}SELECT u.contact_id, $2, $3, $4, $5, $6, $7, $8, $9, u.prev_hash, u.hash \
                      FROM unnest($1::bigint[], $10::text[], $11::text[]) WITH ORDINALITY \
                           AS u (contact_id, prev_hash, hash, n) \
-                     ORDER BY u.n",
-                )
+                     ORDER BY u.n"
+                ))
                 .bind(contact_ids)
                 .bind(list_id)
                 .bind(action)

@@ -428,11 +428,11 @@ async fn insert_tags(tx: &mut Tx, rows: &[(i64, &str)], stored: bool) -> Result<
     };
     match tx {
         Tx::Sqlite(t) => {
+            // OR FAIL where no row can conflict: no statement journal (see
+            // the contacts insert above).
+            let verb = if stored { "INSERT" } else { "INSERT OR FAIL" };
             // Two bound values a row: 10,000 rows stay under SQLite's 32,766 limit.
             for chunk in rows.chunks(10_000) {
-                // OR FAIL where no row can conflict: no statement journal
-                // (see the contacts insert above).
-                let verb = if stored { "INSERT" } else { "INSERT OR FAIL" };
                 let mut qb =
                     QueryBuilder::new(format!("{verb} INTO contact_tags (contact_id, tag) "));
                 qb.push_values(chunk.iter(), |mut b, (id, t)| {
