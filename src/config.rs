@@ -239,7 +239,32 @@ pub struct FeedbackConfig {
     pub kept_aside_folder: String,
     /// Seconds between mailbox reads inside `cartero serve`.
     pub interval_secs: u64,
+    /// What a report matched by address alone (no valid token, no random
+    /// Message-ID) may do: `record` (held for an operator) or
+    /// `suppress_if_authenticated` (suppress, never withdraw consent, when
+    /// the address's own domain authenticated the report).
+    pub address_match: AddressMatch,
+    /// Messages larger than this are kept aside unread (bytes).
+    pub max_message_bytes: u64,
+    /// Reports naming more recipients than this are kept aside unapplied.
+    pub max_recipients: usize,
+    /// The authserv-id (RFC 8601 §2.5) of the MTA that delivers to the
+    /// feedback mailbox: its Authentication-Results headers are trusted for
+    /// SPF and DKIM. Empty: none is trusted (cartero checks DKIM itself).
+    pub authserv_id: String,
 }
+
+/// `feedback.address_match` (docs/FEEDBACK.md, docs/SECURITY.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AddressMatch {
+    /// Record and count, hold for `cartero feedback review`.
+    #[default]
+    Record,
+    /// Suppress when DKIM or SPF of the address's own domain passed.
+    SuppressIfAuthenticated,
+}
+
 impl Default for FeedbackConfig {
     fn default() -> Self {
         Self {
@@ -256,6 +281,11 @@ impl Default for FeedbackConfig {
             maildir_processed_folder: "Processed".into(),
             kept_aside_folder: "KeptAside".into(),
             interval_secs: 300,
+            address_match: AddressMatch::Record,
+            // Real DSNs quoting a whole message with attachments stay whole.
+            max_message_bytes: 10 * 1024 * 1024,
+            max_recipients: 1000,
+            authserv_id: String::new(),
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod store;
 pub mod tls;
 
 pub mod campaign;
+pub mod consent;
 pub mod contacts;
 pub mod feedback;
 pub mod hygiene;

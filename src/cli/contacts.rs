@@ -6,10 +6,11 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 
 use super::{Context, Format};
+use crate::consent::{self as consent_stage, Reinstated};
 use crate::contacts::{ImportOptions, import_csv};
 use crate::domain::EmailAddress;
 use crate::domain::time::{now_millis, to_rfc3339};
-use crate::store::status::{self, Reinstated};
+use crate::store::status;
 use crate::store::{consent, contacts};
 
 #[derive(Debug, clap::Args)]
@@ -71,9 +72,10 @@ pub enum Cmd {
         format: Format,
     },
     /// Put a suppressed contact (bounced, complained, unsubscribed, sunset)
-    /// back to active, recorded with your reason. Consent is NOT granted
-    /// again: a contact who withdrew stays off the lists until they
-    /// subscribe again.
+    /// back to active, recorded with your reason, and restore the list
+    /// consent that suppression withdrew: `restore` entries appended to the
+    /// consent ledger, each naming the withdrawal it reverses (nothing is
+    /// edited). Lists the person left in any other way stay left.
     #[command(
         after_help = "Example:\n  cartero contacts reinstate ana@example.com --reason \"mailbox fixed, confirmed by phone\""
     )]
@@ -241,15 +243,30 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
             let store = ctx.store(&cfg).await?;
             let (id, stored) = find_contact(&store, &email).await?;
             let outcome =
-                status::reinstate(&store, id, &actor, reason.trim(), now_millis()).await?;
+                consent_stage::reinstate(&store, id, &actor, reason.trim(), now_millis()).await?;
+            let restored = match &outcome {
+                Reinstated::Changed { restored, .. } => {
+                    contacts::list_names(&store, restored).await?
+                }
+                _ => Vec::new(),
+            };
             store.close().await;
             match outcome {
-                Reinstated::Changed { from, change_id } => {
+                Reinstated::Changed {
+                    from, change_id, ..
+                } => {
                     println!("{stored}: {from} -> active (status change {change_id}, by {actor})");
-                    println!(
-                        "consent was not re-granted: if the contact withdrew from a list, they stay \
-                         off it until they subscribe again"
-                    );
+                    if restored.is_empty() {
+                        println!(
+                            "no consent to restore: the suppression withdrew none that had not been \
+                             withdrawn otherwise"
+                        );
+                    } else {
+                        println!(
+                            "consent restored (reversal entries in the ledger): {}",
+                            restored.join(", ")
+                        );
+                    }
                     Ok(ExitCode::SUCCESS)
                 }
                 Reinstated::AlreadyActive => {

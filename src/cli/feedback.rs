@@ -49,6 +49,47 @@ pub enum Cmd {
         after_help = "Examples:\n  cartero feedback changes --since 2026-11-01\n  cartero feedback changes --contact ana@example.com --format csv"
     )]
     Changes(ChangesArgs),
+    /// List reports held for review: bounces, complaints and unsubscribe
+    /// mails tied to their contact by address alone (anyone can write
+    /// those), which changed nothing. Confirm or dismiss each one.
+    #[command(
+        after_help = "Examples:\n  cartero feedback review\n  cartero feedback review --all --format json"
+    )]
+    Review(ReviewArgs),
+    /// Confirm held reports: the policy is applied as if the report had
+    /// carried a valid token (suppression, and for a complaint or
+    /// unsubscribe the withdrawal of consent), with you as the actor.
+    #[command(
+        after_help = "Example:\n  cartero feedback confirm 12 13 --reason \"the customer's postmaster confirmed by phone\""
+    )]
+    Confirm(DecideArgs),
+    /// Dismiss held reports: recorded as dismissed, nothing else changes.
+    #[command(
+        after_help = "Example:\n  cartero feedback dismiss 14 --reason \"forged: no such report from that ISP\""
+    )]
+    Dismiss(DecideArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReviewArgs {
+    /// Also list reports already confirmed or dismissed.
+    #[arg(long)]
+    pub all: bool,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DecideArgs {
+    /// Ids of held reports, as `feedback review` lists them.
+    #[arg(required = true)]
+    pub ids: Vec<i64>,
+    /// Why: kept with the decision.
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Who is deciding.
+    #[arg(long, default_value = "operator")]
+    pub actor: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -95,7 +136,120 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
         Cmd::Parse(a) => parse(a),
         Cmd::Run(a) => feedback_run(a, ctx).await,
         Cmd::Changes(a) => changes(a, ctx).await,
+        Cmd::Review(a) => review(a, ctx).await,
+        Cmd::Confirm(a) => decide(a, true, ctx).await,
+        Cmd::Dismiss(a) => decide(a, false, ctx).await,
     }
+}
+
+async fn review(args: ReviewArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
+    let cfg = ctx.config()?;
+    let store = ctx.store(&cfg).await?;
+    let holds = crate::store::feedback::list_holds(&store, !args.all).await?;
+    store.close().await;
+    match args.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&holds)?),
+        Format::Csv => {
+            let mut w = csv::Writer::from_writer(std::io::stdout());
+            w.write_record([
+                "id",
+                "held_at",
+                "email",
+                "kind",
+                "evidence",
+                "state",
+                "source",
+                "decided_by",
+                "decision_reason",
+            ])?;
+            for h in &holds {
+                w.write_record([
+                    h.id.to_string(),
+                    to_rfc3339(h.held_at),
+                    h.email.clone(),
+                    h.kind.clone(),
+                    h.evidence.to_string(),
+                    h.state.as_str().to_string(),
+                    h.source.clone(),
+                    h.decided_by.clone().unwrap_or_default(),
+                    h.decision_reason.clone().unwrap_or_default(),
+                ])?;
+            }
+            w.flush()?;
+        }
+        Format::Table => {
+            println!(
+                "{:<6} {:<24} {:<32} {:<11} {:<21} {:<9} SOURCE",
+                "ID", "HELD", "EMAIL", "KIND", "EVIDENCE", "STATE"
+            );
+            for h in &holds {
+                println!(
+                    "{:<6} {:<24} {:<32} {:<11} {:<21} {:<9} {}",
+                    h.id,
+                    to_rfc3339(h.held_at),
+                    h.email,
+                    h.kind,
+                    h.evidence.as_str(),
+                    h.state.as_str(),
+                    h.source
+                );
+            }
+            if holds.is_empty() {
+                println!("nothing held");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn decide(args: DecideArgs, confirm: bool, ctx: &Context) -> anyhow::Result<ExitCode> {
+    use crate::feedback::review;
+    let cfg = ctx.config()?;
+    let store = ctx.store(&cfg).await?;
+    let reason = args
+        .reason
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty());
+    let mut failed = false;
+    for id in args.ids {
+        let outcome = if confirm {
+            review::confirm(&store, &cfg.policy, id, &args.actor, reason, now_millis())
+                .await
+                .map(|c| {
+                    let status = c
+                        .status
+                        .map(|(f, t)| format!("{f} -> {t}"))
+                        .unwrap_or_else(|| "status unchanged".into());
+                    let consent = if c.consent_withdrawn {
+                        ", consent withdrawn"
+                    } else {
+                        ""
+                    };
+                    format!(
+                        "{id}: confirmed {} {}: {status}{consent}",
+                        c.hold.kind, c.hold.email
+                    )
+                })
+        } else {
+            review::dismiss(&store, id, &args.actor, reason, now_millis())
+                .await
+                .map(|h| format!("{id}: dismissed {} {}", h.kind, h.email))
+        };
+        match outcome {
+            Ok(line) => println!("{line}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                failed = true;
+            }
+        }
+    }
+    store.close().await;
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 async fn feedback_run(args: RunArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
@@ -184,6 +338,7 @@ async fn feedback_run(args: RunArgs, ctx: &Context) -> anyhow::Result<ExitCode> 
             println!("kept aside           {:>7}", summary.kept_aside);
             println!("status changes       {:>7}", summary.status_changes);
             println!("consent withdrawals  {:>7}", summary.consent_withdrawals);
+            println!("held for review      {:>7}", summary.held);
             if args.dry_run {
                 println!("dry run: nothing was written and the mailbox is unchanged");
             }

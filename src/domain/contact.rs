@@ -61,6 +61,11 @@ impl FromStr for ContactStatus {
 pub enum ConsentAction {
     Grant,
     Withdraw,
+    /// An operator's reversal of a withdrawal cartero made in error (a
+    /// wrongful suppression): the list's consent as it was before, with the
+    /// withdrawn entry and the reason as evidence. Not a new grant by the
+    /// person; the ledger keeps the withdrawal it reverses.
+    Restore,
 }
 
 impl ConsentAction {
@@ -68,7 +73,13 @@ impl ConsentAction {
         match self {
             Self::Grant => "grant",
             Self::Withdraw => "withdraw",
+            Self::Restore => "restore",
         }
+    }
+
+    /// Whether the list is subscribed after this entry.
+    pub fn subscribes(self) -> bool {
+        matches!(self, Self::Grant | Self::Restore)
     }
 }
 
@@ -78,6 +89,7 @@ impl FromStr for ConsentAction {
         match s {
             "grant" => Ok(Self::Grant),
             "withdraw" => Ok(Self::Withdraw),
+            "restore" => Ok(Self::Restore),
             _ => Err(format!("unknown consent action {s:?}")),
         }
     }

@@ -3,11 +3,13 @@
 
 pub mod contact;
 pub mod email;
+pub mod evidence;
 pub mod send;
 pub mod time;
 pub mod token;
 
 pub use contact::{ConsentAction, ContactStatus};
 pub use email::{AddressError, EmailAddress};
+pub use evidence::FeedbackEvidence;
 pub use send::{SendState, SkipReason};
 pub use time::Millis;

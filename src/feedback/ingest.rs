@@ -1,17 +1,28 @@
 //! Ingestion: one raw message from the bounce mailbox in, its effects on
 //! the database out, exactly once.
 //!
-//! For each message: dedupe (content hash, then Message-ID) → classify →
-//! match each record to a send and contact → apply the policy. Matching
-//! tries, in order: the VERP token of the envelope recipient the report came
-//! back to (verified HMAC, `domain::token`); the original message's
-//! Message-ID quoted in the report (`sends.message_id`); the failed
-//! recipient's address (`contacts.email`). The message's row, its events,
-//! the status changes and consent withdrawals they cause are written in one
-//! transaction, so a crash leaves either all of it or none, and a re-run
-//! finds the message's hash and skips it. A message nothing can be done
-//! with (no bounce, complaint, auto-reply or unsubscribe in it, or no
-//! contact it names) is kept aside with the reason, never dropped.
+//! For each message, outside any database transaction: a size check (a
+//! message over `feedback.max_message_bytes` is kept aside unread), the
+//! classification (pure, on the blocking pool; a report naming more than
+//! `feedback.max_recipients` recipients is kept aside unapplied) and, when
+//! weak evidence would need it, the sender's authentication (DKIM with
+//! mail-auth, `feedback::auth`). Only then one short write transaction:
+//! dedupe (content hash, then Message-ID) → match each record to a send and
+//! contact → apply the policy through the consent stage (`crate::consent`).
+//!
+//! Matching says how strong the tie to the contact is
+//! (`FeedbackEvidence`): the VERP or unsubscribe token of the address the
+//! report came back to (verified HMAC, `domain::token`); the original
+//! Message-ID quoted in the report, strong only when cartero issued it at
+//! random (`sends.message_id`); the failed recipient's (or the unsubscribe
+//! mail's From) address (`contacts.email`), upgraded when that address's own
+//! domain authenticated the report. `feedback::policy` decides what each
+//! strength may change; reports too weak to act on are recorded and held
+//! for an operator (`feedback_holds`, `feedback::review`). The message's
+//! row, its events, holds, status changes and consent withdrawals are
+//! written in one transaction, so a crash leaves either all of it or none,
+//! and a re-run finds the message's hash and skips it. A message nothing
+//! can be done with is kept aside with the reason, never dropped.
 //!
 //! A dry run does the same work in one transaction that is rolled back at
 //! the end, so its figures are what a real run would report. This module
@@ -19,15 +30,17 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::config::{Config, ConfigError, PolicyConfig};
+use crate::config::{AddressMatch, Config, ConfigError, PolicyConfig};
+use crate::consent::{self, EventRef, LedgerEffect, Operation, StatusTarget};
 use crate::domain::time::Millis;
 use crate::domain::token::{self, Purpose};
-use crate::domain::{ConsentAction, EmailAddress};
+use crate::domain::{EmailAddress, FeedbackEvidence};
+use crate::feedback::auth::{AuthMethod, Authenticated, SenderAuth};
 use crate::feedback::bounce::{self, Classification, Kind, Record};
 use crate::feedback::policy;
-use crate::store::consent::{Appender, ConsentEntry, Evidence};
+use crate::store::consent::Evidence;
 use crate::store::feedback::{self as repo, FeedbackMessage, NewEvent, SendRef};
-use crate::store::status::{self, StatusChange};
+use crate::store::status::{self, SYSTEM_ACTOR};
 use crate::store::{Store, StoreError, Tx};
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +71,9 @@ pub struct Summary {
     pub kept_aside: u64,
     pub status_changes: u64,
     pub consent_withdrawals: u64,
+    /// Reports too weakly tied to their contact to act on: recorded and
+    /// held for `cartero feedback review`.
+    pub held: u64,
 }
 
 /// What became of one message.
@@ -88,7 +104,7 @@ pub struct Report {
     pub changes: Vec<Change>,
 }
 
-/// How a record was tied to its contact.
+/// How a record was tied to its contact, and how strongly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum MatchedBy {
     Verp,
@@ -112,6 +128,27 @@ struct Match {
     contact_id: i64,
     send: Option<SendRef>,
     by: MatchedBy,
+    evidence: FeedbackEvidence,
+    /// The address whose domain must have authenticated the report for
+    /// weak evidence to count as `AuthenticatedAddress`.
+    address: Option<String>,
+    authenticated_by: Option<AuthMethod>,
+}
+
+/// What the ingest's limits allow (`[feedback]`).
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    max_message_bytes: u64,
+    max_recipients: usize,
+}
+
+/// A message read and classified, before any transaction.
+enum Prepared {
+    /// Larger than `max_message_bytes`: not parsed at all.
+    Oversized,
+    /// The classifier failed (it must not; kept aside rather than retried).
+    Unreadable(String),
+    Classified(Classification),
 }
 
 /// Applies messages to the database. In a dry run every message goes into
@@ -120,17 +157,35 @@ pub struct Ingestor {
     store: Store,
     secret: Vec<u8>,
     policy: PolicyConfig,
+    address_match: AddressMatch,
+    limits: Limits,
+    auth: Option<SenderAuth>,
     dry_run: bool,
-    dry_tx: Option<(Tx, Option<Appender>)>,
+    dry_tx: Option<(Tx, consent::Stage)>,
     summary: Summary,
 }
 
 impl Ingestor {
     pub fn new(store: Store, cfg: &Config, dry_run: bool) -> Result<Self, IngestError> {
+        // Without a resolver no report is authenticated: weak evidence
+        // stays weak, which is the safe side.
+        let auth = match SenderAuth::from_config(cfg) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                tracing::warn!("feedback: sender authentication is off: {e}");
+                None
+            }
+        };
         Ok(Self {
             store,
             secret: cfg.secret()?.to_vec(),
             policy: cfg.policy.clone(),
+            address_match: cfg.feedback.address_match,
+            limits: Limits {
+                max_message_bytes: cfg.feedback.max_message_bytes,
+                max_recipients: cfg.feedback.max_recipients,
+            },
+            auth,
             dry_run,
             dry_tx: None,
             summary: Summary::default(),
@@ -153,30 +208,59 @@ impl Ingestor {
             error,
         };
         self.summary.messages += 1;
+        // Everything that takes time in proportion to the message happens
+        // here, before the write transaction: on SQLite that transaction
+        // holds the one write lock, and sends and imports wait for it.
+        let hash = content_hash(raw);
+        let prepared = if raw.len() as u64 > self.limits.max_message_bytes {
+            Prepared::Oversized
+        } else {
+            let bytes = raw.to_vec();
+            match tokio::task::spawn_blocking(move || bounce::classify(&bytes)).await {
+                Ok(c) => Prepared::Classified(c),
+                Err(e) => Prepared::Unreadable(format!("the classifier failed: {e}")),
+            }
+        };
+        let authenticated = match (&prepared, &self.auth) {
+            (Prepared::Classified(c), Some(auth)) if self.needs_auth(c) => auth.check(raw).await,
+            _ => Authenticated::default(),
+        };
+        let input = Input {
+            raw_size: raw.len(),
+            hash: &hash,
+            prepared: &prepared,
+            authenticated: &authenticated,
+            source_name,
+            now,
+        };
         if self.dry_run {
             if self.dry_tx.is_none() {
                 let tx = self.store.begin().await.map_err(err)?;
-                self.dry_tx = Some((tx, None));
+                self.dry_tx = Some((tx, consent::Stage::new()));
             }
-            let (tx, appender) = self.dry_tx.as_mut().expect("set just above");
+            let (tx, stage) = self.dry_tx.as_mut().expect("set just above");
             let mut run = Run {
                 secret: &self.secret,
                 policy: &self.policy,
+                address_match: self.address_match,
+                limits: self.limits,
                 summary: &mut self.summary,
-                appender,
+                stage,
             };
-            return run.message(tx, raw, source_name, now).await.map_err(err);
+            return run.message(tx, &input).await.map_err(err);
         }
         let mut tx = self.store.begin().await.map_err(err)?;
-        let mut appender = None;
+        let mut stage = consent::Stage::new();
         let mut summary = self.summary.clone();
         let mut run = Run {
             secret: &self.secret,
             policy: &self.policy,
+            address_match: self.address_match,
+            limits: self.limits,
             summary: &mut summary,
-            appender: &mut appender,
+            stage: &mut stage,
         };
-        match run.message(&mut tx, raw, source_name, now).await {
+        match run.message(&mut tx, &input).await {
             Ok(report) => {
                 tx.commit().await.map_err(err)?;
                 // Counted only once the effects are committed.
@@ -188,6 +272,36 @@ impl Ingestor {
                 Err(err(e))
             }
         }
+    }
+
+    /// Whether the sender's authentication could change what this message
+    /// does: it has a record that a verified token does not already tie to
+    /// its send, of a kind that authentication may let act.
+    fn needs_auth(&self, c: &Classification) -> bool {
+        let actionable: Vec<&Record> = c
+            .records
+            .iter()
+            .filter(|r| policy::event_kind(r.kind).is_some())
+            .take(self.limits.max_recipients + 1)
+            .collect();
+        if actionable.is_empty() || actionable.len() > self.limits.max_recipients {
+            return false;
+        }
+        let useful = actionable.iter().any(|r| match r.kind {
+            Kind::Unsubscribe => true,
+            Kind::Hard | Kind::Soft | Kind::Complaint => {
+                self.address_match == AddressMatch::SuppressIfAuthenticated
+            }
+            Kind::AutoReply | Kind::None => false,
+        });
+        if !useful {
+            return false;
+        }
+        let token_ok = c.verp_token.as_deref().is_some_and(|t| {
+            token::verify(&self.secret, Purpose::Bounce, t).is_ok()
+                || token::verify(&self.secret, Purpose::Unsubscribe, t).is_ok()
+        });
+        !(token_ok && actionable.len() == 1)
     }
 
     /// Ends the run; a dry run's transaction is rolled back here.
@@ -202,12 +316,24 @@ impl Ingestor {
     }
 }
 
+/// One message as the transaction sees it.
+struct Input<'a> {
+    raw_size: usize,
+    hash: &'a str,
+    prepared: &'a Prepared,
+    authenticated: &'a Authenticated,
+    source_name: &'a str,
+    now: Millis,
+}
+
 /// The state one message's handling borrows.
 struct Run<'a> {
     secret: &'a [u8],
     policy: &'a PolicyConfig,
+    address_match: AddressMatch,
+    limits: Limits,
     summary: &'a mut Summary,
-    appender: &'a mut Option<Appender>,
+    stage: &'a mut consent::Stage,
 }
 
 /// SHA-256 of the raw bytes, hex: the dedupe key that needs no parsing.
@@ -232,18 +358,17 @@ fn kind_summary(records: &[&Record]) -> &'static str {
 }
 
 impl Run<'_> {
-    async fn message(
-        &mut self,
-        tx: &mut Tx,
-        raw: &[u8],
-        source_name: &str,
-        now: Millis,
-    ) -> Result<Report, StoreError> {
-        let hash = content_hash(raw);
-        let c = bounce::classify(raw);
-        let message_id = c.message_id.as_deref().map(text).filter(|m| !m.is_empty());
+    async fn message(&mut self, tx: &mut Tx, input: &Input<'_>) -> Result<Report, StoreError> {
+        let c = match input.prepared {
+            Prepared::Classified(c) => Some(c),
+            Prepared::Oversized | Prepared::Unreadable(_) => None,
+        };
+        let message_id = c
+            .and_then(|c| c.message_id.as_deref())
+            .map(text)
+            .filter(|m| !m.is_empty());
         let message_id = message_id.as_deref();
-        let retry = match repo::find_message(tx, &hash, message_id).await? {
+        let retry = match repo::find_message(tx, input.hash, message_id).await? {
             Some(seen) if seen.outcome != "kept_aside" => {
                 self.summary.duplicates += 1;
                 return Ok(Report {
@@ -256,19 +381,22 @@ impl Run<'_> {
             None => None,
         };
         let actionable: Vec<&Record> = c
-            .records
-            .iter()
-            .filter(|r| policy::event_kind(r.kind).is_some())
-            .collect();
+            .map(|c| {
+                c.records
+                    .iter()
+                    .filter(|r| policy::event_kind(r.kind).is_some())
+                    .collect()
+            })
+            .unwrap_or_default();
         let row = FeedbackMessage {
             message_id,
-            content_hash: &hash,
-            received_at: now,
-            source: source_name,
+            content_hash: input.hash,
+            received_at: input.now,
+            source: input.source_name,
             kind: kind_summary(&actionable),
             outcome: "processed",
             kept_aside_reason: None,
-            raw_size: raw.len() as i64,
+            raw_size: input.raw_size as i64,
             records: actionable.len() as i64,
             matched: 0,
         };
@@ -280,12 +408,33 @@ impl Run<'_> {
             None => repo::insert_message(tx, &row).await?,
         };
 
+        let c = match input.prepared {
+            Prepared::Classified(c) => c,
+            Prepared::Oversized => {
+                let reason = format!(
+                    "{} bytes, more than feedback.max_message_bytes ({}): not read",
+                    input.raw_size, self.limits.max_message_bytes
+                );
+                return self.keep_aside(tx, feedback_id, reason, 0).await;
+            }
+            Prepared::Unreadable(why) => {
+                return self.keep_aside(tx, feedback_id, text(why), 0).await;
+            }
+        };
         if actionable.is_empty() {
-            let reason = if raw.is_empty() {
+            let reason = if input.raw_size == 0 {
                 "empty message".to_string()
             } else {
                 "not a bounce, complaint, auto-reply or unsubscribe request".to_string()
             };
+            return self.keep_aside(tx, feedback_id, reason, 0).await;
+        }
+        if actionable.len() > self.limits.max_recipients {
+            let reason = format!(
+                "names {} recipients, more than feedback.max_recipients ({}): nothing applied",
+                actionable.len(),
+                self.limits.max_recipients
+            );
             return self.keep_aside(tx, feedback_id, reason, 0).await;
         }
 
@@ -293,7 +442,7 @@ impl Run<'_> {
         let mut matched = 0i64;
         let mut misses = Vec::new();
         for rec in &actionable {
-            let Some(m) = find_match(tx, self.secret, &c, rec, actionable.len()).await? else {
+            let Some(mut m) = find_match(tx, self.secret, c, rec, actionable.len()).await? else {
                 self.summary.unmatched += 1;
                 misses.push(
                     rec.recipient
@@ -302,8 +451,15 @@ impl Run<'_> {
                 );
                 continue;
             };
+            if !m.evidence.is_strong()
+                && let Some(address) = &m.address
+                && let Some(method) = input.authenticated.aligned_with(address)
+            {
+                m.evidence = FeedbackEvidence::AuthenticatedAddress;
+                m.authenticated_by = Some(method);
+            }
             matched += 1;
-            self.apply(tx, &c, rec, &m, feedback_id, &hash, now, &mut changes)
+            self.apply(tx, c, rec, &m, feedback_id, input, &mut changes)
                 .await?;
         }
         if matched == 0 {
@@ -348,13 +504,13 @@ impl Run<'_> {
         rec: &Record,
         m: &Match,
         feedback_id: i64,
-        hash: &str,
-        now: Millis,
+        input: &Input<'_>,
         changes: &mut Vec<Change>,
     ) -> Result<(), StoreError> {
         let Some(kind_name) = policy::event_kind(rec.kind) else {
             return Ok(());
         };
+        let now = input.now;
         match rec.kind {
             Kind::Hard => self.summary.bounces_hard += 1,
             Kind::Soft => self.summary.bounces_soft += 1,
@@ -375,19 +531,24 @@ impl Run<'_> {
             "reply_code": rec.reply_code,
             "feedback_type": rec.feedback_type,
             "matched_by": m.by.as_str(),
+            "evidence": m.evidence.as_str(),
+            "authenticated_by": m.authenticated_by,
         });
-        let event_id = repo::insert_event(
-            tx,
-            &NewEvent {
-                contact_id: Some(m.contact_id),
-                campaign_id: m.send.as_ref().map(|s| s.campaign_id),
-                send_id: m.send.as_ref().map(|s| s.send_id),
-                kind: kind_name,
-                occurred_at: now,
-                data,
-            },
-        )
-        .await?;
+        let event_id = self
+            .stage
+            .record(
+                tx,
+                &NewEvent {
+                    contact_id: Some(m.contact_id),
+                    campaign_id: m.send.as_ref().map(|s| s.campaign_id),
+                    send_id: m.send.as_ref().map(|s| s.send_id),
+                    kind: kind_name,
+                    occurred_at: now,
+                    data,
+                    evidence: Some(m.evidence),
+                },
+            )
+            .await?;
         if matches!(rec.kind, Kind::Hard | Kind::Soft) {
             repo::count_bounce(tx, m.contact_id).await?;
         }
@@ -400,73 +561,81 @@ impl Run<'_> {
         let Some(current) = status::current(tx, m.contact_id).await? else {
             return Ok(());
         };
-        let decision = policy::decide(self.policy, rec.kind, current, soft_in_window);
-        if let Some((to, rule)) = decision.status {
-            let reason = describe(rec);
-            let change = StatusChange {
-                contact_id: m.contact_id,
+        let trust = policy::trust(rec.kind, m.evidence, self.address_match);
+        let decision = policy::decide_with(self.policy, rec.kind, current, soft_in_window, trust);
+        if decision.hold {
+            repo::insert_hold(
+                tx,
+                event_id,
+                feedback_id,
+                m.contact_id,
+                rec.kind.as_str(),
+                m.evidence,
+                now,
+            )
+            .await?;
+            self.summary.held += 1;
+            return Ok(());
+        }
+        if decision.status.is_none() && !decision.withdraw {
+            return Ok(());
+        }
+        let (source, method) = if rec.kind == Kind::Complaint {
+            ("feedback loop complaint", "feedback")
+        } else {
+            ("List-Unsubscribe mailto", "mail")
+        };
+        let op = Operation {
+            contact_id: m.contact_id,
+            occurred_at: now,
+            actor: SYSTEM_ACTOR.to_string(),
+            event: Some(EventRef::Recorded(event_id)),
+            status: decision.status.map(|(to, rule)| StatusTarget {
                 from: current,
                 to,
-                cause: policy::cause(rec.kind).to_string(),
-                rule: Some(rule.to_string()),
-                event_id: Some(event_id),
-                actor: status::SYSTEM_ACTOR.to_string(),
-                reason: Some(text(&reason)),
-                occurred_at: now,
-            };
-            if status::change(tx, &change).await?.is_some() {
-                self.summary.status_changes += 1;
-                changes.push(Change {
-                    contact_id: m.contact_id,
-                    recipient: rec.recipient.clone(),
-                    from: current.to_string(),
-                    to: to.to_string(),
-                    rule: rule.to_string(),
-                });
-            }
-        }
-        if decision.withdraw {
-            if self.appender.is_none() {
-                *self.appender = Some(Appender::start(tx).await?);
-            }
-            let appender = self.appender.as_mut().expect("set just above");
-            let (source, method) = if rec.kind == Kind::Complaint {
-                ("feedback loop complaint", "feedback")
+                cause: policy::cause(rec.kind),
+                rule: rule.to_string(),
+                reason: Some(text(&describe(rec))),
+            }),
+            ledger: if decision.withdraw {
+                vec![LedgerEffect::WithdrawAll]
             } else {
-                ("List-Unsubscribe mailto", "mail")
-            };
+                Vec::new()
+            },
             // GDPR Art. 7(1): the withdrawal keeps what proves it: the
-            // report's identity and where the message itself is kept.
-            let evidence = Evidence {
+            // report's identity, the evidence that tied it to the contact,
+            // and where the message itself is kept.
+            evidence: Evidence {
                 source: source.into(),
                 method: method.into(),
                 ip: None,
                 text_version: None,
                 details: serde_json::json!({
-                    "event_id": event_id,
                     "feedback_message_id": feedback_id,
                     "report_message_id": c.message_id,
-                    "report_sha256": hash,
+                    "report_sha256": input.hash,
                     "feedback_type": rec.feedback_type,
                     "reporting_mta": rec.remote_mta,
                     "recipient": rec.recipient,
                     "send_id": m.send.as_ref().map(|s| s.send_id),
+                    "evidence": m.evidence.as_str(),
                 }),
-            };
-            appender
-                .append(
-                    tx,
-                    &ConsentEntry {
-                        contact_id: m.contact_id,
-                        list_id: None,
-                        action: ConsentAction::Withdraw,
-                        occurred_at: now,
-                        evidence,
-                    },
-                )
-                .await?;
-            self.summary.consent_withdrawals += 1;
+            },
+        };
+        let applied = self.stage.apply(tx, &op).await?;
+        if applied.status_change_id.is_some()
+            && let Some((to, rule)) = decision.status
+        {
+            self.summary.status_changes += 1;
+            changes.push(Change {
+                contact_id: m.contact_id,
+                recipient: rec.recipient.clone(),
+                from: current.to_string(),
+                to: to.to_string(),
+                rule: rule.to_string(),
+            });
         }
+        self.summary.consent_withdrawals += applied.ledger_entries as u64;
         Ok(())
     }
 }
@@ -509,10 +678,18 @@ async fn find_match(
         // The token's purpose is part of its MAC: an unsubscribe token only
         // verifies as one, so a bounce cannot be passed off as an
         // unsubscribe request or the other way round.
-        let (purpose, by) = if rec.kind == Kind::Unsubscribe {
-            (Purpose::Unsubscribe, MatchedBy::UnsubscribeToken)
+        let (purpose, by, evidence) = if rec.kind == Kind::Unsubscribe {
+            (
+                Purpose::Unsubscribe,
+                MatchedBy::UnsubscribeToken,
+                FeedbackEvidence::UnsubscribeToken,
+            )
         } else {
-            (Purpose::Bounce, MatchedBy::Verp)
+            (
+                Purpose::Bounce,
+                MatchedBy::Verp,
+                FeedbackEvidence::VerpToken,
+            )
         };
         if let Ok(send_id) = token::verify(secret, purpose, t)
             && let Some(send) = repo::send_by_id(tx, send_id).await?
@@ -522,17 +699,34 @@ async fn find_match(
                 contact_id: send.contact_id,
                 send: Some(send),
                 by,
+                evidence,
+                address: None,
+                authenticated_by: None,
             }));
         }
     }
-    if let Some(mid) = &c.original_message_id
+    // An unsubscribe mail quotes no original message: only its token or
+    // its From can tie it to someone.
+    if rec.kind != Kind::Unsubscribe
+        && let Some(mid) = &c.original_message_id
         && let Some(send) = repo::send_by_message_id(tx, &text(mid)).await?
         && belongs(rec, &send, actionable)
     {
+        // Only a Message-ID nobody could guess proves the reporter saw the
+        // message (issue 15: the derived `cartero.C.S.T@` IDs could be).
+        let evidence = if crate::domain::evidence::message_id_is_unguessable(mid) {
+            FeedbackEvidence::IssuedMessageId
+        } else {
+            FeedbackEvidence::GuessableMessageId
+        };
+        let address = rec.named_recipient().unwrap_or(&send.email).to_string();
         return Ok(Some(Match {
             contact_id: send.contact_id,
             send: Some(send),
             by: MatchedBy::MessageId,
+            evidence,
+            address: Some(address),
+            authenticated_by: None,
         }));
     }
     // A NUL is never part of an address (and PostgreSQL text cannot hold one).
@@ -545,6 +739,9 @@ async fn find_match(
                 contact_id,
                 send: None,
                 by: MatchedBy::Recipient,
+                evidence: FeedbackEvidence::AddressOnly,
+                address: Some(r.to_string()),
+                authenticated_by: None,
             }));
         }
     }

@@ -3,7 +3,9 @@
 //! bounces, ARF complaints, auto-replies, unsubscribe mails) without touching
 //! the database; the policy applies the results to contacts and consent.
 
+pub mod auth;
 pub mod bounce;
 pub mod ingest;
 pub mod policy;
+pub mod review;
 pub mod source;

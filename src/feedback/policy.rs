@@ -14,11 +14,21 @@
 //! - an auto-reply is recorded and changes nothing: it is not a bounce.
 //!
 //! An erased contact is never changed: erasure is final.
+//!
+//! Those rules apply in full only to a report whose evidence is strong
+//! (`FeedbackEvidence::is_strong`: a verified token or a random Message-ID
+//! cartero issued). [`trust`] says what weaker evidence may do: a mailed
+//! unsubscribe from an authenticated From is honoured; a bounce or
+//! complaint authenticated by the address's own domain suppresses (never
+//! withdraws) under `feedback.address_match = "suppress_if_authenticated"`;
+//! anything else is recorded and, if it would have changed something, held
+//! for an operator (docs/SECURITY.md, "Feedback mail").
 //! This module must not touch the database or the mailbox.
 
-use crate::config::PolicyConfig;
-use crate::domain::ContactStatus;
+use crate::config::{AddressMatch, PolicyConfig};
+use crate::consent::Cause;
 use crate::domain::time::Millis;
+use crate::domain::{ContactStatus, FeedbackEvidence};
 use crate::feedback::bounce::Kind;
 
 const DAY_MS: Millis = 24 * 3600 * 1000;
@@ -30,13 +40,47 @@ pub struct Decision {
     pub status: Option<(ContactStatus, &'static str)>,
     /// Append a withdrawal of consent from every list to the ledger.
     pub withdraw: bool,
+    /// Change nothing now; hold the report for an operator, who may
+    /// confirm it (the full decision is applied then) or dismiss it.
+    pub hold: bool,
 }
 
 impl Decision {
     const NOTHING: Decision = Decision {
         status: None,
         withdraw: false,
+        hold: false,
     };
+}
+
+/// What a report's evidence allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trust {
+    /// Suppress and withdraw as the rules say.
+    Full,
+    /// Change the status as the rules say, never withdraw consent.
+    SuppressOnly,
+    /// Change nothing; hold the report if it would have changed something.
+    Hold,
+}
+
+/// The trust a report of `kind` earns with `evidence`.
+pub fn trust(kind: Kind, evidence: FeedbackEvidence, address_match: AddressMatch) -> Trust {
+    use FeedbackEvidence as E;
+    if evidence.is_strong() {
+        return Trust::Full;
+    }
+    match (kind, evidence) {
+        // The From of the unsubscribe mail is the address, authenticated
+        // by its own domain: the person asked.
+        (Kind::Unsubscribe, E::AuthenticatedAddress) => Trust::Full,
+        (Kind::Hard | Kind::Soft | Kind::Complaint, E::AuthenticatedAddress)
+            if address_match == AddressMatch::SuppressIfAuthenticated =>
+        {
+            Trust::SuppressOnly
+        }
+        _ => Trust::Hold,
+    }
 }
 
 /// The event kind a report is stored under in `events`, or `None` for a
@@ -53,12 +97,12 @@ pub fn event_kind(kind: Kind) -> Option<&'static str> {
 }
 
 /// The cause written to `status_changes` for a kind.
-pub fn cause(kind: Kind) -> &'static str {
+pub fn cause(kind: Kind) -> Cause {
     match kind {
-        Kind::Hard | Kind::Soft => "bounce",
-        Kind::Complaint => "complaint",
-        Kind::Unsubscribe => "unsubscribe",
-        Kind::AutoReply | Kind::None => "feedback",
+        Kind::Hard | Kind::Soft => Cause::Bounce,
+        Kind::Complaint => Cause::Complaint,
+        Kind::Unsubscribe => Cause::Unsubscribe,
+        Kind::AutoReply | Kind::None => Cause::Feedback,
     }
 }
 
@@ -67,8 +111,35 @@ pub fn soft_window_start(policy: &PolicyConfig, now: Millis) -> Millis {
     now - Millis::from(policy.soft_bounce_window_days) * DAY_MS
 }
 
-/// Decides what one report does. `soft_in_window` is the number of soft
-/// bounces within the window including this one (ignored for other kinds).
+/// Decides what one report does, given what its evidence allows.
+/// `soft_in_window` is the number of soft bounces within the window
+/// including this one (ignored for other kinds).
+pub fn decide_with(
+    policy: &PolicyConfig,
+    kind: Kind,
+    status: ContactStatus,
+    soft_in_window: u64,
+    trust: Trust,
+) -> Decision {
+    let full = decide(policy, kind, status, soft_in_window);
+    match trust {
+        Trust::Full => full,
+        Trust::SuppressOnly => Decision {
+            withdraw: false,
+            ..full
+        },
+        // A soft bounce is not held: alone it never suppresses, and the
+        // weak ones are not counted towards the limit.
+        Trust::Hold => Decision {
+            hold: kind != Kind::Soft && (full.status.is_some() || full.withdraw),
+            ..Decision::NOTHING
+        },
+    }
+}
+
+/// Decides what one report with strong evidence does. `soft_in_window` is
+/// the number of soft bounces within the window including this one
+/// (ignored for other kinds).
 pub fn decide(
     policy: &PolicyConfig,
     kind: Kind,
@@ -82,7 +153,7 @@ pub fn decide(
     match kind {
         Kind::Hard if status == S::Active => Decision {
             status: Some((S::Bounced, "hard-bounce")),
-            withdraw: false,
+            ..Decision::NOTHING
         },
         // A limit of 0 would suppress on nothing at all; treat it as 1.
         Kind::Soft
@@ -91,17 +162,19 @@ pub fn decide(
         {
             Decision {
                 status: Some((S::Bounced, "soft-bounce-limit")),
-                withdraw: false,
+                ..Decision::NOTHING
             }
         }
         Kind::Complaint => Decision {
             status: (status != S::Complained).then_some((S::Complained, "complaint")),
             // A contact who complained twice withdrew the first time.
             withdraw: status != S::Complained,
+            hold: false,
         },
         Kind::Unsubscribe => Decision {
             status: (status == S::Active).then_some((S::Unsubscribed, "mailto-unsubscribe")),
             withdraw: !matches!(status, S::Unsubscribed | S::Complained),
+            hold: false,
         },
         _ => Decision::NOTHING,
     }
@@ -205,6 +278,53 @@ mod tests {
             0,
         );
         assert_eq!(twice, Decision::NOTHING);
+    }
+
+    #[test]
+    fn weak_evidence_never_withdraws_and_suppresses_only_by_the_rule() {
+        use FeedbackEvidence as E;
+        let p = policy(1, 30);
+        for kind in [Kind::Hard, Kind::Soft, Kind::Complaint, Kind::Unsubscribe] {
+            for ev in [E::AddressOnly, E::GuessableMessageId] {
+                for rule in [AddressMatch::Record, AddressMatch::SuppressIfAuthenticated] {
+                    let d = decide_with(&p, kind, ContactStatus::Active, 1, trust(kind, ev, rule));
+                    assert_eq!((d.status, d.withdraw), (None, false), "{kind:?} {ev:?}");
+                    assert_eq!(d.hold, kind != Kind::Soft, "{kind:?} {ev:?}");
+                }
+            }
+        }
+        // Authenticated by the address's own domain: suppress under the
+        // rule, never withdraw; an unsubscribe from an authenticated From
+        // is the person asking.
+        let t = trust(
+            Kind::Complaint,
+            E::AuthenticatedAddress,
+            AddressMatch::SuppressIfAuthenticated,
+        );
+        let d = decide_with(&p, Kind::Complaint, ContactStatus::Active, 0, t);
+        assert_eq!(d.status, Some((ContactStatus::Complained, "complaint")));
+        assert!(!d.withdraw && !d.hold);
+        let t = trust(
+            Kind::Complaint,
+            E::AuthenticatedAddress,
+            AddressMatch::Record,
+        );
+        assert_eq!(t, Trust::Hold);
+        let t = trust(
+            Kind::Unsubscribe,
+            E::AuthenticatedAddress,
+            AddressMatch::Record,
+        );
+        assert_eq!(t, Trust::Full);
+        // Held only when the report would have changed something.
+        let d = decide_with(&p, Kind::Hard, ContactStatus::Bounced, 0, Trust::Hold);
+        assert_eq!(d, Decision::NOTHING);
+        for ev in [E::VerpToken, E::UnsubscribeToken, E::IssuedMessageId] {
+            assert_eq!(
+                trust(Kind::Complaint, ev, AddressMatch::Record),
+                Trust::Full
+            );
+        }
     }
 
     #[test]

@@ -75,7 +75,7 @@ impl Appender {
         let evidence = canonical_json(&e.evidence.details);
         let hash = entry_hash(&self.head, e, &evidence);
         let prev = std::mem::replace(&mut self.head, hash.clone());
-        let subscribed = i64::from(e.action == ConsentAction::Grant);
+        let subscribed = i64::from(e.action.subscribes());
         dispatch_tx!(tx, conn => {
             sqlx::query(
                 "INSERT INTO consent_events (contact_id, list_id, action, occurred_at, source, method, ip, \
@@ -182,7 +182,7 @@ impl Appender {
                         qb.push_values(run.iter(), |mut b, e| {
                             b.push_bind(e.contact_id)
                                 .push_bind(e.list_id)
-                                .push_bind(i64::from(e.action == ConsentAction::Grant))
+                                .push_bind(i64::from(e.action.subscribes()))
                                 .push_bind(e.occurred_at);
                         });
                         qb.push(LIST_STATE_UPSERT);
@@ -195,7 +195,7 @@ impl Appender {
                         sqlx::query(
                             "UPDATE contact_lists SET subscribed = $1, changed_at = $2 WHERE contact_id = $3",
                         )
-                        .bind(i64::from(e.action == ConsentAction::Grant))
+                        .bind(i64::from(e.action.subscribes()))
                         .bind(e.occurred_at)
                         .bind(e.contact_id)
                         .execute(&mut *conn)
@@ -424,6 +424,19 @@ pub async fn entries_for_contact(
             .fetch_all(pool)
             .await?)
     })
+}
+
+/// Ledger entries of one contact, oldest first, in the caller's transaction
+/// (the consent stage reads them to decide what a reversal restores).
+pub async fn entries_for_contact_tx(tx: &mut Tx, contact_id: i64) -> Result<Vec<StoredEntry>> {
+    let sql = "SELECT id, contact_id, list_id, action, occurred_at, source, method, ip, text_version, \
+               evidence, prev_hash, hash FROM consent_events WHERE contact_id = $1 ORDER BY id";
+    Ok(dispatch_tx!(tx, conn => {
+        sqlx::query_as::<_, StoredEntry>(sql)
+            .bind(contact_id)
+            .fetch_all(&mut *conn)
+            .await?
+    }))
 }
 
 fn entry_hash(prev: &str, e: &ConsentEntry, evidence: &str) -> String {

@@ -581,3 +581,19 @@ pub async fn count(store: &Store) -> Result<i64> {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM contacts").fetch_one(pool).await?)
     })
 }
+
+/// The names of lists by id, in the order given (ids that name no list are
+/// left out).
+pub async fn list_names(store: &Store, ids: &[i64]) -> Result<Vec<String>> {
+    let mut out = Vec::with_capacity(ids.len());
+    for &id in ids {
+        let name: Option<String> = dispatch!(store, pool => {
+            sqlx::query_scalar("SELECT name FROM lists WHERE id = $1")
+                .bind(id)
+                .fetch_optional(pool)
+                .await?
+        });
+        out.extend(name);
+    }
+    Ok(out)
+}

@@ -129,60 +129,27 @@ pub async fn current(tx: &mut Tx, contact_id: i64) -> Result<Option<ContactStatu
         .transpose()
 }
 
-/// What an operator's reinstatement did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reinstated {
-    /// The status went from this one back to `active`.
-    Changed { from: ContactStatus, change_id: i64 },
-    /// The contact was active already: nothing written.
-    AlreadyActive,
-    /// Erased contacts stay erased (the erasure is a legal obligation).
-    Erased,
-}
-
-/// An operator's reversal of a suppression: status back to `active`,
-/// recorded with the operator as actor and their reason. It does not touch
-/// the consent ledger: a withdrawal stays a withdrawal until the person
-/// grants consent again.
-pub async fn reinstate(
-    store: &Store,
-    contact_id: i64,
-    actor: &str,
-    reason: &str,
-    now: Millis,
-) -> Result<Reinstated> {
-    let mut tx = store.begin().await?;
-    let Some(from) = current(&mut tx, contact_id).await? else {
-        tx.rollback().await?;
-        return Err(StoreError::Corrupt(format!(
-            "contact {contact_id} vanished"
-        )));
-    };
-    let outcome = match from {
-        ContactStatus::Active => Reinstated::AlreadyActive,
-        ContactStatus::Erased => Reinstated::Erased,
-        _ => {
-            let change_id = change(
-                &mut tx,
-                &StatusChange {
-                    contact_id,
-                    from,
-                    to: ContactStatus::Active,
-                    cause: "operator".into(),
-                    rule: Some("reinstate".into()),
-                    event_id: None,
-                    actor: actor.to_string(),
-                    reason: Some(reason.to_string()),
-                    occurred_at: now,
-                },
-            )
-            .await?
-            .ok_or_else(|| StoreError::Corrupt("status changed during reinstatement".into()))?;
-            Reinstated::Changed { from, change_id }
+/// The changes of one contact's current suppression, oldest first: the last
+/// change away from `active` and every change after it (empty when the
+/// contact is active). Read in the caller's transaction.
+pub async fn current_suppression(tx: &mut Tx, contact_id: i64) -> Result<Vec<(i64, Option<i64>)>> {
+    let rows: Vec<(i64, String, Option<i64>)> = dispatch_tx!(tx, conn => {
+        sqlx::query_as(
+            "SELECT id, from_status, event_id FROM status_changes WHERE contact_id = $1 ORDER BY id DESC",
+        )
+        .bind(contact_id)
+        .fetch_all(&mut *conn)
+        .await?
+    });
+    let mut out = Vec::new();
+    for (id, from, event_id) in rows {
+        out.push((id, event_id));
+        if from == ContactStatus::Active.as_str() {
+            break;
         }
-    };
-    tx.commit().await?;
-    Ok(outcome)
+    }
+    out.reverse();
+    Ok(out)
 }
 
 /// A contact's id and status by address, as typed by an operator: the
