@@ -28,6 +28,8 @@
 //! the end, so its figures are what a real run would report. This module
 //! does not read mailboxes (`source` does) or parse mail (`bounce` does).
 
+use std::sync::Arc;
+
 use sha2::{Digest, Sha256};
 
 use crate::config::{AddressMatch, Config, ConfigError, PolicyConfig};
@@ -151,9 +153,15 @@ enum Prepared {
     Classified(Classification),
 }
 
+/// The classification step, `bounce::classify` unless replaced (tests
+/// replace it to hold a message mid-read and show that the database is
+/// free meanwhile).
+pub type Classifier = Arc<dyn Fn(&[u8]) -> Classification + Send + Sync>;
+
 /// Applies messages to the database. In a dry run every message goes into
 /// one transaction that `finish` rolls back.
 pub struct Ingestor {
+    classifier: Classifier,
     store: Store,
     secret: Vec<u8>,
     policy: PolicyConfig,
@@ -177,6 +185,7 @@ impl Ingestor {
             }
         };
         Ok(Self {
+            classifier: Arc::new(bounce::classify),
             store,
             secret: cfg.secret()?.to_vec(),
             policy: cfg.policy.clone(),
@@ -194,6 +203,12 @@ impl Ingestor {
 
     pub fn summary(&self) -> &Summary {
         &self.summary
+    }
+
+    /// Replaces the classification step (it must stay pure).
+    pub fn with_classifier(mut self, classifier: Classifier) -> Self {
+        self.classifier = classifier;
+        self
     }
 
     /// Handles one raw message read from `source_name` at `now`.
@@ -216,7 +231,8 @@ impl Ingestor {
             Prepared::Oversized
         } else {
             let bytes = raw.to_vec();
-            match tokio::task::spawn_blocking(move || bounce::classify(&bytes)).await {
+            let classify = Arc::clone(&self.classifier);
+            match tokio::task::spawn_blocking(move || classify(&bytes)).await {
                 Ok(c) => Prepared::Classified(c),
                 Err(e) => Prepared::Unreadable(format!("the classifier failed: {e}")),
             }
