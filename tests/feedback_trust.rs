@@ -966,3 +966,46 @@ fn no_mail_without_a_valid_token_withdraws_consent() {
         );
     }
 }
+
+/// `feedback run` over a Maildir holding a message larger than
+/// `feedback.max_message_bytes`: read only up to the limit, kept aside with
+/// the reason, acknowledged (moved out of new/), so the next run does not
+/// meet it again.
+#[tokio::test]
+async fn feedback_run_acknowledges_an_oversized_message_once() {
+    use common::project::Project;
+    for db in TestDb::all().await {
+        let maildir = tempfile::tempdir().unwrap();
+        for sub in ["cur", "new", "tmp"] {
+            std::fs::create_dir(maildir.path().join(sub)).unwrap();
+        }
+        let mut big = dsn("big@x", "bounces@shop.test", "x@example.com", "unknown@x");
+        big.extend(std::iter::repeat_n(b'x', 3 * 1024 * 1024));
+        std::fs::write(maildir.path().join("new/1.big"), &big).unwrap();
+        let proj = Project::new(
+            &db,
+            &format!(
+                "[feedback]\nsource = \"maildir\"\npath = \"{}\"\nmax_message_bytes = 65536\n",
+                maildir.path().display()
+            ),
+        );
+        let out = proj.ok(&["feedback", "run", "--format", "json"]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["summary"]["kept_aside"], 1, "{v}");
+        assert_eq!(
+            std::fs::read_dir(maildir.path().join("new"))
+                .unwrap()
+                .count(),
+            0,
+            "acknowledged"
+        );
+        let reason = std::fs::read_to_string(maildir.path().join(".KeptAside/reasons/1.big.txt"))
+            .expect("the reason beside the kept message");
+        assert!(reason.contains("max_message_bytes (65536)"), "{reason}");
+        let again = proj.ok(&["feedback", "run", "--format", "json"]);
+        let v: serde_json::Value = serde_json::from_str(&again).unwrap();
+        assert_eq!(v["summary"]["messages"], 0, "{v}");
+        let stored: i64 = count(&db.store, "SELECT raw_size FROM feedback_messages").await;
+        assert!(stored <= 65537, "read no more than the limit: {stored}");
+    }
+}

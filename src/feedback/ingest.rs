@@ -427,9 +427,10 @@ impl Run<'_> {
         let c = match input.prepared {
             Prepared::Classified(c) => c,
             Prepared::Oversized => {
+                // The source may have read only the first max + 1 bytes.
                 let reason = format!(
-                    "{} bytes, more than feedback.max_message_bytes ({}): not read",
-                    input.raw_size, self.limits.max_message_bytes
+                    "larger than feedback.max_message_bytes ({}): kept aside unread",
+                    self.limits.max_message_bytes
                 );
                 return self.keep_aside(tx, feedback_id, reason, 0).await;
             }

@@ -23,6 +23,9 @@ pub struct MaildirSource {
     kept_aside_folder: String,
     /// Files still to read (relative to the root), listed on the first read.
     pending: Option<std::vec::IntoIter<PathBuf>>,
+    /// Bytes read of a message at most, plus one (so the reader can tell
+    /// it was cut): `feedback.max_message_bytes`.
+    max_bytes: Option<u64>,
 }
 
 impl MaildirSource {
@@ -46,7 +49,15 @@ impl MaildirSource {
             processed_folder: processed_folder.trim_start_matches('.').to_string(),
             kept_aside_folder: kept.trim_start_matches('.').to_string(),
             pending: None,
+            max_bytes: None,
         })
+    }
+
+    /// Reads at most `max + 1` bytes of each message: a larger one is
+    /// never held in memory whole (the ingest keeps it aside unread).
+    pub fn with_max_bytes(mut self, max: u64) -> Self {
+        self.max_bytes = Some(max);
+        self
     }
 
     pub fn next_message(&mut self) -> Result<Option<RawMessage>, SourceError> {
@@ -58,7 +69,7 @@ impl MaildirSource {
         };
         for rel in pending.by_ref() {
             let path = self.root.join(&rel);
-            match fs::read(&path) {
+            match read_at_most(&path, self.max_bytes) {
                 Ok(bytes) => {
                     return Ok(Some(RawMessage {
                         id: SourceId::Maildir(rel),
@@ -172,6 +183,19 @@ impl MaildirSource {
 }
 
 /// The unique part of a Maildir file name (before `:2,`).
+/// The file's bytes, cut after `max + 1` when a limit is given.
+fn read_at_most(path: &Path, max: Option<u64>) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let Some(max) = max else {
+        return fs::read(path);
+    };
+    let mut bytes = Vec::new();
+    fs::File::open(path)?
+        .take(max.saturating_add(1))
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 fn unique(name: &str) -> &str {
     name.split_once(':').map_or(name, |(u, _)| u)
 }
@@ -296,6 +320,19 @@ mod tests {
         assert!(m.next_message().unwrap().is_some());
         let mut again = MaildirSource::open(dir.path(), "Processed", "KeptAside").unwrap();
         assert_eq!(drain(&mut again).len(), 1);
+    }
+
+    #[test]
+    fn a_limit_reads_one_byte_more_than_it_allows() {
+        let dir = maildir();
+        fs::write(dir.path().join("new/1.big"), vec![b'x'; 100]).unwrap();
+        fs::write(dir.path().join("new/2.small"), b"small").unwrap();
+        let mut m = MaildirSource::open(dir.path(), "", "KeptAside")
+            .unwrap()
+            .with_max_bytes(10);
+        let got = drain(&mut m);
+        assert_eq!(got[0].bytes.len(), 11, "cut, and seen to be cut");
+        assert_eq!(got[1].bytes, b"small");
     }
 
     #[test]

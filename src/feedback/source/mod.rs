@@ -110,11 +110,14 @@ impl Mailbox {
     pub async fn open(config: &Config) -> Result<Self, SourceError> {
         let fb: &FeedbackConfig = &config.feedback;
         Ok(match fb.source {
-            MailboxKind::Maildir => Self::Maildir(MaildirSource::open(
-                &config.resolve(&fb.path),
-                &fb.maildir_processed_folder,
-                &fb.kept_aside_folder,
-            )?),
+            MailboxKind::Maildir => Self::Maildir(
+                MaildirSource::open(
+                    &config.resolve(&fb.path),
+                    &fb.maildir_processed_folder,
+                    &fb.kept_aside_folder,
+                )?
+                .with_max_bytes(fb.max_message_bytes),
+            ),
             MailboxKind::Mbox => Self::Mbox(MboxSource::open(&config.resolve(&fb.path))?),
             MailboxKind::Imap => {
                 let ca = fb.imap_ca_file.as_ref().map(|p| config.resolve(p));
