@@ -1009,3 +1009,75 @@ async fn feedback_run_acknowledges_an_oversized_message_once() {
         assert!(stored <= 65537, "read no more than the limit: {stored}");
     }
 }
+
+/// The operator's commands: a forged complaint read by `feedback run` is
+/// listed by `feedback review`, and `feedback confirm` / `dismiss` decide
+/// held reports by id.
+#[tokio::test]
+async fn review_confirm_and_dismiss_from_the_command_line() {
+    use common::project::Project;
+    for db in TestDb::all().await {
+        let w = world(&db.store, 2).await;
+        let maildir = tempfile::tempdir().unwrap();
+        for sub in ["cur", "new", "tmp"] {
+            std::fs::create_dir(maildir.path().join(sub)).unwrap();
+        }
+        for (i, p) in w.people.iter().enumerate() {
+            std::fs::write(
+                maildir.path().join(format!("new/{i}.arf")),
+                arf(
+                    &format!("cli{i}@x"),
+                    "fbl@shop.test",
+                    &[&p.email],
+                    "unknown@x",
+                ),
+            )
+            .unwrap();
+        }
+        let proj = Project::new(
+            &db,
+            &format!(
+                "[feedback]\nsource = \"maildir\"\npath = \"{}\"\n",
+                maildir.path().display()
+            ),
+        );
+        let run: serde_json::Value =
+            serde_json::from_str(&proj.ok(&["feedback", "run", "--format", "json"])).unwrap();
+        assert_eq!(run["summary"]["held"], 2, "{run}");
+        assert_eq!(run["summary"]["status_changes"], 0, "{run}");
+        let held: serde_json::Value =
+            serde_json::from_str(&proj.ok(&["feedback", "review", "--format", "json"])).unwrap();
+        let ids: Vec<String> = held
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["id"].to_string())
+            .collect();
+        assert_eq!(ids.len(), 2, "{held}");
+        assert_eq!(held[0]["evidence"], "address_only");
+        let out = proj.ok(&[
+            "feedback",
+            "confirm",
+            &ids[0],
+            "--reason",
+            "ISP confirmed",
+            "--actor",
+            "ana",
+        ]);
+        assert!(
+            out.contains("active -> complained") && out.contains("consent withdrawn"),
+            "{out}"
+        );
+        let out = proj.ok(&["feedback", "dismiss", &ids[1], "--reason", "forged"]);
+        assert!(out.contains("dismissed complaint"), "{out}");
+        let again = proj.run(&["feedback", "dismiss", &ids[1]]);
+        assert!(
+            !again.status.success(),
+            "a decided report cannot be decided again"
+        );
+        assert!(common::project::stderr(&again).contains("already"));
+        assert!(proj.ok(&["feedback", "review"]).contains("nothing held"));
+        assert_eq!(status_of(&db.store, &w.people[0].email).await, "complained");
+        assert_eq!(status_of(&db.store, &w.people[1].email).await, "active");
+    }
+}
