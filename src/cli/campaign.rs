@@ -130,12 +130,25 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
             let sample = match &contact {
                 Some(e) => contact_by_email(&store, e).await?,
                 None => {
-                    let first = match &segment {
-                        Some(s) => crate::segment::sample(&store, s, 1)
+                    // The first contact the send would mail: on the list,
+                    // active, in the segment; never someone off the list.
+                    let list_id = crate::dispatch!(&store, pool => {
+                        sqlx::query_scalar::<_, i64>("SELECT id FROM lists WHERE name = $1")
+                            .bind(&campaign.list)
+                            .fetch_optional(pool)
                             .await?
-                            .into_iter()
-                            .next()
-                            .map(|c| c.id),
+                    });
+                    let first = match list_id {
+                        Some(list_id) => {
+                            let filter = crate::send::SegmentFilter {
+                                segment: segment.clone(),
+                                now: crate::domain::time::now_millis(),
+                            };
+                            crate::store::sends::first_recipients(&store, list_id, &filter, 1)
+                                .await?
+                                .into_iter()
+                                .next()
+                        }
                         None => None,
                     };
                     match first {

@@ -4,6 +4,7 @@
 pub mod contact;
 pub mod email;
 pub mod send;
+pub mod text;
 pub mod time;
 pub mod token;
 

@@ -174,11 +174,9 @@ impl Renderer {
             "{}:{}:{} (subject)",
             self.subject_at.path, self.subject_at.line, self.subject_at.col
         );
-        // Header injection guard: a contact's data must not add header lines.
-        let subject = render(SUBJECT, &subject_path)?
-            .replace(['\r', '\n'], " ")
-            .trim()
-            .to_string();
+        // Header injection guard: a contact's data must not add header
+        // lines or carry raw controls into the Subject (RFC 5322 §3.2.5).
+        let subject = crate::domain::text::header_phrase(&render(SUBJECT, &subject_path)?);
         let html = links::add_utm(&render(HTML, &self.html_path)?, &self.utm);
         let text = if self.has_text {
             let path = self.text_path.as_deref().unwrap_or(TEXT);

@@ -426,22 +426,10 @@ pub async fn send_campaign(
         return dry_run(store, &composer, list_id, &filter, &transport, started).await;
     }
 
-    // Fail before writing anything when the templates cannot render for the
-    // first recipient (an undefined variable fails for everyone) ...
-    if let Some((id, _)) = sends::preview(store, list_id, &filter, Some(1))
-        .await?
-        .first()
-        && let Some(c) = crate::store::contacts::find_by_id(store, *id).await?
-    {
-        let row = Claimed {
-            id: 0,
-            contact_id: c.id,
-            email: c.email.clone(),
-            attempts: 0,
-            created_at: 0,
-        };
-        composer.compose(0, &row, &c)?;
-    }
+    // Fail before writing anything when the templates cannot render for
+    // any of the first recipients (an undefined variable fails for
+    // everyone) ...
+    preflight(store, &composer, list_id, &filter).await?;
     // ... or when the server cannot be reached.
     if let Transport::Smtp(s) = &transport {
         let mut probe = SmtpClient::new(s);
@@ -561,6 +549,41 @@ pub async fn send_campaign(
         transport: transport.describe(),
         dry_run: false,
     })
+}
+
+/// Recipients the pre-flight renders for. One contact's bad data fails that
+/// contact alone during the send; only when every one of these fails is the
+/// template itself taken to be broken.
+const PREFLIGHT_RECIPIENTS: i64 = 3;
+
+/// Renders for the first recipients the send would deliver to (on the list,
+/// active, in the segment): an error only when all of them fail.
+async fn preflight(
+    store: &Store,
+    composer: &Composer,
+    list_id: i64,
+    filter: &SegmentFilter,
+) -> Result<(), SendError> {
+    let ids = sends::first_recipients(store, list_id, filter, PREFLIGHT_RECIPIENTS).await?;
+    let contacts = crate::store::contacts::find_many(store, &ids).await?;
+    let mut first_err = None;
+    for id in &ids {
+        let Some(c) = contacts.get(id) else { continue };
+        let row = Claimed {
+            id: 0,
+            contact_id: c.id,
+            email: c.email.clone(),
+            attempts: 0,
+            created_at: 0,
+        };
+        match composer.compose(0, &row, c) {
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    first_err.map_or(Ok(()), |e| Err(e.into()))
 }
 
 struct WorkerCtx {

@@ -170,6 +170,36 @@ pub async fn preview(
     })
 }
 
+/// The first `limit` contacts a send would deliver to: matching the filter,
+/// active and subscribed to the list, by id. The pre-flight of a send and
+/// `campaign check` render for these, never for a contact the campaign
+/// would not mail.
+pub async fn first_recipients(
+    store: &Store,
+    list_id: i64,
+    filter: &dyn ContactFilter,
+    limit: i64,
+) -> Result<Vec<i64>> {
+    macro_rules! body {
+        ($pool:expr, $push:ident) => {{
+            let mut qb = QueryBuilder::new(
+                "SELECT c.id FROM contacts c WHERE c.status = 'active' AND EXISTS \
+                 (SELECT 1 FROM contact_lists cl WHERE cl.contact_id = c.id AND cl.list_id = ",
+            );
+            qb.push_bind(list_id);
+            qb.push(" AND cl.subscribed = 1) AND (");
+            filter.$push(&mut qb);
+            qb.push(") ORDER BY c.id LIMIT ");
+            qb.push_bind(limit);
+            qb.build_query_scalar::<i64>().fetch_all($pool).await?
+        }};
+    }
+    Ok(match store {
+        Store::Sqlite(p) => body!(p, push_sqlite),
+        Store::Postgres(p) => body!(p, push_postgres),
+    })
+}
+
 pub async fn tally(store: &Store, campaign_id: i64) -> Result<Tally> {
     let rows: Vec<(String, Option<String>, i64)> = dispatch!(store, pool => {
         sqlx::query_as(

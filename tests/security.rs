@@ -1,0 +1,134 @@
+//! What a hostile contact record, template or server must not achieve
+//! (issue 15, docs/SECURITY.md): each test runs the real binary against a
+//! real database on both backends.
+
+mod common;
+
+use common::db::TestDb;
+use common::project::{Project, stderr, stdout};
+
+/// The header block of a message, unfolded, as (name, value) pairs.
+fn headers(msg: &str) -> Vec<(String, String)> {
+    let head = msg.split("\r\n\r\n").next().unwrap_or("");
+    let mut out: Vec<(String, String)> = Vec::new();
+    for line in head.split("\r\n") {
+        if line.starts_with([' ', '\t']) {
+            if let Some(last) = out.last_mut() {
+                last.1.push_str(line);
+            }
+        } else if let Some((n, v)) = line.split_once(':') {
+            out.push((n.to_string(), v.trim().to_string()));
+        }
+    }
+    out
+}
+
+fn outbox_messages(p: &Project) -> Vec<String> {
+    let dir = p.file("outbox/c");
+    let mut v: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Issue 15, item 3: a line break or control character in one contact's
+/// name fails (or is cleaned for) that contact alone; `check`, `preview`,
+/// `--dry-run` and `send` go on for everyone, and the pre-flight never
+/// renders a contact who is not on the campaign's list.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_control_character_in_one_name_stops_nobody_else() {
+    for db in TestDb::all().await {
+        let p = Project::new(&db, "");
+        // The lowest id, on another list, without the `city` the template
+        // needs: the campaign would never mail Zed, so nothing may render
+        // for Zed.
+        p.write("other.csv", "email,first_name\nzed@example.com,Zed\n");
+        let out = p.run(&[
+            "contacts",
+            "import",
+            "other.csv",
+            "--list",
+            "other",
+            "--consent-source",
+            "test",
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let out = p.import(
+            "email,first_name,city\n\
+             ana@example.com,\"Ana\r\nBcc: evil@attacker.example\u{1b}]0;pwned\u{7}\",Madrid\n\
+             bob@example.com,Bob,Lisboa\n",
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+
+        let check = p.run(&["campaign", "check", "campaigns/c.toml"]);
+        assert!(check.status.success(), "{}", stderr(&check));
+        let printed = stdout(&check);
+        assert!(!printed.contains("zed@"), "{printed}");
+
+        let preview = p.run(&[
+            "campaign",
+            "preview",
+            "campaigns/c.toml",
+            "--contact",
+            "ana@example.com",
+        ]);
+        assert!(preview.status.success(), "{}", stderr(&preview));
+        let msg = stdout(&preview);
+        let hs = headers(&msg);
+        assert!(
+            !hs.iter().any(|(n, _)| n.eq_ignore_ascii_case("bcc")),
+            "{msg}"
+        );
+        let to = &hs.iter().find(|(n, _)| n == "To").expect("To").1;
+        assert!(to.ends_with("<ana@example.com>"), "{to}");
+        assert!(!msg.contains('\u{1b}') && !msg.contains('\u{7}'), "{msg}");
+        // The name is kept, cleaned to one line: its controls became
+        // spaces, and lettre encodes the phrase per RFC 2047 (it holds
+        // specials that a bare phrase may not, RFC 5322 §3.2.3).
+        let subject = &hs.iter().find(|(n, _)| n == "Subject").expect("Subject").1;
+        assert_eq!(subject, "Hola Ana Bcc: evil@attacker.example ]0;pwned");
+        let word = to
+            .strip_prefix("=?utf-8?b?")
+            .and_then(|w| w.split_once("?=").map(|x| x.0))
+            .unwrap_or_else(|| panic!("{to}"));
+        use base64::Engine;
+        let name = base64::engine::general_purpose::STANDARD
+            .decode(word)
+            .unwrap();
+        assert_eq!(name, b"Ana Bcc: evil@attacker.example ]0;pwned");
+
+        let dry = p.run(&["campaign", "send", "campaigns/c.toml", "--dry-run"]);
+        assert!(dry.status.success(), "{}", stderr(&dry));
+        let report = stdout(&dry);
+        assert!(
+            report
+                .lines()
+                .any(|l| l.starts_with("would send") && l.trim_end().ends_with(" 2")),
+            "{report}"
+        );
+
+        let sent = p.run(&["campaign", "send", "campaigns/c.toml"]);
+        assert!(sent.status.success(), "{}", stderr(&sent));
+        let report = stdout(&sent);
+        assert!(
+            report
+                .lines()
+                .any(|l| l.starts_with("accepted") && l.trim_end().ends_with(" 2")),
+            "{report}"
+        );
+        let msgs = outbox_messages(&p);
+        assert_eq!(msgs.len(), 2);
+        for m in &msgs {
+            assert!(
+                !headers(m)
+                    .iter()
+                    .any(|(n, _)| n.eq_ignore_ascii_case("bcc")),
+                "{m}"
+            );
+        }
+    }
+}
