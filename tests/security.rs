@@ -132,3 +132,43 @@ async fn a_control_character_in_one_name_stops_nobody_else() {
         }
     }
 }
+
+/// Issue 15, item 4: a template cannot read the process environment (the
+/// SMTP password, the signing secret), whatever the command.
+#[tokio::test(flavor = "multi_thread")]
+async fn templates_cannot_read_the_environment() {
+    const CANARY: &str = "canary-5b1e-smtp-password";
+    for db in TestDb::all().await {
+        let p = Project::new(&db, "");
+        assert!(
+            p.import("email,first_name,city\nana@example.com,Ana,Madrid\n")
+                .status
+                .success()
+        );
+        p.write(
+            "templates/c.html",
+            "<p>{{ get_env(name=\"SECURITY_TEST_CANARY\", default=\"none\") }}</p>",
+        );
+        for args in [
+            &["campaign", "check", "campaigns/c.toml"][..],
+            &[
+                "campaign",
+                "preview",
+                "campaigns/c.toml",
+                "--contact",
+                "ana@example.com",
+            ],
+            &["campaign", "send", "campaigns/c.toml", "--dry-run"],
+            &["campaign", "send", "campaigns/c.toml"],
+        ] {
+            let out = p
+                .command(args)
+                .env("SECURITY_TEST_CANARY", CANARY)
+                .output()
+                .unwrap();
+            assert!(!out.status.success(), "{args:?}: {}", stdout(&out));
+            assert!(!stdout(&out).contains(CANARY) && !stderr(&out).contains(CANARY));
+        }
+        assert!(!p.file("outbox").exists() || outbox_messages(&p).is_empty());
+    }
+}
