@@ -172,3 +172,156 @@ async fn templates_cannot_read_the_environment() {
         assert!(!p.file("outbox").exists() || outbox_messages(&p).is_empty());
     }
 }
+
+/// A plain-text SMTP server that offers AUTH and no STARTTLS (as a server
+/// whose STARTTLS an attacker stripped looks), recording every AUTH line.
+struct AuthNoTls {
+    addr: std::net::SocketAddr,
+    auth_lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl AuthNoTls {
+    fn start(ip: std::net::IpAddr) -> Self {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind((ip, 0)).expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let auth_lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = auth_lines.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                let seen = seen.clone();
+                std::thread::spawn(move || -> std::io::Result<()> {
+                    let mut out = stream.try_clone()?;
+                    let mut input = BufReader::new(stream);
+                    out.write_all(b"220 stripped.test ESMTP\r\n")?;
+                    let mut line = String::new();
+                    let mut in_data = false;
+                    loop {
+                        line.clear();
+                        if input.read_line(&mut line)? == 0 {
+                            return Ok(());
+                        }
+                        if in_data {
+                            if line == ".\r\n" {
+                                in_data = false;
+                                out.write_all(b"250 2.0.0 queued\r\n")?;
+                            }
+                            continue;
+                        }
+                        let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
+                        let reply: &[u8] = match verb.as_str() {
+                            "EHLO" => {
+                                b"250-stripped.test\r\n250-AUTH PLAIN LOGIN\r\n250 8BITMIME\r\n"
+                            }
+                            "AUTH" => {
+                                seen.lock().unwrap().push(line.trim_end().to_string());
+                                b"235 2.7.0 accepted\r\n"
+                            }
+                            "DATA" => {
+                                in_data = true;
+                                b"354 go on\r\n"
+                            }
+                            "QUIT" => {
+                                out.write_all(b"221 bye\r\n")?;
+                                return Ok(());
+                            }
+                            _ => b"250 2.0.0 ok\r\n",
+                        };
+                        out.write_all(reply)?;
+                    }
+                });
+            }
+        });
+        AuthNoTls { addr, auth_lines }
+    }
+
+    fn auth_lines(&self) -> Vec<String> {
+        self.auth_lines.lock().unwrap().clone()
+    }
+}
+
+/// An address of this machine that is not loopback (the source address of
+/// a route out), or None when the machine has none.
+fn non_loopback_address() -> Option<std::net::IpAddr> {
+    for target in ["192.0.2.1:9", "10.255.255.1:9", "198.51.100.1:9"] {
+        let Ok(sock) = std::net::UdpSocket::bind("0.0.0.0:0") else {
+            continue;
+        };
+        if sock.connect(target).is_ok()
+            && let Ok(local) = sock.local_addr()
+            && !local.ip().is_loopback()
+            && !local.ip().is_unspecified()
+        {
+            return Some(local.ip());
+        }
+    }
+    None
+}
+
+/// Issue 15, item 5: with `tls = "opportunistic"` (the default) and a
+/// server that offers no STARTTLS, the password is never sent beyond
+/// loopback: the send stops before AUTH and writes nothing. To a loopback
+/// relay it still authenticates (the control half: the same server and
+/// config do get AUTH there). `campaign check` says what will happen.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_smtp_auth_in_clear_beyond_loopback() {
+    let Some(remote_ip) = non_loopback_address() else {
+        eprintln!("skipping: this machine has no address beyond loopback");
+        return;
+    };
+    for db in TestDb::all().await {
+        for (ip, may_auth) in [(remote_ip, false), ("127.0.0.1".parse().unwrap(), true)] {
+            let server = AuthNoTls::start(ip);
+            let p = Project::new(
+                &db,
+                &format!(
+                    "[smtp]\nhost = \"{}\"\nport = {}\ntls = \"opportunistic\"\n\
+                     username = \"news\"\npassword = \"hunter2-secret\"\ntimeout_secs = 5\n",
+                    ip,
+                    server.addr.port()
+                ),
+            );
+            assert!(
+                p.import("email,first_name,city\nana.{ip}@example.com,Ana,Madrid\n")
+                    .status
+                    .success()
+            );
+            let check = p.run(&["campaign", "check", "campaigns/c.toml"]);
+            assert!(check.status.success(), "{}", stderr(&check));
+            let said = stdout(&check);
+            let sent = p.run(&["campaign", "send", "campaigns/c.toml", "--no-wait"]);
+            if may_auth {
+                assert!(said.contains("relay is on loopback"), "{said}");
+                assert!(sent.status.success(), "{}", stderr(&sent));
+                assert!(!server.auth_lines().is_empty());
+            } else {
+                assert!(
+                    said.contains("warning") && said.contains("only after STARTTLS"),
+                    "{said}"
+                );
+                assert_eq!(sent.status.code(), Some(1), "{}", stdout(&sent));
+                let err = stderr(&sent);
+                assert!(
+                    err.contains("refusing to send the SMTP password without TLS"),
+                    "{err}"
+                );
+                assert!(!err.contains("hunter2"), "{err}");
+                assert_eq!(server.auth_lines(), Vec::<String>::new());
+                let sends: i64 = cartero::dispatch!(&db.store, pool => {
+                    sqlx::query_scalar("SELECT COUNT(*) FROM sends").fetch_one(pool).await.unwrap()
+                });
+                assert_eq!(sends, 0);
+                // tls = "none" beyond loopback fails the check outright.
+                let cfg = std::fs::read_to_string(p.file("cartero.toml")).unwrap();
+                p.write(
+                    "cartero.toml",
+                    &cfg.replace("tls = \"opportunistic\"", "tls = \"none\""),
+                );
+                let check = p.run(&["campaign", "check", "campaigns/c.toml"]);
+                assert_eq!(check.status.code(), Some(1));
+                assert!(stderr(&check).contains("never sends the password in clear"));
+            }
+        }
+    }
+}

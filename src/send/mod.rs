@@ -12,6 +12,7 @@
 //! snapshot and again when a row is claimed, so a contact who unsubscribes
 //! during a long send is not mailed.
 
+pub mod auth;
 pub mod outbox;
 pub mod recorder;
 pub mod smtp;
