@@ -325,3 +325,61 @@ async fn no_smtp_auth_in_clear_beyond_loopback() {
         }
     }
 }
+
+/// Issue 15, item 6: a template linked to a file outside `templates/` is
+/// refused (a preview mailed /etc/passwd), and a campaign `id` that could
+/// name a path is refused at its place, so no `.eml` lands outside the
+/// outbox.
+#[tokio::test(flavor = "multi_thread")]
+async fn templates_and_ids_cannot_leave_their_folders() {
+    for db in TestDb::all().await {
+        let p = Project::new(&db, "");
+        assert!(
+            p.import("email,first_name,city\nana@example.com,Ana,Madrid\n")
+                .status
+                .success()
+        );
+        p.write("private/secret.txt", "root:x:0:0:canary-7d2a\n");
+        std::fs::remove_file(p.file("templates/c.html")).unwrap();
+        std::os::unix::fs::symlink(p.file("private/secret.txt"), p.file("templates/c.html"))
+            .unwrap();
+        for args in [
+            &["campaign", "check", "campaigns/c.toml"][..],
+            &[
+                "campaign",
+                "preview",
+                "campaigns/c.toml",
+                "--contact",
+                "ana@example.com",
+            ],
+            &["campaign", "send", "campaigns/c.toml"],
+        ] {
+            let out = p.run(args);
+            assert_eq!(out.status.code(), Some(1), "{args:?}");
+            let err = stderr(&out);
+            assert!(
+                err.contains("c.toml:7:8:") && err.contains("outside the templates folder"),
+                "{err}"
+            );
+            assert!(!stdout(&out).contains("canary-7d2a"));
+        }
+
+        let p = Project::new(&db, "");
+        assert!(
+            p.import("email,first_name,city\nana@example.com,Ana,Madrid\n")
+                .status
+                .success()
+        );
+        let c = std::fs::read_to_string(p.file("campaigns/c.toml")).unwrap();
+        p.write("campaigns/c.toml", &format!("id = \"..\"\n{c}"));
+        let out = p.run(&["campaign", "send", "campaigns/c.toml"]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(stderr(&out).contains("c.toml:1:6:"), "{}", stderr(&out));
+        let stray: Vec<_> = std::fs::read_dir(p.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
+            .collect();
+        assert!(stray.is_empty());
+    }
+}

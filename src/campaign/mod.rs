@@ -191,6 +191,20 @@ const RESERVED_HEADERS: &[&str] = &[
     "feedback-id",
 ];
 
+const SLUG_RULE: &str = "1 to 100 ASCII letters, digits, '-', '_' or '.', starting with a letter \
+                         or digit, without \"..\"";
+
+/// A campaign id names a folder under the outbox and goes into the
+/// Feedback-ID header, so it must not be able to name a path elsewhere
+/// (`..`, `/`) or break a header.
+fn is_safe_slug(v: &str) -> bool {
+    (1..=100).contains(&v.len())
+        && v.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && !v.contains("..")
+}
+
 impl Campaign {
     /// Reads and checks a campaign file. `templates_dir` is where template
     /// names resolve.
@@ -226,21 +240,25 @@ impl Campaign {
         let slug = match &file.id {
             Some(id) => {
                 let v = id.get_ref();
-                if v.is_empty()
-                    || !v
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
-                {
-                    return Err(
-                        at(id.span()).error("`id` may hold only letters, digits, '-', '_' and '.'")
-                    );
+                if !is_safe_slug(v) {
+                    return Err(at(id.span())
+                        .error(format!("`id` {v:?} is not a safe identifier: {SLUG_RULE}")));
                 }
                 v.clone()
             }
-            None => path
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "campaign".into()),
+            None => {
+                let stem = path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "campaign".into());
+                if !is_safe_slug(&stem) {
+                    return Err(at(0..0).error(format!(
+                        "the file name {stem:?} cannot be the campaign's id ({SLUG_RULE}); \
+                         set `id` in the file"
+                    )));
+                }
+                stem
+            }
         };
         if file.name.get_ref().trim().is_empty() {
             return Err(at(file.name.span()).error("`name` is empty"));
@@ -306,7 +324,21 @@ impl Campaign {
                     full.display()
                 )));
             }
-            Ok(full)
+            // A symbolic link (of the file or of a folder on the way) is
+            // followed only to a file inside the templates folder: a link
+            // to /etc/passwd must not be mailed. The resolved path is what
+            // the renderer reads.
+            let real = std::fs::canonicalize(&full)
+                .and_then(|f| Ok((f, std::fs::canonicalize(templates_dir)?)))
+                .map_err(|e| at(v.span()).error(format!("template {name:?}: {e}")))?;
+            if !real.0.starts_with(&real.1) {
+                return Err(at(v.span()).error(format!(
+                    "template {name:?} is a link to {}, outside the templates folder {}",
+                    real.0.display(),
+                    real.1.display()
+                )));
+            }
+            Ok(real.0)
         };
         let html_template = resolve(&template.html)?;
         let text_template = template.text.as_ref().map(resolve).transpose()?;
@@ -487,6 +519,53 @@ X-Campaign = "spring"
             .to_string();
         assert!(e.starts_with("c.toml:8:8:"), "{e}");
         assert!(e.contains("nope.html"), "{e}");
+    }
+
+    #[test]
+    fn ids_that_could_name_a_path_are_refused_at_their_place() {
+        let d = dir_with_templates();
+        for bad in ["..", ".", "../x", "a/b", ".hidden", "a..b", "", "x y"] {
+            let text = format!("id = {bad:?}\n{GOOD}");
+            let e = Campaign::parse(&text, Path::new("c.toml"), d.path())
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("c.toml:1:6:"), "{bad:?}: {e}");
+            assert!(e.contains("not a safe identifier"), "{e}");
+        }
+        let c = Campaign::parse(
+            &format!("id = \"spring-2027.v2\"\n{GOOD}"),
+            Path::new("c.toml"),
+            d.path(),
+        )
+        .unwrap();
+        assert_eq!(c.slug, "spring-2027.v2");
+        let e = Campaign::parse(GOOD, Path::new("campaigns/..toml"), d.path())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("set `id`"), "{e}");
+    }
+
+    #[test]
+    fn template_links_must_stay_inside_the_templates_folder() {
+        let d = dir_with_templates();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), "root:x:0:0").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), d.path().join("evil.html"))
+            .unwrap();
+        std::os::unix::fs::symlink(outside.path(), d.path().join("dir")).unwrap();
+        std::os::unix::fs::symlink(d.path().join("a.html"), d.path().join("alias.html")).unwrap();
+        for name in ["evil.html", "dir/secret"] {
+            let text = GOOD.replace("a.html", name);
+            let e = Campaign::parse(&text, Path::new("c.toml"), d.path())
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("c.toml:8:8:"), "{e}");
+            assert!(e.contains("outside the templates folder"), "{e}");
+        }
+        // A link that stays inside is fine, and resolved.
+        let text = GOOD.replace("a.html", "alias.html");
+        let c = Campaign::parse(&text, Path::new("c.toml"), d.path()).unwrap();
+        assert!(c.html_template.ends_with("a.html"));
     }
 
     #[test]
