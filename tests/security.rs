@@ -383,3 +383,70 @@ async fn templates_and_ids_cannot_leave_their_folders() {
         assert!(stray.is_empty());
     }
 }
+
+/// Issue 15 (Message-IDs): each send's Message-ID holds 128 random bits,
+/// is stored in `sends.message_id` before delivery, and is the same when
+/// the send is delivered again (a resend after a crash).
+#[tokio::test(flavor = "multi_thread")]
+async fn message_ids_are_random_stored_and_stable_across_a_resend() {
+    for db in TestDb::all().await {
+        let p = Project::new(&db, "");
+        assert!(
+            p.import(
+                "email,first_name,city\nana@example.com,Ana,Madrid\nbob@example.com,Bob,Lisboa\n\
+                 carl@example.com,Carl,Roma\n"
+            )
+            .status
+            .success()
+        );
+        p.ok(&["campaign", "send", "campaigns/c.toml"]);
+        let stored = || async {
+            cartero::dispatch!(&db.store, pool => {
+                sqlx::query_as::<_, (i64, Option<String>)>(
+                    "SELECT id, message_id FROM sends ORDER BY id",
+                )
+                .fetch_all(pool)
+                .await
+                .unwrap()
+            })
+        };
+        let rows = stored().await;
+        assert_eq!(rows.len(), 3);
+        let in_file = |id: i64| {
+            let m = std::fs::read_to_string(p.file(&format!("outbox/c/{id}.eml"))).unwrap();
+            headers(&m)
+                .into_iter()
+                .find(|(n, _)| n == "Message-ID")
+                .map(|(_, v)| v)
+                .unwrap()
+        };
+        let mut seen = std::collections::HashSet::new();
+        for (id, mid) in &rows {
+            let mid = mid.clone().expect("stored Message-ID");
+            let (local, domain) = mid.split_once('@').unwrap();
+            assert_eq!(domain, "shop.example");
+            let hex = local.strip_prefix("cartero.").unwrap();
+            assert_eq!(hex.len(), 32, "{mid}");
+            assert!(hex.bytes().all(|b| b.is_ascii_hexdigit()), "{mid}");
+            assert!(seen.insert(hex.to_string()));
+            assert_eq!(in_file(*id), format!("<{mid}>"));
+        }
+        // Deliver the first row again, as after a crash: same Message-ID.
+        let (first, first_mid) = rows[0].clone();
+        cartero::dispatch!(&db.store, pool => {
+            sqlx::query("UPDATE sends SET state = 'pending' WHERE id = $1")
+                .bind(first)
+                .execute(pool)
+                .await
+                .unwrap();
+            sqlx::query("UPDATE campaigns SET finished_at = NULL")
+                .execute(pool)
+                .await
+                .unwrap();
+        });
+        std::fs::remove_file(p.file(&format!("outbox/c/{first}.eml"))).unwrap();
+        p.ok(&["campaign", "send", "campaigns/c.toml"]);
+        assert_eq!(stored().await, rows);
+        assert_eq!(in_file(first), format!("<{}>", first_mid.unwrap()));
+    }
+}

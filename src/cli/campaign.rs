@@ -102,6 +102,7 @@ fn preview_row(c: &Contact) -> Claimed {
         email: c.email.clone(),
         attempts: 0,
         created_at: 0,
+        message_id: None,
     }
 }
 

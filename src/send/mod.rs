@@ -265,19 +265,26 @@ impl Composer {
         })
     }
 
-    /// The Message-ID of a send row: derived, not random, so a message
-    /// resent after a crash carries the same ID and receivers that dedupe by
-    /// Message-ID drop the copy.
-    pub fn message_id(&self, campaign_id: i64, send_id: i64, created_at: Millis) -> String {
-        format!(
-            "cartero.{campaign_id}.{send_id}.{created_at}@{}",
-            self.message_id_domain
-        )
+    /// A new Message-ID: 128 bits from the operating system's CSPRNG, so
+    /// nobody can guess the ID of a message they did not receive (the
+    /// feedback matcher trusts a report that quotes one). Never derived from
+    /// time or row ids. A send row gets its ID once, stored before the first
+    /// attempt (`sends::assign_message_ids`), so a resend after a crash
+    /// carries the same ID and receivers that dedupe by Message-ID drop the
+    /// copy.
+    pub fn new_message_id(&self) -> String {
+        use rand::RngCore;
+        let mut bytes = [0u8; 16];
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        format!("cartero.{hex}@{}", self.message_id_domain)
     }
 
+    /// `_campaign_id` is kept for the callers; nothing in a message is
+    /// derived from row ids any more.
     pub fn compose(
         &self,
-        campaign_id: i64,
+        _campaign_id: i64,
         row: &Claimed,
         contact: &Contact,
     ) -> Result<Composed, RenderError> {
@@ -287,7 +294,10 @@ impl Composer {
             unsubscribe_url: format!("{}/u/{unsub_token}", self.base_url),
         };
         let rendered = self.renderer.render(&self.campaign, contact, &personal)?;
-        let message_id = self.message_id(campaign_id, row.id, row.created_at);
+        let message_id = row
+            .message_id
+            .clone()
+            .unwrap_or_else(|| self.new_message_id());
         let name = [contact.first_name.as_deref(), contact.last_name.as_deref()]
             .into_iter()
             .flatten()
@@ -576,6 +586,7 @@ async fn preflight(
             email: c.email.clone(),
             attempts: 0,
             created_at: 0,
+            message_id: None,
         };
         match composer.compose(0, &row, c) {
             Ok(_) => return Ok(()),
@@ -671,7 +682,16 @@ async fn prepare(
 ) -> Result<Prepared, SendError> {
     let now = now_millis();
     let lease_until = now + LEASE.as_millis() as i64;
-    let batch = sends::claim(&store, campaign_id, &worker, claim_size, lease_until, now).await?;
+    let mut batch =
+        sends::claim(&store, campaign_id, &worker, claim_size, lease_until, now).await?;
+    // Each row's random Message-ID is stored before its first attempt.
+    let mut fresh = Vec::new();
+    for row in batch.iter_mut().filter(|r| r.message_id.is_none()) {
+        let mid = composer.new_message_id();
+        fresh.push((row.id, mid.clone()));
+        row.message_id = Some(mid);
+    }
+    sends::assign_message_ids(&store, &fresh).await?;
     if batch.is_empty() {
         return Ok(Prepared {
             skipped: Vec::new(),
@@ -850,6 +870,7 @@ async fn dry_run(
                 email: c.email.clone(),
                 attempts: 0,
                 created_at: 0,
+                message_id: None,
             };
             match composer.compose(0, &row, c) {
                 Ok(_) => tally.pending += 1,
