@@ -189,7 +189,28 @@ const RESERVED_HEADERS: &[&str] = &[
     "list-id",
     "dkim-signature",
     "feedback-id",
+    // Written by cartero too (RFC 3834 §2 practice).
+    "precedence",
+    // Trace and authentication fields belong to the servers on the way
+    // (RFC 5321 §4.4, RFC 8601 §5); a sender that forges them misleads the
+    // receiver's filters.
+    "received",
+    "authentication-results",
+    "arc-seal",
+    "arc-message-signature",
+    "arc-authentication-results",
 ];
+
+/// Headers a campaign may not set, by prefix: the Resent-* block is for
+/// resending a message (RFC 5322 §3.6.6), never for a campaign.
+const RESERVED_PREFIXES: &[&str] = &["resent-"];
+
+/// Extra headers one campaign may set: far more than any real use, few
+/// enough that checking and rendering stay instant.
+const MAX_HEADERS: usize = 100;
+
+/// RFC 5322 §2.1.1: a line is at most 998 characters without its CRLF.
+const MAX_LINE: usize = 998;
 
 const SLUG_RULE: &str = "1 to 100 ASCII letters, digits, '-', '_' or '.', starting with a letter \
                          or digit, without \"..\"";
@@ -357,6 +378,12 @@ impl Campaign {
         }
 
         let mut headers = Vec::new();
+        if file.headers.len() > MAX_HEADERS {
+            let (k, _) = file.headers.iter().nth(MAX_HEADERS).expect("counted");
+            return Err(
+                at(k.span()).error(format!("a campaign may set at most {MAX_HEADERS} headers"))
+            );
+        }
         for (k, v) in &file.headers {
             let name = k.get_ref();
             let valid_name = !name.is_empty()
@@ -365,13 +392,32 @@ impl Campaign {
             if !valid_name {
                 return Err(at(k.span()).error(format!("{name:?} is not a valid header name")));
             }
-            if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+            let lower = name.to_ascii_lowercase();
+            if RESERVED_HEADERS.contains(&lower.as_str()) {
                 return Err(at(k.span()).error(format!(
-                    "header {name:?} is written by cartero and cannot be set here"
+                    "header {name:?} is written by cartero or the servers on the way, and cannot be set here"
                 )));
             }
-            if v.get_ref().contains(['\r', '\n']) {
+            if RESERVED_PREFIXES.iter().any(|p| lower.starts_with(p)) {
+                return Err(at(k.span()).error(format!(
+                    "header {name:?}: Resent-* fields are for resending, not for a campaign"
+                )));
+            }
+            let value = v.get_ref();
+            if value.contains(['\r', '\n']) {
                 return Err(at(v.span()).error(format!("header {name:?} must be one line")));
+            }
+            if let Some(c) = value.chars().find(|c| c.is_control() && *c != '\t') {
+                return Err(at(v.span()).error(format!(
+                    "header {name:?} holds the control character {:?}",
+                    c
+                )));
+            }
+            // "Name: value" on one line; cartero does not fold custom values.
+            if name.len() + 2 + value.len() > MAX_LINE {
+                return Err(at(v.span()).error(format!(
+                    "header {name:?} is longer than {MAX_LINE} characters on its line (RFC 5322 §2.1.1)"
+                )));
             }
             headers.push((name.clone(), v.get_ref().clone()));
         }
@@ -576,6 +622,38 @@ X-Campaign = "spring"
             .unwrap_err()
             .to_string();
         assert!(e.contains("written by cartero"), "{e}");
+        for (name, value) in [
+            ("Precedence", "list"),
+            ("Resent-From", "x@y.example"),
+            ("Authentication-Results", "mx; dkim=pass"),
+            ("Received", "from x"),
+            ("DKIM-Signature", "v=1"),
+            ("Return-Path", "<x@y.example>"),
+        ] {
+            let text = GOOD.replace("X-Campaign = \"spring\"", &format!("{name} = {value:?}"));
+            let e = Campaign::parse(&text, Path::new("c.toml"), d.path())
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("c.toml:14:1:"), "{name}: {e}");
+        }
+        // TOML escapes, written into the file as text.
+        for value in [
+            "\"a\\u001B[2Jb\"".to_string(),
+            "\"a\\u0000b\"".into(),
+            format!("\"{}\"", "x".repeat(990)),
+        ] {
+            let text = GOOD.replace("\"spring\"", &value);
+            let e = Campaign::parse(&text, Path::new("c.toml"), d.path())
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("c.toml:14:14:"), "{e}");
+        }
+        let many: String = (0..101).map(|i| format!("X-H{i:03} = \"v\"\n")).collect();
+        let text = GOOD.replace("X-Campaign = \"spring\"\n", &many);
+        let e = Campaign::parse(&text, Path::new("c.toml"), d.path())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("at most 100 headers"), "{e}");
         let text = GOOD.replace("news@shop.example", "not an address");
         let e = Campaign::parse(&text, Path::new("c.toml"), d.path())
             .unwrap_err()
