@@ -189,7 +189,42 @@ const RESERVED_HEADERS: &[&str] = &[
     "list-id",
     "dkim-signature",
     "feedback-id",
+    // Written by cartero too (RFC 3834 §2 practice).
+    "precedence",
+    // Trace and authentication fields belong to the servers on the way
+    // (RFC 5321 §4.4, RFC 8601 §5); a sender that forges them misleads the
+    // receiver's filters.
+    "received",
+    "authentication-results",
+    "arc-seal",
+    "arc-message-signature",
+    "arc-authentication-results",
 ];
+
+/// Headers a campaign may not set, by prefix: the Resent-* block is for
+/// resending a message (RFC 5322 §3.6.6), never for a campaign.
+const RESERVED_PREFIXES: &[&str] = &["resent-"];
+
+/// Extra headers one campaign may set: far more than any real use, few
+/// enough that checking and rendering stay instant.
+const MAX_HEADERS: usize = 100;
+
+/// RFC 5322 §2.1.1: a line is at most 998 characters without its CRLF.
+const MAX_LINE: usize = 998;
+
+const SLUG_RULE: &str = "1 to 100 ASCII letters, digits, '-', '_' or '.', starting with a letter \
+                         or digit, without \"..\"";
+
+/// A campaign id names a folder under the outbox and goes into the
+/// Feedback-ID header, so it must not be able to name a path elsewhere
+/// (`..`, `/`) or break a header.
+fn is_safe_slug(v: &str) -> bool {
+    (1..=100).contains(&v.len())
+        && v.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && !v.contains("..")
+}
 
 impl Campaign {
     /// Reads and checks a campaign file. `templates_dir` is where template
@@ -226,21 +261,25 @@ impl Campaign {
         let slug = match &file.id {
             Some(id) => {
                 let v = id.get_ref();
-                if v.is_empty()
-                    || !v
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
-                {
-                    return Err(
-                        at(id.span()).error("`id` may hold only letters, digits, '-', '_' and '.'")
-                    );
+                if !is_safe_slug(v) {
+                    return Err(at(id.span())
+                        .error(format!("`id` {v:?} is not a safe identifier: {SLUG_RULE}")));
                 }
                 v.clone()
             }
-            None => path
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "campaign".into()),
+            None => {
+                let stem = path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "campaign".into());
+                if !is_safe_slug(&stem) {
+                    return Err(at(0..0).error(format!(
+                        "the file name {stem:?} cannot be the campaign's id ({SLUG_RULE}); \
+                         set `id` in the file"
+                    )));
+                }
+                stem
+            }
         };
         if file.name.get_ref().trim().is_empty() {
             return Err(at(file.name.span()).error("`name` is empty"));
@@ -306,7 +345,21 @@ impl Campaign {
                     full.display()
                 )));
             }
-            Ok(full)
+            // A symbolic link (of the file or of a folder on the way) is
+            // followed only to a file inside the templates folder: a link
+            // to /etc/passwd must not be mailed. The resolved path is what
+            // the renderer reads.
+            let real = std::fs::canonicalize(&full)
+                .and_then(|f| Ok((f, std::fs::canonicalize(templates_dir)?)))
+                .map_err(|e| at(v.span()).error(format!("template {name:?}: {e}")))?;
+            if !real.0.starts_with(&real.1) {
+                return Err(at(v.span()).error(format!(
+                    "template {name:?} is a link to {}, outside the templates folder {}",
+                    real.0.display(),
+                    real.1.display()
+                )));
+            }
+            Ok(real.0)
         };
         let html_template = resolve(&template.html)?;
         let text_template = template.text.as_ref().map(resolve).transpose()?;
@@ -325,6 +378,12 @@ impl Campaign {
         }
 
         let mut headers = Vec::new();
+        if file.headers.len() > MAX_HEADERS {
+            let (k, _) = file.headers.iter().nth(MAX_HEADERS).expect("counted");
+            return Err(
+                at(k.span()).error(format!("a campaign may set at most {MAX_HEADERS} headers"))
+            );
+        }
         for (k, v) in &file.headers {
             let name = k.get_ref();
             let valid_name = !name.is_empty()
@@ -333,13 +392,32 @@ impl Campaign {
             if !valid_name {
                 return Err(at(k.span()).error(format!("{name:?} is not a valid header name")));
             }
-            if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+            let lower = name.to_ascii_lowercase();
+            if RESERVED_HEADERS.contains(&lower.as_str()) {
                 return Err(at(k.span()).error(format!(
-                    "header {name:?} is written by cartero and cannot be set here"
+                    "header {name:?} is written by cartero or the servers on the way, and cannot be set here"
                 )));
             }
-            if v.get_ref().contains(['\r', '\n']) {
+            if RESERVED_PREFIXES.iter().any(|p| lower.starts_with(p)) {
+                return Err(at(k.span()).error(format!(
+                    "header {name:?}: Resent-* fields are for resending, not for a campaign"
+                )));
+            }
+            let value = v.get_ref();
+            if value.contains(['\r', '\n']) {
                 return Err(at(v.span()).error(format!("header {name:?} must be one line")));
+            }
+            if let Some(c) = value.chars().find(|c| c.is_control() && *c != '\t') {
+                return Err(at(v.span()).error(format!(
+                    "header {name:?} holds the control character {:?}",
+                    c
+                )));
+            }
+            // "Name: value" on one line; cartero does not fold custom values.
+            if name.len() + 2 + value.len() > MAX_LINE {
+                return Err(at(v.span()).error(format!(
+                    "header {name:?} is longer than {MAX_LINE} characters on its line (RFC 5322 §2.1.1)"
+                )));
             }
             headers.push((name.clone(), v.get_ref().clone()));
         }
@@ -490,6 +568,53 @@ X-Campaign = "spring"
     }
 
     #[test]
+    fn ids_that_could_name_a_path_are_refused_at_their_place() {
+        let d = dir_with_templates();
+        for bad in ["..", ".", "../x", "a/b", ".hidden", "a..b", "", "x y"] {
+            let text = format!("id = {bad:?}\n{GOOD}");
+            let e = Campaign::parse(&text, Path::new("c.toml"), d.path())
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("c.toml:1:6:"), "{bad:?}: {e}");
+            assert!(e.contains("not a safe identifier"), "{e}");
+        }
+        let c = Campaign::parse(
+            &format!("id = \"spring-2027.v2\"\n{GOOD}"),
+            Path::new("c.toml"),
+            d.path(),
+        )
+        .unwrap();
+        assert_eq!(c.slug, "spring-2027.v2");
+        let e = Campaign::parse(GOOD, Path::new("campaigns/..toml"), d.path())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("set `id`"), "{e}");
+    }
+
+    #[test]
+    fn template_links_must_stay_inside_the_templates_folder() {
+        let d = dir_with_templates();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), "root:x:0:0").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), d.path().join("evil.html"))
+            .unwrap();
+        std::os::unix::fs::symlink(outside.path(), d.path().join("dir")).unwrap();
+        std::os::unix::fs::symlink(d.path().join("a.html"), d.path().join("alias.html")).unwrap();
+        for name in ["evil.html", "dir/secret"] {
+            let text = GOOD.replace("a.html", name);
+            let e = Campaign::parse(&text, Path::new("c.toml"), d.path())
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("c.toml:8:8:"), "{e}");
+            assert!(e.contains("outside the templates folder"), "{e}");
+        }
+        // A link that stays inside is fine, and resolved.
+        let text = GOOD.replace("a.html", "alias.html");
+        let c = Campaign::parse(&text, Path::new("c.toml"), d.path()).unwrap();
+        assert!(c.html_template.ends_with("a.html"));
+    }
+
+    #[test]
     fn reserved_headers_and_bad_addresses_are_refused() {
         let d = dir_with_templates();
         let text = GOOD.replace("X-Campaign", "List-Unsubscribe");
@@ -497,6 +622,38 @@ X-Campaign = "spring"
             .unwrap_err()
             .to_string();
         assert!(e.contains("written by cartero"), "{e}");
+        for (name, value) in [
+            ("Precedence", "list"),
+            ("Resent-From", "x@y.example"),
+            ("Authentication-Results", "mx; dkim=pass"),
+            ("Received", "from x"),
+            ("DKIM-Signature", "v=1"),
+            ("Return-Path", "<x@y.example>"),
+        ] {
+            let text = GOOD.replace("X-Campaign = \"spring\"", &format!("{name} = {value:?}"));
+            let e = Campaign::parse(&text, Path::new("c.toml"), d.path())
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("c.toml:14:1:"), "{name}: {e}");
+        }
+        // TOML escapes, written into the file as text.
+        for value in [
+            "\"a\\u001B[2Jb\"".to_string(),
+            "\"a\\u0000b\"".into(),
+            format!("\"{}\"", "x".repeat(990)),
+        ] {
+            let text = GOOD.replace("\"spring\"", &value);
+            let e = Campaign::parse(&text, Path::new("c.toml"), d.path())
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("c.toml:14:14:"), "{e}");
+        }
+        let many: String = (0..101).map(|i| format!("X-H{i:03} = \"v\"\n")).collect();
+        let text = GOOD.replace("X-Campaign = \"spring\"\n", &many);
+        let e = Campaign::parse(&text, Path::new("c.toml"), d.path())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("at most 100 headers"), "{e}");
         let text = GOOD.replace("news@shop.example", "not an address");
         let e = Campaign::parse(&text, Path::new("c.toml"), d.path())
             .unwrap_err()

@@ -102,6 +102,7 @@ fn preview_row(c: &Contact) -> Claimed {
         email: c.email.clone(),
         attempts: 0,
         created_at: 0,
+        message_id: None,
     }
 }
 
@@ -130,12 +131,25 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
             let sample = match &contact {
                 Some(e) => contact_by_email(&store, e).await?,
                 None => {
-                    let first = match &segment {
-                        Some(s) => crate::segment::sample(&store, s, 1)
+                    // The first contact the send would mail: on the list,
+                    // active, in the segment; never someone off the list.
+                    let list_id = crate::dispatch!(&store, pool => {
+                        sqlx::query_scalar::<_, i64>("SELECT id FROM lists WHERE name = $1")
+                            .bind(&campaign.list)
+                            .fetch_optional(pool)
                             .await?
-                            .into_iter()
-                            .next()
-                            .map(|c| c.id),
+                    });
+                    let first = match list_id {
+                        Some(list_id) => {
+                            let filter = crate::send::SegmentFilter {
+                                segment: segment.clone(),
+                                now: crate::domain::time::now_millis(),
+                            };
+                            crate::store::sends::first_recipients(&store, list_id, &filter, 1)
+                                .await?
+                                .into_iter()
+                                .next()
+                        }
                         None => None,
                     };
                     match first {
@@ -180,6 +194,9 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
                 println!("  segment   everyone on the list");
             }
             println!("  rendered  for {}", sample.email);
+            if let Some(line) = smtp_auth_check(&cfg).await? {
+                println!("  smtp      {line}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Preview {
@@ -235,6 +252,47 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
             })
         }
     }
+}
+
+/// What `campaign check` says about the SMTP password: it goes only over
+/// TLS or to a loopback relay (send/auth.rs). `tls = "none"` with a host
+/// beyond loopback can never authenticate, so the check fails.
+async fn smtp_auth_check(cfg: &Config) -> anyhow::Result<Option<String>> {
+    use crate::config::TlsMode;
+    let Some(s) = &cfg.smtp else { return Ok(None) };
+    if s.username.is_none() || s.password.is_none() {
+        return Ok(None);
+    }
+    let local = || async {
+        tokio::net::lookup_host((s.host.as_str(), s.port))
+            .await
+            .map(|addrs| {
+                let ips: Vec<_> = addrs.map(|a| a.ip()).collect();
+                !ips.is_empty() && ips.into_iter().all(crate::send::auth::is_loopback)
+            })
+            .unwrap_or(false)
+    };
+    Ok(Some(match s.tls {
+        TlsMode::Tls | TlsMode::Starttls => "the password is sent only over TLS".into(),
+        TlsMode::Opportunistic if local().await => {
+            "the password may be sent without TLS: the relay is on loopback".into()
+        }
+        TlsMode::Opportunistic => format!(
+            "warning: tls = \"opportunistic\": cartero authenticates to {} only after \
+             STARTTLS, and stops before AUTH if the server does not offer it; \
+             set tls = \"starttls\" or \"tls\" to make that explicit",
+            s.host
+        ),
+        TlsMode::None if local().await => {
+            "the password is sent without TLS: the relay is on loopback".into()
+        }
+        TlsMode::None => anyhow::bail!(
+            "smtp: tls = \"none\" with a username and password: cartero never sends the \
+             password in clear beyond loopback, and {} is not a loopback address; \
+             use tls = \"starttls\" or \"tls\"",
+            s.host
+        ),
+    }))
 }
 
 fn print_report(r: &SendReport, format: Format) -> anyhow::Result<()> {

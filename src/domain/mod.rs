@@ -5,6 +5,7 @@ pub mod contact;
 pub mod email;
 pub mod evidence;
 pub mod send;
+pub mod text;
 pub mod time;
 pub mod token;
 

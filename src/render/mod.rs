@@ -12,6 +12,7 @@ pub mod body;
 pub mod dkim;
 pub mod links;
 pub mod mime;
+pub mod sandbox;
 
 use std::path::Path;
 
@@ -46,6 +47,14 @@ pub enum RenderError {
 const SUBJECT: &str = "subject";
 const HTML: &str = "body.html";
 const TEXT: &str = "body.txt";
+
+/// Bytes a rendered subject may hold. RFC 5322 §2.1.1 limits a line to 998
+/// characters; a subject is folded over several, but one much longer than a
+/// screen is a template bug (a loop), not a message.
+const MAX_SUBJECT: usize = 2_000;
+/// Bytes a rendered HTML or text body may hold: far above any real message,
+/// low enough that a runaway loop stops before it fills the memory.
+const MAX_BODY: usize = 10 * 1024 * 1024;
 
 /// Width of the text part generated from HTML.
 const TEXT_WIDTH: usize = 78;
@@ -100,7 +109,8 @@ impl Renderer {
             .text_template
             .as_ref()
             .map(|p| p.display().to_string());
-        let mut tera = Tera::default();
+        // No environment, no files, bounded loops (sandbox.rs).
+        let mut tera = sandbox::tera();
         // Only the HTML body is escaped: the subject and text part are not
         // HTML, and escaping them would show &amp; to the reader.
         tera.autoescape_on(vec![HTML]);
@@ -109,11 +119,19 @@ impl Renderer {
             path: path.to_string(),
             message: tera_message(&e),
         };
+        let sandboxed = |tera: &Tera, name: &str, path: &str| {
+            sandbox::check_template(tera, name).map_err(|message| RenderError::Syntax {
+                path: path.to_string(),
+                message,
+            })
+        };
         tera.add_raw_template(HTML, &read(&campaign.html_template)?)
             .map_err(|e| syntax(&html_path, e))?;
+        sandboxed(&tera, HTML, &html_path)?;
         if let (Some(p), Some(tp)) = (&campaign.text_template, &text_path) {
             tera.add_raw_template(TEXT, &read(p)?)
                 .map_err(|e| syntax(tp, e))?;
+            sandboxed(&tera, TEXT, tp)?;
         }
         let subject_at = campaign.subject_at.clone();
         tera.add_raw_template(SUBJECT, &campaign.subject)
@@ -121,6 +139,11 @@ impl Renderer {
                 path: format!("{}:{}:{}", subject_at.path, subject_at.line, subject_at.col),
                 message: tera_message(&e),
             })?;
+        sandboxed(
+            &tera,
+            SUBJECT,
+            &format!("{}:{}:{}", subject_at.path, subject_at.line, subject_at.col),
+        )?;
         Ok(Self {
             tera,
             has_text: campaign.text_template.is_some(),
@@ -162,23 +185,29 @@ impl Renderer {
         );
         ctx.insert("unsubscribe_url", &personal.unsubscribe_url);
 
-        let render = |name: &str, path: &str| {
+        let render_capped = |name: &str, path: &str, limit: usize| {
+            let err = |message| RenderError::Render {
+                path: path.to_string(),
+                message,
+            };
+            let mut out = sandbox::Capped::new(limit);
             self.tera
-                .render(name, &ctx)
-                .map_err(|e| RenderError::Render {
-                    path: path.to_string(),
-                    message: tera_message(&e),
-                })
+                .render_to(name, &ctx, &mut out)
+                .map_err(|e| err(tera_message(&e)))?;
+            String::from_utf8(out.buf).map_err(|e| err(e.to_string()))
         };
+        let render = |name: &str, path: &str| render_capped(name, path, MAX_BODY);
         let subject_path = format!(
             "{}:{}:{} (subject)",
             self.subject_at.path, self.subject_at.line, self.subject_at.col
         );
-        // Header injection guard: a contact's data must not add header lines.
-        let subject = render(SUBJECT, &subject_path)?
-            .replace(['\r', '\n'], " ")
-            .trim()
-            .to_string();
+        // Header injection guard: a contact's data must not add header
+        // lines or carry raw controls into the Subject (RFC 5322 §3.2.5).
+        let subject = crate::domain::text::header_phrase(&render_capped(
+            SUBJECT,
+            &subject_path,
+            MAX_SUBJECT,
+        )?);
         let html = links::add_utm(&render(HTML, &self.html_path)?, &self.utm);
         let text = if self.has_text {
             let path = self.text_path.as_deref().unwrap_or(TEXT);
@@ -219,7 +248,7 @@ pub fn html_to_text(html: &str) -> String {
 }
 
 /// Tera nests the useful part of its message in the error's sources.
-fn tera_message(e: &tera::Error) -> String {
+pub(crate) fn tera_message(e: &tera::Error) -> String {
     let mut parts = vec![e.to_string()];
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
@@ -307,6 +336,39 @@ mod tests {
         let (_d, c) = campaign("<p>{{ contact.first_name </p>", None, "x");
         let e = Renderer::new(&c).err().unwrap().to_string();
         assert!(e.contains("a.html") && e.contains("template error"), "{e}");
+    }
+
+    #[test]
+    fn a_loop_in_the_subject_stops_at_the_bound() {
+        let (_d, c) = campaign(
+            "<p>x</p>",
+            None,
+            "{% for i in range(end=10000) %}{{ contact.first_name }}{% endfor %}",
+        );
+        let e = Renderer::new(&c)
+            .unwrap()
+            .render(&c, &contact(), &personal())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("c.toml:2:11 (subject)"), "{e}");
+        assert!(e.contains("longer than 2000 bytes"), "{e}");
+    }
+
+    #[test]
+    fn templates_cannot_read_the_environment_or_include() {
+        let (_d, c) = campaign("<p>{{ get_env(name=\"PATH\") }}</p>", None, "x");
+        let e = Renderer::new(&c)
+            .unwrap()
+            .render(&c, &contact(), &personal())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("a.html") && e.contains("cannot read the environment"),
+            "{e}"
+        );
+        let (_d, c) = campaign("<p>{% include \"body.html\" %}</p>", None, "x");
+        let e = Renderer::new(&c).err().unwrap().to_string();
+        assert!(e.contains("a.html") && e.contains("include"), "{e}");
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! snapshot and again when a row is claimed, so a contact who unsubscribes
 //! during a long send is not mailed.
 
+pub mod auth;
 pub mod outbox;
 pub mod recorder;
 pub mod smtp;
@@ -264,19 +265,26 @@ impl Composer {
         })
     }
 
-    /// The Message-ID of a send row: derived, not random, so a message
-    /// resent after a crash carries the same ID and receivers that dedupe by
-    /// Message-ID drop the copy.
-    pub fn message_id(&self, campaign_id: i64, send_id: i64, created_at: Millis) -> String {
-        format!(
-            "cartero.{campaign_id}.{send_id}.{created_at}@{}",
-            self.message_id_domain
-        )
+    /// A new Message-ID: 128 bits from the operating system's CSPRNG, so
+    /// nobody can guess the ID of a message they did not receive (the
+    /// feedback matcher trusts a report that quotes one). Never derived from
+    /// time or row ids. A send row gets its ID once, stored before the first
+    /// attempt (`sends::assign_message_ids`), so a resend after a crash
+    /// carries the same ID and receivers that dedupe by Message-ID drop the
+    /// copy.
+    pub fn new_message_id(&self) -> String {
+        use rand::RngCore;
+        let mut bytes = [0u8; 16];
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        format!("cartero.{hex}@{}", self.message_id_domain)
     }
 
+    /// `_campaign_id` is kept for the callers; nothing in a message is
+    /// derived from row ids any more.
     pub fn compose(
         &self,
-        campaign_id: i64,
+        _campaign_id: i64,
         row: &Claimed,
         contact: &Contact,
     ) -> Result<Composed, RenderError> {
@@ -286,7 +294,10 @@ impl Composer {
             unsubscribe_url: format!("{}/u/{unsub_token}", self.base_url),
         };
         let rendered = self.renderer.render(&self.campaign, contact, &personal)?;
-        let message_id = self.message_id(campaign_id, row.id, row.created_at);
+        let message_id = row
+            .message_id
+            .clone()
+            .unwrap_or_else(|| self.new_message_id());
         let name = [contact.first_name.as_deref(), contact.last_name.as_deref()]
             .into_iter()
             .flatten()
@@ -426,22 +437,10 @@ pub async fn send_campaign(
         return dry_run(store, &composer, list_id, &filter, &transport, started).await;
     }
 
-    // Fail before writing anything when the templates cannot render for the
-    // first recipient (an undefined variable fails for everyone) ...
-    if let Some((id, _)) = sends::preview(store, list_id, &filter, Some(1))
-        .await?
-        .first()
-        && let Some(c) = crate::store::contacts::find_by_id(store, *id).await?
-    {
-        let row = Claimed {
-            id: 0,
-            contact_id: c.id,
-            email: c.email.clone(),
-            attempts: 0,
-            created_at: 0,
-        };
-        composer.compose(0, &row, &c)?;
-    }
+    // Fail before writing anything when the templates cannot render for
+    // any of the first recipients (an undefined variable fails for
+    // everyone) ...
+    preflight(store, &composer, list_id, &filter).await?;
     // ... or when the server cannot be reached.
     if let Transport::Smtp(s) = &transport {
         let mut probe = SmtpClient::new(s);
@@ -563,6 +562,42 @@ pub async fn send_campaign(
     })
 }
 
+/// Recipients the pre-flight renders for. One contact's bad data fails that
+/// contact alone during the send; only when every one of these fails is the
+/// template itself taken to be broken.
+const PREFLIGHT_RECIPIENTS: i64 = 3;
+
+/// Renders for the first recipients the send would deliver to (on the list,
+/// active, in the segment): an error only when all of them fail.
+async fn preflight(
+    store: &Store,
+    composer: &Composer,
+    list_id: i64,
+    filter: &SegmentFilter,
+) -> Result<(), SendError> {
+    let ids = sends::first_recipients(store, list_id, filter, PREFLIGHT_RECIPIENTS).await?;
+    let contacts = crate::store::contacts::find_many(store, &ids).await?;
+    let mut first_err = None;
+    for id in &ids {
+        let Some(c) = contacts.get(id) else { continue };
+        let row = Claimed {
+            id: 0,
+            contact_id: c.id,
+            email: c.email.clone(),
+            attempts: 0,
+            created_at: 0,
+            message_id: None,
+        };
+        match composer.compose(0, &row, c) {
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    first_err.map_or(Ok(()), |e| Err(e.into()))
+}
+
 struct WorkerCtx {
     store: Store,
     recorder: Recorder,
@@ -647,7 +682,16 @@ async fn prepare(
 ) -> Result<Prepared, SendError> {
     let now = now_millis();
     let lease_until = now + LEASE.as_millis() as i64;
-    let batch = sends::claim(&store, campaign_id, &worker, claim_size, lease_until, now).await?;
+    let mut batch =
+        sends::claim(&store, campaign_id, &worker, claim_size, lease_until, now).await?;
+    // Each row's random Message-ID is stored before its first attempt.
+    let mut fresh = Vec::new();
+    for row in batch.iter_mut().filter(|r| r.message_id.is_none()) {
+        let mid = composer.new_message_id();
+        fresh.push((row.id, mid.clone()));
+        row.message_id = Some(mid);
+    }
+    sends::assign_message_ids(&store, &fresh).await?;
     if batch.is_empty() {
         return Ok(Prepared {
             skipped: Vec::new(),
@@ -826,6 +870,7 @@ async fn dry_run(
                 email: c.email.clone(),
                 attempts: 0,
                 created_at: 0,
+                message_id: None,
             };
             match composer.compose(0, &row, c) {
                 Ok(_) => tally.pending += 1,

@@ -164,6 +164,7 @@ impl SmtpClient {
             .map_err(|_| self.err("connection timed out"))?
             .map_err(|e| self.err(e))?;
         tcp.set_nodelay(true).map_err(|e| self.err(e))?;
+        let peer = tcp.peer_addr().map_err(|e| self.err(e))?;
         let transport: Box<dyn AsyncTokioStream> = if self.cfg.tls == TlsMode::Tls {
             // Implicit TLS (RFC 8314): the handshake before the greeting.
             let tls = tokio::time::timeout(
@@ -203,6 +204,18 @@ impl SmtpClient {
                 Err(e) => return Err(self.err(format!("EHLO failed: {e}"))),
             };
         if let (Some(user), Some(pass)) = (&self.cfg.username, &self.cfg.password) {
+            // Never the password in clear beyond loopback, whatever `tls`
+            // says (auth.rs): a stripped STARTTLS must not reveal it.
+            let encrypted = self.cfg.tls == TlsMode::Tls || want_tls;
+            if !super::auth::may_authenticate(encrypted, peer.ip()) {
+                let _ = conn.quit().await;
+                return Err(self.err(format!(
+                    "refusing to send the SMTP password without TLS to {}: the server offered no \
+                     STARTTLS; use tls = \"tls\" or \"starttls\" (only a loopback relay may \
+                     authenticate in clear)",
+                    peer.ip()
+                )));
+            }
             let creds = Credentials::new(user.clone(), pass.clone());
             conn.auth(&[Mechanism::Plain, Mechanism::Login], &creds)
                 .await

@@ -170,6 +170,36 @@ pub async fn preview(
     })
 }
 
+/// The first `limit` contacts a send would deliver to: matching the filter,
+/// active and subscribed to the list, by id. The pre-flight of a send and
+/// `campaign check` render for these, never for a contact the campaign
+/// would not mail.
+pub async fn first_recipients(
+    store: &Store,
+    list_id: i64,
+    filter: &dyn ContactFilter,
+    limit: i64,
+) -> Result<Vec<i64>> {
+    macro_rules! body {
+        ($pool:expr, $push:ident) => {{
+            let mut qb = QueryBuilder::new(
+                "SELECT c.id FROM contacts c WHERE c.status = 'active' AND EXISTS \
+                 (SELECT 1 FROM contact_lists cl WHERE cl.contact_id = c.id AND cl.list_id = ",
+            );
+            qb.push_bind(list_id);
+            qb.push(" AND cl.subscribed = 1) AND (");
+            filter.$push(&mut qb);
+            qb.push(") ORDER BY c.id LIMIT ");
+            qb.push_bind(limit);
+            qb.build_query_scalar::<i64>().fetch_all($pool).await?
+        }};
+    }
+    Ok(match store {
+        Store::Sqlite(p) => body!(p, push_sqlite),
+        Store::Postgres(p) => body!(p, push_postgres),
+    })
+}
+
 pub async fn tally(store: &Store, campaign_id: i64) -> Result<Tally> {
     let rows: Vec<(String, Option<String>, i64)> = dispatch!(store, pool => {
         sqlx::query_as(
@@ -223,6 +253,10 @@ pub struct Claimed {
     /// Attempts including this one.
     pub attempts: i64,
     pub created_at: Millis,
+    /// The Message-ID this send carries, once assigned (`assign_message_ids`):
+    /// kept in `sends.message_id` from before the first attempt, so a resend
+    /// carries the same one and a bounce or complaint quoting it matches.
+    pub message_id: Option<String>,
 }
 
 /// Claims up to `n` rows that are due: pending, or deferred with their retry
@@ -250,7 +284,7 @@ pub async fn claim(
         format!(
             "UPDATE sends SET state = 'sending', claimed_by = $1, lease_until = $2, attempts = attempts + 1, \
              updated_at = $3 WHERE id IN (SELECT id FROM sends WHERE campaign_id = $4 AND {due} \
-             LIMIT $5{lock}) RETURNING id, contact_id, email, attempts, created_at"
+             LIMIT $5{lock}) RETURNING id, contact_id, email, attempts, created_at, message_id"
         )
     };
     let pending = claim_where("state = 'pending'");
@@ -279,6 +313,7 @@ pub async fn claim(
                         email: r.try_get("email")?,
                         attempts: r.try_get("attempts")?,
                         created_at: r.try_get("created_at")?,
+                        message_id: r.try_get("message_id")?,
                     })
                 })
                 .collect::<std::result::Result<Vec<_>, sqlx::Error>>()?
@@ -287,6 +322,47 @@ pub async fn claim(
     }
     rows.sort_by_key(|c| c.id);
     Ok(rows)
+}
+
+/// Stores Message-IDs for claimed rows that had none, in one statement
+/// (the ids as one JSON parameter, as `record_many` does), before any of
+/// them is delivered. A row that already has one keeps it.
+pub async fn assign_message_ids(store: &Store, ids: &[(i64, String)]) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    #[derive(serde::Serialize)]
+    struct Row<'a> {
+        id: i64,
+        mid: &'a str,
+    }
+    let rows: Vec<Row<'_>> = ids.iter().map(|(id, mid)| Row { id: *id, mid }).collect();
+    let rows = serde_json::to_string(&rows)
+        .map_err(|e| super::StoreError::Corrupt(format!("message ids as JSON: {e}")))?;
+    let _writer = sqlite_writer(store).await;
+    match store {
+        Store::Sqlite(p) => {
+            sqlx::query(
+                "WITH v AS (SELECT json_extract(value, '$.id') AS id, json_extract(value, '$.mid') AS mid \
+                 FROM json_each($1)) UPDATE sends SET message_id = COALESCE(sends.message_id, v.mid) \
+                 FROM v WHERE sends.id = v.id",
+            )
+            .bind(rows)
+            .execute(p)
+            .await?;
+        }
+        Store::Postgres(p) => {
+            sqlx::query(
+                "WITH v AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(id bigint, mid text)) \
+                 UPDATE sends SET message_id = COALESCE(sends.message_id, v.mid) \
+                 FROM v WHERE sends.id = v.id",
+            )
+            .bind(rows)
+            .execute(p)
+            .await?;
+        }
+    }
+    Ok(())
 }
 
 /// The result of one delivery attempt.
