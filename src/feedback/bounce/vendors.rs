@@ -11,6 +11,8 @@
 //! next as its error text. Per-MTA knowledge is kept to the markers that say
 //! a message is a bounce at all, and to vendor error codes (`coded_reason`).
 
+use std::collections::{HashMap, HashSet};
+
 use super::address;
 use super::message::Mail;
 use super::reason::Reason;
@@ -211,15 +213,38 @@ fn candidates(line: &str, exclude: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// The failed addresses of a notice with their error text. `exclude` holds
-/// the sender's addresses (the bounce's To, the original From).
-pub fn scan(notice: &str, exclude: &[String]) -> Vec<Found> {
+/// Most text kept for one recipient's error (a block of the notice, or the
+/// lines that mention it): real errors are a few lines; a crafted notice
+/// must not make every recipient carry a copy of the whole text.
+pub const MAX_TEXT: usize = 8 * 1024;
+
+/// Append a line to a recipient's text while it is under `MAX_TEXT`.
+fn push_line(text: &mut String, line: &str) {
+    if text.len() >= MAX_TEXT {
+        return;
+    }
+    if !text.is_empty() {
+        text.push('\n');
+    }
+    let room = MAX_TEXT - text.len();
+    let mut end = line.len().min(room);
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.push_str(&line[..end]);
+}
+
+/// The failed addresses of a notice with their error text, at most `max`
+/// of them. `exclude` holds the sender's addresses (the bounce's To, the
+/// original From).
+pub fn scan(notice: &str, exclude: &[String], max: usize) -> Vec<Found> {
     let lines: Vec<&str> = notice.lines().collect();
     let mut found: Vec<Found> = Vec::new();
+    let mut known: HashSet<String> = HashSet::new();
     let mut i = 0;
     // Lines before this one belong to an earlier block.
     let mut consumed = 0;
-    while i < lines.len() {
+    while i < lines.len() && found.len() < max {
         // A Japanese help sentence may wrap right after the address, with
         // the "contact" particle starting the next line.
         let help_follows = lines.get(i + 1).is_some_and(|n| is_help_continuation(n));
@@ -228,10 +253,7 @@ pub fn scan(notice: &str, exclude: &[String]) -> Vec<Found> {
         } else {
             candidates(lines[i], exclude)
         };
-        let fresh: Vec<String> = cands
-            .into_iter()
-            .filter(|a| !found.iter().any(|f| &f.recipient == a))
-            .collect();
+        let fresh: Vec<String> = cands.into_iter().filter(|a| !known.contains(a)).collect();
         if fresh.is_empty() {
             i += 1;
             continue;
@@ -253,11 +275,10 @@ pub fn scan(notice: &str, exclude: &[String]) -> Vec<Found> {
                 k -= 1;
             }
             for l in &lines[k..i] {
-                text.push_str(l);
-                text.push('\n');
+                push_line(&mut text, l);
             }
         }
-        text.push_str(lines[i]);
+        push_line(&mut text, lines[i]);
         let mut j = i + 1;
         let mut blanks = 0;
         while j < lines.len() && j < i + 20 {
@@ -273,7 +294,7 @@ pub fn scan(notice: &str, exclude: &[String]) -> Vec<Found> {
             let next = candidates(l, exclude);
             if next
                 .iter()
-                .any(|a| !fresh.contains(a) && !found.iter().any(|f| &f.recipient == a))
+                .any(|a| !fresh.contains(a) && !known.contains(a))
             {
                 break;
             }
@@ -284,11 +305,14 @@ pub fn scan(notice: &str, exclude: &[String]) -> Vec<Found> {
                 break;
             }
             blanks = 0;
-            text.push('\n');
-            text.push_str(l);
+            push_line(&mut text, l);
             j += 1;
         }
         for a in fresh {
+            if found.len() >= max {
+                break;
+            }
+            known.insert(a.clone());
             found.push(Found {
                 recipient: a,
                 text: text.clone(),
@@ -317,45 +341,75 @@ fn is_transcript_line(line: &str) -> bool {
     t.starts_with(">>>") || t.starts_with("<<<")
 }
 
-/// The lines of the notice that mention `recipient`, with the lines under
-/// each mention up to a blank line: the prose a DSN's text part gives for
-/// the recipient its machine part lists.
-pub fn text_about(notice: &str, recipient: &str) -> String {
-    let needle = recipient.to_lowercase();
-    let lines: Vec<&str> = notice.lines().collect();
-    let mut out = String::new();
-    let mut i = 0;
-    while i < lines.len() {
-        let l = lines[i];
-        let low = l.to_lowercase();
-        let is_field = {
-            let t = low.trim_start();
-            t.starts_with("final-recipient")
-                || t.starts_with("original-recipient")
-                || t.starts_with("x-actual-recipient")
+/// Where each address is mentioned in a notice, read once: the prose a
+/// DSN's text part gives for each recipient its machine part lists.
+///
+/// Built in one pass over the notice so that looking up every recipient of
+/// a report costs the notice's length once, not once per recipient.
+pub struct Mentions<'a> {
+    lines: Vec<&'a str>,
+    /// Address → the lines (indices) that name it, in order.
+    by_address: HashMap<String, Vec<usize>>,
+}
+
+impl<'a> Mentions<'a> {
+    pub fn new(notice: &'a str) -> Mentions<'a> {
+        let lines: Vec<&str> = notice.lines().collect();
+        let mut by_address: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, l) in lines.iter().enumerate() {
+            if is_recipient_field(l) || !l.contains('@') {
+                continue;
+            }
+            for a in address::find_all(l) {
+                by_address.entry(a).or_default().push(i);
+            }
+        }
+        Mentions { lines, by_address }
+    }
+
+    /// The lines that mention `recipient`, each with the lines under it up
+    /// to a blank line or the next DSN field group, at most `MAX_TEXT`.
+    pub fn about(&self, recipient: &str) -> String {
+        let needle = recipient.to_lowercase();
+        let Some(at) = self.by_address.get(&needle) else {
+            return String::new();
         };
-        if !is_field && low.contains(&needle) {
-            out.push_str(l);
-            out.push('\n');
+        let mut out = String::new();
+        let mut next = 0;
+        for &i in at {
+            if i < next || out.len() >= MAX_TEXT {
+                continue;
+            }
+            push_line(&mut out, self.lines[i]);
             let mut j = i + 1;
-            while j < lines.len() && j < i + 12 && !lines[j].trim().is_empty() {
-                let t = lines[j].trim_start().to_ascii_lowercase();
+            while j < self.lines.len() && j < i + 12 && !self.lines[j].trim().is_empty() {
+                let t = self.lines[j].trim_start().to_ascii_lowercase();
                 if t.starts_with("final-recipient")
                     || t.starts_with("reporting-mta")
                     || t.starts_with("original-recipient")
                 {
                     break;
                 }
-                out.push_str(lines[j]);
-                out.push('\n');
+                push_line(&mut out, self.lines[j]);
                 j += 1;
             }
-            i = j;
-            continue;
+            next = j;
         }
-        i += 1;
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out
     }
-    out
+}
+
+/// A DSN recipient field (RFC 3464 §2.3.1-2): it names the recipient, but
+/// says nothing about the failure.
+fn is_recipient_field(line: &str) -> bool {
+    let t = line.trim_start();
+    let t = t.get(..t.len().min(20)).unwrap_or("").to_ascii_lowercase();
+    t.starts_with("final-recipient")
+        || t.starts_with("original-recipient")
+        || t.starts_with("x-actual-recipient")
 }
 
 /// A mail system whose notice has fixed wording: there, a phrase means one
@@ -600,7 +654,7 @@ mod tests {
     #[test]
     fn exim_block_gives_each_address_its_error() {
         let notice = "This message was created automatically by mail delivery software.\n\nA message that you sent could not be delivered to one or more of its\nrecipients. This is a permanent error. The following address(es) failed:\n\n  a@example.org\n    SMTP error from remote mail server after RCPT TO:<a@example.org>:\n    550 5.1.1 User unknown\n\n  b@example.net\n    retry timeout exceeded\n";
-        let f = scan(notice, &["sender@example.jp".to_string()]);
+        let f = scan(notice, &["sender@example.jp".to_string()], 100);
         assert_eq!(f.len(), 2);
         assert_eq!(f[0].recipient, "a@example.org");
         assert!(f[0].text.contains("User unknown"));
@@ -613,7 +667,7 @@ mod tests {
         // Sendmail v5: the server's reply to MAIL FROM is the error of the
         // recipient line under it; the host error line after is not.
         let notice = "   ----- Transcript of session follows -----\nWhile talking to mx.example.org:\n>>> MAIL From:<me@example.jp>\n<<< 501 <me@example.jp>... Sender refused by policy\n554 <a@example.org>... Service unavailable\n550 example.org (smtp)... 550 Host unknown\n554 <b@example.org>... 550 Host unknown (Authoritative answer from name server)\n";
-        let f = scan(notice, &["me@example.jp".to_string()]);
+        let f = scan(notice, &["me@example.jp".to_string()], 100);
         assert_eq!(f.len(), 2);
         assert_eq!(f[0].recipient, "a@example.org");
         assert!(f[0].text.contains(">>> MAIL From"));
@@ -699,13 +753,13 @@ mod tests {
     #[test]
     fn sender_and_mail_system_addresses_are_not_recipients() {
         let notice = "Your message to you@example.org from me@example.jp\nwas rejected. Contact postmaster@example.org\n";
-        let f = scan(notice, &["me@example.jp".to_string()]);
+        let f = scan(notice, &["me@example.jp".to_string()], 100);
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].recipient, "you@example.org");
         // A help line in Japanese ("please contact <...>"), wrapped after
         // the address.
         let notice = "<you@example.org>: host mx.example.org said: 550 User unknown\n\n\n解決できない場合は、<support@isp.example>\nへご連絡ください。\n";
-        let f = scan(notice, &["me@example.jp".to_string()]);
+        let f = scan(notice, &["me@example.jp".to_string()], 100);
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].recipient, "you@example.org");
     }
