@@ -649,8 +649,11 @@ fn choose(e: &Evidence<'_>) -> Option<Reason> {
                     // text names another cause and not this one, the text wins.
                     says(UserUnknown) || e.says.is_empty()
                 } else {
-                    // RCPT TO, a local delivery agent, or an addressing
+                    // A user-unknown phrase means what it says at RCPT TO,
+                    // from a local delivery agent, or with an addressing
                     // status (RFC 3463 X.1.x, e.g. Microsoft's 5.1.10).
+                    // Without the command it stays ambiguous: content
+                    // filters answer after DATA with the same words.
                     says(UserUnknown)
                         && (matches!(e.command, Some("RCPT" | "LOCAL")) || e.address_status)
                 }
@@ -804,12 +807,16 @@ fn decide(
     let folded = reason::join_reply_lines(&reason::fold(&text));
 
     let reply = dsn::find_reply_code(&text);
-    let status = prefer_status(
-        dsn_status,
-        &dsn::all_statuses(&diag),
-        &dsn::all_statuses(about),
-        reply.as_deref(),
-    );
+    let said = [dsn::all_statuses(&diag), dsn::all_statuses(about)];
+    let status = prefer_status(dsn_status, &said[0], &said[1], reply.as_deref());
+    // The server itself wrote "other or undefined status" (RFC 3463 §3.1,
+    // X.0.0): it chose not to call the failure an addressing one.
+    let undefined_said = said
+        .iter()
+        .flatten()
+        .next()
+        .is_some_and(|c| c.ends_with(".0.0"))
+        && said.iter().flatten().all(|c| c.ends_with(".0.0"));
     rec.reply_code = reply;
     rec.command = vendors::command(&folded)
         .or_else(|| {
@@ -843,6 +850,14 @@ fn decide(
     }
     if says.is_empty() && recipients == 1 {
         says = reason::matches(notice.folded());
+    }
+    // An account switched off in words no table lists is a suspension, not
+    // an unknown user (the X.1.1 such servers often send with it).
+    if !says.contains(&Reason::Suspend)
+        && !says.contains(&Reason::UserUnknown)
+        && reason::says_suspended(&folded)
+    {
+        says.insert(0, Reason::Suspend);
     }
     let evidence = Evidence {
         status: from_status,
@@ -893,6 +908,10 @@ fn decide(
         Some(r) => r,
         None => {
             let code = rec.reply_code.as_deref().unwrap_or("");
+            let class = status
+                .as_deref()
+                .or(rec.reply_code.as_deref())
+                .and_then(|c| c.bytes().next());
             if x_unix {
                 Reason::MailerError
             } else if matches!(code, "500" | "501" | "502" | "503" | "504") {
@@ -900,6 +919,20 @@ fn decide(
                 Reason::SyntaxError
             } else if action == "delayed" {
                 Reason::Expired
+            } else if class == Some(b'4') {
+                // A report of failure whose error is temporary (RFC 3463
+                // class 4, or a 4xx reply): the MTA gave up retrying, and
+                // the queue lifetime is why it stopped.
+                Reason::Expired
+            } else if class == Some(b'5')
+                && rec.command.as_deref() == Some("RCPT")
+                && !undefined_said
+            {
+                // A permanent refusal of the recipient (RFC 5321 §3.3: RCPT
+                // names the mailbox) in words no table knows: the mailbox.
+                // A content filter cannot answer at RCPT; it has not seen
+                // the message yet.
+                Reason::UserUnknown
             } else if !diag.is_empty() || !about.trim().is_empty() {
                 Reason::OnHold
             } else {
@@ -1117,6 +1150,73 @@ mod tests {
                 "Final-Recipient: rfc822; nobody@example.org\nAction: failed\nStatus: 5.1.1\nRemote-MTA: dns; mx.example.org\nDiagnostic-Code: smtp; 550 5.1.1 <nobody@example.org>: Recipient address\n    rejected: User unknown in local recipient table\n",
                 &groups,
             )
+    }
+
+    #[test]
+    fn an_unknown_permanent_refusal_at_rcpt_is_the_mailbox() {
+        // No table knows the words and there is no enhanced code: at RCPT
+        // TO a 5xx can only be about the recipient (RFC 5321 §3.3).
+        let c = postfix_with(
+            "5.0.0",
+            "failed",
+            "550 Kein Postfach mit diesem Namen (in reply to RCPT TO command)",
+        );
+        assert_eq!(c.records[0].command.as_deref(), Some("RCPT"));
+        assert_eq!(c.records[0].reason, Reason::UserUnknown);
+        assert_eq!(c.records[0].kind, Kind::Hard);
+        // The same words after DATA are not evidence about the mailbox.
+        let c = postfix_with(
+            "5.0.0",
+            "failed",
+            "550 Kein Postfach mit diesem Namen (in reply to end of DATA command)",
+        );
+        assert_eq!(c.records[0].kind, Kind::Soft);
+        // Nor when the server itself said "undefined" (X.0.0).
+        let c = postfix_with(
+            "5.0.0",
+            "failed",
+            "550 5.0.0 Kein Postfach mit diesem Namen (in reply to RCPT TO command)",
+        );
+        assert_eq!(c.records[0].reason, Reason::OnHold);
+    }
+
+    #[test]
+    fn a_temporary_error_in_a_final_report_is_expiry() {
+        let c = postfix_with("4.0.0", "failed", "451 Bitte spaeter nochmal");
+        assert_eq!(c.records[0].reason, Reason::Expired);
+        assert_eq!(c.records[0].kind, Kind::Soft);
+    }
+
+    #[test]
+    fn mta_templates_name_the_refused_command() {
+        // qmail-remote and Gmail word the step their own way.
+        assert_eq!(
+            vendors::command(&reason::fold(
+                "192.0.2.1 does not like recipient. Remote host said: 550 sorry"
+            )),
+            Some("RCPT")
+        );
+        assert_eq!(
+            vendors::command(&reason::fold(
+                "550 550 Unknown user a@example.org (state 18)."
+            )),
+            Some("DATA")
+        );
+        assert_eq!(
+            vendors::command(&reason::fold("550 550 <a@example.org>: nope (state 14).")),
+            Some("RCPT")
+        );
+    }
+
+    #[test]
+    fn a_switched_off_account_is_a_suspension_whatever_the_code() {
+        let c = postfix_with(
+            "5.1.1",
+            "failed",
+            "550 5.1.1 <nobody@example.org>: this account has been deactivated",
+        );
+        assert_eq!(c.records[0].reason, Reason::Suspend);
+        assert_eq!(c.records[0].kind, Kind::Soft);
     }
 
     #[test]

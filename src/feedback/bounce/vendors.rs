@@ -636,6 +636,14 @@ pub fn command(folded: &str) -> Option<&'static str> {
         ("vdeliver:", "LOCAL"),
         ("vdelivermail:", "LOCAL"),
         ("invalid final delivery userid", "LOCAL"),
+        // qmail-remote's own sentences (qmail-remote.c): which step of the
+        // session the remote host refused.
+        ("does not like recipient", "RCPT"),
+        ("but sender was rejected", "MAIL"),
+        ("failed on data command", "DATA"),
+        ("failed after i sent the message", "DATA"),
+        ("but greeting failed", "CONN"),
+        ("but my name was rejected", "HELO"),
         ("in reply to ehlo", "EHLO"),
         ("in reply to helo", "HELO"),
         ("after ehlo", "EHLO"),
@@ -645,6 +653,25 @@ pub fn command(folded: &str) -> Option<&'static str> {
         .iter()
         .find(|(p, _)| folded.contains(p))
         .map(|(_, c)| *c)
+        .or_else(|| gmail_state(folded))
+}
+
+/// Gmail's notices end the remote server's reply with the step of its SMTP
+/// client that failed, "(state 14)": 13 is the greeting, 14 RCPT TO, 15, 17
+/// and 18 the message (the numbering Sisimai's Gmail reader documents).
+fn gmail_state(folded: &str) -> Option<&'static str> {
+    let at = folded.find("(state ")?;
+    let n: String = folded[at + 7..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    match n.as_str() {
+        "6" => Some("MAIL"),
+        "13" => Some("EHLO"),
+        "14" => Some("RCPT"),
+        "15" | "17" | "18" => Some("DATA"),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
