@@ -100,6 +100,31 @@ pub fn find_all(text: &str) -> Vec<String> {
     out
 }
 
+/// The addresses of the mailboxes the text names: like `find_all`, but an
+/// address written as the display name of another (`a@example.com
+/// <b@example.net>`, RFC 5322 §3.4 `name-addr`) is only a name; the
+/// angle-bracketed address is the mailbox.
+pub fn mailboxes(text: &str) -> Vec<String> {
+    let all = find_all(text);
+    // A name-addr pairs two addresses; a line listing many is a list, and
+    // checking each against the others would cost their count squared.
+    if all.len() < 2 || all.len() > 16 {
+        return all;
+    }
+    let low = text.to_lowercase();
+    all.into_iter()
+        .filter(|a| {
+            !["", "\"", "'"].iter().any(|q| {
+                low.match_indices(&format!("{a}{q} <")).any(|(i, m)| {
+                    find_all(&low[i + m.len()..]).first().is_some_and(|next| {
+                        next != a && low[i + m.len()..].starts_with(next.as_str())
+                    })
+                })
+            })
+        })
+        .collect()
+}
+
 /// The address of a From/To style header value (`Name <a@b>` or `a@b`).
 pub fn first_in(value: &str) -> Option<String> {
     find_all(value).into_iter().next()
@@ -143,6 +168,35 @@ mod tests {
         assert_eq!(
             find_all("for <a%b.example@relay.example>;"),
             vec!["a%b.example@relay.example".to_string()]
+        );
+    }
+
+    #[test]
+    fn an_address_as_display_name_is_not_the_mailbox() {
+        assert_eq!(
+            mailboxes("kijitora@example.com <neko@example.net>: malformed address"),
+            vec!["neko@example.net".to_string()]
+        );
+        assert_eq!(
+            mailboxes("\"a@example.com\" <b@example.net>, c@example.org"),
+            vec!["b@example.net".to_string(), "c@example.org".to_string()]
+        );
+        assert_eq!(
+            mailboxes("a@example.com and b@example.net"),
+            vec!["a@example.com".to_string(), "b@example.net".to_string()]
+        );
+    }
+
+    #[test]
+    fn source_routes_and_percent_hacks_give_the_mailbox() {
+        // RFC 5321 §4.1.2 source route: the mailbox follows the colon.
+        assert_eq!(
+            find_all("<@relay.example.net:kijitora@example.jp>"),
+            vec!["kijitora@example.jp".to_string()]
+        );
+        assert_eq!(
+            from_typed("rfc822; @relay1.example,@relay2.example:neko@example.org"),
+            Some("neko@example.org".into())
         );
     }
 

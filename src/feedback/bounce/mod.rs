@@ -371,6 +371,11 @@ fn records(mail: &Mail, depth: u8, max: usize) -> Vec<Record> {
                 found.push(vendors::Found { recipient: a, text });
             }
         }
+        if found.is_empty()
+            && let Some(f) = vendors::fml_notice(mail, max)
+        {
+            found = f;
+        }
         if found.is_empty() {
             found = vendors::scan(&mail.notice, &exclude, max);
         }
@@ -1216,6 +1221,16 @@ mod tests {
             "550 5.1.1 <nobody@example.org>: this account has been deactivated",
         );
         assert_eq!(c.records[0].reason, Reason::Suspend);
+        assert_eq!(c.records[0].kind, Kind::Soft);
+    }
+
+    #[test]
+    fn fml_notices_name_the_refused_poster() {
+        let raw = "From: elena-admin@ml.example.jp\nTo: neko@example.org\nSubject: NOT MEMBER article from neko@example.org (elena ML)\nMessage-ID: <200601010000.FMLAAA01@ml.example.jp>\nX-MLServer: fml [fml 4.0.3 release (20040609)]\nX-ML-Name: elena\n\nYou are not a member of this mailing list <neko@example.org>.\n\nIf you know the general guide of this list, please send mail with\nthe mail body\n\tguide\nto the address\n\t<elena-ctl@ml.example.jp>\n\nOriginal mail as follows:\n\nFrom: neko@example.org\nTo: elena@ml.example.jp\nSubject: hi\n\nhello\n";
+        let c = classify(raw.as_bytes());
+        assert_eq!(c.records.len(), 1, "{:?}", c.records);
+        assert_eq!(c.records[0].recipient.as_deref(), Some("neko@example.org"));
+        assert_eq!(c.records[0].reason, Reason::Rejected);
         assert_eq!(c.records[0].kind, Kind::Soft);
     }
 

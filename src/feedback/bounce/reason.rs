@@ -826,6 +826,10 @@ const REJECTED: &[&str] = &[
     "are not member",
     "group may not exist",
     "投稿する権限",
+    // fml's refusals of a post (fml.org, as Sisimai's fml reader lists).
+    "reject mail from",
+    "reject spammers:",
+    "spam mail from a spammer is rejected",
 ];
 
 const SYNTAX_ERROR: &[&str] = &[
@@ -1002,6 +1006,8 @@ const SECURITY_ERROR: &[&str] = &[
     "executable files are not allowed",
     "you don't authenticate",
     "is a dead domain",
+    // fml's notice of a post its security checks refused.
+    "security alert",
 ];
 
 const SYSTEM_ERROR: &[&str] = &[
@@ -1027,6 +1033,13 @@ const SYSTEM_ERROR: &[&str] = &[
     "recipient deferred because there is no mdb",
     "could not load drd",
     "several matches found in domino directory",
+    // fml's loop and duplicate guards.
+    "has detected a loop condition",
+    "duplicated message-id",
+    "loop back warning",
+    "loop alert:",
+    "unix from loop",
+    "fml system error message",
     // RFC 5321 §4.2.3: 554 "Transaction failed", with nothing more said.
     "554 transaction failed",
 ];

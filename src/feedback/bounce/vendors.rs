@@ -91,6 +91,7 @@ pub fn presents_as_bounce(mail: &Mail) -> bool {
         || from.contains("mail delivery")
         || from.contains("mailer_daemon")
         || mail.header("x-failed-recipients").is_some()
+        || is_fml_admin(mail)
     {
         return true;
     }
@@ -205,7 +206,7 @@ fn candidates(line: &str, exclude: &[String]) -> Vec<String> {
     if is_id_line(line) || is_help_line(line) {
         return Vec::new();
     }
-    address::find_all(line)
+    address::mailboxes(line)
         .into_iter()
         .filter(|a| {
             !exclude.contains(a) && !address::is_system(a) && !is_own_postmaster(a, exclude)
@@ -322,6 +323,61 @@ pub fn scan(notice: &str, exclude: &[String], max: usize) -> Vec<Found> {
         consumed = i;
     }
     found
+}
+
+/// The notices of fml (fml.org), the Japanese mailing-list manager, about
+/// a post it refused or a loop it stopped: sent from the list's `-admin`
+/// address with an `X-MLServer: fml` header, they name the address
+/// concerned in angle brackets ("You are not a member of this mailing list
+/// <a@example.org>."), which is the poster, so the original's sender is not
+/// excluded here. The subject is added to each text: fml often states the
+/// error only there.
+pub fn fml_notice(mail: &Mail, max: usize) -> Option<Vec<Found>> {
+    if !is_fml_admin(mail) {
+        return None;
+    }
+    // The list's own addresses (`-ctl`, `-admin`) share the domain of the
+    // notice's sender; the poster's is elsewhere.
+    let list_domain = mail
+        .header("from")
+        .and_then(address::first_in)
+        .and_then(|a| a.split_once('@').map(|(_, d)| d.to_string()))
+        .unwrap_or_default();
+    let mut found: Vec<Found> = Vec::new();
+    for line in mail.notice.lines() {
+        if found.len() >= max {
+            break;
+        }
+        let (Some(p1), Some(p2)) = (line.find('<'), line.rfind('>')) else {
+            continue;
+        };
+        if p1 >= p2 {
+            continue;
+        }
+        let Some(a) = address::first_in(&line[p1 + 1..p2]) else {
+            continue;
+        };
+        if address::is_system(&a)
+            || a.ends_with(&format!("@{list_domain}"))
+            || found.iter().any(|f| f.recipient == a)
+        {
+            continue;
+        }
+        found.push(Found {
+            recipient: a,
+            text: format!("{line}\n{}", mail.subject),
+        });
+    }
+    (!found.is_empty()).then_some(found)
+}
+
+/// A notice from an fml list's administrative address.
+fn is_fml_admin(mail: &Mail) -> bool {
+    mail.header("x-mlserver")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("fml"))
+        && mail
+            .header("from")
+            .is_some_and(|v| v.to_ascii_lowercase().contains("-admin@"))
 }
 
 /// A Sendmail error line: a reply code, then `who... what` (sendmail's
