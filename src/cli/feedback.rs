@@ -123,6 +123,13 @@ pub struct ParseArgs {
     /// Output format: a table for people, JSON lines for scripts.
     #[arg(long, value_enum, default_value_t = ParseFormat::Table)]
     pub format: ParseFormat,
+    /// Bytes of each message examined (head and tail of a longer one);
+    /// 0 for no limit.
+    #[arg(long, default_value_t = bounce::Limits::DEFAULT.max_bytes)]
+    pub max_bytes: usize,
+    /// Failed recipients reported per message; 0 for no limit.
+    #[arg(long, default_value_t = bounce::Limits::DEFAULT.max_recipients)]
+    pub max_recipients: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -458,6 +465,11 @@ struct Item {
 }
 
 fn parse(args: ParseArgs) -> anyhow::Result<ExitCode> {
+    let unlimited = |n: usize| if n == 0 { usize::MAX } else { n };
+    let limits = bounce::Limits {
+        max_bytes: unlimited(args.max_bytes),
+        max_recipients: unlimited(args.max_recipients),
+    };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     if args.format == ParseFormat::Table {
@@ -470,7 +482,19 @@ fn parse(args: ParseArgs) -> anyhow::Result<ExitCode> {
     for path in &args.paths {
         let items = read_path(path)?;
         for item in items {
-            let c = bounce::classify(&item.raw);
+            let c = bounce::classify_with(&item.raw, &limits);
+            if c.cut.bytes > 0 {
+                eprintln!(
+                    "{}: {} bytes in the middle not examined (--max-bytes {})",
+                    item.name, c.cut.bytes, args.max_bytes
+                );
+            }
+            if c.cut.recipients {
+                eprintln!(
+                    "{}: recipients beyond the first {} not reported (--max-recipients)",
+                    item.name, args.max_recipients
+                );
+            }
             for r in &c.records {
                 match args.format {
                     ParseFormat::Json => {

@@ -2,6 +2,8 @@
 //! `"a@b"`, `mailto:a@b`, bare in prose. Finds and cleans them; it does not
 //! validate them (that is `domain::EmailAddress`, applied by the caller).
 
+use std::collections::HashSet;
+
 /// The address in a DSN address field (RFC 3464 §2.3.1: `address-type ;
 /// generic-address`), without brackets or quotes.
 pub fn from_typed(value: &str) -> Option<String> {
@@ -37,48 +39,48 @@ fn is_domain_char(c: char) -> bool {
 
 /// Every address-looking token in the text, lower-cased, in order, without
 /// duplicates. A token must have a local part and a dotted domain.
+///
+/// Linear in the text: each `@` looks back over its local part and forward
+/// over its domain, and neither run can cross another `@`.
 pub fn find_all(text: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    let chars: Vec<(usize, char)> = text.char_indices().collect();
-    for (n, &(_, c)) in chars.iter().enumerate() {
-        if c != '@' {
-            continue;
-        }
-        let mut s = n;
-        if n > 1 && chars[n - 1].1 == '"' {
+    let mut seen: HashSet<String> = HashSet::new();
+    for (at, _) in text.match_indices('@') {
+        let before = &text[..at];
+        let mut start = at;
+        if before.ends_with('"') && at > 1 {
             // A quoted local part (RFC 5321 §4.1.2 Quoted-string), e.g.
             // "john..doe"@example.org: keep the quotes, they are part of it.
-            if let Some(q) = (n.saturating_sub(66)..n - 1)
+            let inner = &before[..before.len() - 1];
+            let window: usize = inner
+                .char_indices()
                 .rev()
-                .find(|&i| chars[i].1 == '"')
-                && (q + 1..n - 1)
-                    .all(|i| chars[i].1 != '\n' && chars[i].1 != '<' && chars[i].1 != '>')
+                .take(65)
+                .last()
+                .map_or(inner.len(), |(i, _)| i);
+            if let Some(q) = inner[window..].rfind('"').map(|q| q + window)
+                && !inner[q + 1..].contains(['\n', '<', '>'])
             {
-                s = q;
+                start = q;
             }
         } else {
-            while s > 0 && is_local_char(chars[s - 1].1) {
-                s -= 1;
+            for (i, c) in before.char_indices().rev() {
+                if !is_local_char(c) {
+                    break;
+                }
+                start = i;
             }
         }
-        let mut e = n + 1;
-        while e < chars.len() && is_domain_char(chars[e].1) {
-            e += 1;
-        }
-        if s == n || e == n + 1 {
+        let after = &text[at + 1..];
+        let dlen = after
+            .char_indices()
+            .find(|&(_, c)| !is_domain_char(c))
+            .map_or(after.len(), |(i, _)| i);
+        if start == at || dlen == 0 {
             continue;
         }
-        let start = chars[s].0;
-        let end = if e < chars.len() {
-            chars[e].0
-        } else {
-            text.len()
-        };
-        let token = &text[start..end];
-        let (local, domain) = match token.split_once('@') {
-            Some(x) => x,
-            None => continue,
-        };
+        let local = &text[start..at];
+        let domain = &after[..dlen];
         let local = if local.starts_with('"') {
             local
         } else {
@@ -91,11 +93,36 @@ pub fn find_all(text: &str) -> Vec<String> {
         // `mailto:` and `rfc822;` prefixes are not part of the local part
         // but the scan stops at `:` and `;` already.
         let addr = format!("{local}@{domain}").to_lowercase();
-        if !out.contains(&addr) {
+        if seen.insert(addr.clone()) {
             out.push(addr);
         }
     }
     out
+}
+
+/// The addresses of the mailboxes the text names: like `find_all`, but an
+/// address written as the display name of another (`a@example.com
+/// <b@example.net>`, RFC 5322 §3.4 `name-addr`) is only a name; the
+/// angle-bracketed address is the mailbox.
+pub fn mailboxes(text: &str) -> Vec<String> {
+    let all = find_all(text);
+    // A name-addr pairs two addresses; a line listing many is a list, and
+    // checking each against the others would cost their count squared.
+    if all.len() < 2 || all.len() > 16 {
+        return all;
+    }
+    let low = text.to_lowercase();
+    all.into_iter()
+        .filter(|a| {
+            !["", "\"", "'"].iter().any(|q| {
+                low.match_indices(&format!("{a}{q} <")).any(|(i, m)| {
+                    find_all(&low[i + m.len()..]).first().is_some_and(|next| {
+                        next != a && low[i + m.len()..].starts_with(next.as_str())
+                    })
+                })
+            })
+        })
+        .collect()
 }
 
 /// The address of a From/To style header value (`Name <a@b>` or `a@b`).
@@ -141,6 +168,35 @@ mod tests {
         assert_eq!(
             find_all("for <a%b.example@relay.example>;"),
             vec!["a%b.example@relay.example".to_string()]
+        );
+    }
+
+    #[test]
+    fn an_address_as_display_name_is_not_the_mailbox() {
+        assert_eq!(
+            mailboxes("kijitora@example.com <neko@example.net>: malformed address"),
+            vec!["neko@example.net".to_string()]
+        );
+        assert_eq!(
+            mailboxes("\"a@example.com\" <b@example.net>, c@example.org"),
+            vec!["b@example.net".to_string(), "c@example.org".to_string()]
+        );
+        assert_eq!(
+            mailboxes("a@example.com and b@example.net"),
+            vec!["a@example.com".to_string(), "b@example.net".to_string()]
+        );
+    }
+
+    #[test]
+    fn source_routes_and_percent_hacks_give_the_mailbox() {
+        // RFC 5321 §4.1.2 source route: the mailbox follows the colon.
+        assert_eq!(
+            find_all("<@relay.example.net:kijitora@example.jp>"),
+            vec!["kijitora@example.jp".to_string()]
+        );
+        assert_eq!(
+            from_typed("rfc822; @relay1.example,@relay2.example:neko@example.org"),
+            Some("neko@example.org".into())
         );
     }
 

@@ -139,15 +139,26 @@ impl Mail {
 
 /// RFC 5322 lines end in CRLF; files on disk may have LF, CRLF or CR only.
 /// Everything downstream reads LF.
+///
+/// A run of CRs before an LF is one line end: it is what a CRLF line becomes
+/// when a file that already had some CRLF lines is converted to CRLF again
+/// (`\r\r\n`), and a bare CR at the end of a line carries nothing. So the
+/// same message reads the same whichever convention it was stored in.
 pub fn normalise_line_ends(raw: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(raw.len());
     let mut i = 0;
     while i < raw.len() {
         match raw[i] {
             b'\r' => {
-                out.push(b'\n');
-                if raw.get(i + 1) == Some(&b'\n') {
-                    i += 1;
+                let mut j = i + 1;
+                while raw.get(j) == Some(&b'\r') {
+                    j += 1;
+                }
+                if raw.get(j) == Some(&b'\n') {
+                    out.push(b'\n');
+                    i = j;
+                } else {
+                    out.push(b'\n');
                 }
             }
             b => out.push(b),
@@ -357,6 +368,8 @@ mod tests {
     #[test]
     fn line_ends_become_lf() {
         assert_eq!(normalise_line_ends(b"a\r\nb\rc\n"), b"a\nb\nc\n");
+        // CRLF converted to CRLF again, and CR-only blank lines.
+        assert_eq!(normalise_line_ends(b"a\r\r\nb\r\rc"), b"a\nb\n\nc");
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub use arf::{UNDISCLOSED_RECIPIENT, is_undisclosed};
 pub use message::normalise_line_ends;
 pub use reason::Reason;
 
+use std::cell::OnceCell;
+
 use message::{Mail, parse_headers};
 
 /// What cartero does with a record.
@@ -113,11 +115,68 @@ pub struct Classification {
     /// Selected headers of the returned original (X-Cartero-*, Message-ID,
     /// From, To, Subject, List-Id, Feedback-ID), in order.
     pub original_headers: Vec<(String, String)>,
+    /// What the `Limits` left out.
+    pub cut: Cut,
 }
 
-/// Classify one raw message (any line ends).
+/// How much of one message classification reads (RFC 3464 reports are
+/// small; anyone can mail the bounce address, so a crafted one must not
+/// cost more than a real one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of the raw message examined. A longer message is read as its
+    /// first part and its last `max_bytes / 4` (where a report that puts its
+    /// delivery-status part after the returned message keeps it), cut at
+    /// line ends; the middle, which can only be the returned message's
+    /// body, is skipped.
+    pub max_bytes: usize,
+    /// Failed recipients reported per message; further ones are dropped.
+    pub max_recipients: usize,
+}
+
+impl Limits {
+    /// The defaults: 16 MiB keeps every real report whole, including those
+    /// that return a full message of a common 10 MB size limit (Postfix's
+    /// `message_size_limit` default); 1,000 recipients is more than any
+    /// report on mail cartero sent (one recipient per message, VERP).
+    pub const DEFAULT: Limits = Limits {
+        max_bytes: 16 * 1024 * 1024,
+        max_recipients: 1000,
+    };
+
+    /// No limit (tests and benchmarks of the uncapped cost).
+    pub const NONE: Limits = Limits {
+        max_bytes: usize::MAX,
+        max_recipients: usize::MAX,
+    };
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits::DEFAULT
+    }
+}
+
+/// What `Limits` left out of a classification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Cut {
+    /// Bytes of the raw message not examined (0: all were).
+    pub bytes: usize,
+    /// Whether failed recipients beyond `Limits::max_recipients` were dropped.
+    pub recipients: bool,
+}
+
+/// Classify one raw message (any line ends) within the default `Limits`.
 pub fn classify(raw: &[u8]) -> Classification {
-    let mail = Mail::parse(raw);
+    classify_with(raw, &Limits::DEFAULT)
+}
+
+/// Classify one raw message (any line ends) within `limits`. Time and memory
+/// are linear in the bytes examined, and the records at most
+/// `limits.max_recipients`.
+pub fn classify_with(raw: &[u8], limits: &Limits) -> Classification {
+    let (examined, skipped) = examined_bytes(raw, limits.max_bytes);
+    let mail = Mail::parse(&examined);
     let mut out = Classification {
         message_id: mail
             .header("message-id")
@@ -125,6 +184,7 @@ pub fn classify(raw: &[u8]) -> Classification {
         verp_token: verp_token(&mail),
         ..Classification::default()
     };
+    out.cut.bytes = skipped;
     if let Some(orig) = &mail.original {
         let h = parse_headers(orig);
         out.original_message_id = message::header(&h, "message-id")
@@ -142,12 +202,49 @@ pub fn classify(raw: &[u8]) -> Classification {
             })
             .collect();
     }
-    out.records = records(&mail, 0);
+    // One more than the limit is read, to tell a report at the limit from
+    // one beyond it.
+    let max = limits.max_recipients.max(1);
+    out.records = records(&mail, 0, max.saturating_add(1));
+    if out.records.len() > max {
+        out.records.truncate(max);
+        out.cut.recipients = true;
+    }
     if out.records.is_empty() {
         out.records
             .push(Record::new(None, Kind::None, Reason::Undefined));
     }
     out
+}
+
+/// The part of `raw` that is examined: all of it when it fits in `max`,
+/// else its head and its tail, each cut at a line end, and the number of
+/// bytes left out between them.
+fn examined_bytes(raw: &[u8], max: usize) -> (std::borrow::Cow<'_, [u8]>, usize) {
+    if raw.len() <= max {
+        return (std::borrow::Cow::Borrowed(raw), 0);
+    }
+    let tail_len = max / 4;
+    let mut head_end = max - tail_len;
+    // Back to just after a line end (LF or CR), so no line is cut.
+    if let Some(n) = raw[..head_end]
+        .iter()
+        .rposition(|&b| b == b'\n' || b == b'\r')
+    {
+        head_end = n + 1;
+    }
+    let mut tail_start = raw.len() - tail_len;
+    if let Some(n) = raw[tail_start..]
+        .iter()
+        .position(|&b| b == b'\n' || b == b'\r')
+    {
+        tail_start += n + 1;
+    }
+    let mut v = Vec::with_capacity(head_end + 1 + raw.len() - tail_start);
+    v.extend_from_slice(&raw[..head_end]);
+    v.extend_from_slice(b"\n");
+    v.extend_from_slice(&raw[tail_start..]);
+    (std::borrow::Cow::Owned(v), tail_start - head_end)
 }
 
 /// Whether the message asks to be unsubscribed (subject or first body line
@@ -182,12 +279,12 @@ fn dsn_like(mail: &Mail) -> bool {
         .is_some_and(|v| v.to_ascii_lowercase().contains("report"))
 }
 
-fn records(mail: &Mail, depth: u8) -> Vec<Record> {
+fn records(mail: &Mail, depth: u8, max: usize) -> Vec<Record> {
     if let Some(c) = arf::parse(mail) {
         let rcpts: Vec<Option<String>> = if c.recipients.is_empty() {
             vec![None]
         } else {
-            c.recipients.into_iter().map(Some).collect()
+            c.recipients.into_iter().take(max).map(Some).collect()
         };
         return rcpts
             .into_iter()
@@ -201,11 +298,12 @@ fn records(mail: &Mail, depth: u8) -> Vec<Record> {
     }
 
     if let Some(n) = ses::parse(&mail.notice) {
-        return ses_records(n);
+        return ses_records(n, max);
     }
 
     let dsn = dsn::parse(&mail.notice);
     let agent = vendors::agent(mail);
+    let notice = Notice::new(&mail.notice);
     let mut out = Vec::new();
     if !dsn.recipients.is_empty() {
         // Exim's X-Failed-Recipients names the address when the DSN can
@@ -214,14 +312,14 @@ fn records(mail: &Mail, depth: u8) -> Vec<Record> {
             .header("x-failed-recipients")
             .map(address::find_all)
             .unwrap_or_default();
-        for r in &dsn.recipients {
+        for r in dsn.recipients.iter().take(max) {
             let mut recipient = r.recipient().map(str::to_lowercase);
             if recipient.as_deref().is_some_and(|a| !a.contains('@')) && failed.len() == 1 {
                 recipient = Some(failed[0].clone());
             }
             let about = recipient
                 .as_deref()
-                .map(|a| vendors::text_about(&mail.notice, a))
+                .map(|a| notice.mentions().about(a))
                 .unwrap_or_default();
             let mut rec = Record::new(recipient, Kind::Soft, Reason::Undefined);
             rec.action = r.action.clone();
@@ -246,7 +344,7 @@ fn records(mail: &Mail, depth: u8) -> Vec<Record> {
                 &mut rec,
                 r.status.as_deref(),
                 &about,
-                &mail.notice,
+                &notice,
                 dsn.recipients.len(),
                 x_unix,
                 &hints,
@@ -268,13 +366,18 @@ fn records(mail: &Mail, depth: u8) -> Vec<Record> {
         let exclude = sender_addresses(mail);
         let mut found = Vec::new();
         if let Some(v) = mail.header("x-failed-recipients") {
-            for a in address::find_all(v) {
-                let text = vendors::text_about(&mail.notice, &a);
+            for a in address::find_all(v).into_iter().take(max) {
+                let text = notice.mentions().about(&a);
                 found.push(vendors::Found { recipient: a, text });
             }
         }
+        if found.is_empty()
+            && let Some(f) = vendors::fml_notice(mail, max)
+        {
+            found = f;
+        }
         if found.is_empty() {
-            found = vendors::scan(&mail.notice, &exclude);
+            found = vendors::scan(&mail.notice, &exclude, max);
         }
         if found.is_empty()
             && depth == 0
@@ -284,7 +387,7 @@ fn records(mail: &Mail, depth: u8) -> Vec<Record> {
             // bounce it received): read the inner one.
             let inner = Mail::parse(inner);
             if vendors::presents_as_bounce(&inner) || dsn_like(&inner) {
-                let rs = records(&inner, depth + 1);
+                let rs = records(&inner, depth + 1, max);
                 if rs.iter().any(|r| r.recipient.is_some()) {
                     return rs;
                 }
@@ -319,7 +422,7 @@ fn records(mail: &Mail, depth: u8) -> Vec<Record> {
                 hosts: Vec::new(),
                 vendor: None,
             };
-            decide(&mut rec, None, &f.text, &mail.notice, n, false, &hints);
+            decide(&mut rec, None, &f.text, &notice, n, false, &hints);
             out.push(rec);
         }
         if !out.is_empty() {
@@ -339,15 +442,17 @@ fn records(mail: &Mail, depth: u8) -> Vec<Record> {
 
 /// Records from an Amazon SES event notification: its own recipient lists,
 /// each bounced one judged from its status and diagnostic like a DSN's.
-fn ses_records(n: ses::Notification) -> Vec<Record> {
+fn ses_records(n: ses::Notification, max: usize) -> Vec<Record> {
+    let none = Notice::new("");
     match n {
         ses::Notification::Bounce {
             reason,
             reporting_mta,
-            recipients,
+            mut recipients,
             ..
         } => {
             let count = recipients.len();
+            recipients.truncate(max);
             recipients
                 .into_iter()
                 .map(|r| {
@@ -359,7 +464,15 @@ fn ses_records(n: ses::Notification) -> Vec<Record> {
                         hosts: reporting_mta.iter().map(String::as_str).collect(),
                         vendor: reason,
                     };
-                    decide(&mut rec, r.status.as_deref(), "", "", count, false, &hints);
+                    decide(
+                        &mut rec,
+                        r.status.as_deref(),
+                        "",
+                        &none,
+                        count,
+                        false,
+                        &hints,
+                    );
                     rec
                 })
                 .collect()
@@ -369,6 +482,7 @@ fn ses_records(n: ses::Notification) -> Vec<Record> {
             recipients,
         } => recipients
             .into_iter()
+            .take(max)
             .map(|r| {
                 let mut rec = Record::new(Some(r), Kind::Complaint, Reason::Feedback);
                 rec.feedback_type = Some(feedback_type.clone());
@@ -377,6 +491,7 @@ fn ses_records(n: ses::Notification) -> Vec<Record> {
             .collect(),
         ses::Notification::Delivery { recipients } => recipients
             .into_iter()
+            .take(max)
             .map(|r| Record::new(Some(r), Kind::None, Reason::Delivered))
             .collect(),
     }
@@ -439,6 +554,34 @@ fn registered_part(domain: &str) -> String {
 
 fn squash(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The notice of one report, with what is derived from all of it computed
+/// once, on first use, however many recipients it names.
+struct Notice<'a> {
+    text: &'a str,
+    folded: OnceCell<String>,
+    mentions: OnceCell<vendors::Mentions<'a>>,
+}
+
+impl<'a> Notice<'a> {
+    fn new(text: &'a str) -> Notice<'a> {
+        Notice {
+            text,
+            folded: OnceCell::new(),
+            mentions: OnceCell::new(),
+        }
+    }
+
+    /// The whole notice folded (`reason::fold`).
+    fn folded(&self) -> &str {
+        self.folded.get_or_init(|| reason::fold(self.text))
+    }
+
+    fn mentions(&self) -> &vendors::Mentions<'a> {
+        self.mentions
+            .get_or_init(|| vendors::Mentions::new(self.text))
+    }
 }
 
 /// What is known about one failure when its reason is chosen.
@@ -511,8 +654,11 @@ fn choose(e: &Evidence<'_>) -> Option<Reason> {
                     // text names another cause and not this one, the text wins.
                     says(UserUnknown) || e.says.is_empty()
                 } else {
-                    // RCPT TO, a local delivery agent, or an addressing
+                    // A user-unknown phrase means what it says at RCPT TO,
+                    // from a local delivery agent, or with an addressing
                     // status (RFC 3463 X.1.x, e.g. Microsoft's 5.1.10).
+                    // Without the command it stays ambiguous: content
+                    // filters answer after DATA with the same words.
                     says(UserUnknown)
                         && (matches!(e.command, Some("RCPT" | "LOCAL")) || e.address_status)
                 }
@@ -656,7 +802,7 @@ fn decide(
     rec: &mut Record,
     dsn_status: Option<&str>,
     about: &str,
-    notice: &str,
+    notice: &Notice<'_>,
     recipients: usize,
     x_unix: bool,
     hints: &Hints<'_>,
@@ -666,17 +812,21 @@ fn decide(
     let folded = reason::join_reply_lines(&reason::fold(&text));
 
     let reply = dsn::find_reply_code(&text);
-    let status = prefer_status(
-        dsn_status,
-        &dsn::all_statuses(&diag),
-        &dsn::all_statuses(about),
-        reply.as_deref(),
-    );
+    let said = [dsn::all_statuses(&diag), dsn::all_statuses(about)];
+    let status = prefer_status(dsn_status, &said[0], &said[1], reply.as_deref());
+    // The server itself wrote "other or undefined status" (RFC 3463 §3.1,
+    // X.0.0): it chose not to call the failure an addressing one.
+    let undefined_said = said
+        .iter()
+        .flatten()
+        .next()
+        .is_some_and(|c| c.ends_with(".0.0"))
+        && said.iter().flatten().all(|c| c.ends_with(".0.0"));
     rec.reply_code = reply;
     rec.command = vendors::command(&folded)
         .or_else(|| {
             if recipients == 1 {
-                vendors::command(&reason::fold(notice))
+                vendors::command(notice.folded())
             } else {
                 None
             }
@@ -704,7 +854,15 @@ fn decide(
         says = reason::matches(&folded);
     }
     if says.is_empty() && recipients == 1 {
-        says = reason::matches(&reason::fold(notice));
+        says = reason::matches(notice.folded());
+    }
+    // An account switched off in words no table lists is a suspension, not
+    // an unknown user (the X.1.1 such servers often send with it).
+    if !says.contains(&Reason::Suspend)
+        && !says.contains(&Reason::UserUnknown)
+        && reason::says_suspended(&folded)
+    {
+        says.insert(0, Reason::Suspend);
     }
     let evidence = Evidence {
         status: from_status,
@@ -732,7 +890,7 @@ fn decide(
         .or_else(|| {
             hints
                 .agent
-                .and_then(|a| vendors::agent_reason(a, &folded, &reason::fold(notice)))
+                .and_then(|a| vendors::agent_reason(a, &folded, notice.folded()))
         })
         .or_else(|| {
             let facts = providers::Facts {
@@ -755,6 +913,10 @@ fn decide(
         Some(r) => r,
         None => {
             let code = rec.reply_code.as_deref().unwrap_or("");
+            let class = status
+                .as_deref()
+                .or(rec.reply_code.as_deref())
+                .and_then(|c| c.bytes().next());
             if x_unix {
                 Reason::MailerError
             } else if matches!(code, "500" | "501" | "502" | "503" | "504") {
@@ -762,6 +924,20 @@ fn decide(
                 Reason::SyntaxError
             } else if action == "delayed" {
                 Reason::Expired
+            } else if class == Some(b'4') {
+                // A report of failure whose error is temporary (RFC 3463
+                // class 4, or a 4xx reply): the MTA gave up retrying, and
+                // the queue lifetime is why it stopped.
+                Reason::Expired
+            } else if class == Some(b'5')
+                && rec.command.as_deref() == Some("RCPT")
+                && !undefined_said
+            {
+                // A permanent refusal of the recipient (RFC 5321 §3.3: RCPT
+                // names the mailbox) in words no table knows: the mailbox.
+                // A content filter cannot answer at RCPT; it has not seen
+                // the message yet.
+                Reason::UserUnknown
             } else if !diag.is_empty() || !about.trim().is_empty() {
                 Reason::OnHold
             } else {
@@ -956,6 +1132,181 @@ mod tests {
         assert_eq!(c.records.len(), 1);
         assert_eq!(c.records[0].kind, Kind::None);
         assert_eq!(c.records[0].recipient, None);
+    }
+
+    /// A Postfix-style report naming `n` recipients, each unknown.
+    fn report_naming(n: usize) -> String {
+        let mut prose = String::new();
+        let mut groups = String::new();
+        for i in 0..n {
+            prose.push_str(&format!(
+                "<u{i}@example.org>: host mx.example.org said: 550 5.1.1 User unknown (in reply to RCPT TO command)\n\n"
+            ));
+            groups.push_str(&format!(
+                "Final-Recipient: rfc822; u{i}@example.org\nAction: failed\nStatus: 5.1.1\n\n"
+            ));
+        }
+        POSTFIX_DSN
+            .replace(
+                "<nobody@example.org>: host mx.example.org[192.0.2.1] said: 550 5.1.1\n    <nobody@example.org>: Recipient address rejected: User unknown in local\n    recipient table (in reply to RCPT TO command)\n",
+                &prose,
+            )
+            .replace(
+                "Final-Recipient: rfc822; nobody@example.org\nAction: failed\nStatus: 5.1.1\nRemote-MTA: dns; mx.example.org\nDiagnostic-Code: smtp; 550 5.1.1 <nobody@example.org>: Recipient address\n    rejected: User unknown in local recipient table\n",
+                &groups,
+            )
+    }
+
+    #[test]
+    fn an_unknown_permanent_refusal_at_rcpt_is_the_mailbox() {
+        // No table knows the words and there is no enhanced code: at RCPT
+        // TO a 5xx can only be about the recipient (RFC 5321 §3.3).
+        let c = postfix_with(
+            "5.0.0",
+            "failed",
+            "550 Kein Postfach mit diesem Namen (in reply to RCPT TO command)",
+        );
+        assert_eq!(c.records[0].command.as_deref(), Some("RCPT"));
+        assert_eq!(c.records[0].reason, Reason::UserUnknown);
+        assert_eq!(c.records[0].kind, Kind::Hard);
+        // The same words after DATA are not evidence about the mailbox.
+        let c = postfix_with(
+            "5.0.0",
+            "failed",
+            "550 Kein Postfach mit diesem Namen (in reply to end of DATA command)",
+        );
+        assert_eq!(c.records[0].kind, Kind::Soft);
+        // Nor when the server itself said "undefined" (X.0.0).
+        let c = postfix_with(
+            "5.0.0",
+            "failed",
+            "550 5.0.0 Kein Postfach mit diesem Namen (in reply to RCPT TO command)",
+        );
+        assert_eq!(c.records[0].reason, Reason::OnHold);
+    }
+
+    #[test]
+    fn a_temporary_error_in_a_final_report_is_expiry() {
+        let c = postfix_with("4.0.0", "failed", "451 Bitte spaeter nochmal");
+        assert_eq!(c.records[0].reason, Reason::Expired);
+        assert_eq!(c.records[0].kind, Kind::Soft);
+    }
+
+    #[test]
+    fn mta_templates_name_the_refused_command() {
+        // qmail-remote and Gmail word the step their own way.
+        assert_eq!(
+            vendors::command(&reason::fold(
+                "192.0.2.1 does not like recipient. Remote host said: 550 sorry"
+            )),
+            Some("RCPT")
+        );
+        assert_eq!(
+            vendors::command(&reason::fold(
+                "550 550 Unknown user a@example.org (state 18)."
+            )),
+            Some("DATA")
+        );
+        assert_eq!(
+            vendors::command(&reason::fold("550 550 <a@example.org>: nope (state 14).")),
+            Some("RCPT")
+        );
+    }
+
+    #[test]
+    fn a_switched_off_account_is_a_suspension_whatever_the_code() {
+        let c = postfix_with(
+            "5.1.1",
+            "failed",
+            "550 5.1.1 <nobody@example.org>: this account has been deactivated",
+        );
+        assert_eq!(c.records[0].reason, Reason::Suspend);
+        assert_eq!(c.records[0].kind, Kind::Soft);
+    }
+
+    #[test]
+    fn fml_notices_name_the_refused_poster() {
+        let raw = "From: elena-admin@ml.example.jp\nTo: neko@example.org\nSubject: NOT MEMBER article from neko@example.org (elena ML)\nMessage-ID: <200601010000.FMLAAA01@ml.example.jp>\nX-MLServer: fml [fml 4.0.3 release (20040609)]\nX-ML-Name: elena\n\nYou are not a member of this mailing list <neko@example.org>.\n\nIf you know the general guide of this list, please send mail with\nthe mail body\n\tguide\nto the address\n\t<elena-ctl@ml.example.jp>\n\nOriginal mail as follows:\n\nFrom: neko@example.org\nTo: elena@ml.example.jp\nSubject: hi\n\nhello\n";
+        let c = classify(raw.as_bytes());
+        assert_eq!(c.records.len(), 1, "{:?}", c.records);
+        assert_eq!(c.records[0].recipient.as_deref(), Some("neko@example.org"));
+        assert_eq!(c.records[0].reason, Reason::Rejected);
+        assert_eq!(c.records[0].kind, Kind::Soft);
+    }
+
+    #[test]
+    fn recipients_per_report_are_bounded() {
+        let raw = report_naming(50);
+        let all = classify(raw.as_bytes());
+        assert_eq!(all.records.len(), 50);
+        assert!(!all.cut.recipients);
+        assert!(all.records.iter().all(|r| r.kind == Kind::Hard));
+        let limits = Limits {
+            max_recipients: 10,
+            ..Limits::DEFAULT
+        };
+        let some = classify_with(raw.as_bytes(), &limits);
+        assert_eq!(some.records.len(), 10);
+        assert!(some.cut.recipients);
+        assert_eq!(some.records[..], all.records[..10]);
+        // Exactly at the limit is not cut.
+        let exact = Limits {
+            max_recipients: 50,
+            ..Limits::DEFAULT
+        };
+        assert!(!classify_with(raw.as_bytes(), &exact).cut.recipients);
+        // The same bound holds for a notice with no DSN part.
+        let prose = format!(
+            "From: MAILER-DAEMON@mx.example.org\nTo: me@sender.example\nSubject: Mail delivery failed\n\nThis message was created automatically by mail delivery software.\n\n{}",
+            (0..50)
+                .map(|i| format!("  u{i}@example.org\n    550 5.1.1 User unknown\n\n"))
+                .collect::<String>()
+        );
+        let some = classify_with(prose.as_bytes(), &limits);
+        assert_eq!(some.records.len(), 10);
+        assert!(some.cut.recipients);
+    }
+
+    #[test]
+    fn an_oversized_report_is_read_head_and_tail() {
+        // The delivery-status part after a 3 MB returned message, as Office
+        // 365 orders its parts: the tail keeps it.
+        let raw = format!(
+            "From: postmaster@outlook.example\nTo: me@sender.example\nSubject: Undeliverable: hi\nMIME-Version: 1.0\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\n\n--B\nContent-Type: text/plain\n\nDelivery has failed to these recipients or groups.\n\n--B\nContent-Type: message/rfc822\n\nFrom: me@sender.example\nTo: gone@example.org\nSubject: hi\n\n{}\n--B\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; outlook.example\n\nFinal-Recipient: rfc822; gone@example.org\nAction: failed\nStatus: 5.1.1\nDiagnostic-Code: smtp; 550 5.1.1 RESOLVER.ADR.RecipNotFound; not found\n\n--B--\n",
+            "filler text of the returned message\n".repeat(90_000)
+        );
+        let limits = Limits {
+            max_bytes: 1 << 20,
+            ..Limits::DEFAULT
+        };
+        let c = classify_with(raw.as_bytes(), &limits);
+        assert!(c.cut.bytes > 2_000_000, "{:?}", c.cut);
+        assert_eq!(c.records.len(), 1);
+        assert_eq!(c.records[0].recipient.as_deref(), Some("gone@example.org"));
+        assert_eq!(c.records[0].kind, Kind::Hard);
+        // Whole, it reads the same.
+        let whole = classify_with(raw.as_bytes(), &Limits::NONE);
+        assert_eq!(whole.cut, Cut::default());
+        assert_eq!(whole.records, c.records);
+    }
+
+    #[test]
+    fn a_huge_hostile_message_finishes_within_the_limits() {
+        // 24 MB of address-like tokens after a bounce's opening words: every
+        // token is a candidate recipient. Not timed; it must end, within the
+        // recipient bound, having examined at most `max_bytes`.
+        let mut raw = String::from(
+            "From: MAILER-DAEMON@mx.example.org\nTo: me@sender.example\nSubject: Mail delivery failed\n\nYour message could not be delivered.\n",
+        );
+        let mut n = 0;
+        while raw.len() < 24_000_000 {
+            raw.push_str(&format!("a{n}@b{n}.example 550 a{n}@b{n}.example\n"));
+            n += 1;
+        }
+        let c = classify(raw.as_bytes());
+        assert!(c.records.len() <= Limits::DEFAULT.max_recipients);
+        assert!(c.cut.recipients);
+        assert!(c.cut.bytes >= raw.len() - Limits::DEFAULT.max_bytes);
     }
 
     #[test]

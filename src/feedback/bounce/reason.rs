@@ -826,6 +826,10 @@ const REJECTED: &[&str] = &[
     "are not member",
     "group may not exist",
     "投稿する権限",
+    // fml's refusals of a post (fml.org, as Sisimai's fml reader lists).
+    "reject mail from",
+    "reject spammers:",
+    "spam mail from a spammer is rejected",
 ];
 
 const SYNTAX_ERROR: &[&str] = &[
@@ -1002,6 +1006,8 @@ const SECURITY_ERROR: &[&str] = &[
     "executable files are not allowed",
     "you don't authenticate",
     "is a dead domain",
+    // fml's notice of a post its security checks refused.
+    "security alert",
 ];
 
 const SYSTEM_ERROR: &[&str] = &[
@@ -1027,6 +1033,13 @@ const SYSTEM_ERROR: &[&str] = &[
     "recipient deferred because there is no mdb",
     "could not load drd",
     "several matches found in domino directory",
+    // fml's loop and duplicate guards.
+    "has detected a loop condition",
+    "duplicated message-id",
+    "loop back warning",
+    "loop alert:",
+    "unix from loop",
+    "fml system error message",
     // RFC 5321 §4.2.3: 554 "Transaction failed", with nothing more said.
     "554 transaction failed",
 ];
@@ -1129,6 +1142,82 @@ pub fn matches(text: &str) -> Vec<Reason> {
         return main;
     }
     found.into_iter().map(|i| MATCHER.tables[i].0).collect()
+}
+
+/// Whether the text says the recipient's account is switched off (RFC 3463
+/// X.2.1 "mailbox disabled", RFC 3463bis X.7.13 "user account disabled") in
+/// words no table lists: an account word and a state word within a few
+/// words of each other, in either order ("this account has been
+/// deactivated", "inactive mailbox"). `text` must be folded.
+pub fn says_suspended(text: &str) -> bool {
+    const SUBJECT: &[&str] = &[
+        "account",
+        "mailbox",
+        "mail box",
+        "inbox",
+        "user",
+        "recipient",
+    ];
+    const STATE: &[&str] = &[
+        "disabled",
+        "suspended",
+        "deactivated",
+        "de-activated",
+        "inactive",
+        "frozen",
+        "locked",
+        "terminated",
+        "discontinued",
+    ];
+    // Few words apart: "account <name> has been temporarily suspended".
+    const NEAR: usize = 48;
+    for st in STATE {
+        for (at, _) in text.match_indices(st) {
+            // A word of its own: "locked" is not "blocked".
+            if text[..at]
+                .chars()
+                .next_back()
+                .is_some_and(char::is_alphanumeric)
+            {
+                continue;
+            }
+            let mut start = at.saturating_sub(NEAR);
+            while !text.is_char_boundary(start) {
+                start += 1;
+            }
+            let before = &text[start..at];
+            let mut end = (at + st.len() + NEAR).min(text.len());
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            let after = &text[at + st.len()..end];
+            // A sentence ends the link: "user unknown. the server is locked".
+            let before = before
+                .rsplit(". ")
+                .next()
+                .unwrap_or(before)
+                .rsplit(';')
+                .next()
+                .unwrap_or(before);
+            let after = after
+                .split(". ")
+                .next()
+                .unwrap_or(after)
+                .split(';')
+                .next()
+                .unwrap_or(after);
+            if SUBJECT.iter().any(|w| before.contains(w))
+                || after
+                    .split(' ')
+                    .filter(|w| !w.is_empty())
+                    .take(2)
+                    .any(|w| SUBJECT.iter().any(|s| w.starts_with(s)))
+            {
+                return true;
+            }
+        }
+    }
+    false
 }
 
 /// Whether the text is an out-of-office message. `text` must be folded.
@@ -1312,6 +1401,19 @@ mod tests {
             join_reply_lines(&bare),
             "421-mx.example busy try again later"
         );
+    }
+
+    #[test]
+    fn switched_off_accounts_are_told_in_any_words() {
+        let t = |s: &str| says_suspended(&fold(s));
+        assert!(t(
+            "550 5.1.1 This account has been deactivated by its owner"
+        ));
+        assert!(t("554 inactive mailbox: ana@example.org"));
+        assert!(t("550 Mailbox ana@example.org temporarily disabled"));
+        assert!(!t("550 5.7.1 Client host blocked using zen, user unknown"));
+        assert!(!t("550 user unknown. the relay is locked down"));
+        assert!(!t("550 5.1.1 user unknown"));
     }
 
     #[test]

@@ -11,6 +11,8 @@
 //! next as its error text. Per-MTA knowledge is kept to the markers that say
 //! a message is a bounce at all, and to vendor error codes (`coded_reason`).
 
+use std::collections::{HashMap, HashSet};
+
 use super::address;
 use super::message::Mail;
 use super::reason::Reason;
@@ -89,6 +91,7 @@ pub fn presents_as_bounce(mail: &Mail) -> bool {
         || from.contains("mail delivery")
         || from.contains("mailer_daemon")
         || mail.header("x-failed-recipients").is_some()
+        || is_fml_admin(mail)
     {
         return true;
     }
@@ -203,7 +206,7 @@ fn candidates(line: &str, exclude: &[String]) -> Vec<String> {
     if is_id_line(line) || is_help_line(line) {
         return Vec::new();
     }
-    address::find_all(line)
+    address::mailboxes(line)
         .into_iter()
         .filter(|a| {
             !exclude.contains(a) && !address::is_system(a) && !is_own_postmaster(a, exclude)
@@ -211,15 +214,38 @@ fn candidates(line: &str, exclude: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// The failed addresses of a notice with their error text. `exclude` holds
-/// the sender's addresses (the bounce's To, the original From).
-pub fn scan(notice: &str, exclude: &[String]) -> Vec<Found> {
+/// Most text kept for one recipient's error (a block of the notice, or the
+/// lines that mention it): real errors are a few lines; a crafted notice
+/// must not make every recipient carry a copy of the whole text.
+pub const MAX_TEXT: usize = 8 * 1024;
+
+/// Append a line to a recipient's text while it is under `MAX_TEXT`.
+fn push_line(text: &mut String, line: &str) {
+    if text.len() >= MAX_TEXT {
+        return;
+    }
+    if !text.is_empty() {
+        text.push('\n');
+    }
+    let room = MAX_TEXT - text.len();
+    let mut end = line.len().min(room);
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.push_str(&line[..end]);
+}
+
+/// The failed addresses of a notice with their error text, at most `max`
+/// of them. `exclude` holds the sender's addresses (the bounce's To, the
+/// original From).
+pub fn scan(notice: &str, exclude: &[String], max: usize) -> Vec<Found> {
     let lines: Vec<&str> = notice.lines().collect();
     let mut found: Vec<Found> = Vec::new();
+    let mut known: HashSet<String> = HashSet::new();
     let mut i = 0;
     // Lines before this one belong to an earlier block.
     let mut consumed = 0;
-    while i < lines.len() {
+    while i < lines.len() && found.len() < max {
         // A Japanese help sentence may wrap right after the address, with
         // the "contact" particle starting the next line.
         let help_follows = lines.get(i + 1).is_some_and(|n| is_help_continuation(n));
@@ -228,10 +254,7 @@ pub fn scan(notice: &str, exclude: &[String]) -> Vec<Found> {
         } else {
             candidates(lines[i], exclude)
         };
-        let fresh: Vec<String> = cands
-            .into_iter()
-            .filter(|a| !found.iter().any(|f| &f.recipient == a))
-            .collect();
+        let fresh: Vec<String> = cands.into_iter().filter(|a| !known.contains(a)).collect();
         if fresh.is_empty() {
             i += 1;
             continue;
@@ -253,11 +276,10 @@ pub fn scan(notice: &str, exclude: &[String]) -> Vec<Found> {
                 k -= 1;
             }
             for l in &lines[k..i] {
-                text.push_str(l);
-                text.push('\n');
+                push_line(&mut text, l);
             }
         }
-        text.push_str(lines[i]);
+        push_line(&mut text, lines[i]);
         let mut j = i + 1;
         let mut blanks = 0;
         while j < lines.len() && j < i + 20 {
@@ -273,7 +295,7 @@ pub fn scan(notice: &str, exclude: &[String]) -> Vec<Found> {
             let next = candidates(l, exclude);
             if next
                 .iter()
-                .any(|a| !fresh.contains(a) && !found.iter().any(|f| &f.recipient == a))
+                .any(|a| !fresh.contains(a) && !known.contains(a))
             {
                 break;
             }
@@ -284,11 +306,14 @@ pub fn scan(notice: &str, exclude: &[String]) -> Vec<Found> {
                 break;
             }
             blanks = 0;
-            text.push('\n');
-            text.push_str(l);
+            push_line(&mut text, l);
             j += 1;
         }
         for a in fresh {
+            if found.len() >= max {
+                break;
+            }
+            known.insert(a.clone());
             found.push(Found {
                 recipient: a,
                 text: text.clone(),
@@ -298,6 +323,61 @@ pub fn scan(notice: &str, exclude: &[String]) -> Vec<Found> {
         consumed = i;
     }
     found
+}
+
+/// The notices of fml (fml.org), the Japanese mailing-list manager, about
+/// a post it refused or a loop it stopped: sent from the list's `-admin`
+/// address with an `X-MLServer: fml` header, they name the address
+/// concerned in angle brackets ("You are not a member of this mailing list
+/// <a@example.org>."), which is the poster, so the original's sender is not
+/// excluded here. The subject is added to each text: fml often states the
+/// error only there.
+pub fn fml_notice(mail: &Mail, max: usize) -> Option<Vec<Found>> {
+    if !is_fml_admin(mail) {
+        return None;
+    }
+    // The list's own addresses (`-ctl`, `-admin`) share the domain of the
+    // notice's sender; the poster's is elsewhere.
+    let list_domain = mail
+        .header("from")
+        .and_then(address::first_in)
+        .and_then(|a| a.split_once('@').map(|(_, d)| d.to_string()))
+        .unwrap_or_default();
+    let mut found: Vec<Found> = Vec::new();
+    for line in mail.notice.lines() {
+        if found.len() >= max {
+            break;
+        }
+        let (Some(p1), Some(p2)) = (line.find('<'), line.rfind('>')) else {
+            continue;
+        };
+        if p1 >= p2 {
+            continue;
+        }
+        let Some(a) = address::first_in(&line[p1 + 1..p2]) else {
+            continue;
+        };
+        if address::is_system(&a)
+            || a.ends_with(&format!("@{list_domain}"))
+            || found.iter().any(|f| f.recipient == a)
+        {
+            continue;
+        }
+        found.push(Found {
+            recipient: a,
+            text: format!("{line}\n{}", mail.subject),
+        });
+    }
+    (!found.is_empty()).then_some(found)
+}
+
+/// A notice from an fml list's administrative address.
+fn is_fml_admin(mail: &Mail) -> bool {
+    mail.header("x-mlserver")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("fml"))
+        && mail
+            .header("from")
+            .is_some_and(|v| v.to_ascii_lowercase().contains("-admin@"))
 }
 
 /// A Sendmail error line: a reply code, then `who... what` (sendmail's
@@ -317,45 +397,75 @@ fn is_transcript_line(line: &str) -> bool {
     t.starts_with(">>>") || t.starts_with("<<<")
 }
 
-/// The lines of the notice that mention `recipient`, with the lines under
-/// each mention up to a blank line: the prose a DSN's text part gives for
-/// the recipient its machine part lists.
-pub fn text_about(notice: &str, recipient: &str) -> String {
-    let needle = recipient.to_lowercase();
-    let lines: Vec<&str> = notice.lines().collect();
-    let mut out = String::new();
-    let mut i = 0;
-    while i < lines.len() {
-        let l = lines[i];
-        let low = l.to_lowercase();
-        let is_field = {
-            let t = low.trim_start();
-            t.starts_with("final-recipient")
-                || t.starts_with("original-recipient")
-                || t.starts_with("x-actual-recipient")
+/// Where each address is mentioned in a notice, read once: the prose a
+/// DSN's text part gives for each recipient its machine part lists.
+///
+/// Built in one pass over the notice so that looking up every recipient of
+/// a report costs the notice's length once, not once per recipient.
+pub struct Mentions<'a> {
+    lines: Vec<&'a str>,
+    /// Address → the lines (indices) that name it, in order.
+    by_address: HashMap<String, Vec<usize>>,
+}
+
+impl<'a> Mentions<'a> {
+    pub fn new(notice: &'a str) -> Mentions<'a> {
+        let lines: Vec<&str> = notice.lines().collect();
+        let mut by_address: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, l) in lines.iter().enumerate() {
+            if is_recipient_field(l) || !l.contains('@') {
+                continue;
+            }
+            for a in address::find_all(l) {
+                by_address.entry(a).or_default().push(i);
+            }
+        }
+        Mentions { lines, by_address }
+    }
+
+    /// The lines that mention `recipient`, each with the lines under it up
+    /// to a blank line or the next DSN field group, at most `MAX_TEXT`.
+    pub fn about(&self, recipient: &str) -> String {
+        let needle = recipient.to_lowercase();
+        let Some(at) = self.by_address.get(&needle) else {
+            return String::new();
         };
-        if !is_field && low.contains(&needle) {
-            out.push_str(l);
-            out.push('\n');
+        let mut out = String::new();
+        let mut next = 0;
+        for &i in at {
+            if i < next || out.len() >= MAX_TEXT {
+                continue;
+            }
+            push_line(&mut out, self.lines[i]);
             let mut j = i + 1;
-            while j < lines.len() && j < i + 12 && !lines[j].trim().is_empty() {
-                let t = lines[j].trim_start().to_ascii_lowercase();
+            while j < self.lines.len() && j < i + 12 && !self.lines[j].trim().is_empty() {
+                let t = self.lines[j].trim_start().to_ascii_lowercase();
                 if t.starts_with("final-recipient")
                     || t.starts_with("reporting-mta")
                     || t.starts_with("original-recipient")
                 {
                     break;
                 }
-                out.push_str(lines[j]);
-                out.push('\n');
+                push_line(&mut out, self.lines[j]);
                 j += 1;
             }
-            i = j;
-            continue;
+            next = j;
         }
-        i += 1;
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out
     }
-    out
+}
+
+/// A DSN recipient field (RFC 3464 §2.3.1-2): it names the recipient, but
+/// says nothing about the failure.
+fn is_recipient_field(line: &str) -> bool {
+    let t = line.trim_start();
+    let t = t.get(..t.len().min(20)).unwrap_or("").to_ascii_lowercase();
+    t.starts_with("final-recipient")
+        || t.starts_with("original-recipient")
+        || t.starts_with("x-actual-recipient")
 }
 
 /// A mail system whose notice has fixed wording: there, a phrase means one
@@ -582,6 +692,14 @@ pub fn command(folded: &str) -> Option<&'static str> {
         ("vdeliver:", "LOCAL"),
         ("vdelivermail:", "LOCAL"),
         ("invalid final delivery userid", "LOCAL"),
+        // qmail-remote's own sentences (qmail-remote.c): which step of the
+        // session the remote host refused.
+        ("does not like recipient", "RCPT"),
+        ("but sender was rejected", "MAIL"),
+        ("failed on data command", "DATA"),
+        ("failed after i sent the message", "DATA"),
+        ("but greeting failed", "CONN"),
+        ("but my name was rejected", "HELO"),
         ("in reply to ehlo", "EHLO"),
         ("in reply to helo", "HELO"),
         ("after ehlo", "EHLO"),
@@ -591,6 +709,25 @@ pub fn command(folded: &str) -> Option<&'static str> {
         .iter()
         .find(|(p, _)| folded.contains(p))
         .map(|(_, c)| *c)
+        .or_else(|| gmail_state(folded))
+}
+
+/// Gmail's notices end the remote server's reply with the step of its SMTP
+/// client that failed, "(state 14)": 13 is the greeting, 14 RCPT TO, 15, 17
+/// and 18 the message (the numbering Sisimai's Gmail reader documents).
+fn gmail_state(folded: &str) -> Option<&'static str> {
+    let at = folded.find("(state ")?;
+    let n: String = folded[at + 7..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    match n.as_str() {
+        "6" => Some("MAIL"),
+        "13" => Some("EHLO"),
+        "14" => Some("RCPT"),
+        "15" | "17" | "18" => Some("DATA"),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -600,7 +737,7 @@ mod tests {
     #[test]
     fn exim_block_gives_each_address_its_error() {
         let notice = "This message was created automatically by mail delivery software.\n\nA message that you sent could not be delivered to one or more of its\nrecipients. This is a permanent error. The following address(es) failed:\n\n  a@example.org\n    SMTP error from remote mail server after RCPT TO:<a@example.org>:\n    550 5.1.1 User unknown\n\n  b@example.net\n    retry timeout exceeded\n";
-        let f = scan(notice, &["sender@example.jp".to_string()]);
+        let f = scan(notice, &["sender@example.jp".to_string()], 100);
         assert_eq!(f.len(), 2);
         assert_eq!(f[0].recipient, "a@example.org");
         assert!(f[0].text.contains("User unknown"));
@@ -613,7 +750,7 @@ mod tests {
         // Sendmail v5: the server's reply to MAIL FROM is the error of the
         // recipient line under it; the host error line after is not.
         let notice = "   ----- Transcript of session follows -----\nWhile talking to mx.example.org:\n>>> MAIL From:<me@example.jp>\n<<< 501 <me@example.jp>... Sender refused by policy\n554 <a@example.org>... Service unavailable\n550 example.org (smtp)... 550 Host unknown\n554 <b@example.org>... 550 Host unknown (Authoritative answer from name server)\n";
-        let f = scan(notice, &["me@example.jp".to_string()]);
+        let f = scan(notice, &["me@example.jp".to_string()], 100);
         assert_eq!(f.len(), 2);
         assert_eq!(f[0].recipient, "a@example.org");
         assert!(f[0].text.contains(">>> MAIL From"));
@@ -699,13 +836,13 @@ mod tests {
     #[test]
     fn sender_and_mail_system_addresses_are_not_recipients() {
         let notice = "Your message to you@example.org from me@example.jp\nwas rejected. Contact postmaster@example.org\n";
-        let f = scan(notice, &["me@example.jp".to_string()]);
+        let f = scan(notice, &["me@example.jp".to_string()], 100);
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].recipient, "you@example.org");
         // A help line in Japanese ("please contact <...>"), wrapped after
         // the address.
         let notice = "<you@example.org>: host mx.example.org said: 550 User unknown\n\n\n解決できない場合は、<support@isp.example>\nへご連絡ください。\n";
-        let f = scan(notice, &["me@example.jp".to_string()]);
+        let f = scan(notice, &["me@example.jp".to_string()], 100);
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].recipient, "you@example.org");
     }
