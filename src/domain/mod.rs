@@ -3,6 +3,7 @@
 
 pub mod contact;
 pub mod email;
+pub mod ledger_key;
 pub mod send;
 pub mod time;
 pub mod token;

@@ -38,6 +38,8 @@ pub enum StoreError {
     Sql(#[from] sqlx::Error),
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
+    #[error("consent ledger: {0}")]
+    Ledger(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
