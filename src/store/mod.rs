@@ -15,6 +15,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, SqlitePool};
 
 pub mod campaigns;
+pub mod compliance;
 pub mod consent;
 pub mod contacts;
 pub mod feedback;

@@ -1,0 +1,519 @@
+//! Access, erasure and the suppression list (GDPR Art. 15, 17, 20).
+//!
+//! `export` gathers everything held on one contact. `erase` removes the
+//! personal data from every table that holds it, in one transaction:
+//! contact fields and attributes, tags, hygiene flags, the addresses of
+//! sends and their SMTP replies, the personal keys of events, the address
+//! wherever a status reason quotes it, and the ledger's personal fields
+//! (`consent::erase_personal_fields`, which keeps the chain verifiable). The
+//! contact row stays (ids are references; its status becomes `erased`), a
+//! keyed hash of the address goes on the suppression list, and the erasure
+//! is recorded in `compliance_actions` and as a ledger entry. Nothing here
+//! decides who may be erased.
+
+use std::collections::HashSet;
+
+use hmac::Mac;
+
+use super::consent::{self, Appender};
+use super::status::{self, StatusChange};
+use super::{Backend, Result, Store, StoreError, Tx};
+use crate::domain::ledger_key::{LedgerKey, LedgerKeys, field, hex};
+use crate::domain::time::Millis;
+use crate::domain::{ContactStatus, EmailAddress};
+use crate::{dispatch, dispatch_tx};
+
+/// The keys of an event's `data` an erasure keeps: what the event was, not
+/// who it was about (recipient, diagnostic text, IP, user agent and URLs go).
+pub const EVENT_KEYS_KEPT: &[&str] = &[
+    "feedback_message_id",
+    "reason",
+    "status",
+    "action",
+    "reply_code",
+    "feedback_type",
+    "matched_by",
+    "link_id",
+    "classification",
+    "rule",
+];
+
+/// The keyed hash of a normalised address on the suppression list. Keyed:
+/// a plain hash of an address is reversed by hashing candidate addresses.
+pub fn suppression_digest(key: &LedgerKey, email: &str) -> String {
+    let mut m = key.mac();
+    let mut up = |b: &[u8]| m.update(b);
+    field(&mut up, b"cartero suppression v1");
+    field(&mut up, email.as_bytes());
+    hex(&m.finalize().into_bytes())
+}
+
+/// The suppression list, loaded once for a bulk check (an import).
+pub struct Suppressions {
+    digests: HashSet<String>,
+    keys: Option<std::sync::Arc<LedgerKeys>>,
+}
+
+impl Suppressions {
+    /// Reads the list in `tx`. With entries on it, the check needs the keys
+    /// that hashed them.
+    pub async fn load(tx: &mut Tx, keys: Option<std::sync::Arc<LedgerKeys>>) -> Result<Self> {
+        let digests: Vec<String> = dispatch_tx!(tx, conn => {
+            sqlx::query_scalar("SELECT digest FROM suppressions")
+                .fetch_all(&mut *conn)
+                .await?
+        });
+        if !digests.is_empty() && keys.is_none() {
+            return Err(StoreError::Ledger(
+                "the suppression list of erased addresses needs the ledger key: set [compliance] ledger_key"
+                    .into(),
+            ));
+        }
+        Ok(Self {
+            digests: digests.into_iter().collect(),
+            keys,
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.digests.is_empty()
+    }
+
+    /// Whether the address was erased on request and must not come back.
+    pub fn contains(&self, email: &EmailAddress) -> bool {
+        if self.digests.is_empty() {
+            return false;
+        }
+        self.keys.as_ref().is_some_and(|keys| {
+            keys.all().any(|k| {
+                self.digests
+                    .contains(&suppression_digest(k, email.as_str()))
+            })
+        })
+    }
+}
+
+/// Whether one address is on the suppression list (a sign-up form asks this).
+pub async fn is_suppressed(store: &Store, keys: &LedgerKeys, email: &EmailAddress) -> Result<bool> {
+    for k in keys.all() {
+        let d = suppression_digest(k, email.as_str());
+        let hits: i64 = dispatch!(store, pool => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM suppressions WHERE digest = $1")
+                .bind(&d)
+                .fetch_one(pool)
+                .await?
+        });
+        if hits > 0 {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// What an erasure changed, per table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Erasure {
+    pub contact_id: i64,
+    pub ledger_entries: u64,
+    pub tags: u64,
+    pub flags: u64,
+    pub sends: u64,
+    pub events: u64,
+    pub status_reasons: u64,
+    pub action_id: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EraseError {
+    #[error("contact {0} does not exist")]
+    NotFound(i64),
+    #[error("contact {0} is erased already")]
+    AlreadyErased(i64),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Erases a contact's personal data (see the module comment).
+pub async fn erase(
+    store: &Store,
+    keys: &LedgerKeys,
+    contact_id: i64,
+    reason: &str,
+    actor: &str,
+    now: Millis,
+) -> std::result::Result<Erasure, EraseError> {
+    let mut tx = store.begin().await?;
+    let mut appender = Appender::start_with(&mut tx, Some(keys)).await?;
+    let row: Option<(String, String)> = dispatch_tx!(&mut tx, conn => {
+        sqlx::query_as("SELECT email, status FROM contacts WHERE id = $1")
+            .bind(contact_id)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(StoreError::from)?
+    });
+    let Some((email, status_text)) = row else {
+        return Err(EraseError::NotFound(contact_id));
+    };
+    let from: ContactStatus = status_text.parse().map_err(StoreError::Corrupt)?;
+    if from == ContactStatus::Erased {
+        return Err(EraseError::AlreadyErased(contact_id));
+    }
+    let mut out = Erasure {
+        contact_id,
+        ..Default::default()
+    };
+    let placeholder = format!("erased:{contact_id}");
+    let digest = suppression_digest(keys.current(), &email);
+    let lower = email.to_lowercase();
+    out.ledger_entries =
+        consent::erase_personal_fields(&mut tx, &mut appender, contact_id, reason, now).await?;
+    let events: Vec<(i64, String)> = dispatch_tx!(&mut tx, conn => {
+        sqlx::query(
+            "INSERT INTO suppressions (digest, key_id, reason, contact_id, created_at) \
+             VALUES ($1, $2, 'erasure', $3, $4) ON CONFLICT (digest) DO NOTHING",
+        )
+        .bind(&digest)
+        .bind(keys.current().id())
+        .bind(contact_id)
+        .bind(now)
+        .execute(&mut *conn)
+        .await
+        .map_err(StoreError::from)?;
+        sqlx::query(
+            "UPDATE contacts SET email = $1, email_ascii = NULL, domain = 'erased.invalid', \
+             first_name = NULL, last_name = NULL, locale = NULL, timezone = NULL, attributes = '{}', \
+             updated_at = $2 WHERE id = $3",
+        )
+        .bind(&placeholder)
+        .bind(now)
+        .bind(contact_id)
+        .execute(&mut *conn)
+        .await
+        .map_err(StoreError::from)?;
+        out.tags = sqlx::query("DELETE FROM contact_tags WHERE contact_id = $1")
+            .bind(contact_id)
+            .execute(&mut *conn)
+            .await
+            .map_err(StoreError::from)?
+            .rows_affected();
+        out.flags = sqlx::query("DELETE FROM contact_flags WHERE contact_id = $1")
+            .bind(contact_id)
+            .execute(&mut *conn)
+            .await
+            .map_err(StoreError::from)?
+            .rows_affected();
+        // An SMTP reply often quotes the address ("550 5.1.1 <ana@...>").
+        out.sends = sqlx::query("UPDATE sends SET email = $1, smtp_reply = NULL WHERE contact_id = $2")
+            .bind(&placeholder)
+            .bind(contact_id)
+            .execute(&mut *conn)
+            .await
+            .map_err(StoreError::from)?
+            .rows_affected();
+        sqlx::query_as("SELECT id, data FROM events WHERE contact_id = $1")
+            .bind(contact_id)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(StoreError::from)?
+    });
+    for (id, data) in events {
+        let kept = keep_event_keys(&data);
+        if kept != data {
+            dispatch_tx!(&mut tx, conn => {
+                sqlx::query("UPDATE events SET data = $1 WHERE id = $2")
+                    .bind(&kept)
+                    .bind(id)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(StoreError::from)?;
+            });
+            out.events += 1;
+        }
+    }
+    // Status reasons written from bounces may quote the address.
+    let reasons: Vec<(i64, String)> = dispatch_tx!(&mut tx, conn => {
+        sqlx::query_as("SELECT id, reason FROM status_changes WHERE contact_id = $1 AND reason IS NOT NULL")
+            .bind(contact_id)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(StoreError::from)?
+    });
+    for (id, text) in reasons {
+        if text.to_lowercase().contains(&lower) {
+            dispatch_tx!(&mut tx, conn => {
+                sqlx::query("UPDATE status_changes SET reason = '[erased]' WHERE id = $1")
+                    .bind(id)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(StoreError::from)?;
+            });
+            out.status_reasons += 1;
+        }
+    }
+    status::change(
+        &mut tx,
+        &StatusChange {
+            contact_id,
+            from,
+            to: ContactStatus::Erased,
+            cause: "operator".into(),
+            rule: Some("erasure".into()),
+            event_id: None,
+            actor: actor.to_string(),
+            reason: Some(reason.to_string()),
+            occurred_at: now,
+        },
+    )
+    .await?
+    .ok_or_else(|| StoreError::Corrupt("status changed during the erasure".into()))?;
+    let details = serde_json::to_string(&out).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    out.action_id = dispatch_tx!(&mut tx, conn => {
+        sqlx::query_scalar(
+            "INSERT INTO compliance_actions (kind, contact_id, actor, reason, details, occurred_at) \
+             VALUES ('erase', $1, $2, $3, $4, $5) RETURNING id",
+        )
+        .bind(contact_id)
+        .bind(actor)
+        .bind(reason)
+        .bind(&details)
+        .bind(now)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(StoreError::from)?
+    });
+    tx.commit().await?;
+    Ok(out)
+}
+
+/// An event's data with only the keys in `EVENT_KEYS_KEPT`.
+fn keep_event_keys(data: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(data) {
+        Ok(serde_json::Value::Object(m)) => {
+            let kept: serde_json::Map<String, serde_json::Value> = m
+                .into_iter()
+                .filter(|(k, _)| EVENT_KEYS_KEPT.contains(&k.as_str()))
+                .collect();
+            serde_json::Value::Object(kept).to_string()
+        }
+        _ => "{}".into(),
+    }
+}
+
+/// One column of an exported table: a plain value or JSON stored as text.
+enum Col<'a> {
+    Plain(&'a str),
+    Json(&'a str),
+}
+
+/// A query that folds the rows of `from` (which binds the contact id as $1)
+/// into one JSON array of objects, in `order`.
+fn json_array_sql(backend: Backend, cols: &[Col], from: &str, order: &str) -> String {
+    let mut pairs = Vec::with_capacity(cols.len());
+    for c in cols {
+        let (name, expr) = match (c, backend) {
+            (Col::Plain(e), _) => (e, e.to_string()),
+            (Col::Json(e), Backend::Sqlite) => (e, format!("json({e})")),
+            (Col::Json(e), Backend::Postgres) => (e, format!("({e})::json")),
+        };
+        let name = name.rsplit('.').next().unwrap_or(name);
+        pairs.push(format!("'{name}', {expr}"));
+    }
+    let pairs = pairs.join(", ");
+    match backend {
+        Backend::Sqlite => format!(
+            "SELECT COALESCE(json_group_array(json(o)), '[]') FROM \
+             (SELECT json_object({pairs}) AS o {from} ORDER BY {order})"
+        ),
+        Backend::Postgres => format!(
+            "SELECT COALESCE(json_agg(json_build_object({pairs}) ORDER BY {order}), '[]')::text {from}"
+        ),
+    }
+}
+
+async fn json_rows(
+    store: &Store,
+    cols: &[Col<'_>],
+    from: &str,
+    order: &str,
+    id: i64,
+) -> Result<serde_json::Value> {
+    let sql = json_array_sql(store.backend(), cols, from, order);
+    let text: String = dispatch!(store, pool => {
+        sqlx::query_scalar(&sql).bind(id).fetch_one(pool).await?
+    });
+    serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("export of {from}: {e}")))
+}
+
+/// Everything held on one contact (GDPR Art. 15 and 20): fields,
+/// attributes, tags, lists, consent entries with their evidence, sends,
+/// events, status changes, hygiene flags and compliance actions.
+pub async fn export(store: &Store, contact_id: i64) -> Result<serde_json::Value> {
+    use Col::{Json, Plain};
+    let contact = json_rows(
+        store,
+        &[
+            Plain("id"),
+            Plain("email"),
+            Plain("email_ascii"),
+            Plain("domain"),
+            Plain("first_name"),
+            Plain("last_name"),
+            Plain("locale"),
+            Plain("timezone"),
+            Json("attributes"),
+            Plain("status"),
+            Plain("status_reason"),
+            Plain("created_at"),
+            Plain("updated_at"),
+            Plain("last_sent_at"),
+            Plain("last_open_at"),
+            Plain("last_click_at"),
+            Plain("send_count"),
+            Plain("open_count"),
+            Plain("click_count"),
+            Plain("bounce_count"),
+        ],
+        "FROM contacts WHERE id = $1",
+        "id",
+        contact_id,
+    )
+    .await?;
+    let Some(contact) = contact.as_array().and_then(|a| a.first()).cloned() else {
+        return Err(StoreError::Corrupt(format!(
+            "contact {contact_id} vanished"
+        )));
+    };
+    let tags = json_rows(
+        store,
+        &[Plain("tag")],
+        "FROM contact_tags WHERE contact_id = $1",
+        "tag",
+        contact_id,
+    )
+    .await?;
+    let lists = json_rows(
+        store,
+        &[
+            Plain("l.name"),
+            Plain("cl.subscribed"),
+            Plain("cl.changed_at"),
+        ],
+        "FROM contact_lists cl JOIN lists l ON l.id = cl.list_id WHERE cl.contact_id = $1",
+        "l.name",
+        contact_id,
+    )
+    .await?;
+    let consents = json_rows(
+        store,
+        &[
+            Plain("e.id"),
+            Plain("l.name"),
+            Plain("e.action"),
+            Plain("e.occurred_at"),
+            Plain("e.source"),
+            Plain("e.method"),
+            Plain("e.ip"),
+            Plain("e.text_version"),
+            Json("e.evidence"),
+            Plain("e.erased_at"),
+            Plain("e.hash"),
+        ],
+        "FROM consent_events e LEFT JOIN lists l ON l.id = e.list_id WHERE e.contact_id = $1",
+        "e.id",
+        contact_id,
+    )
+    .await?;
+    let sends = json_rows(
+        store,
+        &[
+            Plain("s.id"),
+            Plain("c.slug"),
+            Plain("s.email"),
+            Plain("s.state"),
+            Plain("s.skip_reason"),
+            Plain("s.attempts"),
+            Plain("s.message_id"),
+            Plain("s.smtp_code"),
+            Plain("s.smtp_reply"),
+            Plain("s.created_at"),
+            Plain("s.updated_at"),
+        ],
+        "FROM sends s JOIN campaigns c ON c.id = s.campaign_id WHERE s.contact_id = $1",
+        "s.id",
+        contact_id,
+    )
+    .await?;
+    let events = json_rows(
+        store,
+        &[
+            Plain("id"),
+            Plain("campaign_id"),
+            Plain("send_id"),
+            Plain("kind"),
+            Plain("channel"),
+            Plain("occurred_at"),
+            Json("data"),
+        ],
+        "FROM events WHERE contact_id = $1",
+        "id",
+        contact_id,
+    )
+    .await?;
+    let status_changes = json_rows(
+        store,
+        &[
+            Plain("id"),
+            Plain("from_status"),
+            Plain("to_status"),
+            Plain("cause"),
+            Plain("rule"),
+            Plain("event_id"),
+            Plain("actor"),
+            Plain("reason"),
+            Plain("occurred_at"),
+        ],
+        "FROM status_changes WHERE contact_id = $1",
+        "id",
+        contact_id,
+    )
+    .await?;
+    let flags = json_rows(
+        store,
+        &[
+            Plain("flag"),
+            Plain("detail"),
+            Plain("first_seen_at"),
+            Plain("checked_at"),
+        ],
+        "FROM contact_flags WHERE contact_id = $1",
+        "flag",
+        contact_id,
+    )
+    .await?;
+    let actions = json_rows(
+        store,
+        &[
+            Plain("id"),
+            Plain("kind"),
+            Plain("actor"),
+            Plain("reason"),
+            Plain("occurred_at"),
+        ],
+        "FROM compliance_actions WHERE contact_id = $1",
+        "id",
+        contact_id,
+    )
+    .await?;
+    Ok(serde_json::json!({
+        "format": "cartero-contact-export/1",
+        "contact": contact,
+        "tags": tags.as_array().map(|a| a.iter().filter_map(|t| t.get("tag").cloned()).collect::<Vec<_>>()),
+        "lists": lists,
+        "consents": consents,
+        "sends": sends,
+        "events": events,
+        "status_changes": status_changes,
+        "hygiene_flags": flags,
+        "compliance_actions": actions,
+    }))
+}
