@@ -7,7 +7,8 @@ use anyhow::Context as _;
 
 use super::Context;
 use crate::domain::ledger_key::LedgerKeys;
-use crate::domain::time::now_millis;
+use crate::domain::time::{Millis, now_millis, to_rfc3339};
+use crate::store::compliance::{self, LogFilter, LogRow};
 use crate::store::consent::{self, Checkpoint};
 
 #[derive(Debug, clap::Args)]
@@ -30,6 +31,36 @@ pub enum Cmd {
         /// A checkpoint written by `compliance checkpoint` (repeatable).
         #[arg(long = "checkpoint", value_name = "FILE")]
         checkpoints: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value_t)]
+        format: super::Format,
+    },
+    /// Every consent grant and withdrawal with its evidence (source, method,
+    /// text version, IP and user agent as stored, campaign and send),
+    /// oldest first, streamed as it is read.
+    #[command(
+        after_help = "Example:\n  cartero compliance log --since 2026-11-01 --action withdraw --format csv > withdrawals.csv"
+    )]
+    Log {
+        /// From this instant: YYYY-MM-DD (UTC), RFC 3339, or 7d / 24h back.
+        #[arg(long)]
+        since: Option<String>,
+        /// Before this instant (same forms).
+        #[arg(long)]
+        until: Option<String>,
+        /// One list (withdrawals from every list are included).
+        #[arg(long)]
+        list: Option<String>,
+        /// One campaign, by slug (entries whose evidence names one of its sends).
+        #[arg(long)]
+        campaign: Option<String>,
+        /// import, form, double-opt-in, one-click, mail, operator, feedback, erasure, ...
+        #[arg(long)]
+        method: Option<String>,
+        #[arg(long, value_parser = ["grant", "withdraw"])]
+        action: Option<String>,
+        /// One contact, by address.
+        #[arg(long)]
+        contact: Option<String>,
         #[arg(long, value_enum, default_value_t)]
         format: super::Format,
     },
@@ -119,6 +150,50 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        Cmd::Log {
+            since,
+            until,
+            list,
+            campaign,
+            method,
+            action,
+            contact,
+            format,
+        } => {
+            let now = now_millis();
+            let mut filter = LogFilter {
+                since: since
+                    .as_deref()
+                    .map(|s| parse_instant("--since", s, now))
+                    .transpose()?,
+                until: until
+                    .as_deref()
+                    .map(|s| parse_instant("--until", s, now))
+                    .transpose()?,
+                list,
+                campaign,
+                method,
+                action,
+                contact_id: None,
+            };
+            let store = ctx.store(&cfg).await?;
+            if let Some(email) = &contact {
+                let normalized = crate::domain::EmailAddress::parse(email.trim()).ok();
+                let found = crate::store::status::find_contact(
+                    &store,
+                    normalized.as_ref().map(|a| a.as_str()),
+                    email,
+                )
+                .await?;
+                let Some((id, _)) = found else {
+                    anyhow::bail!("no contact with address {email}");
+                };
+                filter.contact_id = Some(id);
+            }
+            write_log(&store, &filter, format).await?;
+            store.close().await;
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Checkpoint { out } => {
             let keys = require_keys(&cfg)?;
             let store = ctx.store(&cfg).await?;
@@ -150,6 +225,170 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Streams the log to standard output in `format`, row by row.
+async fn write_log(
+    store: &crate::store::Store,
+    filter: &LogFilter,
+    format: super::Format,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    let stdout = std::io::stdout();
+    let out = std::io::BufWriter::new(stdout.lock());
+    let mut failed: Option<anyhow::Error> = None;
+    match format {
+        super::Format::Csv => {
+            let mut w = csv::Writer::from_writer(out);
+            w.write_record(LOG_HEADER)?;
+            compliance::stream_log(store, filter, |r| match w.write_record(log_fields(&r)) {
+                Ok(()) => true,
+                Err(e) => {
+                    failed = Some(e.into());
+                    false
+                }
+            })
+            .await?;
+            w.flush()?;
+        }
+        super::Format::Json => {
+            // One JSON array, written an element at a time.
+            let mut out = out;
+            write!(out, "[")?;
+            let mut first = true;
+            compliance::stream_log(store, filter, |r| {
+                let sep = if first { "\n" } else { ",\n" };
+                first = false;
+                let res = serde_json::to_string(&r)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|j| Ok(write!(out, "{sep}{j}")?));
+                match res {
+                    Ok(()) => true,
+                    Err(e) => {
+                        failed = Some(e);
+                        false
+                    }
+                }
+            })
+            .await?;
+            writeln!(out, "\n]")?;
+            out.flush()?;
+        }
+        super::Format::Table => {
+            let mut out = out;
+            writeln!(
+                out,
+                "{:<7} {:<24} {:<30} {:<12} {:<8} {:<13} {:<20} {:<15} SOURCE",
+                "ID", "WHEN", "EMAIL", "LIST", "ACTION", "METHOD", "CAMPAIGN", "IP"
+            )?;
+            compliance::stream_log(store, filter, |r| {
+                let res = writeln!(
+                    out,
+                    "{:<7} {:<24} {:<30} {:<12} {:<8} {:<13} {:<20} {:<15} {}",
+                    r.id,
+                    to_rfc3339(r.occurred_at),
+                    cell(&r.email),
+                    cell(r.list.as_deref().unwrap_or("(all)")),
+                    r.action,
+                    r.method,
+                    r.campaign.as_deref().unwrap_or("-"),
+                    r.ip.as_deref().unwrap_or("-"),
+                    cell(&r.source)
+                );
+                match res {
+                    Ok(()) => true,
+                    Err(e) => {
+                        failed = Some(e.into());
+                        false
+                    }
+                }
+            })
+            .await?;
+            out.flush()?;
+        }
+    }
+    match failed {
+        Some(e) => Err(e.context("writing the log")),
+        None => Ok(()),
+    }
+}
+
+const LOG_HEADER: [&str; 14] = [
+    "id",
+    "occurred_at",
+    "email",
+    "list",
+    "action",
+    "source",
+    "method",
+    "text_version",
+    "ip",
+    "user_agent",
+    "campaign",
+    "send_id",
+    "evidence",
+    "erased_at",
+];
+
+fn log_fields(r: &LogRow) -> [String; 14] {
+    [
+        r.id.to_string(),
+        to_rfc3339(r.occurred_at),
+        r.email.clone(),
+        r.list.clone().unwrap_or_default(),
+        r.action.clone(),
+        r.source.clone(),
+        r.method.clone(),
+        r.text_version.clone().unwrap_or_default(),
+        r.ip.clone().unwrap_or_default(),
+        r.user_agent.clone().unwrap_or_default(),
+        r.campaign.clone().unwrap_or_default(),
+        r.send_id.map(|s| s.to_string()).unwrap_or_default(),
+        r.evidence.clone(),
+        r.erased_at.map(to_rfc3339).unwrap_or_default(),
+    ]
+}
+
+/// An instant on the command line: YYYY-MM-DD (UTC midnight), RFC 3339, or
+/// a span back from now (`7d`, `24h`).
+pub fn parse_instant(flag: &str, s: &str, now: Millis) -> anyhow::Result<Millis> {
+    use time::format_description::well_known::Rfc3339;
+    let s = s.trim();
+    for (suffix, unit) in [("d", 24 * 3600 * 1000), ("h", 3600 * 1000)] {
+        if let Some(n) = s.strip_suffix(suffix)
+            && let Ok(n) = n.parse::<i64>()
+        {
+            return Ok(now - n * unit);
+        }
+    }
+    if let Ok(t) = time::OffsetDateTime::parse(s, &Rfc3339) {
+        return Ok((t.unix_timestamp_nanos() / 1_000_000) as Millis);
+    }
+    let fmt = time::macros::format_description!("[year]-[month]-[day]");
+    if let Ok(d) = time::Date::parse(s, &fmt) {
+        return Ok((d.midnight().assume_utc().unix_timestamp_nanos() / 1_000_000) as Millis);
+    }
+    anyhow::bail!(
+        "{flag} {s:?}: expected YYYY-MM-DD, an RFC 3339 instant, or a span like 7d or 24h"
+    )
+}
+
+/// Text for a terminal cell: control characters (line breaks, escape
+/// sequences a hostile form could have stored) are shown escaped.
+fn cell(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_string();
+    }
+    s.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
 }
 
 fn opt(v: Option<i64>) -> String {

@@ -517,3 +517,93 @@ pub async fn export(store: &Store, contact_id: i64) -> Result<serde_json::Value>
         "compliance_actions": actions,
     }))
 }
+
+/// Which ledger entries `stream_log` reads; `None` matches everything.
+#[derive(Debug, Clone, Default)]
+pub struct LogFilter {
+    pub since: Option<Millis>,
+    pub until: Option<Millis>,
+    /// A list name; withdrawals from every list match too.
+    pub list: Option<String>,
+    /// A campaign slug, through the send the evidence names.
+    pub campaign: Option<String>,
+    pub method: Option<String>,
+    pub action: Option<String>,
+    pub contact_id: Option<i64>,
+}
+
+/// One entry of the consent log, with its evidence as stored.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct LogRow {
+    pub id: i64,
+    pub occurred_at: Millis,
+    pub email: String,
+    /// `None`: every list.
+    pub list: Option<String>,
+    pub action: String,
+    pub source: String,
+    pub method: String,
+    pub text_version: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub send_id: Option<i64>,
+    pub campaign: Option<String>,
+    pub evidence: String,
+    pub erased_at: Option<Millis>,
+}
+
+/// Calls `row` for every matching ledger entry, oldest first, as the
+/// database streams them: a million entries are never held at once. Stops
+/// early when `row` returns false (its writer failed).
+pub async fn stream_log(
+    store: &Store,
+    f: &LogFilter,
+    mut row: impl FnMut(LogRow) -> bool,
+) -> Result<u64> {
+    use futures::TryStreamExt;
+    let (ua, send) = match store.backend() {
+        Backend::Sqlite => (
+            "CAST(json_extract(e.evidence, '$.user_agent') AS TEXT)",
+            "CASE WHEN json_type(e.evidence, '$.send_id') = 'integer' \
+             THEN json_extract(e.evidence, '$.send_id') END",
+        ),
+        Backend::Postgres => (
+            "(e.evidence::jsonb ->> 'user_agent')",
+            "CASE WHEN jsonb_typeof(e.evidence::jsonb -> 'send_id') = 'number' \
+             THEN (e.evidence::jsonb ->> 'send_id')::bigint END",
+        ),
+    };
+    let sql = format!(
+        "SELECT e.id, e.occurred_at, c.email, l.name AS list, e.action, e.source, e.method, \
+         e.text_version, e.ip, {ua} AS user_agent, s.id AS send_id, cp.slug AS campaign, e.evidence, \
+         e.erased_at \
+         FROM consent_events e JOIN contacts c ON c.id = e.contact_id \
+         LEFT JOIN lists l ON l.id = e.list_id \
+         LEFT JOIN sends s ON s.id = {send} \
+         LEFT JOIN campaigns cp ON cp.id = s.campaign_id \
+         WHERE ($1 IS NULL OR e.occurred_at >= $1) AND ($2 IS NULL OR e.occurred_at < $2) \
+           AND ($3 IS NULL OR l.name = $3 OR e.list_id IS NULL) AND ($4 IS NULL OR cp.slug = $4) \
+           AND ($5 IS NULL OR e.method = $5) AND ($6 IS NULL OR e.action = $6) \
+           AND ($7 IS NULL OR e.contact_id = $7) \
+         ORDER BY e.id"
+    );
+    let mut n = 0u64;
+    dispatch!(store, pool => {
+        let mut rows = sqlx::query_as::<_, LogRow>(&sql)
+            .bind(f.since)
+            .bind(f.until)
+            .bind(&f.list)
+            .bind(&f.campaign)
+            .bind(&f.method)
+            .bind(&f.action)
+            .bind(f.contact_id)
+            .fetch(pool);
+        while let Some(r) = rows.try_next().await? {
+            if !row(r) {
+                break;
+            }
+            n += 1;
+        }
+    });
+    Ok(n)
+}
