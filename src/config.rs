@@ -315,8 +315,6 @@ pub struct ComplianceConfig {
     pub retired_ledger_keys: Vec<String>,
     /// Days the IP address and user agent of an event are kept; unset: kept.
     pub event_ip_retention_days: Option<u32>,
-    /// `compliance audit` flags double opt-in requests pending longer.
-    pub double_opt_in_pending_days: u32,
 }
 
 impl Default for ComplianceConfig {
@@ -325,7 +323,6 @@ impl Default for ComplianceConfig {
             ledger_key: None,
             retired_ledger_keys: Vec::new(),
             event_ip_retention_days: None,
-            double_opt_in_pending_days: 7,
         }
     }
 }
@@ -337,10 +334,6 @@ impl std::fmt::Debug for ComplianceConfig {
             .field("ledger_key", &self.ledger_key.as_ref().map(|_| "***"))
             .field("retired_ledger_keys", &self.retired_ledger_keys.len())
             .field("event_ip_retention_days", &self.event_ip_retention_days)
-            .field(
-                "double_opt_in_pending_days",
-                &self.double_opt_in_pending_days,
-            )
             .finish()
     }
 }

@@ -64,6 +64,23 @@ pub enum Cmd {
         #[arg(long, value_enum, default_value_t)]
         format: super::Format,
     },
+    /// Check the promises consent makes and name every violation: a message
+    /// sent after a withdrawal, a send without consent recorded for the
+    /// campaign's list, a withdrawal not applied to the list state, a
+    /// withdrawal that took longer than two days to apply (with the median
+    /// and worst time from request to effect).
+    ///
+    /// Exit status: 0 no violation, 4 violations found, 1 error.
+    #[command(
+        after_help = "Example (cron, weekly):\n  cartero compliance audit --since 7d || mail -s 'consent audit' dpo@example.com"
+    )]
+    Audit {
+        /// Only sends and withdrawals from this instant (YYYY-MM-DD, RFC 3339, 7d).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, value_enum, default_value_t)]
+        format: super::Format,
+    },
     /// Verify the ledger and write a signed checkpoint of it (entry count,
     /// head hash, time, key id). Keep it outside the database: `compliance
     /// verify --checkpoint FILE` then catches truncation and rewriting.
@@ -193,6 +210,21 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
             write_log(&store, &filter, format).await?;
             store.close().await;
             Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Audit { since, format } => {
+            let since = since
+                .as_deref()
+                .map(|s| parse_instant("--since", s, now_millis()))
+                .transpose()?;
+            let store = ctx.store(&cfg).await?;
+            let audit = compliance::audit(&store, since).await?;
+            store.close().await;
+            print_audit(&audit, format)?;
+            Ok(if audit.violations.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(4)
+            })
         }
         Cmd::Checkpoint { out } => {
             let keys = require_keys(&cfg)?;
@@ -371,6 +403,75 @@ pub fn parse_instant(flag: &str, s: &str, now: Millis) -> anyhow::Result<Millis>
     anyhow::bail!(
         "{flag} {s:?}: expected YYYY-MM-DD, an RFC 3339 instant, or a span like 7d or 24h"
     )
+}
+
+fn print_audit(a: &compliance::Audit, format: super::Format) -> anyhow::Result<()> {
+    use compliance::Violation as V;
+    if format == super::Format::Json {
+        println!("{}", serde_json::to_string_pretty(a)?);
+        return Ok(());
+    }
+    let dur = |ms: Option<i64>| match ms {
+        Some(ms) if ms >= 3_600_000 => format!("{:.1} h", ms as f64 / 3_600_000.0),
+        Some(ms) => format!("{:.1} s", ms as f64 / 1000.0),
+        None => "-".into(),
+    };
+    println!("sends checked        {:>9}", a.sends_checked);
+    println!("withdrawals          {:>9}", a.withdrawals);
+    println!(
+        "time to effect       median {}, worst {} ({} with the request time recorded; limit 48 h)",
+        dur(a.effect_median_ms),
+        dur(a.effect_worst_ms),
+        a.withdrawals_timed
+    );
+    println!("violations           {:>9}", a.violations.len());
+    for v in &a.violations {
+        let line = match v {
+            V::SentAfterWithdrawal {
+                send_id,
+                campaign,
+                email,
+                sent_at,
+                withdrawn_at,
+                entry_id,
+            } => format!(
+                "sent-after-withdrawal: send {send_id} of campaign {campaign} to {email} at {},                  withdrawn at {} (ledger entry {entry_id})",
+                to_rfc3339(*sent_at),
+                to_rfc3339(*withdrawn_at)
+            ),
+            V::SentWithoutConsent {
+                send_id,
+                campaign,
+                list,
+                email,
+                sent_at,
+            } => format!(
+                "sent-without-consent: send {send_id} of campaign {campaign} to {email} at {}:                  no consent recorded for list {list}",
+                to_rfc3339(*sent_at)
+            ),
+            V::WithdrawalNotApplied {
+                email,
+                list,
+                entry_id,
+                withdrawn_at,
+            } => format!(
+                "withdrawal-not-applied: {email} withdrew at {} (ledger entry {entry_id}) but is                  still subscribed to {list}",
+                to_rfc3339(*withdrawn_at)
+            ),
+            V::SlowWithdrawal {
+                email,
+                entry_id,
+                requested_at,
+                applied_at,
+            } => format!(
+                "slow-withdrawal: {email} asked at {}, applied at {} (ledger entry {entry_id}):                  more than 48 h",
+                to_rfc3339(*requested_at),
+                to_rfc3339(*applied_at)
+            ),
+        };
+        println!("VIOLATION {}", cell(&line));
+    }
+    Ok(())
 }
 
 /// Text for a terminal cell: control characters (line breaks, escape

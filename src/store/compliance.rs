@@ -607,3 +607,171 @@ pub async fn stream_log(
     });
     Ok(n)
 }
+
+/// A promise the data shows was broken.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Violation {
+    /// A message was accepted for a contact whose latest consent entry for
+    /// the campaign's list, at that time, was a withdrawal.
+    SentAfterWithdrawal {
+        send_id: i64,
+        campaign: String,
+        email: String,
+        sent_at: Millis,
+        withdrawn_at: Millis,
+        entry_id: i64,
+    },
+    /// A message was accepted with no consent recorded for the campaign's list.
+    SentWithoutConsent {
+        send_id: i64,
+        campaign: String,
+        list: String,
+        email: String,
+        sent_at: Millis,
+    },
+    /// The list state still says subscribed after a withdrawal.
+    WithdrawalNotApplied {
+        email: String,
+        list: String,
+        entry_id: i64,
+        withdrawn_at: Millis,
+    },
+    /// A withdrawal took effect later than the limit after it was requested.
+    SlowWithdrawal {
+        email: String,
+        entry_id: i64,
+        requested_at: Millis,
+        applied_at: Millis,
+    },
+}
+
+/// What `audit` found.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Audit {
+    pub since: Option<Millis>,
+    pub sends_checked: u64,
+    pub withdrawals: u64,
+    /// Withdrawals whose evidence records when they were requested
+    /// (`requested_at`, ms): the ones whose time to effect is known.
+    pub withdrawals_timed: u64,
+    pub effect_median_ms: Option<i64>,
+    pub effect_worst_ms: Option<i64>,
+    pub violations: Vec<Violation>,
+}
+
+/// The longest a withdrawal may take to apply: Gmail's and Yahoo's bulk
+/// sender rules ask for two days (support.google.com/mail/answer/81126).
+pub const WITHDRAWAL_LIMIT_MS: i64 = 2 * 24 * 3600 * 1000;
+
+/// Checks the promises consent makes against what was recorded since `since`.
+pub async fn audit(store: &Store, since: Option<Millis>) -> Result<Audit> {
+    use futures::TryStreamExt;
+    let mut out = Audit {
+        since,
+        ..Default::default()
+    };
+    let from = since.unwrap_or(i64::MIN);
+    // The latest ledger entry for the send's contact and the campaign's list
+    // (or every list) at the moment the send was accepted.
+    let latest = |col: &str| {
+        format!(
+            "(SELECT e.{col} FROM consent_events e WHERE e.contact_id = s.contact_id \
+             AND (e.list_id = l.id OR e.list_id IS NULL) AND e.occurred_at <= s.updated_at \
+             ORDER BY e.occurred_at DESC, e.id DESC LIMIT 1)"
+        )
+    };
+    let sends_sql = format!(
+        "SELECT * FROM (SELECT s.id, cp.slug, l.name, c.email, s.updated_at, {} AS action, {} AS at, {} AS entry \
+         FROM sends s JOIN campaigns cp ON cp.id = s.campaign_id JOIN lists l ON l.name = cp.list_name \
+         JOIN contacts c ON c.id = s.contact_id \
+         WHERE s.state = 'accepted' AND s.updated_at >= $1) x \
+         WHERE x.action IS NULL OR x.action <> 'grant' ORDER BY x.id",
+        latest("action"),
+        latest("occurred_at"),
+        latest("id")
+    );
+    type SendRow = (
+        i64,
+        String,
+        String,
+        String,
+        Millis,
+        Option<String>,
+        Option<Millis>,
+        Option<i64>,
+    );
+    let unapplied_sql = "SELECT * FROM (SELECT c.email, l.name, \
+         (SELECT e.action FROM consent_events e WHERE e.contact_id = cl.contact_id \
+          AND (e.list_id = cl.list_id OR e.list_id IS NULL) ORDER BY e.id DESC LIMIT 1) AS action, \
+         (SELECT e.id FROM consent_events e WHERE e.contact_id = cl.contact_id \
+          AND (e.list_id = cl.list_id OR e.list_id IS NULL) ORDER BY e.id DESC LIMIT 1) AS entry, \
+         (SELECT e.occurred_at FROM consent_events e WHERE e.contact_id = cl.contact_id \
+          AND (e.list_id = cl.list_id OR e.list_id IS NULL) ORDER BY e.id DESC LIMIT 1) AS at \
+         FROM contact_lists cl JOIN contacts c ON c.id = cl.contact_id JOIN lists l ON l.id = cl.list_id \
+         WHERE cl.subscribed = 1) x WHERE x.action = 'withdraw' ORDER BY x.entry";
+    type UnappliedRow = (String, String, Option<String>, Option<i64>, Option<Millis>);
+    let requested = match store.backend() {
+        Backend::Sqlite => {
+            "CASE WHEN json_type(e.evidence, '$.requested_at') = 'integer' \
+             THEN json_extract(e.evidence, '$.requested_at') END"
+        }
+        Backend::Postgres => {
+            "CASE WHEN jsonb_typeof(e.evidence::jsonb -> 'requested_at') = 'number' \
+             THEN (e.evidence::jsonb ->> 'requested_at')::bigint END"
+        }
+    };
+    let withdrawals_sql = format!(
+        "SELECT e.id, c.email, e.occurred_at, {requested} AS requested_at FROM consent_events e \
+         JOIN contacts c ON c.id = e.contact_id WHERE e.action = 'withdraw' AND e.occurred_at >= $1 ORDER BY e.id"
+    );
+    let mut latencies: Vec<i64> = Vec::new();
+    dispatch!(store, pool => {
+        let mut rows = sqlx::query_as::<_, SendRow>(&sends_sql).bind(from).fetch(pool);
+        while let Some((send_id, campaign, list, email, sent_at, action, at, entry)) = rows.try_next().await? {
+            out.violations.push(match (action, at, entry) {
+                (Some(_), Some(withdrawn_at), Some(entry_id)) => Violation::SentAfterWithdrawal {
+                    send_id, campaign, email, sent_at, withdrawn_at, entry_id,
+                },
+                _ => Violation::SentWithoutConsent { send_id, campaign, list, email, sent_at },
+            });
+        }
+        drop(rows);
+        out.sends_checked = sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM sends WHERE state = 'accepted' AND updated_at >= $1",
+        )
+        .bind(from)
+        .fetch_one(pool)
+        .await? as u64;
+        let mut rows = sqlx::query_as::<_, UnappliedRow>(unapplied_sql).fetch(pool);
+        while let Some((email, list, _, entry, at)) = rows.try_next().await? {
+            out.violations.push(Violation::WithdrawalNotApplied {
+                email,
+                list,
+                entry_id: entry.unwrap_or_default(),
+                withdrawn_at: at.unwrap_or_default(),
+            });
+        }
+        drop(rows);
+        let mut rows = sqlx::query_as::<_, (i64, String, Millis, Option<i64>)>(&withdrawals_sql)
+            .bind(from)
+            .fetch(pool);
+        while let Some((entry_id, email, applied_at, requested_at)) = rows.try_next().await? {
+            out.withdrawals += 1;
+            if let Some(requested_at) = requested_at {
+                let took = (applied_at - requested_at).max(0);
+                latencies.push(took);
+                if took > WITHDRAWAL_LIMIT_MS {
+                    out.violations.push(Violation::SlowWithdrawal {
+                        email, entry_id, requested_at, applied_at,
+                    });
+                }
+            }
+        }
+    });
+    latencies.sort_unstable();
+    out.withdrawals_timed = latencies.len() as u64;
+    out.effect_median_ms = latencies.get(latencies.len() / 2).copied();
+    out.effect_worst_ms = latencies.last().copied();
+    Ok(out)
+}
