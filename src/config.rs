@@ -305,7 +305,7 @@ pub struct HygieneConfig {
     pub sunset_days: Option<u32>,
 }
 
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ComplianceConfig {
     /// HMAC-SHA256 key of the consent ledger, at least 32 characters; kept
@@ -315,16 +315,6 @@ pub struct ComplianceConfig {
     pub retired_ledger_keys: Vec<String>,
     /// Days the IP address and user agent of an event are kept; unset: kept.
     pub event_ip_retention_days: Option<u32>,
-}
-
-impl Default for ComplianceConfig {
-    fn default() -> Self {
-        Self {
-            ledger_key: None,
-            retired_ledger_keys: Vec::new(),
-            event_ip_retention_days: None,
-        }
-    }
 }
 
 // Secrets never reach a log: the keys print as their count.
