@@ -141,3 +141,65 @@ async fn the_audit_names_each_planted_violation_and_exits_non_zero() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn purge_removes_old_ips_and_user_agents_and_is_recorded() {
+    for db in TestDb::all().await {
+        let p = Project::new(&db, "[compliance]\nevent_ip_retention_days = 30\n");
+        let out = p.import("email\na@example.com\n");
+        assert!(out.status.success(), "{}", stderr(&out));
+        let day = 24 * 3600 * 1000;
+        let now = now_millis();
+        exec(
+            &db.store,
+            &format!(
+                "INSERT INTO events (contact_id, kind, occurred_at, data) VALUES \
+                 (1, 'open', {}, '{{\"ip\":\"192.0.2.1\",\"user_agent\":\"Old/1\",\"classification\":\"human\"}}'), \
+                 (1, 'click', {}, '{{\"ip\":\"192.0.2.2\",\"user_agent\":\"New/1\",\"link_id\":3}}'), \
+                 (1, 'open', {}, '{{\"classification\":\"prefetch\"}}')",
+                now - 31 * day,
+                now - 29 * day,
+                now - 40 * day
+            ),
+        )
+        .await;
+        let text = p.ok(&["compliance", "purge", "--actor", "cron"]);
+        assert!(text.contains("of 1 events older than"), "{text}");
+        let data: Vec<String> = cartero::dispatch!(&db.store, pool => {
+            sqlx::query_scalar("SELECT data FROM events ORDER BY id").fetch_all(pool).await.unwrap()
+        });
+        let data: Vec<serde_json::Value> = data
+            .iter()
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect();
+        assert_eq!(data[0], serde_json::json!({ "classification": "human" }));
+        assert_eq!(
+            data[1]["ip"], "192.0.2.2",
+            "younger than the retention: kept"
+        );
+        assert_eq!(data[2], serde_json::json!({ "classification": "prefetch" }));
+        p.ok(&["compliance", "purge", "--actor", "cron"]);
+        let recorded: Vec<(String, String)> = cartero::dispatch!(&db.store, pool => {
+            sqlx::query_as("SELECT actor, details FROM compliance_actions WHERE kind = 'purge' ORDER BY id")
+                .fetch_all(pool)
+                .await
+                .unwrap()
+        });
+        assert_eq!(
+            recorded.len(),
+            2,
+            "every purge is recorded, even one that found nothing"
+        );
+        assert_eq!(recorded[0].0, "cron");
+        assert!(recorded[0].1.contains("\"events\":1") && recorded[1].1.contains("\"events\":0"));
+
+        let unset = Project::new(&db, "");
+        let refused = unset.run(&["compliance", "purge"]);
+        assert!(!refused.status.success());
+        assert!(
+            stderr(&refused).contains("event_ip_retention_days"),
+            "{}",
+            stderr(&refused)
+        );
+    }
+}

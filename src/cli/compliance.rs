@@ -81,6 +81,14 @@ pub enum Cmd {
         #[arg(long, value_enum, default_value_t)]
         format: super::Format,
     },
+    /// Remove the IP address and user agent of events older than
+    /// [compliance] event_ip_retention_days; the purge itself is recorded.
+    #[command(after_help = "Example (cron, daily):\n  cartero compliance purge --actor cron")]
+    Purge {
+        /// Who runs it (recorded with the purge).
+        #[arg(long, default_value = "operator")]
+        actor: String,
+    },
     /// Verify the ledger and write a signed checkpoint of it (entry count,
     /// head hash, time, key id). Keep it outside the database: `compliance
     /// verify --checkpoint FILE` then catches truncation and rewriting.
@@ -225,6 +233,26 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::from(4)
             })
+        }
+        Cmd::Purge { actor } => {
+            let Some(days) = cfg.compliance.event_ip_retention_days else {
+                anyhow::bail!(
+                    "no retention configured: set [compliance] event_ip_retention_days \
+                     (CARTERO_COMPLIANCE_EVENT_IP_RETENTION_DAYS)"
+                );
+            };
+            let store = ctx.store(&cfg).await?;
+            let p = compliance::purge(&store, days, &actor, now_millis()).await?;
+            store.close().await;
+            println!(
+                "removed the IP address and user agent of {} events older than {} ({} days); \
+                 recorded as compliance action {}",
+                p.events,
+                to_rfc3339(p.cutoff),
+                days,
+                p.action_id
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Checkpoint { out } => {
             let keys = require_keys(&cfg)?;

@@ -775,3 +775,58 @@ pub async fn audit(store: &Store, since: Option<Millis>) -> Result<Audit> {
     out.effect_worst_ms = latencies.last().copied();
     Ok(out)
 }
+
+/// The keys of an event's `data` that `purge` removes once they are older
+/// than the retention: the recipient's IP address and user agent, as
+/// `cartero serve` stores them with opens and clicks.
+pub const EVENT_NETWORK_KEYS: [&str; 2] = ["ip", "user_agent"];
+
+/// What a retention purge did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Purge {
+    pub retention_days: u32,
+    pub cutoff: Millis,
+    pub events: u64,
+    pub action_id: i64,
+}
+
+/// Removes the IP address and user agent of events older than
+/// `retention_days`, and records the purge in `compliance_actions`.
+pub async fn purge(store: &Store, retention_days: u32, actor: &str, now: Millis) -> Result<Purge> {
+    let cutoff = now - i64::from(retention_days) * 24 * 3600 * 1000;
+    let [ip, ua] = EVENT_NETWORK_KEYS;
+    let sql = match store.backend() {
+        Backend::Sqlite => format!(
+            "UPDATE events SET data = json_remove(data, '$.{ip}', '$.{ua}') WHERE occurred_at < $1 \
+             AND (json_type(data, '$.{ip}') IS NOT NULL OR json_type(data, '$.{ua}') IS NOT NULL)"
+        ),
+        Backend::Postgres => format!(
+            "UPDATE events SET data = ((data::jsonb - '{ip}') - '{ua}')::text WHERE occurred_at < $1 \
+             AND ((data::jsonb -> '{ip}') IS NOT NULL OR (data::jsonb -> '{ua}') IS NOT NULL)"
+        ),
+    };
+    let mut tx = store.begin().await?;
+    let events = dispatch_tx!(&mut tx, conn => {
+        sqlx::query(&sql).bind(cutoff).execute(&mut *conn).await?.rows_affected()
+    });
+    let mut out = Purge {
+        retention_days,
+        cutoff,
+        events,
+        action_id: 0,
+    };
+    let details = serde_json::to_string(&out).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    out.action_id = dispatch_tx!(&mut tx, conn => {
+        sqlx::query_scalar(
+            "INSERT INTO compliance_actions (kind, actor, reason, details, occurred_at) \
+             VALUES ('purge', $1, 'event_ip_retention_days', $2, $3) RETURNING id",
+        )
+        .bind(actor)
+        .bind(&details)
+        .bind(now)
+        .fetch_one(&mut *conn)
+        .await?
+    });
+    tx.commit().await?;
+    Ok(out)
+}
