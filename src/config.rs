@@ -43,6 +43,7 @@ pub struct Config {
     pub policy: PolicyConfig,
     pub dns: DnsConfig,
     pub hygiene: HygieneConfig,
+    pub compliance: ComplianceConfig,
     /// Where the file was read from; relative paths in it resolve against its folder.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -334,10 +335,59 @@ pub struct HygieneConfig {
     pub sunset_days: Option<u32>,
 }
 
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ComplianceConfig {
+    /// HMAC-SHA256 key of the consent ledger, at least 32 characters; kept
+    /// out of the database. Set it with CARTERO_COMPLIANCE_LEDGER_KEY.
+    pub ledger_key: Option<String>,
+    /// Keys used before a rotation: they verify the entries they signed.
+    pub retired_ledger_keys: Vec<String>,
+    /// Days the IP address and user agent of an event are kept; unset: kept.
+    pub event_ip_retention_days: Option<u32>,
+}
+
+// Secrets never reach a log: the keys print as their count.
+impl std::fmt::Debug for ComplianceConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ComplianceConfig")
+            .field("ledger_key", &self.ledger_key.as_ref().map(|_| "***"))
+            .field("retired_ledger_keys", &self.retired_ledger_keys.len())
+            .field("event_ip_retention_days", &self.event_ip_retention_days)
+            .finish()
+    }
+}
+
+impl ComplianceConfig {
+    /// The ledger keys, `None` when no key is configured.
+    pub fn ledger_keys(
+        &self,
+    ) -> Result<Option<crate::domain::ledger_key::LedgerKeys>, ConfigError> {
+        let Some(key) = &self.ledger_key else {
+            return Ok(None);
+        };
+        crate::domain::ledger_key::LedgerKeys::new(key, &self.retired_ledger_keys)
+            .map(Some)
+            .map_err(|message| ConfigError::Invalid {
+                path: "compliance.ledger_key".into(),
+                message,
+            })
+    }
+}
+
 /// The sections an environment override may name, longest first so that a
 /// section whose name prefixes another's cannot steal its variables.
-const SECTIONS: [&str; 10] = [
-    "database", "project", "feedback", "hygiene", "sender", "outbox", "policy", "smtp", "dkim",
+const SECTIONS: [&str; 11] = [
+    "compliance",
+    "database",
+    "project",
+    "feedback",
+    "hygiene",
+    "sender",
+    "outbox",
+    "policy",
+    "smtp",
+    "dkim",
     "dns",
 ];
 

@@ -29,7 +29,9 @@ pub enum Cmd {
     /// importing the same file twice changes nothing. Rejected rows go to
     /// FILE.rejects.csv with their row number and reason.
     ///
-    /// Exit status: 0 all rows imported, 3 imported with rejected rows, 1 error.
+    /// Addresses erased on request (the suppression list) are refused and counted.
+    ///
+    /// Exit status: 0 all rows imported, 3 imported with rejected or refused rows, 1 error.
     #[command(
         after_help = "Example:\n  cartero contacts import contacts.csv --list newsletter --consent-source \"signup form 2025\""
     )]
@@ -88,10 +90,42 @@ pub enum Cmd {
         #[arg(long, default_value = "operator")]
         actor: String,
     },
+    /// Everything held on one contact, as JSON (GDPR Art. 15 and 20):
+    /// fields, attributes, tags, lists, consents with their evidence, sends,
+    /// events, status changes, hygiene flags.
+    #[command(after_help = "Example:\n  cartero contacts export ana@example.com --out ana.json")]
+    Export {
+        email: String,
+        /// Write here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Erase a contact's personal data from every table (GDPR Art. 17). The
+    /// address goes on the suppression list as a keyed hash, so a later
+    /// import or sign-up of it is refused; the erasure is recorded, and the
+    /// consent ledger still verifies. Needs [compliance] ledger_key.
+    #[command(
+        after_help = "Example:\n  cartero contacts erase ana@example.com --reason \"request by mail 2026-12-01, ticket 4711\""
+    )]
+    Erase {
+        email: String,
+        /// Why: kept with the erasure (do not write personal data here).
+        #[arg(long)]
+        reason: String,
+        /// Who is doing it.
+        #[arg(long, default_value = "operator")]
+        actor: String,
+    },
 }
 
 pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
     match args.command {
+        Cmd::Export { email, out } => export(ctx, email, out).await,
+        Cmd::Erase {
+            email,
+            reason,
+            actor,
+        } => erase(ctx, email, reason, actor).await,
         Cmd::Import {
             file,
             list,
@@ -151,6 +185,9 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
                     println!("unchanged          {:>9}", summary.unchanged);
                     println!("rejected           {:>9}", summary.rejected);
                     println!("duplicates in file {:>9}", summary.duplicates);
+                    if summary.suppressed > 0 {
+                        println!("refused (erased)   {:>9}", summary.suppressed);
+                    }
                     if opts.list.is_some() {
                         println!("consent granted    {:>9}", summary.consent_granted);
                         println!("kept unsubscribed  {:>9}", summary.kept_withdrawn);
@@ -170,7 +207,7 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
                     }
                 }
             }
-            let bad = summary.rejected + summary.duplicates > 0;
+            let bad = summary.rejected + summary.duplicates + summary.suppressed > 0;
             Ok(if strict && bad {
                 ExitCode::FAILURE
             } else if bad {
@@ -279,6 +316,73 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
             }
         }
     }
+}
+
+async fn export(ctx: &Context, email: String, out: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let cfg = ctx.config()?;
+    let store = ctx.store(&cfg).await?;
+    let normalized = EmailAddress::parse(email.trim()).ok();
+    let found =
+        status::find_contact(&store, normalized.as_ref().map(|a| a.as_str()), &email).await?;
+    let doc = match found {
+        Some((id, _)) => crate::store::compliance::export(&store, id).await?,
+        None => {
+            let erased = match (&normalized, cfg.compliance.ledger_keys()?) {
+                (Some(addr), Some(keys)) => {
+                    crate::store::compliance::is_suppressed(&store, &keys, addr).await?
+                }
+                _ => false,
+            };
+            if !erased {
+                anyhow::bail!("no contact with address {email}");
+            }
+            serde_json::json!({
+                "format": "cartero-contact-export/1",
+                "erased": true,
+                "held": "nothing: the contact was erased on request; a keyed hash of the address is \
+                         on the suppression list so that it is not imported again",
+            })
+        }
+    };
+    store.close().await;
+    let text = serde_json::to_string_pretty(&doc)? + "\n";
+    match out {
+        Some(path) => std::fs::write(&path, text)
+            .with_context(|| format!("{}: cannot write", path.display()))?,
+        None => print!("{text}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn erase(
+    ctx: &Context,
+    email: String,
+    reason: String,
+    actor: String,
+) -> anyhow::Result<ExitCode> {
+    if reason.trim().is_empty() {
+        anyhow::bail!("--reason must say why the contact is erased (the request, its date)");
+    }
+    let cfg = ctx.config()?;
+    let keys = super::compliance::require_keys(&cfg)?;
+    let store = ctx.store(&cfg).await?;
+    let (id, stored) = find_contact(&store, &email).await?;
+    let done =
+        crate::store::compliance::erase(&store, &keys, id, reason.trim(), &actor, now_millis())
+            .await?;
+    store.close().await;
+    println!(
+        "{stored}: erased (contact {id}; ledger entries {}, tags {}, flags {}, sends {}, events {}, \
+         status reasons {}); the address is on the suppression list (erasure {})",
+        done.ledger_entries,
+        done.tags,
+        done.flags,
+        done.sends,
+        done.events,
+        done.status_reasons,
+        done.action_id
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A contact by address as an operator typed it.

@@ -13,6 +13,7 @@ use crate::store::Store;
 
 pub mod address;
 pub mod campaign;
+pub mod compliance;
 pub mod contacts;
 pub mod feedback;
 pub mod hygiene;
@@ -61,6 +62,8 @@ pub enum Command {
     Address(address::Args),
     /// Re-validate and clean the contact database.
     Hygiene(hygiene::Args),
+    /// Prove consent: verify and checkpoint the ledger, its log, audits, retention.
+    Compliance(compliance::Args),
 }
 
 /// Output format for commands whose output is data.
@@ -91,6 +94,7 @@ impl Context {
 
     pub async fn store(&self, cfg: &Config) -> anyhow::Result<Store> {
         let url = sqlite_url_relative_to(&cfg.database.url, &cfg.base_dir);
+        crate::store::consent::install_keys(cfg.compliance.ledger_keys()?);
         Store::open(&url)
             .await
             .with_context(|| format!("opening database {}", crate::store::redact_url(&url)))
@@ -142,6 +146,7 @@ pub fn main() -> ExitCode {
             Command::Feedback(a) => feedback::run(a, &ctx).await,
             Command::Address(a) => address::run(a, &ctx).await,
             Command::Hygiene(a) => hygiene::run(a, &ctx).await,
+            Command::Compliance(a) => compliance::run(a, &ctx).await,
         }
     });
     match result {

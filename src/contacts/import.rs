@@ -81,6 +81,9 @@ pub struct ImportSummary {
     pub duplicates: u64,
     pub consent_granted: u64,
     pub kept_withdrawn: u64,
+    /// Rows refused because the address was erased on request (the
+    /// suppression list): never imported again.
+    pub suppressed: u64,
     /// The first rejections, for the terminal (all of them are in the file).
     pub rejections: Vec<Rejection>,
     pub rejects_file: Option<String>,
@@ -233,7 +236,18 @@ pub async fn import_reader<R: Read + Send + 'static>(
     };
     let mut appender = None;
     let mut counts = UpsertCounts::default();
-    while let Some(batch) = incoming.recv().await {
+    let suppressions = crate::store::compliance::Suppressions::load(
+        &mut tx,
+        crate::store::consent::installed_keys(),
+    )
+    .await?;
+    let mut suppressed = 0u64;
+    while let Some(mut batch) = incoming.recv().await {
+        if !suppressions.is_empty() {
+            let before = batch.contacts.len();
+            batch.contacts.retain(|c| !suppressions.contains(&c.email));
+            suppressed += (before - batch.contacts.len()) as u64;
+        }
         counts += contacts::upsert_batch(
             &mut tx,
             &batch.contacts,
@@ -251,7 +265,7 @@ pub async fn import_reader<R: Read + Send + 'static>(
     let mut summary = reader
         .await
         .map_err(|e| ImportError::Reader(e.to_string()))??;
-    let rejected = summary.rejected + summary.duplicates > 0;
+    let rejected = summary.rejected + summary.duplicates + suppressed > 0;
     tx.end_bulk_write().await?;
     if opts.dry_run || (opts.strict && rejected) {
         tx.rollback().await?;
@@ -266,6 +280,7 @@ pub async fn import_reader<R: Read + Send + 'static>(
     summary.unchanged = counts.unchanged;
     summary.consent_granted = counts.consent_granted;
     summary.kept_withdrawn = counts.kept_withdrawn;
+    summary.suppressed = suppressed;
     Ok(summary)
 }
 

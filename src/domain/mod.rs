@@ -4,6 +4,7 @@
 pub mod contact;
 pub mod email;
 pub mod evidence;
+pub mod ledger_key;
 pub mod send;
 pub mod text;
 pub mod time;

@@ -15,6 +15,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, SqlitePool};
 
 pub mod campaigns;
+pub mod compliance;
 pub mod consent;
 pub mod contacts;
 pub mod feedback;
@@ -38,6 +39,8 @@ pub enum StoreError {
     Sql(#[from] sqlx::Error),
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
+    #[error("consent ledger: {0}")]
+    Ledger(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
