@@ -17,6 +17,7 @@ pub mod contacts;
 pub mod feedback;
 pub mod hygiene;
 pub mod segment;
+pub mod serve;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -61,6 +62,8 @@ pub enum Command {
     Address(address::Args),
     /// Re-validate and clean the contact database.
     Hygiene(hygiene::Args),
+    /// Run the recipients' endpoint: unsubscribe, opens, clicks, preferences.
+    Serve(serve::Args),
 }
 
 /// Output format for commands whose output is data.
@@ -142,6 +145,7 @@ pub fn main() -> ExitCode {
             Command::Feedback(a) => feedback::run(a, &ctx).await,
             Command::Address(a) => address::run(a, &ctx).await,
             Command::Hygiene(a) => hygiene::run(a, &ctx).await,
+            Command::Serve(a) => serve::run(a, &ctx).await,
         }
     });
     match result {

@@ -12,6 +12,7 @@ pub mod body;
 pub mod dkim;
 pub mod links;
 pub mod mime;
+pub mod track;
 
 use std::path::Path;
 
