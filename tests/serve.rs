@@ -784,3 +784,77 @@ async fn without_serve_no_one_click_is_advertised_and_the_example_secret_is_refu
         );
     }
 }
+
+#[tokio::test]
+async fn a_request_that_stalls_is_cut_off_with_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    for db in TestDb::all().await {
+        let p = sent_project(&db, "request_timeout_secs = 1\n").await;
+        let mail = outbox(&p);
+        let lu = mail["ana@example.com"].header("List-Unsubscribe").unwrap();
+        let unsub = lu[1..lu.find('>').unwrap()].to_string();
+        let s = Served::start(&p, &db).await;
+        let path = s.url(&unsub).replace(&s.base, "");
+        let before = ledger(&db).await;
+        let mut conn = tokio::net::TcpStream::connect(s.base.trim_start_matches("http://"))
+            .await
+            .unwrap();
+        // Announces 100 bytes, sends 10, then waits.
+        conn.write_all(
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+                 Content-Length: 100\r\n\r\nList-Unsub"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let started = std::time::Instant::now();
+        let mut answer = vec![0u8; 64];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), conn.read(&mut answer))
+            .await
+            .expect("the server answered within its time limit")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer[..n]).to_string();
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(started.elapsed() >= std::time::Duration::from_millis(900));
+        assert_eq!(ledger(&db).await, before);
+        s.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn links_signed_with_a_retired_key_work_until_its_time() {
+    for db in TestDb::all().await {
+        let p = sent_project(&db, "").await;
+        let mail = outbox(&p);
+        let ana = &mail["ana@example.com"];
+        let lu = ana.header("List-Unsubscribe").unwrap();
+        let unsub = lu[1..lu.find('>').unwrap()].to_string();
+        let pixel = ana.urls(&format!("{PUBLIC_BASE}/o/"))[0].clone();
+        let original = std::fs::read_to_string(p.file("cartero.toml")).unwrap();
+        let rotated = |until: &str| {
+            format!(
+                "{}\n[[sender.old_keys]]\nid = 0\nsecret = \"{SECRET}\"\nverify_until = \"{until}\"\n",
+                original.replace(
+                    &format!("secret = \"{SECRET}\""),
+                    "secret = \"the new secret, rotated in 2026\"\nkey_id = 1"
+                )
+            )
+        };
+        let http = client();
+        for (until, expect) in [("2999-01-01T00:00:00Z", 200), ("2001-01-01T00:00:00Z", 404)] {
+            p.write("cartero.toml", &rotated(until));
+            let s = Served::start(&p, &db).await;
+            for url in [&unsub, &pixel] {
+                let r = http.get(s.url(url)).send().await.unwrap();
+                assert_eq!(
+                    r.status().as_u16(),
+                    expect,
+                    "{url} with the old key valid until {until}"
+                );
+            }
+            s.stop().await;
+        }
+    }
+}
