@@ -218,6 +218,11 @@ impl Composer {
             .secret()
             .map_err(|e| SendError::Config(e.to_string()))?
             .to_vec();
+        // Links in mail must keep working for years: with `[serve]` on,
+        // base_url is checked now, not when a recipient first clicks.
+        if cfg.serve.is_some() {
+            crate::app::base_url(cfg).map_err(|e| SendError::Config(e.to_string()))?;
+        }
         let renderer = Renderer::new(&campaign)?;
         let signer = match &cfg.dkim {
             Some(d) => Some(
