@@ -206,7 +206,12 @@ async fn metrics_text(State(s): State<AppState>) -> Response {
 /// The client's address: the peer's, or, when the peer is a trusted proxy,
 /// the last address in `X-Forwarded-For` that is not a trusted proxy.
 fn client_ip(s: &AppState, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
-    let trusted = &s.app.settings.trusted_proxies;
+    forwarded_client(&s.app.settings.trusted_proxies, peer, headers)
+}
+
+/// See [`client_ip`]: the right-most untrusted address, never the left-most
+/// (the client writes that one itself).
+fn forwarded_client(trusted: &[ipnet::IpNet], peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
     if !is_trusted(&peer.ip()) {
         return peer.ip();
@@ -630,4 +635,32 @@ async fn preferences(
         StatusCode::OK,
         pages::preferences(&email, &lists, &tag, Some(notice)),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            "1.2.3.4, 203.0.113.7, 10.0.0.9".parse().unwrap(),
+        );
+        let proxy: SocketAddr = "10.0.0.1:5555".parse().unwrap();
+        let stranger: SocketAddr = "198.51.100.1:5555".parse().unwrap();
+        // The client forged 1.2.3.4; the proxy appended 203.0.113.7.
+        assert_eq!(
+            forwarded_client(&trusted, proxy, &h),
+            "203.0.113.7".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(forwarded_client(&trusted, stranger, &h), stranger.ip());
+        assert_eq!(forwarded_client(&[], proxy, &h), proxy.ip());
+        assert_eq!(
+            forwarded_client(&trusted, proxy, &HeaderMap::new()),
+            proxy.ip()
+        );
+    }
 }
