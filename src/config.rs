@@ -44,6 +44,9 @@ pub struct Config {
     pub dns: DnsConfig,
     pub hygiene: HygieneConfig,
     pub compliance: ComplianceConfig,
+    /// `cartero serve`; absent: no server, so messages carry no tracking
+    /// and no one-click unsubscribe (docs/SERVE.md).
+    pub serve: Option<ServeConfig>,
     /// Where the file was read from; relative paths in it resolve against its folder.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -164,6 +167,84 @@ pub struct SenderConfig {
     pub message_id_domain: String,
     /// Key for signing tracking and VERP tokens. Set it with CARTERO_SENDER_SECRET.
     pub secret: String,
+    /// Id of `secret` written into every v1 token (0-255): give a new secret
+    /// a new id and move the old one to `old_keys`.
+    pub key_id: u8,
+    /// Retired secrets that still verify links in mail already sent.
+    pub old_keys: Vec<OldKeyConfig>,
+}
+
+/// A retired signing key (`[[sender.old_keys]]`).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OldKeyConfig {
+    pub id: u8,
+    pub secret: String,
+    /// RFC 3339 instant after which links signed with it stop working.
+    pub verify_until: String,
+}
+
+impl std::fmt::Debug for OldKeyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OldKeyConfig")
+            .field("id", &self.id)
+            .field("verify_until", &self.verify_until)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The secret in the example `cartero.toml` of this repository: anyone can
+/// read it, so `cartero serve` and sends over SMTP refuse it.
+pub const EXAMPLE_SECRET: &str = "example-secret-change-me-0123456789";
+
+/// How much of a client's IP address `cartero serve` stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum IpStorage {
+    Full,
+    /// IPv4 /24, IPv6 /48.
+    #[default]
+    Truncated,
+    None,
+}
+
+/// `[serve]`: the recipients' HTTP endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeConfig {
+    /// Address and port to listen on.
+    pub listen: String,
+    pub ip_storage: IpStorage,
+    /// Add an open pixel to HTML bodies.
+    pub track_opens: bool,
+    /// Route links through the click redirect.
+    pub track_clicks: bool,
+    /// Largest request body accepted, bytes.
+    pub max_body_bytes: usize,
+    /// A request taking longer is answered 408.
+    pub request_timeout_secs: u64,
+    /// Opens and clicks waiting to be written; beyond it they are counted
+    /// as dropped (the response is the same).
+    pub queue_capacity: usize,
+    /// Most events written in one transaction.
+    pub batch_size: usize,
+    /// CIDRs of reverse proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<String>,
+}
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            ip_storage: IpStorage::Truncated,
+            track_opens: true,
+            track_clicks: true,
+            max_body_bytes: 16 * 1024,
+            request_timeout_secs: 10,
+            queue_capacity: 65_536,
+            batch_size: 1_000,
+            trusted_proxies: Vec::new(),
+        }
+    }
 }
 impl Default for SenderConfig {
     fn default() -> Self {
@@ -174,6 +255,8 @@ impl Default for SenderConfig {
             unsubscribe_mailto: "unsubscribe@bounces.localhost".into(),
             message_id_domain: "cartero.localhost".into(),
             secret: String::new(),
+            key_id: 0,
+            old_keys: Vec::new(),
         }
     }
 }
@@ -377,7 +460,7 @@ impl ComplianceConfig {
 
 /// The sections an environment override may name, longest first so that a
 /// section whose name prefixes another's cannot steal its variables.
-const SECTIONS: [&str; 11] = [
+const SECTIONS: [&str; 12] = [
     "compliance",
     "database",
     "project",
@@ -389,6 +472,7 @@ const SECTIONS: [&str; 11] = [
     "smtp",
     "dkim",
     "dns",
+    "serve",
 ];
 
 impl Config {

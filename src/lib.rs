@@ -18,5 +18,8 @@ pub mod hygiene;
 pub mod render;
 pub mod segment;
 pub mod send;
+pub mod track;
+
+pub mod app;
 
 pub mod cli;

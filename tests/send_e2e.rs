@@ -70,7 +70,8 @@ async fn campaign_through_postfix_with_dkim_and_a_real_dsn() {
             &db,
             &format!(
                 "[smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nconcurrency = 2\n\n\
-                 [dkim]\ndomain = \"shop.example\"\nselector = \"s1\"\nprivate_key = \"dkim.pem\"\n",
+                 [dkim]\ndomain = \"shop.example\"\nselector = \"s1\"\nprivate_key = \"dkim.pem\"\n\n\
+                 [serve]\n",
                 pf.smtp_port()
             ),
         );
@@ -96,7 +97,7 @@ async fn campaign_through_postfix_with_dkim_and_a_real_dsn() {
         );
         project.write(
             "templates/c.txt",
-            "Hola {{ contact.first_name }}, new year.\n.\n..two dots\n.leading\nUnsubscribe: {{ unsubscribe_url }}\n",
+            "Hola {{ contact.first_name }}, new year.\n.\n..two dots\n.leading\nUnsubscribe:\n{{ unsubscribe_url }}\n",
         );
         project.write(
             "campaigns/c.toml",

@@ -18,6 +18,7 @@ pub mod contacts;
 pub mod feedback;
 pub mod hygiene;
 pub mod segment;
+pub mod serve;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -64,6 +65,8 @@ pub enum Command {
     Hygiene(hygiene::Args),
     /// Prove consent: verify and checkpoint the ledger, its log, audits, retention.
     Compliance(compliance::Args),
+    /// Run the recipients' endpoint: unsubscribe, opens, clicks, preferences.
+    Serve(serve::Args),
 }
 
 /// Output format for commands whose output is data.
@@ -147,6 +150,7 @@ pub fn main() -> ExitCode {
             Command::Address(a) => address::run(a, &ctx).await,
             Command::Hygiene(a) => hygiene::run(a, &ctx).await,
             Command::Compliance(a) => compliance::run(a, &ctx).await,
+            Command::Serve(a) => serve::run(a, &ctx).await,
         }
     });
     match result {

@@ -28,6 +28,9 @@ pub struct MessageParts<'a> {
     pub to_name: Option<&'a str>,
     /// Without angle brackets.
     pub message_id: &'a str,
+    /// The one-click unsubscribe URL; empty when nothing answers it (no
+    /// `cartero serve`): then List-Unsubscribe carries the mailto alone and
+    /// List-Unsubscribe-Post is left out.
     pub unsubscribe_url: &'a str,
     pub unsubscribe_mailto: &'a str,
     pub list_id: &'a str,
@@ -88,14 +91,21 @@ fn build(r: &Rendered, p: &MessageParts<'_>) -> Result<Vec<u8>, RenderError> {
     }
     // RFC 2369 / RFC 8058 §3.1: an HTTPS URI for one-click POST, and a mailto
     // for clients that only mail.
-    b = b.raw_header(header(
-        "List-Unsubscribe",
-        format!("<{}>, <mailto:{}>", p.unsubscribe_url, p.unsubscribe_mailto),
-    )?);
-    b = b.raw_header(header(
-        "List-Unsubscribe-Post",
-        "List-Unsubscribe=One-Click".into(),
-    )?);
+    if p.unsubscribe_url.is_empty() {
+        b = b.raw_header(header(
+            "List-Unsubscribe",
+            format!("<mailto:{}>", p.unsubscribe_mailto),
+        )?);
+    } else {
+        b = b.raw_header(header(
+            "List-Unsubscribe",
+            format!("<{}>, <mailto:{}>", p.unsubscribe_url, p.unsubscribe_mailto),
+        )?);
+        b = b.raw_header(header(
+            "List-Unsubscribe-Post",
+            "List-Unsubscribe=One-Click".into(),
+        )?);
+    }
     b = b.raw_header(header("List-Id", p.list_id.to_string())?);
     b = b.raw_header(header("Feedback-ID", p.feedback_id.to_string())?);
     // Discourages auto-replies to bulk mail (RFC 3834 §2 notes the practice).

@@ -13,6 +13,7 @@ pub mod dkim;
 pub mod links;
 pub mod mime;
 pub mod sandbox;
+pub mod track;
 
 use std::path::Path;
 

@@ -27,7 +27,7 @@ use crate::campaign::{Campaign, CampaignError, SegmentSpec};
 use crate::config::Config;
 use crate::domain::SkipReason;
 use crate::domain::time::{Millis, now_millis};
-use crate::domain::token::{self, Purpose};
+use crate::domain::token::{self, Keyring, Purpose, Subject};
 use crate::render::{DkimSigner, Envelope, MessageParts, Personal, RenderError, Renderer};
 use crate::segment::{Segment, SegmentError};
 use crate::store::contacts::Contact;
@@ -192,6 +192,11 @@ pub struct Composer {
     renderer: Renderer,
     signer: Option<DkimSigner>,
     secret: Vec<u8>,
+    /// Signs the v1 tokens of the /u/ link, the pixel and the clicks.
+    keys: Keyring,
+    /// `[serve]` is configured: one-click unsubscribe is advertised, and
+    /// (opens, clicks) are tracked as it says.
+    serve: Option<(bool, bool)>,
     bounce_local: String,
     bounce_domain: String,
     base_url: String,
@@ -214,6 +219,11 @@ impl Composer {
             .secret()
             .map_err(|e| SendError::Config(e.to_string()))?
             .to_vec();
+        // Links in mail must keep working for years: with `[serve]` on,
+        // base_url is checked now, not when a recipient first clicks.
+        if cfg.serve.is_some() {
+            crate::app::base_url(cfg).map_err(|e| SendError::Config(e.to_string()))?;
+        }
         let renderer = Renderer::new(&campaign)?;
         let signer = match &cfg.dkim {
             Some(d) => Some(
@@ -253,6 +263,8 @@ impl Composer {
         Ok(Self {
             renderer,
             signer,
+            keys: Keyring::new(cfg.sender.key_id, &secret),
+            serve: cfg.serve.as_ref().map(|s| (s.track_opens, s.track_clicks)),
             secret,
             bounce_local: cfg.sender.bounce_local.clone(),
             bounce_domain: cfg.sender.bounce_domain.clone(),
@@ -289,11 +301,28 @@ impl Composer {
         contact: &Contact,
     ) -> Result<Composed, RenderError> {
         let bounce_token = token::sign(&self.secret, Purpose::Bounce, row.id);
+        // v0 in the mailto: feedback ingestion verifies it with `token::verify`.
         let unsub_token = token::sign(&self.secret, Purpose::Unsubscribe, row.id);
         let personal = Personal {
-            unsubscribe_url: format!("{}/u/{unsub_token}", self.base_url),
+            unsubscribe_url: format!(
+                "{}/u/{}",
+                self.base_url,
+                self.keys.sign(Purpose::Unsubscribe, Subject::Send(row.id))
+            ),
         };
-        let rendered = self.renderer.render(&self.campaign, contact, &personal)?;
+        let mut rendered = self.renderer.render(&self.campaign, contact, &personal)?;
+        if let Some((opens, clicks)) = self.serve {
+            rendered.html = crate::render::track::apply(
+                &rendered.html,
+                &crate::render::track::Tracking {
+                    keys: &self.keys,
+                    base_url: &self.base_url,
+                    send_id: row.id,
+                    opens,
+                    clicks,
+                },
+            );
+        }
         let message_id = row
             .message_id
             .clone()
@@ -313,7 +342,13 @@ impl Composer {
             to: &row.email,
             to_name: (!name.is_empty()).then_some(name.as_str()),
             message_id: &message_id,
-            unsubscribe_url: &personal.unsubscribe_url,
+            // Without `cartero serve` the URL answers nothing: advertise the
+            // mailto alone, and no one-click (RFC 8058 needs a live URL).
+            unsubscribe_url: if self.serve.is_some() {
+                &personal.unsubscribe_url
+            } else {
+                ""
+            },
             unsubscribe_mailto: &mailto,
             list_id: &self.list_id,
             feedback_id: &self.feedback_id,
@@ -429,6 +464,20 @@ pub async fn send_campaign(
         }),
         None => Transport::Outbox(cfg.resolve(&cfg.outbox.dir)),
     };
+    // Anyone can read the example secret and forge unsubscribe and VERP
+    // links for mail signed with it: never over SMTP (issue 15).
+    if cfg.sender.secret == crate::config::EXAMPLE_SECRET {
+        if let Transport::Smtp(_) = &transport {
+            return Err(SendError::Config(
+                "sender.secret is the example secret from the cartero repository, which anyone \
+                 can read: set your own (CARTERO_SENDER_SECRET) before sending over SMTP"
+                    .into(),
+            ));
+        }
+        tracing::warn!(
+            "sender.secret is the example secret: fine for the outbox, refused over SMTP"
+        );
+    }
     let composer = Arc::new(Composer::new(campaign, cfg)?);
     let now = now_millis();
     let filter = SegmentFilter { segment, now };

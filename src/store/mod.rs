@@ -22,6 +22,7 @@ pub mod feedback;
 pub mod hygiene;
 pub mod sends;
 pub mod status;
+pub mod track;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

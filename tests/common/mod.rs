@@ -4,4 +4,5 @@
 
 pub mod db;
 pub mod project;
+pub mod serve;
 pub mod servers;

@@ -1,0 +1,201 @@
+//! What `cartero serve` reads and writes: the send a token names and its
+//! campaign's list, a contact's lists with their consent, and opens and
+//! clicks written in batches. Nothing here decides anything; `track` does.
+
+use sqlx::{QueryBuilder, Row};
+
+use super::{Result, Store, Tx};
+use crate::domain::time::Millis;
+use crate::{dispatch, dispatch_tx};
+
+/// A send as the tracking endpoints need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendContext {
+    pub send_id: i64,
+    pub contact_id: i64,
+    pub campaign_id: i64,
+    pub email: String,
+    /// The campaign's list, when it still exists.
+    pub list_id: Option<i64>,
+    pub list_name: Option<String>,
+}
+
+/// The send `send_id`, its contact and its campaign's list.
+pub async fn send_context(store: &Store, send_id: i64) -> Result<Option<SendContext>> {
+    let sql = "SELECT s.id, s.contact_id, s.campaign_id, c.email, l.id AS list_id, l.name AS list_name \
+               FROM sends s JOIN contacts c ON c.id = s.contact_id \
+               JOIN campaigns k ON k.id = s.campaign_id \
+               LEFT JOIN lists l ON l.name = k.list_name WHERE s.id = $1";
+    dispatch!(store, pool => {
+        let Some(r) = sqlx::query(sql).bind(send_id).fetch_optional(pool).await? else {
+            return Ok(None);
+        };
+        Ok(Some(SendContext {
+            send_id: r.try_get("id")?,
+            contact_id: r.try_get("contact_id")?,
+            campaign_id: r.try_get("campaign_id")?,
+            email: r.try_get("email")?,
+            list_id: r.try_get("list_id")?,
+            list_name: r.try_get("list_name")?,
+        }))
+    })
+}
+
+/// A list a contact has (or had) consent for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListConsent {
+    pub list_id: i64,
+    pub name: String,
+    pub subscribed: bool,
+}
+
+/// A contact's address and status, and every list they have a consent
+/// state for, by name.
+pub async fn contact_consents(
+    store: &Store,
+    contact_id: i64,
+) -> Result<Option<(String, String, Vec<ListConsent>)>> {
+    dispatch!(store, pool => {
+        let Some(c) = sqlx::query("SELECT email, status FROM contacts WHERE id = $1")
+            .bind(contact_id)
+            .fetch_optional(pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let rows = sqlx::query(
+            "SELECT l.id, l.name, cl.subscribed FROM contact_lists cl JOIN lists l ON l.id = cl.list_id \
+             WHERE cl.contact_id = $1 ORDER BY l.name",
+        )
+        .bind(contact_id)
+        .fetch_all(pool)
+        .await?;
+        let mut lists = Vec::with_capacity(rows.len());
+        for r in rows {
+            lists.push(ListConsent {
+                list_id: r.try_get("id")?,
+                name: r.try_get("name")?,
+                subscribed: r.try_get::<i64, _>("subscribed")? != 0,
+            });
+        }
+        Ok(Some((c.try_get("email")?, c.try_get("status")?, lists)))
+    })
+}
+
+/// A contact's consent state per list, inside a transaction: (list, subscribed).
+pub async fn list_states(tx: &mut Tx, contact_id: i64) -> Result<Vec<(i64, bool)>> {
+    let rows: Vec<(i64, i64)> = dispatch_tx!(tx, conn => {
+        sqlx::query_as("SELECT list_id, subscribed FROM contact_lists WHERE contact_id = $1")
+            .bind(contact_id)
+            .fetch_all(&mut *conn)
+            .await?
+    });
+    Ok(rows.into_iter().map(|(l, s)| (l, s != 0)).collect())
+}
+
+/// What the event writer needs of a send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendRef {
+    pub send_id: i64,
+    pub contact_id: i64,
+    pub campaign_id: i64,
+    /// When the receiving server accepted it (the row's last change while
+    /// its state is `accepted`).
+    pub accepted_at: Option<Millis>,
+}
+
+/// The sends among `ids` that exist.
+pub async fn send_refs(tx: &mut Tx, ids: &[i64]) -> Result<Vec<SendRef>> {
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(1000) {
+        dispatch_tx!(tx, conn => {
+            let mut qb = QueryBuilder::new(
+                "SELECT id, contact_id, campaign_id, state, updated_at FROM sends WHERE id IN (",
+            );
+            let mut sep = qb.separated(", ");
+            for id in chunk {
+                sep.push_bind(*id);
+            }
+            qb.push(")");
+            for r in qb.build().fetch_all(&mut *conn).await? {
+                let state: String = r.try_get("state")?;
+                out.push(SendRef {
+                    send_id: r.try_get("id")?,
+                    contact_id: r.try_get("contact_id")?,
+                    campaign_id: r.try_get("campaign_id")?,
+                    accepted_at: (state == "accepted")
+                        .then(|| r.try_get("updated_at"))
+                        .transpose()?,
+                });
+            }
+        });
+    }
+    Ok(out)
+}
+
+/// An open or click ready for `events`.
+#[derive(Debug, Clone)]
+pub struct NewHit {
+    pub contact_id: i64,
+    pub campaign_id: i64,
+    pub send_id: i64,
+    /// `open` | `click`
+    pub kind: &'static str,
+    pub occurred_at: Millis,
+    /// JSON object: method, ip, user agent, classification.
+    pub data: String,
+    /// Counts as engagement on the contact (`open_count`, `last_open_at`,
+    /// ...): a person's or a mail provider's image proxy's, not a
+    /// prefetcher's or a scanner's.
+    pub engaged: bool,
+}
+
+/// Writes a batch of hits and the engagement counters of their contacts.
+pub async fn insert_hits(tx: &mut Tx, hits: &[NewHit]) -> Result<()> {
+    for chunk in hits.chunks(1000) {
+        dispatch_tx!(tx, conn => {
+            let mut qb = QueryBuilder::new(
+                "INSERT INTO events (contact_id, campaign_id, send_id, kind, channel, occurred_at, data) ",
+            );
+            qb.push_values(chunk.iter(), |mut b, h| {
+                b.push_bind(h.contact_id)
+                    .push_bind(h.campaign_id)
+                    .push_bind(h.send_id)
+                    .push_bind(h.kind)
+                    .push_bind("email")
+                    .push_bind(h.occurred_at)
+                    .push_bind(h.data.as_str());
+            });
+            qb.build().execute(&mut *conn).await?;
+        });
+    }
+    // One update per contact and kind, however many hits it had.
+    let mut per: std::collections::BTreeMap<(i64, &str), (i64, Millis)> = Default::default();
+    for h in hits.iter().filter(|h| h.engaged) {
+        let e = per
+            .entry((h.contact_id, h.kind))
+            .or_insert((0, h.occurred_at));
+        e.0 += 1;
+        e.1 = e.1.max(h.occurred_at);
+    }
+    for ((contact_id, kind), (n, last)) in per {
+        let sql = if kind == "open" {
+            "UPDATE contacts SET open_count = open_count + $1, \
+             last_open_at = CASE WHEN last_open_at IS NULL OR last_open_at < $2 THEN $2 ELSE last_open_at END \
+             WHERE id = $3"
+        } else {
+            "UPDATE contacts SET click_count = click_count + $1, \
+             last_click_at = CASE WHEN last_click_at IS NULL OR last_click_at < $2 THEN $2 ELSE last_click_at END \
+             WHERE id = $3"
+        };
+        dispatch_tx!(tx, conn => {
+            sqlx::query(sql)
+                .bind(n)
+                .bind(last)
+                .bind(contact_id)
+                .execute(&mut *conn)
+                .await?;
+        });
+    }
+    Ok(())
+}
