@@ -114,6 +114,9 @@ pub struct SmtpConfig {
     /// PEM file of extra CA certificates for STARTTLS and implicit TLS (a
     /// relay with a private CA); the Mozilla roots are always trusted.
     pub ca_file: Option<PathBuf>,
+    /// How long a send keeps retrying a server it cannot reach before it
+    /// stops (resumable, exit status 4).
+    pub outage_timeout_secs: u64,
 }
 impl Default for SmtpConfig {
     fn default() -> Self {
@@ -131,6 +134,7 @@ impl Default for SmtpConfig {
             retry_base_secs: 60,
             pipelining: true,
             ca_file: None,
+            outage_timeout_secs: 300,
         }
     }
 }

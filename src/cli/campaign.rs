@@ -49,6 +49,10 @@ pub enum Cmd {
     /// Recipients are snapshotted once; running the command again resumes and
     /// never sends twice to a recipient whose send was recorded as accepted.
     /// Without [smtp] in cartero.toml, messages go to the outbox folder.
+    ///
+    /// Exit status: 0 done; 1 error (nothing or part sent, resumable);
+    /// 3 some messages failed; 4 the SMTP server could not be reached for
+    /// smtp.outage_timeout_secs, the send stopped and resumes when run again.
     #[command(
         after_help = "Examples:\n  cartero campaign send campaigns/welcome.toml --dry-run\n  cartero campaign send campaigns/welcome.toml"
     )]
@@ -105,6 +109,10 @@ fn preview_row(c: &Contact) -> Claimed {
     }
 }
 
+/// `campaign send` stopped because the SMTP server stayed unreachable for
+/// `smtp.outage_timeout_secs`; running it again resumes.
+pub const EXIT_OUTAGE: u8 = 4;
+
 struct Bar(indicatif::ProgressBar);
 
 impl Progress for Bar {
@@ -117,6 +125,12 @@ impl Progress for Bar {
     }
     fn message(&self, msg: String) {
         self.0.set_message(msg);
+    }
+    fn notice(&self, msg: String) {
+        // Printed even with --quiet: the send is waiting, and the person
+        // running it must know why.
+        self.0.suspend(|| eprintln!("cartero: {msg}"));
+        tracing::info!("{msg}");
     }
 }
 
@@ -224,7 +238,16 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
             }
             let progress = Arc::new(Bar(bar.clone()));
             let opts = SendOptions { dry_run, no_wait };
-            let report = send_campaign(&store, &cfg, campaign, &opts, progress).await?;
+            let report = match send_campaign(&store, &cfg, campaign, &opts, progress).await {
+                Ok(r) => r,
+                Err(e @ crate::send::SendError::Outage { .. }) => {
+                    bar.finish_and_clear();
+                    store.close().await;
+                    eprintln!("error: {e}");
+                    return Ok(ExitCode::from(EXIT_OUTAGE));
+                }
+                Err(e) => return Err(e.into()),
+            };
             bar.finish_and_clear();
             store.close().await;
             print_report(&report, format)?;

@@ -51,8 +51,20 @@ pub enum SendError {
     Record(Arc<StoreError>),
     #[error("{0}")]
     Config(String),
-    #[error("cannot reach the SMTP server, nothing was sent: {0}")]
+    #[error(transparent)]
     Unreachable(#[from] ConnectError),
+    /// The server stayed unreachable for `smtp.outage_timeout_secs`: the
+    /// send stopped on purpose and resumes when run again (exit status 4).
+    #[error(
+        "the SMTP server {host}:{port} could not be reached for {secs} s ({reason}); \
+         the send stopped. Nothing is lost: run the same command again to resume"
+    )]
+    Outage {
+        host: String,
+        port: u16,
+        secs: u64,
+        reason: String,
+    },
     #[error("{path}: cannot write to the outbox: {source}")]
     Outbox {
         path: String,
@@ -113,6 +125,11 @@ pub trait Progress: Send + Sync {
     fn start(&self, total: u64);
     fn advance(&self, n: u64);
     fn message(&self, msg: String);
+    /// Something the person running the send must know now (the server
+    /// cannot be reached, and what cartero does about it).
+    fn notice(&self, msg: String) {
+        tracing::warn!("{msg}");
+    }
 }
 
 pub struct NoProgress;
@@ -353,6 +370,97 @@ impl RateLimit {
     }
 }
 
+/// An SMTP server that cannot be reached, as every worker sees it: each
+/// worker retries its own connection with back-off, and the person running
+/// the send is told once when the outage starts and once when it ends.
+/// Connection failures are never attempts (docs/SENDING.md).
+struct Outage {
+    host: String,
+    port: u16,
+    limit: Duration,
+    /// Workers currently waiting for the server.
+    waiting: std::sync::atomic::AtomicUsize,
+    progress: Arc<dyn Progress>,
+}
+
+/// First and longest pause between two connection attempts in an outage.
+const OUTAGE_BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30));
+
+impl Outage {
+    fn new(cfg: &crate::config::SmtpConfig, progress: Arc<dyn Progress>) -> Self {
+        Self {
+            host: cfg.host.clone(),
+            port: cfg.port,
+            limit: Duration::from_secs(cfg.outage_timeout_secs),
+            waiting: Default::default(),
+            progress,
+        }
+    }
+
+    fn begin(&self, reason: &str) {
+        if self.waiting.fetch_add(1, Ordering::SeqCst) == 0 {
+            self.progress.notice(format!(
+                "cannot reach the SMTP server {}:{} ({reason}). cartero keeps trying, \
+                 less often as time passes, for up to {} s (smtp.outage_timeout_secs), \
+                 then stops; nothing is lost and no message counts as tried meanwhile",
+                self.host,
+                self.port,
+                self.limit.as_secs()
+            ));
+        }
+    }
+
+    fn end(&self, reached: bool) {
+        if self.waiting.fetch_sub(1, Ordering::SeqCst) == 1 && reached {
+            self.progress.notice(format!(
+                "the SMTP server {}:{} answers again; sending goes on",
+                self.host, self.port
+            ));
+        }
+    }
+
+    /// Connects `client` again after a failure, retrying with back-off for
+    /// up to the outage limit. `Ok(false)`: another worker stopped the send
+    /// meanwhile. A failure that waiting does not fix (TLS, AUTH) is
+    /// returned at once.
+    async fn reconnect(
+        &self,
+        client: &mut SmtpClient,
+        mut reason: String,
+        stop: &AtomicBool,
+    ) -> Result<bool, SendError> {
+        let started = Instant::now();
+        self.begin(&reason);
+        let mut pause = OUTAGE_BACKOFF.0;
+        let result = loop {
+            let left = self.limit.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                break Err(SendError::Outage {
+                    host: self.host.clone(),
+                    port: self.port,
+                    secs: self.limit.as_secs(),
+                    reason,
+                });
+            }
+            tokio::time::sleep(pause.min(left)).await;
+            pause = (pause * 2).min(OUTAGE_BACKOFF.1);
+            if stop.load(Ordering::Relaxed) {
+                break Ok(false);
+            }
+            match client.connect().await {
+                Ok(()) => break Ok(true),
+                Err(e) if e.unreachable => {
+                    tracing::info!(host = %self.host, port = self.port, reason = %e.reason, "still cannot reach the SMTP server");
+                    reason = e.reason;
+                }
+                Err(e) => break Err(e.into()),
+            }
+        };
+        self.end(matches!(result, Ok(true)));
+        result
+    }
+}
+
 /// This process's name on its claims: host, pid and a start stamp, so a
 /// later run on the same host can tell that the claimant is dead.
 fn worker_identity() -> String {
@@ -443,9 +551,22 @@ pub async fn send_campaign(
         composer.compose(0, &row, &c)?;
     }
     // ... or when the server cannot be reached.
-    if let Transport::Smtp(s) = &transport {
+    // A server that is down waits out the outage here, before anything is
+    // written; TLS or AUTH refused stops at once.
+    let outage = match &transport {
+        Transport::Smtp(s) => Some(Arc::new(Outage::new(s, progress.clone()))),
+        Transport::Outbox(_) => None,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    if let (Transport::Smtp(s), Some(outage)) = (&transport, &outage) {
         let mut probe = SmtpClient::new(s);
-        probe.connect().await?;
+        match probe.connect().await {
+            Ok(()) => {}
+            Err(e) if e.unreachable => {
+                outage.reconnect(&mut probe, e.reason, &stop).await?;
+            }
+            Err(e) => return Err(e.into()),
+        }
         probe.quit().await;
     }
     if let Transport::Outbox(dir) = &transport {
@@ -485,7 +606,6 @@ pub async fn send_campaign(
         cfg.smtp.as_ref().map(|s| s.rate_limit).unwrap_or(0.0),
     ));
     let sent = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
     let workers = match &transport {
         Transport::Smtp(s) => s.concurrency,
         Transport::Outbox(_) => 2,
@@ -503,6 +623,7 @@ pub async fn send_campaign(
                 campaign_id: row.id,
                 list_id,
                 worker: format!("{me}:{w}"),
+                outage: outage.clone(),
                 limiter: limiter.clone(),
                 progress: progress.clone(),
                 sent: sent.clone(),
@@ -531,6 +652,13 @@ pub async fn send_campaign(
         // Every worker has waited for its own results; this only ends the task.
         let _ = recorder_task.await;
         if let Some(e) = first_err {
+            // Rows the workers held and had not delivered go back to
+            // pending: a resume sends them, and they are not the in-flight
+            // window of a crash.
+            let ids: Vec<String> = (0..workers).map(|w| format!("{me}:{w}")).collect();
+            if let Err(release) = sends::release_claims(store, row.id, &ids).await {
+                tracing::warn!(error = %release, "claims left for the next run to release");
+            }
             return Err(e);
         }
         // Deferred rows wait for their retry time unless asked not to.
@@ -571,6 +699,7 @@ struct WorkerCtx {
     campaign_id: i64,
     list_id: i64,
     worker: String,
+    outage: Option<Arc<Outage>>,
     limiter: Arc<RateLimit>,
     progress: Arc<dyn Progress>,
     sent: Arc<AtomicU64>,
@@ -688,12 +817,17 @@ async fn prepare(
     Ok(Prepared { skipped, composed })
 }
 
+/// Times in a row a connection may drop during one message, with the
+/// server reachable again each time, before the message is deferred (and the
+/// drop counted as the server's answer): a message that makes a server hang
+/// up must not be retried forever.
+const MAX_DROPS: u32 = 3;
+
 async fn work(
     ctx: &WorkerCtx,
     smtp: &mut Option<SmtpClient>,
     unwritten: &mut VecDeque<Pending>,
 ) -> Result<(), SendError> {
-    let mut connection_failures = 0u32;
     // The next batch is claimed and rendered while this one is delivered:
     // rendering is most of the CPU a message costs, and done in turn with
     // delivery it left the connection idle and the cores half used.
@@ -708,6 +842,22 @@ async fn work(
         ))
     };
     let mut next = Some(prepare_next(ctx));
+    let result = deliver_batches(ctx, smtp, unwritten, &mut next, prepare_next).await;
+    // A batch being prepared holds claims: let it finish, so that the rows
+    // it claimed are released with the rest when the send stops.
+    if let Some(task) = next {
+        let _ = task.await;
+    }
+    result
+}
+
+async fn deliver_batches(
+    ctx: &WorkerCtx,
+    smtp: &mut Option<SmtpClient>,
+    unwritten: &mut VecDeque<Pending>,
+    next: &mut Option<tokio::task::JoinHandle<Result<Prepared, SendError>>>,
+    prepare_next: impl Fn(&WorkerCtx) -> tokio::task::JoinHandle<Result<Prepared, SendError>>,
+) -> Result<(), SendError> {
     while !ctx.stop.load(Ordering::Relaxed) {
         let Some(task) = next.take() else { break };
         let Prepared { skipped, composed } = task
@@ -716,7 +866,7 @@ async fn work(
         if skipped.is_empty() && composed.is_empty() {
             break;
         }
-        next = Some(prepare_next(ctx));
+        *next = Some(prepare_next(ctx));
         for (row, reason) in skipped {
             hand_over(ctx, unwritten, &row, Outcome::Skipped(reason), now_millis()).await?;
             ctx.progress.advance(1);
@@ -737,56 +887,73 @@ async fn work(
                 }
             };
             ctx.limiter.wait().await;
-            let attempt = match (&ctx.transport, smtp.as_mut()) {
-                (Transport::Smtp(_), Some(client)) => {
-                    client.deliver(&message.envelope, &message.bytes).await
+            let mut drops = 0;
+            let attempt = loop {
+                let attempt = match (&ctx.transport, smtp.as_mut()) {
+                    (Transport::Smtp(_), Some(client)) => {
+                        client.deliver(&message.envelope, &message.bytes).await
+                    }
+                    (Transport::Outbox(dir), _) => {
+                        outbox::write(dir, &ctx.composer.campaign.slug, row.id, &message)?
+                    }
+                    (Transport::Smtp(_), None) => {
+                        unreachable!("an SMTP worker always has a client")
+                    }
+                };
+                // No answer for this recipient: not an attempt. Reconnect
+                // (waiting out an outage) and deliver the same message again.
+                if let (Attempt::Connection { reason }, Some(client), Some(outage)) =
+                    (&attempt, smtp.as_mut(), &ctx.outage)
+                {
+                    drops += 1;
+                    if drops >= MAX_DROPS {
+                        break attempt;
+                    }
+                    if !outage.reconnect(client, reason.clone(), &ctx.stop).await? {
+                        // Another worker stopped the send; this row is
+                        // released with the other claims.
+                        return Ok(());
+                    }
+                    continue;
                 }
-                (Transport::Outbox(dir), _) => {
-                    outbox::write(dir, &ctx.composer.campaign.slug, row.id, &message)?
-                }
-                (Transport::Smtp(_), None) => unreachable!("an SMTP worker always has a client"),
+                break attempt;
             };
             let now = now_millis();
+            // Attempts including this one, when the server answered.
+            let tried = row.attempts + 1;
             let retry_at = |attempts: i64| {
                 let exp = (attempts.max(1) - 1).min(16) as u32;
                 now + (ctx.retry_base.as_millis() as i64).saturating_mul(1i64 << exp)
             };
             let outcome = match attempt {
-                Attempt::Accepted { code, reply } => {
-                    connection_failures = 0;
-                    Outcome::Accepted {
-                        message_id: message.message_id.clone(),
-                        code,
-                        reply,
-                    }
-                }
+                Attempt::Accepted { code, reply } => Outcome::Accepted {
+                    message_id: message.message_id.clone(),
+                    code,
+                    reply,
+                },
                 Attempt::Permanent { code, reply } => Outcome::Failed { code, reply },
-                Attempt::Transient { code, reply }
-                    if row.attempts >= i64::from(ctx.max_attempts) =>
-                {
+                Attempt::Transient { code, reply } if tried >= i64::from(ctx.max_attempts) => {
                     Outcome::Failed {
                         code,
-                        reply: format!("{reply} (gave up after {} attempts)", row.attempts),
+                        reply: format!("{reply} (gave up after {tried} attempts)"),
                     }
                 }
                 Attempt::Transient { code, reply } => Outcome::Deferred {
                     code,
                     reply,
-                    retry_at: retry_at(row.attempts),
+                    retry_at: retry_at(tried),
+                    counted: true,
                 },
-                Attempt::Connection { reason } => {
-                    connection_failures += 1;
-                    // The server went away mid-send: back off this worker too.
-                    tokio::time::sleep(Duration::from_millis(
-                        (200u64 << connection_failures.min(6)).min(10_000),
-                    ))
-                    .await;
-                    Outcome::Deferred {
-                        code: None,
-                        reply: reason,
-                        retry_at: retry_at(row.attempts),
-                    }
-                }
+                // The server was reachable, yet hung up on this message
+                // MAX_DROPS times: that is its answer, and it counts.
+                Attempt::Connection { reason } => Outcome::Deferred {
+                    code: None,
+                    reply: format!(
+                        "{reason} (the connection dropped {drops} times on this message)"
+                    ),
+                    retry_at: retry_at(tried),
+                    counted: true,
+                },
             };
             let done = !matches!(outcome, Outcome::Deferred { .. });
             if matches!(outcome, Outcome::Accepted { .. }) {
