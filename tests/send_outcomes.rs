@@ -289,3 +289,60 @@ async fn sends_over_starttls_and_implicit_tls_with_a_private_ca() {
         }
     }
 }
+
+/// A 5xx at RCPT (Postfix: 550 5.1.1 user unknown) is a hard bounce given at
+/// once: the same classifier and policy as a bounce mail suppress the
+/// contact, with the server's reply as the reason, and the next campaign
+/// skips them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refusal_at_rcpt_suppresses_the_contact_for_the_next_campaign() {
+    for db in TestDb::all().await {
+        let Some(pf) = Postfix::start() else { return };
+        let p = Project::new(
+            &db,
+            &format!(
+                "[smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nconcurrency = 1\n",
+                pf.smtp_port_rejecting()
+            ),
+        );
+        let out = p.import(
+            "email,first_name,city\nalice@example.org,Alice,Madrid\nnobody@example.org,No,One\n",
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        let out = p.run(&["campaign", "send", "campaigns/c.toml", "--format", "json"]);
+        assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(r["suppressed_by_refusals"], 1, "{r}");
+
+        let (status, reason): (String, Option<String>) = cartero::dispatch!(&db.store, pool => {
+            sqlx::query_as("SELECT status, status_reason FROM contacts WHERE email = 'nobody@example.org'")
+                .fetch_one(pool).await.unwrap()
+        });
+        assert_eq!(status, "bounced");
+        let reason = reason.unwrap_or_default();
+        assert!(
+            reason.starts_with("hard userunknown 5.1.1") && reason.contains("550"),
+            "the classification and the server's reply are the cause: {reason}"
+        );
+        let (cause, rule, event): (String, Option<String>, String) = cartero::dispatch!(&db.store, pool => {
+            sqlx::query_as(
+                "SELECT s.cause, s.rule, e.kind FROM status_changes s JOIN events e ON e.id = s.event_id \
+                 JOIN contacts c ON c.id = s.contact_id WHERE c.email = 'nobody@example.org'",
+            )
+            .fetch_one(pool).await.unwrap()
+        });
+        assert_eq!(
+            (cause.as_str(), rule.as_deref(), event.as_str()),
+            ("bounce", Some("hard-bounce"), "bounce_hard")
+        );
+
+        // The next campaign to the same list leaves them out.
+        let c = std::fs::read_to_string(p.file("campaigns/c.toml")).unwrap();
+        p.write("campaigns/d.toml", &c.replace("Spring", "Summer"));
+        let out = p.run(&["campaign", "send", "campaigns/d.toml", "--format", "json"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(r["tally"]["accepted"], 1, "{r}");
+        assert_eq!(r["tally"]["skipped"]["bounced"], 1, "{r}");
+    }
+}

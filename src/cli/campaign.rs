@@ -282,6 +282,12 @@ fn print_report(r: &SendReport, format: Format) -> anyhow::Result<()> {
         );
         println!("accepted           {:>9}", t.accepted);
         println!("failed             {:>9}", t.failed);
+        if r.suppressed_by_refusals > 0 {
+            println!(
+                "  suppressed       {:>9}  (refused for good by the server: treated as hard bounces)",
+                r.suppressed_by_refusals
+            );
+        }
         println!("deferred           {:>9}", t.deferred);
         println!("pending            {:>9}", t.pending + t.sending);
         if r.in_flight_resent > 0 {

@@ -6,4 +6,5 @@
 pub mod bounce;
 pub mod ingest;
 pub mod policy;
+pub mod refusal;
 pub mod source;

@@ -114,6 +114,9 @@ pub struct SendReport {
     /// Rows a dead run had claimed and not recorded: sent again (docs/SENDING.md).
     pub in_flight_resent: u64,
     pub sent_this_run: u64,
+    /// Contacts this run suppressed because the server refused them for
+    /// good (a hard bounce at RCPT or DATA; docs/SENDING.md).
+    pub suppressed_by_refusals: u64,
     pub tally: Tally,
     pub elapsed_secs: f64,
     pub transport: String,
@@ -606,6 +609,7 @@ pub async fn send_campaign(
         cfg.smtp.as_ref().map(|s| s.rate_limit).unwrap_or(0.0),
     ));
     let sent = Arc::new(AtomicU64::new(0));
+    let suppressed = Arc::new(AtomicU64::new(0));
     let workers = match &transport {
         Transport::Smtp(s) => s.concurrency,
         Transport::Outbox(_) => 2,
@@ -624,6 +628,8 @@ pub async fn send_campaign(
                 list_id,
                 worker: format!("{me}:{w}"),
                 outage: outage.clone(),
+                policy: cfg.policy.clone(),
+                suppressed: suppressed.clone(),
                 limiter: limiter.clone(),
                 progress: progress.clone(),
                 sent: sent.clone(),
@@ -684,6 +690,7 @@ pub async fn send_campaign(
         started_now,
         in_flight_resent: in_flight,
         sent_this_run: sent.load(Ordering::Relaxed),
+        suppressed_by_refusals: suppressed.load(Ordering::Relaxed),
         tally,
         elapsed_secs: started.elapsed().as_secs_f64(),
         transport: transport.describe(),
@@ -700,6 +707,9 @@ struct WorkerCtx {
     list_id: i64,
     worker: String,
     outage: Option<Arc<Outage>>,
+    policy: crate::config::PolicyConfig,
+    /// Contacts suppressed by a refusal during this run.
+    suppressed: Arc<AtomicU64>,
     limiter: Arc<RateLimit>,
     progress: Arc<dyn Progress>,
     sent: Arc<AtomicU64>,
@@ -817,6 +827,39 @@ async fn prepare(
     Ok(Prepared { skipped, composed })
 }
 
+/// A 5xx from the server is a bounce given at once: classified and applied
+/// like a bounce mail (`feedback::refusal`), before the result is recorded,
+/// so a kill in between leaves the contact suppressed and the row skipped on
+/// resume rather than mailed again.
+async fn refused(
+    ctx: &WorkerCtx,
+    row: &Claimed,
+    code: Option<u16>,
+    reply: &str,
+    now: Millis,
+) -> Result<(), SendError> {
+    let refusal = crate::feedback::refusal::Refusal {
+        send_id: row.id,
+        campaign_id: ctx.campaign_id,
+        contact_id: row.contact_id,
+        recipient: &row.email,
+        code,
+        reply,
+    };
+    let applied = crate::feedback::refusal::apply(&ctx.store, &ctx.policy, &refusal, now).await?;
+    if applied.new_status.is_some() {
+        ctx.suppressed.fetch_add(1, Ordering::Relaxed);
+    }
+    tracing::info!(
+        send = row.id,
+        kind = applied.record.kind.as_str(),
+        reason = applied.record.reason.as_str(),
+        status = applied.new_status.as_deref().unwrap_or("unchanged"),
+        "the server refused a message"
+    );
+    Ok(())
+}
+
 /// Times in a row a connection may drop during one message, with the
 /// server reachable again each time, before the message is deferred (and the
 /// drop counted as the server's answer): a message that makes a server hang
@@ -931,7 +974,12 @@ async fn deliver_batches(
                     code,
                     reply,
                 },
-                Attempt::Permanent { code, reply } => Outcome::Failed { code, reply },
+                Attempt::Permanent { code, reply } => {
+                    if code.is_some() {
+                        refused(ctx, &row, code, &reply, now).await?;
+                    }
+                    Outcome::Failed { code, reply }
+                }
                 Attempt::Transient { code, reply } if tried >= i64::from(ctx.max_attempts) => {
                     Outcome::Failed {
                         code,
@@ -1008,6 +1056,7 @@ async fn dry_run(
         started_now: false,
         in_flight_resent: 0,
         sent_this_run: 0,
+        suppressed_by_refusals: 0,
         tally,
         elapsed_secs: started.elapsed().as_secs_f64(),
         transport: transport.describe(),
