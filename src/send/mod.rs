@@ -8,9 +8,10 @@
 //! recorder (group commit, `recorder.rs`). A kill at any point loses at most
 //! the rows a worker had claimed and not yet recorded, resent on resume; of
 //! those, at most `IN_FLIGHT` per worker had reached the server (the
-//! in-flight window, docs/SENDING.md). Suppression is checked twice: at the
-//! snapshot and again when a row is claimed, so a contact who unsubscribes
-//! during a long send is not mailed.
+//! in-flight window, docs/SENDING.md). Suppression is checked at the
+//! snapshot, when a row is claimed, and right before each message goes to
+//! the server (a check at most `SUPPRESSION_RECHECK` old), so a contact who
+//! unsubscribes during a long send is not mailed.
 
 pub mod outbox;
 pub mod recorder;
@@ -860,6 +861,12 @@ async fn refused(
     Ok(())
 }
 
+/// How old the last suppression check of a batch may be when its next
+/// message goes to the server: the window in which an unsubscribe recorded
+/// during a send can still be missed (docs/SENDING.md). One query a batch
+/// per interval, not one per message.
+const SUPPRESSION_RECHECK: Duration = Duration::from_secs(1);
+
 /// Times in a row a connection may drop during one message, with the
 /// server reachable again each time, before the message is deferred (and the
 /// drop counted as the server's answer): a message that makes a server hang
@@ -914,7 +921,12 @@ async fn deliver_batches(
             hand_over(ctx, unwritten, &row, Outcome::Skipped(reason), now_millis()).await?;
             ctx.progress.advance(1);
         }
-        for (row, message) in composed {
+        // Suppression is checked again just before delivery, for the rows
+        // not yet sent, at most every SUPPRESSION_RECHECK: a contact who
+        // unsubscribes while their message waits in a batch is not mailed.
+        let mut checked: Option<(Instant, HashMap<i64, SkipReason>)> = None;
+        let ids: Vec<i64> = composed.iter().map(|(r, _)| r.contact_id).collect();
+        for (i, (row, message)) in composed.into_iter().enumerate() {
             let message = match message {
                 Ok(m) => m,
                 Err(e) => {
@@ -932,6 +944,21 @@ async fn deliver_batches(
             ctx.limiter.wait().await;
             let mut drops = 0;
             let attempt = loop {
+                // After the rate limit's wait and after any reconnection:
+                // right before the message goes out.
+                if checked
+                    .as_ref()
+                    .is_none_or(|(at, _)| at.elapsed() >= SUPPRESSION_RECHECK)
+                {
+                    let gone = sends::suppressed_among(&ctx.store, ctx.list_id, &ids[i..]).await?;
+                    checked = Some((Instant::now(), gone));
+                }
+                if let Some(reason) = checked
+                    .as_ref()
+                    .and_then(|(_, gone)| gone.get(&row.contact_id))
+                {
+                    break Err(*reason);
+                }
                 let attempt = match (&ctx.transport, smtp.as_mut()) {
                     (Transport::Smtp(_), Some(client)) => {
                         client.deliver(&message.envelope, &message.bytes).await
@@ -950,7 +977,7 @@ async fn deliver_batches(
                 {
                     drops += 1;
                     if drops >= MAX_DROPS {
-                        break attempt;
+                        break Ok(attempt);
                     }
                     if !outage.reconnect(client, reason.clone(), &ctx.stop).await? {
                         // Another worker stopped the send; this row is
@@ -959,7 +986,15 @@ async fn deliver_batches(
                     }
                     continue;
                 }
-                break attempt;
+                break Ok(attempt);
+            };
+            let attempt = match attempt {
+                Ok(a) => a,
+                Err(reason) => {
+                    hand_over(ctx, unwritten, &row, Outcome::Skipped(reason), now_millis()).await?;
+                    ctx.progress.advance(1);
+                    continue;
+                }
             };
             let now = now_millis();
             // Attempts including this one, when the server answered.

@@ -550,3 +550,47 @@ pub async fn release_claims(store: &Store, campaign_id: i64, workers: &[String])
         qb.build().execute(pool).await?.rows_affected()
     }))
 }
+
+/// Of the contacts `ids`, those that may no longer be mailed on `list_id`,
+/// with the reason: a status other than active, or no consent for the list
+/// (any more). One statement, for the check just before delivery.
+pub async fn suppressed_among(
+    store: &Store,
+    list_id: i64,
+    ids: &[i64],
+) -> Result<std::collections::HashMap<i64, SkipReason>> {
+    if ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let rows: Vec<(i64, String, i32)> = dispatch!(store, pool => {
+        let mut qb = QueryBuilder::new(
+            "SELECT c.id, c.status, CASE WHEN EXISTS (SELECT 1 FROM contact_lists cl \
+             WHERE cl.contact_id = c.id AND cl.subscribed = 1 AND cl.list_id = ",
+        );
+        qb.push_bind(list_id);
+        qb.push(") THEN 1 ELSE 0 END FROM contacts c WHERE c.id IN (");
+        let mut sep = qb.separated(", ");
+        for id in ids {
+            sep.push_bind(*id);
+        }
+        qb.push(")");
+        qb.build_query_as().fetch_all(pool).await?
+    });
+    let mut out = std::collections::HashMap::new();
+    let found: std::collections::HashSet<i64> = rows.iter().map(|r| r.0).collect();
+    for (id, status, subscribed) in rows {
+        let reason = match status.as_str() {
+            "active" if subscribed == 1 => continue,
+            "active" => SkipReason::NoConsent,
+            // Every other status names its skip reason (`send::skip_reason_for`).
+            other => other.parse().unwrap_or(SkipReason::Unsubscribed),
+        };
+        out.insert(id, reason);
+    }
+    for id in ids {
+        if !found.contains(id) {
+            out.insert(*id, SkipReason::Erased);
+        }
+    }
+    Ok(out)
+}
