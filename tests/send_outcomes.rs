@@ -346,3 +346,63 @@ async fn a_refusal_at_rcpt_suppresses_the_contact_for_the_next_campaign() {
         assert_eq!(r["tally"]["skipped"]["bounced"], 1, "{r}");
     }
 }
+
+/// A dry run of a campaign that was already (partly) sent reports what a
+/// real run would do now: nothing again for the accepted, the deferred
+/// waiting for their retry, the newly suppressed skipped.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dry_run_after_a_send_reports_what_a_real_run_would_do_now() {
+    for db in TestDb::all().await {
+        let recorder = common::servers::SmtpRecorder::start();
+        let p = Project::new(
+            &db,
+            &format!(
+                "[smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nconcurrency = 1\n",
+                recorder.port()
+            ),
+        );
+        let out = p.import(
+            "email,first_name,city\nana@example.org,Ana,Madrid\nbob@example.org,Bob,Lyon\n\
+             tempfail@example.org,Temp,Oslo\n",
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        let out = p.run(&["campaign", "send", "campaigns/c.toml", "--no-wait"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(recorder.received().len(), 2);
+
+        let dry = |p: &Project| {
+            let out = p.ok(&[
+                "campaign",
+                "send",
+                "campaigns/c.toml",
+                "--dry-run",
+                "--format",
+                "json",
+            ]);
+            serde_json::from_str::<serde_json::Value>(&out).unwrap()
+        };
+        let d = dry(&p);
+        assert_eq!(d["tally"]["accepted"], 2, "{d}");
+        assert_eq!(d["tally"]["pending"], 0, "nothing would be sent again: {d}");
+        assert_eq!(
+            d["tally"]["deferred"], 1,
+            "the 451 waits for its retry: {d}"
+        );
+
+        // The deferred contact unsubscribes: a real run would skip them.
+        cartero::dispatch!(&db.store, pool => {
+            sqlx::query("UPDATE contacts SET status = 'unsubscribed' WHERE email = 'tempfail@example.org'")
+                .execute(pool).await.unwrap();
+        });
+        let d = dry(&p);
+        assert_eq!(d["tally"]["deferred"], 0, "{d}");
+        assert_eq!(d["tally"]["skipped"]["unsubscribed"], 1, "{d}");
+
+        let human = p.ok(&["campaign", "send", "campaigns/c.toml", "--dry-run"]);
+        assert!(
+            human.contains("already sent") && human.contains("would send now             0"),
+            "{human}"
+        );
+        assert_eq!(recorder.received().len(), 2, "a dry run sends nothing");
+    }
+}

@@ -271,8 +271,21 @@ fn print_report(r: &SendReport, format: Format) -> anyhow::Result<()> {
             "dry run of {} via {} (nothing sent, nothing written)",
             r.campaign, r.transport
         );
-        println!("would send         {:>9}", t.pending);
-        println!("would fail render  {:>9}", t.failed);
+        if !r.started_now {
+            println!("already sent       {:>9}", t.accepted);
+        }
+        println!("would send now     {:>9}", t.pending);
+        if t.deferred > 0 {
+            println!(
+                "deferred           {:>9}  (waiting for their retry time)",
+                t.deferred
+            );
+        }
+        let renders = r.render_failures.len() as u64;
+        if t.failed > renders {
+            println!("failed earlier     {:>9}", t.failed - renders);
+        }
+        println!("would fail render  {:>9}", renders);
     } else {
         println!(
             "{} {} via {}",
@@ -301,6 +314,7 @@ fn print_report(r: &SendReport, format: Format) -> anyhow::Result<()> {
     for (reason, n) in &t.skipped {
         println!("  {reason:<16} {n:>9}");
     }
+    print_render_failures(&r.render_failures);
     if !r.dry_run && r.elapsed_secs > 0.0 {
         println!(
             "this run: {} messages in {:.1}s ({:.0}/s)",
@@ -310,4 +324,22 @@ fn print_report(r: &SendReport, format: Format) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Names every recipient whose message did not render (the first 50 on a
+/// terminal table; the JSON report has them all).
+fn print_render_failures(failures: &[crate::send::RenderFailure]) {
+    if failures.is_empty() {
+        return;
+    }
+    println!("could not render for:");
+    for f in failures.iter().take(50) {
+        println!("  {}: {}", f.contact, f.error);
+    }
+    if failures.len() > 50 {
+        println!(
+            "  ... and {} more (--format json lists them all)",
+            failures.len() - 50
+        );
+    }
 }

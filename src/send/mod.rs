@@ -119,9 +119,29 @@ pub struct SendReport {
     /// good (a hard bounce at RCPT or DATA; docs/SENDING.md).
     pub suppressed_by_refusals: u64,
     pub tally: Tally,
+    /// Recipients whose message could not be rendered (this run, or in a
+    /// dry run, would not be), each with the reason.
+    pub render_failures: Vec<RenderFailure>,
     pub elapsed_secs: f64,
     pub transport: String,
     pub dry_run: bool,
+}
+
+/// A recipient whose message did not render, and why (the template's
+/// file:line where the renderer knows it).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RenderFailure {
+    pub contact: String,
+    pub error: String,
+}
+
+impl RenderFailure {
+    fn new(contact: &Contact, e: &RenderError) -> Self {
+        Self {
+            contact: contact.email.clone(),
+            error: e.to_string(),
+        }
+    }
 }
 
 /// Progress for a bar: total rows to deliver and how many are done.
@@ -692,6 +712,7 @@ pub async fn send_campaign(
         in_flight_resent: in_flight,
         sent_this_run: sent.load(Ordering::Relaxed),
         suppressed_by_refusals: suppressed.load(Ordering::Relaxed),
+        render_failures: Vec::new(),
         tally,
         elapsed_secs: started.elapsed().as_secs_f64(),
         transport: transport.describe(),
@@ -1051,6 +1072,11 @@ async fn deliver_batches(
     Ok(())
 }
 
+/// What a real run would do now, writing nothing. For a campaign not yet
+/// started: the snapshot it would take, each recipient rendered. For one
+/// already started (a resume): the rows as they stand, the open ones checked
+/// against suppression again and rendered; deferred rows not yet due stay
+/// deferred.
 async fn dry_run(
     store: &Store,
     composer: &Composer,
@@ -1059,40 +1085,86 @@ async fn dry_run(
     transport: &Transport,
     started: Instant,
 ) -> Result<SendReport, SendError> {
-    let rows = sends::preview(store, list_id, filter, None).await?;
     let mut tally = Tally::default();
-    for chunk in rows.chunks(500) {
-        let ids: Vec<i64> = chunk.iter().map(|(id, _)| *id).collect();
-        let contacts = crate::store::contacts::find_many(store, &ids).await?;
-        for (id, reason) in chunk {
-            if let Some(r) = reason {
-                *tally.skipped.entry(r.clone()).or_default() += 1;
-                continue;
+    let mut render_failures = Vec::new();
+    let mut already_started = false;
+    let existing = crate::store::campaigns::find(store, &composer.campaign.slug).await?;
+    if let Some(row) = existing.filter(|r| r.started_at.is_some()) {
+        already_started = true;
+        let now = now_millis();
+        let stored = sends::tally(store, row.id).await?;
+        tally.accepted = stored.accepted;
+        tally.failed = stored.failed;
+        tally.skipped = stored.skipped;
+        let open = sends::open_rows(store, row.id).await?;
+        for chunk in open.chunks(500) {
+            let ids: Vec<i64> = chunk.iter().map(|r| r.contact_id).collect();
+            let gone = sends::suppressed_among(store, list_id, &ids).await?;
+            let contacts = crate::store::contacts::find_many(store, &ids).await?;
+            for r in chunk {
+                if let Some(reason) = gone.get(&r.contact_id) {
+                    *tally.skipped.entry(reason.as_str().into()).or_default() += 1;
+                    continue;
+                }
+                if r.state == "deferred" && r.next_attempt_at.is_some_and(|t| t > now) {
+                    tally.deferred += 1;
+                    continue;
+                }
+                let Some(c) = contacts.get(&r.contact_id) else {
+                    continue;
+                };
+                let claimed = Claimed {
+                    id: r.id,
+                    contact_id: r.contact_id,
+                    email: r.email.clone(),
+                    attempts: r.attempts,
+                    created_at: r.created_at,
+                };
+                match composer.compose(row.id, &claimed, c) {
+                    Ok(_) => tally.pending += 1,
+                    Err(e) => {
+                        tally.failed += 1;
+                        render_failures.push(RenderFailure::new(c, &e));
+                    }
+                }
             }
-            let Some(c) = contacts.get(id) else { continue };
-            let row = Claimed {
-                id: 0,
-                contact_id: *id,
-                email: c.email.clone(),
-                attempts: 0,
-                created_at: 0,
-            };
-            match composer.compose(0, &row, c) {
-                Ok(_) => tally.pending += 1,
-                Err(e) => {
-                    tally.failed += 1;
-                    tracing::warn!(contact = *id, error = %e, "dry run: this message would fail");
+        }
+    } else {
+        let rows = sends::preview(store, list_id, filter, None).await?;
+        for chunk in rows.chunks(500) {
+            let ids: Vec<i64> = chunk.iter().map(|(id, _)| *id).collect();
+            let contacts = crate::store::contacts::find_many(store, &ids).await?;
+            for (id, reason) in chunk {
+                if let Some(r) = reason {
+                    *tally.skipped.entry(r.clone()).or_default() += 1;
+                    continue;
+                }
+                let Some(c) = contacts.get(id) else { continue };
+                let row = Claimed {
+                    id: 0,
+                    contact_id: *id,
+                    email: c.email.clone(),
+                    attempts: 0,
+                    created_at: 0,
+                };
+                match composer.compose(0, &row, c) {
+                    Ok(_) => tally.pending += 1,
+                    Err(e) => {
+                        tally.failed += 1;
+                        render_failures.push(RenderFailure::new(c, &e));
+                    }
                 }
             }
         }
     }
     Ok(SendReport {
         campaign: composer.campaign.slug.clone(),
-        started_now: false,
+        started_now: !already_started,
         in_flight_resent: 0,
         sent_this_run: 0,
         suppressed_by_refusals: 0,
         tally,
+        render_failures,
         elapsed_secs: started.elapsed().as_secs_f64(),
         transport: transport.describe(),
         dry_run: true,

@@ -594,3 +594,29 @@ pub async fn suppressed_among(
     }
     Ok(out)
 }
+
+/// A row that still needs work (pending, sending or deferred), for a dry run
+/// of a started campaign.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OpenRow {
+    pub id: i64,
+    pub contact_id: i64,
+    pub email: String,
+    pub state: String,
+    pub next_attempt_at: Option<Millis>,
+    pub attempts: i64,
+    pub created_at: Millis,
+}
+
+/// The rows of a campaign that still need work, in id order.
+pub async fn open_rows(store: &Store, campaign_id: i64) -> Result<Vec<OpenRow>> {
+    dispatch!(store, pool => {
+        Ok(sqlx::query_as::<_, OpenRow>(
+            "SELECT id, contact_id, email, state, next_attempt_at, attempts, created_at FROM sends \
+             WHERE campaign_id = $1 AND state IN ('pending', 'sending', 'deferred') ORDER BY id",
+        )
+        .bind(campaign_id)
+        .fetch_all(pool)
+        .await?)
+    })
+}
