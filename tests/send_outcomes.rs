@@ -406,3 +406,58 @@ async fn a_dry_run_after_a_send_reports_what_a_real_run_would_do_now() {
         assert_eq!(recorder.received().len(), 2, "a dry run sends nothing");
     }
 }
+
+/// The text part keeps every link whole, however long (UTM parameters and
+/// all), and the unsubscribe link carries no UTM parameters: the message has
+/// one unsubscribe URL, the one in List-Unsubscribe.
+#[tokio::test(flavor = "multi_thread")]
+async fn links_stay_whole_in_the_text_part_and_unsubscribe_links_carry_no_utm() {
+    let db = TestDb::all().await.into_iter().next().expect("a backend");
+    let p = Project::new(&db, "");
+    let long =
+        "https://shop.example/spring/collection/women/dresses/linen/with-a-rather-long-path-name";
+    p.write(
+        "templates/c.html",
+        &format!(
+            "<html><body><p>Hola {{{{ contact.first_name }}}}, our spring collection is here, with more colours and \
+             sizes than ever before and free returns for thirty days: see <a href=\"{long}\">the dresses</a> now.</p>\
+             <p><a href=\"{{{{ unsubscribe_url }}}}\">Unsubscribe</a></p></body></html>\n"
+        ),
+    );
+    assert!(
+        p.import("email,first_name,city\nana@example.com,Ana,Madrid\n")
+            .status
+            .success()
+    );
+    p.ok(&["campaign", "send", "campaigns/c.toml"]);
+    let files: Vec<_> = std::fs::read_dir(p.file("outbox/c"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let raw = std::fs::read(&files[0]).unwrap();
+    let msg = mail_parser::MessageParser::default().parse(&raw).unwrap();
+    let text = msg.body_text(0).unwrap().into_owned();
+    let html = msg.body_html(0).unwrap().into_owned();
+    let tracked = format!("{long}?utm_source=cartero");
+    assert!(html.contains(&tracked), "{html}");
+    assert!(
+        text.lines().any(|l| l.contains(&tracked)),
+        "the long link is whole on one line of the text part:\n{text}"
+    );
+    let header = msg
+        .header_raw("List-Unsubscribe")
+        .expect("List-Unsubscribe");
+    let https = header
+        .split(['<', '>'])
+        .find(|s| s.starts_with("https://"))
+        .expect("an https unsubscribe URL");
+    assert!(
+        html.contains(&format!("href=\"{https}\"")),
+        "the body's unsubscribe link is the header's, untouched: {https}\n{html}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains(https) && !l.contains("utm_")),
+        "{text}"
+    );
+}

@@ -7,6 +7,18 @@
 /// Appends `params` to every absolute http(s) link in an `<a>` tag, leaving
 /// alone links that already carry a parameter of the same name.
 pub fn add_utm(html: &str, params: &[(String, String)]) -> String {
+    add_utm_except(html, params, &|_| false)
+}
+
+/// As `add_utm`, except for the links `untracked` names: cartero's own
+/// unsubscribe, preference and view-in-browser links never carry tracking
+/// parameters, so a message has one unsubscribe URL, the one in its
+/// List-Unsubscribe header (RFC 8058).
+pub fn add_utm_except(
+    html: &str,
+    params: &[(String, String)],
+    untracked: &dyn Fn(&str) -> bool,
+) -> String {
     if params.is_empty() {
         return html.to_string();
     }
@@ -23,7 +35,7 @@ pub fn add_utm(html: &str, params: &[(String, String)]) -> String {
         let Some(close) = after.find('>') else { break };
         let tag = &after[..close];
         out.push_str(&rest[..open + 2]);
-        out.push_str(&rewrite_tag(tag, params));
+        out.push_str(&rewrite_tag(tag, params, untracked));
         rest = &after[close..];
     }
     out.push_str(rest);
@@ -36,7 +48,7 @@ fn find_ci(hay: &str, needle: &str) -> Option<usize> {
         .position(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
-fn rewrite_tag(tag: &str, params: &[(String, String)]) -> String {
+fn rewrite_tag(tag: &str, params: &[(String, String)], untracked: &dyn Fn(&str) -> bool) -> String {
     let Some(h) = find_ci(tag, "href") else {
         return tag.to_string();
     };
@@ -61,7 +73,7 @@ fn rewrite_tag(tag: &str, params: &[(String, String)]) -> String {
     };
     let url = &body[..end];
     let lower = url.to_ascii_lowercase();
-    if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+    if !(lower.starts_with("http://") || lower.starts_with("https://")) || untracked(url) {
         return tag.to_string();
     }
     let new_url = with_params(url, params);
@@ -136,6 +148,21 @@ mod tests {
         assert!(out.contains("<abbr>z</abbr>"));
         assert!(
             out.contains("href=https://c.example/p?utm_source=cartero&utm_campaign=spring%20sale>"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn untracked_links_are_left_alone() {
+        let html =
+            r#"<a href="https://news.example/u/TOKEN">u</a> <a href="https://shop.example/">s</a>"#;
+        let out = add_utm_except(html, &p(), &|u| u.starts_with("https://news.example/"));
+        assert!(
+            out.contains(r#"href="https://news.example/u/TOKEN""#),
+            "{out}"
+        );
+        assert!(
+            out.contains("https://shop.example/?utm_source=cartero"),
             "{out}"
         );
     }

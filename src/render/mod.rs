@@ -12,6 +12,7 @@ pub mod body;
 pub mod dkim;
 pub mod links;
 pub mod mime;
+pub mod text;
 
 use std::path::Path;
 
@@ -46,9 +47,6 @@ pub enum RenderError {
 const SUBJECT: &str = "subject";
 const HTML: &str = "body.html";
 const TEXT: &str = "body.txt";
-
-/// Width of the text part generated from HTML.
-const TEXT_WIDTH: usize = 78;
 
 /// The compiled templates of one campaign.
 pub struct Renderer {
@@ -179,7 +177,11 @@ impl Renderer {
             .replace(['\r', '\n'], " ")
             .trim()
             .to_string();
-        let html = links::add_utm(&render(HTML, &self.html_path)?, &self.utm);
+        // cartero's own links (today the unsubscribe URL; preference and
+        // view-in-browser pages join it) never carry tracking parameters:
+        // the message keeps one unsubscribe URL, its List-Unsubscribe's.
+        let own = |url: &str| url == personal.unsubscribe_url;
+        let html = links::add_utm_except(&render(HTML, &self.html_path)?, &self.utm, &own);
         let text = if self.has_text {
             let path = self.text_path.as_deref().unwrap_or(TEXT);
             render(TEXT, path)?
@@ -213,9 +215,10 @@ fn escape_html(input: &str) -> String {
     out
 }
 
-/// A readable text alternative of an HTML body (links kept as footnotes).
+/// A readable text alternative of an HTML body (links kept whole, as
+/// footnotes; `text`).
 pub fn html_to_text(html: &str) -> String {
-    html2text::from_read(html.as_bytes(), TEXT_WIDTH)
+    text::html_to_text(html)
 }
 
 /// Tera nests the useful part of its message in the error's sources.
