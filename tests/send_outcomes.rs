@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::db::TestDb;
-use common::project::{Project, stderr};
+use common::project::{Project, stderr, stdout};
 use common::servers::{Postfix, PostfixOptions, free_port, in_ci};
 
 async fn sends(db: &TestDb) -> Vec<(String, String, i64, Option<String>)> {
@@ -460,4 +460,51 @@ async fn links_stay_whole_in_the_text_part_and_unsubscribe_links_carry_no_utm() 
             .any(|l| l.contains(https) && !l.contains("utm_")),
         "{text}"
     );
+}
+
+/// A template that needs an attribute some contacts lack: `campaign check`
+/// renders every recipient and names each one that fails with the
+/// template's file:line:col; the send names them too; once the template is
+/// fixed, the next run renders and sends them.
+#[tokio::test(flavor = "multi_thread")]
+async fn render_failures_are_listed_named_and_retried_after_a_fix() {
+    for db in TestDb::all().await {
+        let p = Project::new(&db, "");
+        p.write(
+            "templates/c.html",
+            "<html><body>\n<p>Hola {{ contact.first_name }}</p>\n<p>Your plan: {{ contact.attributes.plan }}</p>\n</body></html>\n",
+        );
+        let out = p.import(
+            "email,first_name,plan\nana@example.com,Ana,gold\nbob@example.com,Bob,\ncarla@example.com,Carla,silver\n",
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+
+        let out = p.run(&["campaign", "check", "campaigns/c.toml"]);
+        assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+        let err = stderr(&out);
+        assert!(err.contains("cannot render for 1 of 3 recipients"), "{err}");
+        assert!(
+            err.contains("bob@example.com") && err.contains("c.html:3:18") && !err.contains("ana@"),
+            "the failing contact and the place in the template: {err}"
+        );
+
+        let out = p.run(&["campaign", "send", "campaigns/c.toml"]);
+        assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+        let report = stdout(&out);
+        assert!(
+            report.contains("bob@example.com") && report.contains("c.html:3:18"),
+            "the send names the failure: {report}"
+        );
+
+        // Fixed with a default: the next run renders and sends Bob's.
+        p.write(
+            "templates/c.html",
+            "<html><body>\n<p>Hola {{ contact.first_name }}</p>\n<p>Your plan: {{ contact.attributes.plan | default(value=\"basic\") }}</p>\n</body></html>\n",
+        );
+        let out = p.run(&["campaign", "send", "campaigns/c.toml", "--format", "json"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(r["tally"]["accepted"], 3, "{r}");
+        assert_eq!(r["tally"]["failed"], 0, "{r}");
+    }
 }

@@ -11,9 +11,10 @@ use super::{Context, Format};
 use crate::campaign::Campaign;
 use crate::config::Config;
 use crate::domain::EmailAddress;
-use crate::send::{Composer, Progress, SendOptions, SendReport, resolve_segment, send_campaign};
+use crate::send::{
+    Composer, Progress, SendOptions, SendReport, preview_row, resolve_segment, send_campaign,
+};
 use crate::store::contacts::{self, Contact};
-use crate::store::sends::Claimed;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -24,11 +25,13 @@ pub struct Args {
 #[derive(Debug, clap::Subcommand)]
 pub enum Cmd {
     /// Validate a campaign: keys, addresses, templates, segment, and a render
-    /// against a sample contact with strict undefined variables.
+    /// for every recipient with strict undefined variables; each recipient
+    /// whose message cannot be rendered is listed with the template's
+    /// file:line:col. Exit status 1 when any cannot.
     #[command(after_help = "Example:\n  cartero campaign check campaigns/welcome.toml")]
     Check {
         file: PathBuf,
-        /// Render for this contact instead of the segment's first one.
+        /// Render for this contact only instead of every recipient.
         #[arg(long)]
         contact: Option<String>,
     },
@@ -76,37 +79,12 @@ fn load(cfg: &Config, file: &std::path::Path) -> anyhow::Result<Campaign> {
     )?)
 }
 
-/// A stand-in contact for checks on an empty database.
-fn sample_contact() -> Contact {
-    Contact {
-        id: 0,
-        email: "sample@example.com".into(),
-        first_name: Some("Sample".into()),
-        last_name: Some("Contact".into()),
-        locale: Some("en".into()),
-        timezone: Some("Europe/Madrid".into()),
-        attributes: serde_json::json!({}),
-        status: "active".into(),
-        tags: vec![],
-    }
-}
-
 async fn contact_by_email(store: &crate::store::Store, email: &str) -> anyhow::Result<Contact> {
     let addr = EmailAddress::parse(email.trim())
         .map_err(|e| anyhow::anyhow!("{email:?} is not a valid address: {e}"))?;
     contacts::find_by_email(store, &addr)
         .await?
         .with_context(|| format!("no contact with address {addr}"))
-}
-
-fn preview_row(c: &Contact) -> Claimed {
-    Claimed {
-        id: 0,
-        contact_id: c.id,
-        email: c.email.clone(),
-        attempts: 0,
-        created_at: 0,
-    }
 }
 
 /// `campaign send` stopped because the SMTP server stayed unreachable for
@@ -141,42 +119,48 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
             let campaign = load(&cfg, &file)?;
             let segment = resolve_segment(&campaign, &cfg)?;
             let store = ctx.store(&cfg).await?;
-            let sample = match &contact {
-                Some(e) => contact_by_email(&store, e).await?,
-                None => {
-                    let first = match &segment {
-                        Some(s) => crate::segment::sample(&store, s, 1)
-                            .await?
-                            .into_iter()
-                            .next()
-                            .map(|c| c.id),
-                        None => None,
-                    };
-                    match first {
-                        Some(id) => contacts::find_by_id(&store, id)
-                            .await?
-                            .unwrap_or_else(sample_contact),
-                        None => sample_contact(),
-                    }
-                }
-            };
             let mut check_cfg = cfg.clone();
             if check_cfg.sender.secret.len() < 16 {
                 // `check` needs no real secret: tokens are not sent anywhere.
                 check_cfg.sender.secret = "check-only-secret-not-for-sending".into();
             }
             let composer = Composer::new(campaign, &check_cfg)?;
-            composer
-                .compose(0, &preview_row(&sample), &sample)
-                .with_context(|| format!("rendering for {}", sample.email))?;
             let c = &composer.campaign;
+            // Every recipient is rendered (a render is cheap), or the one
+            // asked for; with nobody to render for, the templates were
+            // still compiled above.
+            let (rendered, failures) = match &contact {
+                Some(e) => {
+                    let one = contact_by_email(&store, e).await?;
+                    match composer.compose(0, &preview_row(&one), &one) {
+                        Ok(_) => (1, Vec::new()),
+                        Err(e) => (0, vec![crate::send::RenderFailure::new(&one, &e)]),
+                    }
+                }
+                None => {
+                    let filter = crate::send::SegmentFilter {
+                        segment: segment.clone(),
+                        now: crate::domain::time::now_millis(),
+                    };
+                    crate::send::check_renders(&store, &composer, &c.list, &filter).await?
+                }
+            };
             let list_exists = crate::dispatch!(&store, pool => {
                 sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM lists WHERE name = $1")
                     .bind(&c.list)
                     .fetch_one(pool)
                     .await?
             }) > 0;
-            println!("{}: ok", file.display());
+            if failures.is_empty() {
+                println!("{}: ok", file.display());
+            } else {
+                eprintln!(
+                    "{}: cannot render for {} of {} recipients",
+                    file.display(),
+                    failures.len(),
+                    failures.len() as u64 + rendered
+                );
+            }
             println!("  name      {}", c.name);
             println!(
                 "  list      {}{}",
@@ -193,8 +177,18 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
             } else {
                 println!("  segment   everyone on the list");
             }
-            println!("  rendered  for {}", sample.email);
-            Ok(ExitCode::SUCCESS)
+            if rendered == 0 && failures.is_empty() {
+                println!("  rendered  nobody to render for yet (the templates compile)");
+            } else {
+                println!("  rendered  for {rendered} recipients");
+            }
+            print_render_failures(&failures, true);
+            store.close().await;
+            Ok(if failures.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Cmd::Preview {
             file,
@@ -314,7 +308,7 @@ fn print_report(r: &SendReport, format: Format) -> anyhow::Result<()> {
     for (reason, n) in &t.skipped {
         println!("  {reason:<16} {n:>9}");
     }
-    print_render_failures(&r.render_failures);
+    print_render_failures(&r.render_failures, false);
     if !r.dry_run && r.elapsed_secs > 0.0 {
         println!(
             "this run: {} messages in {:.1}s ({:.0}/s)",
@@ -326,20 +320,28 @@ fn print_report(r: &SendReport, format: Format) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Names every recipient whose message did not render (the first 50 on a
-/// terminal table; the JSON report has them all).
-fn print_render_failures(failures: &[crate::send::RenderFailure]) {
+/// Names every recipient whose message did not render (the first 50; the
+/// JSON report has them all), on standard error where they are the
+/// command's errors (`check`).
+fn print_render_failures(failures: &[crate::send::RenderFailure], to_stderr: bool) {
     if failures.is_empty() {
         return;
     }
-    println!("could not render for:");
+    let mut lines = vec!["could not render for:".to_string()];
     for f in failures.iter().take(50) {
-        println!("  {}: {}", f.contact, f.error);
+        lines.push(format!("  {}: {}", f.contact, f.error));
     }
     if failures.len() > 50 {
-        println!(
+        lines.push(format!(
             "  ... and {} more (--format json lists them all)",
             failures.len() - 50
-        );
+        ));
+    }
+    for line in lines {
+        if to_stderr {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
     }
 }

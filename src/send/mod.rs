@@ -136,12 +136,57 @@ pub struct RenderFailure {
 }
 
 impl RenderFailure {
-    fn new(contact: &Contact, e: &RenderError) -> Self {
+    pub fn new(contact: &Contact, e: &RenderError) -> Self {
         Self {
             contact: contact.email.clone(),
-            error: e.to_string(),
+            error: with_template_place(e),
         }
     }
+}
+
+/// A render error with the line and column in the template where the
+/// failing variable is written, when Tera's message names one (Tera's
+/// runtime errors name the template but no line).
+pub fn with_template_place(e: &RenderError) -> String {
+    let RenderError::Render { path, message } = e else {
+        return e.to_string();
+    };
+    let place = message
+        .split_once("Variable `")
+        .and_then(|(_, rest)| rest.split_once('`'))
+        .and_then(|(name, _)| {
+            let source = std::fs::read_to_string(path).ok()?;
+            let at = source.find(name)?;
+            let line = source[..at].matches('\n').count() + 1;
+            let col = at - source[..at].rfind('\n').map_or(0, |n| n + 1) + 1;
+            Some((line, col))
+        });
+    // Tera calls the template by its internal name; the marketer knows
+    // the file.
+    let message = message
+        .replace("'body.html'", "the template")
+        .replace("'body.txt'", "the template");
+    match place {
+        Some((line, col)) => format!("{path}:{line}:{col}: {message}"),
+        None => format!("{path}: {message}"),
+    }
+}
+
+/// What a send row's reply starts with when its message could not be
+/// rendered: such rows are tried again once the campaign's files change.
+pub const RENDER_FAILED: &str = "render: ";
+
+/// SHA-256 over the campaign file and its templates: a change to any of
+/// them gives rows that failed to render another try.
+fn content_hash(c: &Campaign) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(c.file_hash.as_bytes());
+    for p in std::iter::once(&c.html_template).chain(c.text_template.as_ref()) {
+        h.update(b"\0");
+        h.update(std::fs::read(p).unwrap_or_default());
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Progress for a bar: total rows to deliver and how many are done.
@@ -558,21 +603,30 @@ pub async fn send_campaign(
         return dry_run(store, &composer, list_id, &filter, &transport, started).await;
     }
 
-    // Fail before writing anything when the templates cannot render for the
-    // first recipient (an undefined variable fails for everyone) ...
-    if let Some((id, _)) = sends::preview(store, list_id, &filter, Some(1))
+    // Fail before writing anything when the templates render for none of
+    // the first recipients (an undefined variable fails for everyone);
+    // a failure for some is theirs alone, named in the report ...
+    let first: Vec<i64> = sends::preview(store, list_id, &filter, Some(PREFLIGHT))
         .await?
-        .first()
-        && let Some(c) = crate::store::contacts::find_by_id(store, *id).await?
-    {
-        let row = Claimed {
-            id: 0,
-            contact_id: c.id,
-            email: c.email.clone(),
-            attempts: 0,
-            created_at: 0,
-        };
-        composer.compose(0, &row, &c)?;
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let contacts = crate::store::contacts::find_many(store, &first).await?;
+    let mut first_error = None;
+    for id in &first {
+        let Some(c) = contacts.get(id) else { continue };
+        match composer.compose(0, &preview_row(c), c) {
+            Ok(_) => {
+                first_error = None;
+                break;
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = first_error {
+        return Err(e.into());
     }
     // ... or when the server cannot be reached.
     // A server that is down waits out the outage here, before anything is
@@ -602,16 +656,28 @@ pub async fn send_campaign(
     }
 
     let c = &composer.campaign;
+    let hash = content_hash(c);
+    let before = crate::store::campaigns::find(store, &c.slug).await?;
     let row = crate::store::campaigns::upsert(
         store,
         &c.slug,
         &c.name,
         &c.path.display().to_string(),
-        &c.file_hash,
+        &hash,
         Some(&c.list),
         now,
     )
     .await?;
+    // The files changed since the last run: messages that could not be
+    // rendered then are tried again.
+    if before.is_some_and(|b| b.file_hash != hash) {
+        let n = sends::retry_render_failures(store, row.id, RENDER_FAILED, now).await?;
+        if n > 0 {
+            progress.notice(format!(
+                "the campaign's files changed: {n} messages that could not be rendered are tried again"
+            ));
+        }
+    }
     let started_now = sends::snapshot(store, row.id, list_id, &filter, now).await?;
     let me = worker_identity();
     let in_flight =
@@ -631,6 +697,7 @@ pub async fn send_campaign(
     ));
     let sent = Arc::new(AtomicU64::new(0));
     let suppressed = Arc::new(AtomicU64::new(0));
+    let render_failures = Arc::new(std::sync::Mutex::new(Vec::new()));
     let workers = match &transport {
         Transport::Smtp(s) => s.concurrency,
         Transport::Outbox(_) => 2,
@@ -651,6 +718,7 @@ pub async fn send_campaign(
                 outage: outage.clone(),
                 policy: cfg.policy.clone(),
                 suppressed: suppressed.clone(),
+                render_failures: render_failures.clone(),
                 limiter: limiter.clone(),
                 progress: progress.clone(),
                 sent: sent.clone(),
@@ -712,7 +780,11 @@ pub async fn send_campaign(
         in_flight_resent: in_flight,
         sent_this_run: sent.load(Ordering::Relaxed),
         suppressed_by_refusals: suppressed.load(Ordering::Relaxed),
-        render_failures: Vec::new(),
+        render_failures: std::mem::take(
+            &mut *render_failures
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        ),
         tally,
         elapsed_secs: started.elapsed().as_secs_f64(),
         transport: transport.describe(),
@@ -732,6 +804,7 @@ struct WorkerCtx {
     policy: crate::config::PolicyConfig,
     /// Contacts suppressed by a refusal during this run.
     suppressed: Arc<AtomicU64>,
+    render_failures: Arc<std::sync::Mutex<Vec<RenderFailure>>>,
     limiter: Arc<RateLimit>,
     progress: Arc<dyn Progress>,
     sent: Arc<AtomicU64>,
@@ -882,6 +955,54 @@ async fn refused(
     Ok(())
 }
 
+/// Recipients the pre-flight check renders: the send stops only when the
+/// templates render for none of them.
+const PREFLIGHT: i64 = 20;
+
+/// A stand-in send row for rendering outside a send (checks, previews).
+pub fn preview_row(c: &Contact) -> Claimed {
+    Claimed {
+        id: 0,
+        contact_id: c.id,
+        email: c.email.clone(),
+        attempts: 0,
+        created_at: 0,
+    }
+}
+
+/// Renders the message of every contact the campaign would mail (matching
+/// its segment, with consent for its list when the list exists) and returns
+/// how many rendered and who did not, with why. Renders are cheap; nothing
+/// is written.
+pub async fn check_renders(
+    store: &Store,
+    composer: &Composer,
+    list: &str,
+    filter: &SegmentFilter,
+) -> Result<(u64, Vec<RenderFailure>), SendError> {
+    let list_id = list_id_of(store, list).await?;
+    let rows = sends::preview(store, list_id.unwrap_or(-1), filter, None).await?;
+    let mut ok = 0;
+    let mut failures = Vec::new();
+    for chunk in rows.chunks(500) {
+        // Without the list yet, every contact of the segment is checked.
+        let ids: Vec<i64> = chunk
+            .iter()
+            .filter(|(_, reason)| reason.is_none() || list_id.is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        let contacts = crate::store::contacts::find_many(store, &ids).await?;
+        for id in &ids {
+            let Some(c) = contacts.get(id) else { continue };
+            match composer.compose(0, &preview_row(c), c) {
+                Ok(_) => ok += 1,
+                Err(e) => failures.push(RenderFailure::new(c, &e)),
+            }
+        }
+    }
+    Ok((ok, failures))
+}
+
 /// How old the last suppression check of a batch may be when its next
 /// message goes to the server: the window in which an unsubscribe recorded
 /// during a send can still be missed (docs/SENDING.md). One query a batch
@@ -953,10 +1074,17 @@ async fn deliver_batches(
                 Err(e) => {
                     // One contact's data broke the template: fail that
                     // message with the reason, keep the others going.
+                    let failure = RenderFailure {
+                        contact: row.email.clone(),
+                        error: with_template_place(&e),
+                    };
                     let outcome = Outcome::Failed {
                         code: None,
-                        reply: format!("render: {e}"),
+                        reply: format!("{RENDER_FAILED}{}", failure.error),
                     };
+                    if let Ok(mut all) = ctx.render_failures.lock() {
+                        all.push(failure);
+                    }
                     hand_over(ctx, unwritten, &row, outcome, now_millis()).await?;
                     ctx.progress.advance(1);
                     continue;

@@ -620,3 +620,29 @@ pub async fn open_rows(store: &Store, campaign_id: i64) -> Result<Vec<OpenRow>> 
         .await?)
     })
 }
+
+/// Returns rows that failed because their message could not be rendered
+/// (their reply starts with `prefix`, and no server answered) to pending:
+/// the campaign's files changed, so they may render now.
+pub async fn retry_render_failures(
+    store: &Store,
+    campaign_id: i64,
+    prefix: &str,
+    now: Millis,
+) -> Result<u64> {
+    let _writer = sqlite_writer(store).await;
+    let pattern = format!("{}%", prefix.replace('%', "\\%").replace('_', "\\_"));
+    Ok(dispatch!(store, pool => {
+        sqlx::query(
+            "UPDATE sends SET state = 'pending', smtp_reply = NULL, updated_at = $1 \
+             WHERE campaign_id = $2 AND state = 'failed' AND smtp_code IS NULL \
+             AND smtp_reply LIKE $3 ESCAPE '\\'",
+        )
+        .bind(now)
+        .bind(campaign_id)
+        .bind(&pattern)
+        .execute(pool)
+        .await?
+        .rows_affected()
+    }))
+}
