@@ -118,6 +118,9 @@ pub struct SmtpConfig {
     /// PEM file of extra CA certificates for STARTTLS and implicit TLS (a
     /// relay with a private CA); the Mozilla roots are always trusted.
     pub ca_file: Option<PathBuf>,
+    /// How long a send keeps retrying a server it cannot reach before it
+    /// stops (resumable, exit status 4).
+    pub outage_timeout_secs: u64,
 }
 impl Default for SmtpConfig {
     fn default() -> Self {
@@ -135,6 +138,7 @@ impl Default for SmtpConfig {
             retry_base_secs: 60,
             pipelining: true,
             ca_file: None,
+            outage_timeout_secs: 300,
         }
     }
 }
@@ -529,7 +533,18 @@ impl Config {
                     message: format!("[{section}] in {path} is not a table"),
                 });
             };
-            t.insert(key.to_string(), env_value(value));
+            // An override takes the type of the key it sets: kept as the
+            // string it is when the key takes a string (a password of digits,
+            // `true`, or with its own quotes), read as a TOML value (number,
+            // boolean, array) only when a string does not fit the key.
+            t.insert(key.to_string(), toml::Value::String(value.clone()));
+            if toml::Value::Table(table.clone())
+                .try_into::<Config>()
+                .is_err()
+                && let Some(toml::Value::Table(t)) = table.get_mut(*section)
+            {
+                t.insert(key.to_string(), env_value(value));
+            }
             applied += 1;
         }
         let cfg = if applied == 0 {
@@ -597,8 +612,9 @@ impl Config {
     }
 }
 
-/// An override's value: a TOML scalar when it parses as one (numbers,
-/// booleans, arrays), otherwise the raw string.
+/// An override's value for a key that does not take a string: a TOML value
+/// when it parses as one (numbers, booleans, arrays), otherwise the raw
+/// string (which the key then refuses, with the override named).
 fn env_value(raw: &str) -> toml::Value {
     let doc = format!("v = {raw}");
     match toml::from_str::<toml::Table>(&doc) {
@@ -670,6 +686,33 @@ mod tests {
         assert_eq!(smtp.port, 2525);
         assert_eq!(smtp.host, "127.0.0.1");
         assert_eq!(c.sender.bounce_domain, "b.example");
+    }
+
+    #[test]
+    fn env_overrides_take_the_type_of_their_key() {
+        let env = vec![
+            ("CARTERO_SMTP_USERNAME".to_string(), "true".to_string()),
+            ("CARTERO_SMTP_PASSWORD".to_string(), "12345678".to_string()),
+            (
+                "CARTERO_SENDER_SECRET".to_string(),
+                "\"quoted-secret-1234\"".to_string(),
+            ),
+            ("CARTERO_SMTP_PIPELINING".to_string(), "false".to_string()),
+            (
+                "CARTERO_DNS_NAMESERVERS".to_string(),
+                "[\"127.0.0.1:53\"]".to_string(),
+            ),
+        ];
+        let c = Config::from_str_with_env("", "cartero.toml", &env).unwrap();
+        let smtp = c.smtp.unwrap();
+        assert_eq!(smtp.password.as_deref(), Some("12345678"));
+        assert_eq!(smtp.username.as_deref(), Some("true"));
+        assert!(!smtp.pipelining);
+        assert_eq!(
+            c.sender.secret, "\"quoted-secret-1234\"",
+            "a password's own quotes stay"
+        );
+        assert_eq!(c.dns.nameservers, vec!["127.0.0.1:53".to_string()]);
     }
 
     #[test]

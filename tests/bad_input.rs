@@ -233,13 +233,15 @@ async fn unreachable_smtp_server_fails_before_writing_anything() {
         let p = Project::new(
             &db,
             &format!(
-                "[smtp]\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\ntimeout_secs = 2\n"
+                "[smtp]\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\ntimeout_secs = 2\n\
+                 outage_timeout_secs = 1\n"
             ),
         );
         assert!(p.import(GOOD_CSV).status.success());
         let before = snapshot(&db).await;
         let out = p.run(&["campaign", "send", "campaigns/c.toml"]);
-        assert_eq!(out.status.code(), Some(1));
+        // An outage: waited out for smtp.outage_timeout_secs, then exit 4.
+        assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
         let err = stderr(&out);
         assert!(
             err.contains("cannot reach the SMTP server")

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::db::TestDb;
-use common::project::{Project, stderr};
+use common::project::{Project, stderr, stdout};
 use common::servers::{Postfix, PostfixOptions, free_port, in_ci};
 
 async fn sends(db: &TestDb) -> Vec<(String, String, i64, Option<String>)> {
@@ -287,5 +287,224 @@ async fn sends_over_starttls_and_implicit_tls_with_a_private_ca() {
             );
             assert!(text.contains("Hola Alice"), "{mode}: the message itself");
         }
+    }
+}
+
+/// A 5xx at RCPT (Postfix: 550 5.1.1 user unknown) is a hard bounce given at
+/// once: the same classifier and policy as a bounce mail suppress the
+/// contact, with the server's reply as the reason, and the next campaign
+/// skips them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refusal_at_rcpt_suppresses_the_contact_for_the_next_campaign() {
+    for db in TestDb::all().await {
+        let Some(pf) = Postfix::start() else { return };
+        let p = Project::new(
+            &db,
+            &format!(
+                "[smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nconcurrency = 1\n",
+                pf.smtp_port_rejecting()
+            ),
+        );
+        let out = p.import(
+            "email,first_name,city\nalice@example.org,Alice,Madrid\nnobody@example.org,No,One\n",
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        let out = p.run(&["campaign", "send", "campaigns/c.toml", "--format", "json"]);
+        assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(r["suppressed_by_refusals"], 1, "{r}");
+
+        let (status, reason): (String, Option<String>) = cartero::dispatch!(&db.store, pool => {
+            sqlx::query_as("SELECT status, status_reason FROM contacts WHERE email = 'nobody@example.org'")
+                .fetch_one(pool).await.unwrap()
+        });
+        assert_eq!(status, "bounced");
+        let reason = reason.unwrap_or_default();
+        assert!(
+            reason.starts_with("hard userunknown 5.1.1") && reason.contains("550"),
+            "the classification and the server's reply are the cause: {reason}"
+        );
+        let (cause, rule, event): (String, Option<String>, String) = cartero::dispatch!(&db.store, pool => {
+            sqlx::query_as(
+                "SELECT s.cause, s.rule, e.kind FROM status_changes s JOIN events e ON e.id = s.event_id \
+                 JOIN contacts c ON c.id = s.contact_id WHERE c.email = 'nobody@example.org'",
+            )
+            .fetch_one(pool).await.unwrap()
+        });
+        assert_eq!(
+            (cause.as_str(), rule.as_deref(), event.as_str()),
+            ("bounce", Some("hard-bounce"), "bounce_hard")
+        );
+
+        // The next campaign to the same list leaves them out.
+        let c = std::fs::read_to_string(p.file("campaigns/c.toml")).unwrap();
+        p.write("campaigns/d.toml", &c.replace("Spring", "Summer"));
+        let out = p.run(&["campaign", "send", "campaigns/d.toml", "--format", "json"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(r["tally"]["accepted"], 1, "{r}");
+        assert_eq!(r["tally"]["skipped"]["bounced"], 1, "{r}");
+    }
+}
+
+/// A dry run of a campaign that was already (partly) sent reports what a
+/// real run would do now: nothing again for the accepted, the deferred
+/// waiting for their retry, the newly suppressed skipped.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dry_run_after_a_send_reports_what_a_real_run_would_do_now() {
+    for db in TestDb::all().await {
+        let recorder = common::servers::SmtpRecorder::start();
+        let p = Project::new(
+            &db,
+            &format!(
+                "[smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nconcurrency = 1\n",
+                recorder.port()
+            ),
+        );
+        let out = p.import(
+            "email,first_name,city\nana@example.org,Ana,Madrid\nbob@example.org,Bob,Lyon\n\
+             tempfail@example.org,Temp,Oslo\n",
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        let out = p.run(&["campaign", "send", "campaigns/c.toml", "--no-wait"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(recorder.received().len(), 2);
+
+        let dry = |p: &Project| {
+            let out = p.ok(&[
+                "campaign",
+                "send",
+                "campaigns/c.toml",
+                "--dry-run",
+                "--format",
+                "json",
+            ]);
+            serde_json::from_str::<serde_json::Value>(&out).unwrap()
+        };
+        let d = dry(&p);
+        assert_eq!(d["tally"]["accepted"], 2, "{d}");
+        assert_eq!(d["tally"]["pending"], 0, "nothing would be sent again: {d}");
+        assert_eq!(
+            d["tally"]["deferred"], 1,
+            "the 451 waits for its retry: {d}"
+        );
+
+        // The deferred contact unsubscribes: a real run would skip them.
+        cartero::dispatch!(&db.store, pool => {
+            sqlx::query("UPDATE contacts SET status = 'unsubscribed' WHERE email = 'tempfail@example.org'")
+                .execute(pool).await.unwrap();
+        });
+        let d = dry(&p);
+        assert_eq!(d["tally"]["deferred"], 0, "{d}");
+        assert_eq!(d["tally"]["skipped"]["unsubscribed"], 1, "{d}");
+
+        let human = p.ok(&["campaign", "send", "campaigns/c.toml", "--dry-run"]);
+        assert!(
+            human.contains("already sent") && human.contains("would send now             0"),
+            "{human}"
+        );
+        assert_eq!(recorder.received().len(), 2, "a dry run sends nothing");
+    }
+}
+
+/// The text part keeps every link whole, however long (UTM parameters and
+/// all), and the unsubscribe link carries no UTM parameters: the message has
+/// one unsubscribe URL, the one in List-Unsubscribe.
+#[tokio::test(flavor = "multi_thread")]
+async fn links_stay_whole_in_the_text_part_and_unsubscribe_links_carry_no_utm() {
+    let db = TestDb::all().await.into_iter().next().expect("a backend");
+    let p = Project::new(&db, "");
+    let long =
+        "https://shop.example/spring/collection/women/dresses/linen/with-a-rather-long-path-name";
+    p.write(
+        "templates/c.html",
+        &format!(
+            "<html><body><p>Hola {{{{ contact.first_name }}}}, our spring collection is here, with more colours and \
+             sizes than ever before and free returns for thirty days: see <a href=\"{long}\">the dresses</a> now.</p>\
+             <p><a href=\"{{{{ unsubscribe_url }}}}\">Unsubscribe</a></p></body></html>\n"
+        ),
+    );
+    assert!(
+        p.import("email,first_name,city\nana@example.com,Ana,Madrid\n")
+            .status
+            .success()
+    );
+    p.ok(&["campaign", "send", "campaigns/c.toml"]);
+    let files: Vec<_> = std::fs::read_dir(p.file("outbox/c"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let raw = std::fs::read(&files[0]).unwrap();
+    let msg = mail_parser::MessageParser::default().parse(&raw).unwrap();
+    let text = msg.body_text(0).unwrap().into_owned();
+    let html = msg.body_html(0).unwrap().into_owned();
+    let tracked = format!("{long}?utm_source=cartero");
+    assert!(html.contains(&tracked), "{html}");
+    assert!(
+        text.lines().any(|l| l.contains(&tracked)),
+        "the long link is whole on one line of the text part:\n{text}"
+    );
+    let header = msg
+        .header_raw("List-Unsubscribe")
+        .expect("List-Unsubscribe");
+    let https = header
+        .split(['<', '>'])
+        .find(|s| s.starts_with("https://"))
+        .expect("an https unsubscribe URL");
+    assert!(
+        html.contains(&format!("href=\"{https}\"")),
+        "the body's unsubscribe link is the header's, untouched: {https}\n{html}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains(https) && !l.contains("utm_")),
+        "{text}"
+    );
+}
+
+/// A template that needs an attribute some contacts lack: `campaign check`
+/// renders every recipient and names each one that fails with the
+/// template's file:line:col; the send names them too; once the template is
+/// fixed, the next run renders and sends them.
+#[tokio::test(flavor = "multi_thread")]
+async fn render_failures_are_listed_named_and_retried_after_a_fix() {
+    for db in TestDb::all().await {
+        let p = Project::new(&db, "");
+        p.write(
+            "templates/c.html",
+            "<html><body>\n<p>Hola {{ contact.first_name }}</p>\n<p>Your plan: {{ contact.attributes.plan }}</p>\n</body></html>\n",
+        );
+        let out = p.import(
+            "email,first_name,plan\nana@example.com,Ana,gold\nbob@example.com,Bob,\ncarla@example.com,Carla,silver\n",
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+
+        let out = p.run(&["campaign", "check", "campaigns/c.toml"]);
+        assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+        let err = stderr(&out);
+        assert!(err.contains("cannot render for 1 of 3 recipients"), "{err}");
+        assert!(
+            err.contains("bob@example.com") && err.contains("c.html:3:18") && !err.contains("ana@"),
+            "the failing contact and the place in the template: {err}"
+        );
+
+        let out = p.run(&["campaign", "send", "campaigns/c.toml"]);
+        assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+        let report = stdout(&out);
+        assert!(
+            report.contains("bob@example.com") && report.contains("c.html:3:18"),
+            "the send names the failure: {report}"
+        );
+
+        // Fixed with a default: the next run renders and sends Bob's.
+        p.write(
+            "templates/c.html",
+            "<html><body>\n<p>Hola {{ contact.first_name }}</p>\n<p>Your plan: {{ contact.attributes.plan | default(value=\"basic\") }}</p>\n</body></html>\n",
+        );
+        let out = p.run(&["campaign", "send", "campaigns/c.toml", "--format", "json"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(r["tally"]["accepted"], 3, "{r}");
+        assert_eq!(r["tally"]["failed"], 0, "{r}");
     }
 }

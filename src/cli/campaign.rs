@@ -11,9 +11,10 @@ use super::{Context, Format};
 use crate::campaign::Campaign;
 use crate::config::Config;
 use crate::domain::EmailAddress;
-use crate::send::{Composer, Progress, SendOptions, SendReport, resolve_segment, send_campaign};
+use crate::send::{
+    Composer, Progress, SendOptions, SendReport, preview_row, resolve_segment, send_campaign,
+};
 use crate::store::contacts::{self, Contact};
-use crate::store::sends::Claimed;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -24,11 +25,13 @@ pub struct Args {
 #[derive(Debug, clap::Subcommand)]
 pub enum Cmd {
     /// Validate a campaign: keys, addresses, templates, segment, and a render
-    /// against a sample contact with strict undefined variables.
+    /// for every recipient with strict undefined variables; each recipient
+    /// whose message cannot be rendered is listed with the template's
+    /// file:line:col. Exit status 1 when any cannot.
     #[command(after_help = "Example:\n  cartero campaign check campaigns/welcome.toml")]
     Check {
         file: PathBuf,
-        /// Render for this contact instead of the segment's first one.
+        /// Render for this contact only instead of every recipient.
         #[arg(long)]
         contact: Option<String>,
     },
@@ -49,6 +52,10 @@ pub enum Cmd {
     /// Recipients are snapshotted once; running the command again resumes and
     /// never sends twice to a recipient whose send was recorded as accepted.
     /// Without [smtp] in cartero.toml, messages go to the outbox folder.
+    ///
+    /// Exit status: 0 done; 1 error (nothing or part sent, resumable);
+    /// 3 some messages failed; 4 the SMTP server could not be reached for
+    /// smtp.outage_timeout_secs, the send stopped and resumes when run again.
     #[command(
         after_help = "Examples:\n  cartero campaign send campaigns/welcome.toml --dry-run\n  cartero campaign send campaigns/welcome.toml"
     )]
@@ -72,21 +79,6 @@ fn load(cfg: &Config, file: &std::path::Path) -> anyhow::Result<Campaign> {
     )?)
 }
 
-/// A stand-in contact for checks on an empty database.
-fn sample_contact() -> Contact {
-    Contact {
-        id: 0,
-        email: "sample@example.com".into(),
-        first_name: Some("Sample".into()),
-        last_name: Some("Contact".into()),
-        locale: Some("en".into()),
-        timezone: Some("Europe/Madrid".into()),
-        attributes: serde_json::json!({}),
-        status: "active".into(),
-        tags: vec![],
-    }
-}
-
 async fn contact_by_email(store: &crate::store::Store, email: &str) -> anyhow::Result<Contact> {
     let addr = EmailAddress::parse(email.trim())
         .map_err(|e| anyhow::anyhow!("{email:?} is not a valid address: {e}"))?;
@@ -95,16 +87,9 @@ async fn contact_by_email(store: &crate::store::Store, email: &str) -> anyhow::R
         .with_context(|| format!("no contact with address {addr}"))
 }
 
-fn preview_row(c: &Contact) -> Claimed {
-    Claimed {
-        id: 0,
-        contact_id: c.id,
-        email: c.email.clone(),
-        attempts: 0,
-        created_at: 0,
-        message_id: None,
-    }
-}
+/// `campaign send` stopped because the SMTP server stayed unreachable for
+/// `smtp.outage_timeout_secs`; running it again resumes.
+pub const EXIT_OUTAGE: u8 = 4;
 
 struct Bar(indicatif::ProgressBar);
 
@@ -119,6 +104,12 @@ impl Progress for Bar {
     fn message(&self, msg: String) {
         self.0.set_message(msg);
     }
+    fn notice(&self, msg: String) {
+        // Printed even with --quiet: the send is waiting, and the person
+        // running it must know why.
+        self.0.suspend(|| eprintln!("cartero: {msg}"));
+        tracing::info!("{msg}");
+    }
 }
 
 pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
@@ -128,55 +119,48 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
             let campaign = load(&cfg, &file)?;
             let segment = resolve_segment(&campaign, &cfg)?;
             let store = ctx.store(&cfg).await?;
-            let sample = match &contact {
-                Some(e) => contact_by_email(&store, e).await?,
-                None => {
-                    // The first contact the send would mail: on the list,
-                    // active, in the segment; never someone off the list.
-                    let list_id = crate::dispatch!(&store, pool => {
-                        sqlx::query_scalar::<_, i64>("SELECT id FROM lists WHERE name = $1")
-                            .bind(&campaign.list)
-                            .fetch_optional(pool)
-                            .await?
-                    });
-                    let first = match list_id {
-                        Some(list_id) => {
-                            let filter = crate::send::SegmentFilter {
-                                segment: segment.clone(),
-                                now: crate::domain::time::now_millis(),
-                            };
-                            crate::store::sends::first_recipients(&store, list_id, &filter, 1)
-                                .await?
-                                .into_iter()
-                                .next()
-                        }
-                        None => None,
-                    };
-                    match first {
-                        Some(id) => contacts::find_by_id(&store, id)
-                            .await?
-                            .unwrap_or_else(sample_contact),
-                        None => sample_contact(),
-                    }
-                }
-            };
             let mut check_cfg = cfg.clone();
             if check_cfg.sender.secret.len() < 16 {
                 // `check` needs no real secret: tokens are not sent anywhere.
                 check_cfg.sender.secret = "check-only-secret-not-for-sending".into();
             }
             let composer = Composer::new(campaign, &check_cfg)?;
-            composer
-                .compose(0, &preview_row(&sample), &sample)
-                .with_context(|| format!("rendering for {}", sample.email))?;
             let c = &composer.campaign;
+            // Every recipient is rendered (a render is cheap), or the one
+            // asked for; with nobody to render for, the templates were
+            // still compiled above.
+            let (rendered, failures) = match &contact {
+                Some(e) => {
+                    let one = contact_by_email(&store, e).await?;
+                    match composer.compose(0, &preview_row(&one), &one) {
+                        Ok(_) => (1, Vec::new()),
+                        Err(e) => (0, vec![crate::send::RenderFailure::new(&one, &e)]),
+                    }
+                }
+                None => {
+                    let filter = crate::send::SegmentFilter {
+                        segment: segment.clone(),
+                        now: crate::domain::time::now_millis(),
+                    };
+                    crate::send::check_renders(&store, &composer, &c.list, &filter).await?
+                }
+            };
             let list_exists = crate::dispatch!(&store, pool => {
                 sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM lists WHERE name = $1")
                     .bind(&c.list)
                     .fetch_one(pool)
                     .await?
             }) > 0;
-            println!("{}: ok", file.display());
+            if failures.is_empty() {
+                println!("{}: ok", file.display());
+            } else {
+                eprintln!(
+                    "{}: cannot render for {} of {} recipients",
+                    file.display(),
+                    failures.len(),
+                    failures.len() as u64 + rendered
+                );
+            }
             println!("  name      {}", c.name);
             println!(
                 "  list      {}{}",
@@ -193,11 +177,21 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
             } else {
                 println!("  segment   everyone on the list");
             }
-            println!("  rendered  for {}", sample.email);
+            if rendered == 0 && failures.is_empty() {
+                println!("  rendered  nobody to render for yet (the templates compile)");
+            } else {
+                println!("  rendered  for {rendered} recipients");
+            }
+            print_render_failures(&failures, true);
             if let Some(line) = smtp_auth_check(&cfg).await? {
                 println!("  smtp      {line}");
             }
-            Ok(ExitCode::SUCCESS)
+            store.close().await;
+            Ok(if failures.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Cmd::Preview {
             file,
@@ -241,7 +235,16 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
             }
             let progress = Arc::new(Bar(bar.clone()));
             let opts = SendOptions { dry_run, no_wait };
-            let report = send_campaign(&store, &cfg, campaign, &opts, progress).await?;
+            let report = match send_campaign(&store, &cfg, campaign, &opts, progress).await {
+                Ok(r) => r,
+                Err(e @ crate::send::SendError::Outage { .. }) => {
+                    bar.finish_and_clear();
+                    store.close().await;
+                    eprintln!("error: {e}");
+                    return Ok(ExitCode::from(EXIT_OUTAGE));
+                }
+                Err(e) => return Err(e.into()),
+            };
             bar.finish_and_clear();
             store.close().await;
             print_report(&report, format)?;
@@ -306,8 +309,21 @@ fn print_report(r: &SendReport, format: Format) -> anyhow::Result<()> {
             "dry run of {} via {} (nothing sent, nothing written)",
             r.campaign, r.transport
         );
-        println!("would send         {:>9}", t.pending);
-        println!("would fail render  {:>9}", t.failed);
+        if !r.started_now {
+            println!("already sent       {:>9}", t.accepted);
+        }
+        println!("would send now     {:>9}", t.pending);
+        if t.deferred > 0 {
+            println!(
+                "deferred           {:>9}  (waiting for their retry time)",
+                t.deferred
+            );
+        }
+        let renders = r.render_failures.len() as u64;
+        if t.failed > renders {
+            println!("failed earlier     {:>9}", t.failed - renders);
+        }
+        println!("would fail render  {:>9}", renders);
     } else {
         println!(
             "{} {} via {}",
@@ -317,6 +333,12 @@ fn print_report(r: &SendReport, format: Format) -> anyhow::Result<()> {
         );
         println!("accepted           {:>9}", t.accepted);
         println!("failed             {:>9}", t.failed);
+        if r.suppressed_by_refusals > 0 {
+            println!(
+                "  suppressed       {:>9}  (refused for good by the server: treated as hard bounces)",
+                r.suppressed_by_refusals
+            );
+        }
         println!("deferred           {:>9}", t.deferred);
         println!("pending            {:>9}", t.pending + t.sending);
         if r.in_flight_resent > 0 {
@@ -330,6 +352,7 @@ fn print_report(r: &SendReport, format: Format) -> anyhow::Result<()> {
     for (reason, n) in &t.skipped {
         println!("  {reason:<16} {n:>9}");
     }
+    print_render_failures(&r.render_failures, false);
     if !r.dry_run && r.elapsed_secs > 0.0 {
         println!(
             "this run: {} messages in {:.1}s ({:.0}/s)",
@@ -339,4 +362,30 @@ fn print_report(r: &SendReport, format: Format) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Names every recipient whose message did not render (the first 50; the
+/// JSON report has them all), on standard error where they are the
+/// command's errors (`check`).
+fn print_render_failures(failures: &[crate::send::RenderFailure], to_stderr: bool) {
+    if failures.is_empty() {
+        return;
+    }
+    let mut lines = vec!["could not render for:".to_string()];
+    for f in failures.iter().take(50) {
+        lines.push(format!("  {}: {}", f.contact, f.error));
+    }
+    if failures.len() > 50 {
+        lines.push(format!(
+            "  ... and {} more (--format json lists them all)",
+            failures.len() - 50
+        ));
+    }
+    for line in lines {
+        if to_stderr {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! The command line: `cartero <noun> <verb>`. Thin by design: parse the
 //! arguments, call the library, print. Exit codes: 0 success, 1 failure
-//! (the message says what and where), 2 bad usage.
+//! (the message says what and where), 2 bad usage, 141 standard output
+//! closed by its reader (`| head`), quietly.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -123,7 +124,45 @@ fn sqlite_url_relative_to(url: &str, base: &Path) -> String {
     url.to_string()
 }
 
+/// Exit status after the reader of standard output went away (`| head`):
+/// 128 + SIGPIPE, what the shell reports for Unix tools ended by it.
+const EXIT_CLOSED_PIPE: i32 = 141;
+
+/// True when an error is a write to a pipe whose reader has gone.
+fn is_closed_pipe(e: &anyhow::Error) -> bool {
+    let broken = |io: &std::io::Error| io.kind() == std::io::ErrorKind::BrokenPipe;
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().is_some_and(broken)
+            || c.downcast_ref::<csv::Error>()
+                .is_some_and(|ce| match ce.kind() {
+                    csv::ErrorKind::Io(io) => broken(io),
+                    _ => false,
+                })
+    })
+}
+
+/// `println!` panics when standard output is a closed pipe (Rust ignores
+/// SIGPIPE, so the write fails instead of ending the process). A command
+/// piped into `head` then ends quietly, as Unix tools do, without a panic
+/// message or a backtrace.
+fn quiet_on_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(EXIT_CLOSED_PIPE);
+        }
+        default(info);
+    }));
+}
+
 pub fn main() -> ExitCode {
+    quiet_on_closed_pipe();
     let cli = Cli::parse();
     init_tracing(cli.verbose);
     let ctx = Context {
@@ -155,6 +194,7 @@ pub fn main() -> ExitCode {
     });
     match result {
         Ok(code) => code,
+        Err(e) if is_closed_pipe(&e) => ExitCode::from(EXIT_CLOSED_PIPE as u8),
         Err(e) => {
             eprintln!("error: {e}");
             for cause in e.chain().skip(1) {

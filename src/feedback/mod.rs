@@ -8,4 +8,5 @@ pub mod bounce;
 pub mod ingest;
 pub mod policy;
 pub mod review;
+pub mod refusal;
 pub mod source;

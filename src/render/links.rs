@@ -17,6 +17,20 @@ const SCRIPT_SCHEMES: &[&str] = &["javascript", "vbscript", "data"];
 /// alone links that already carry a parameter of the same name, and
 /// neutralises `javascript:`, `vbscript:` and `data:` links.
 pub fn add_utm(html: &str, params: &[(String, String)]) -> String {
+    add_utm_except(html, params, &|_| false)
+}
+
+/// As `add_utm`, except for the links `untracked` names (compared with the
+/// href decoded): cartero's own
+/// unsubscribe, preference and view-in-browser links never carry tracking
+/// parameters, so a message has one unsubscribe URL, the one in its
+/// List-Unsubscribe header (RFC 8058).
+pub fn add_utm_except(
+    html: &str,
+    params: &[(String, String)],
+    untracked: &dyn Fn(&str) -> bool,
+) -> String {
+    // Even without parameters, script links are neutralised.
     if find_ci(html, "<a").is_none() {
         return html.to_string();
     }
@@ -33,7 +47,7 @@ pub fn add_utm(html: &str, params: &[(String, String)]) -> String {
         let Some(close) = after.find('>') else { break };
         let tag = &after[..close];
         out.push_str(&rest[..open + 2]);
-        out.push_str(&rewrite_tag(tag, params));
+        out.push_str(&rewrite_tag(tag, params, untracked));
         rest = &after[close..];
     }
     out.push_str(rest);
@@ -46,7 +60,7 @@ fn find_ci(hay: &str, needle: &str) -> Option<usize> {
         .position(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
-fn rewrite_tag(tag: &str, params: &[(String, String)]) -> String {
+fn rewrite_tag(tag: &str, params: &[(String, String)], untracked: &dyn Fn(&str) -> bool) -> String {
     let Some(h) = find_ci(tag, "href") else {
         return tag.to_string();
     };
@@ -73,7 +87,7 @@ fn rewrite_tag(tag: &str, params: &[(String, String)]) -> String {
     let url = decode_references(raw);
     let new_url = match scheme(&url) {
         Some(s) if SCRIPT_SCHEMES.contains(&s.as_str()) => "#".to_string(),
-        Some(s) if (s == "http" || s == "https") && !params.is_empty() => {
+        Some(s) if (s == "http" || s == "https") && !params.is_empty() && !untracked(&url) => {
             escape_attribute(&with_params(&url, params), quote)
         }
         _ => return tag.to_string(),
@@ -234,6 +248,21 @@ mod tests {
             out.contains(
                 "href=https://c.example/p?utm_source=cartero&amp;utm_campaign=spring%20sale>"
             ),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn untracked_links_are_left_alone() {
+        let html =
+            r#"<a href="https://news.example/u/TOKEN">u</a> <a href="https://shop.example/">s</a>"#;
+        let out = add_utm_except(html, &p(), &|u| u.starts_with("https://news.example/"));
+        assert!(
+            out.contains(r#"href="https://news.example/u/TOKEN""#),
+            "{out}"
+        );
+        assert!(
+            out.contains("https://shop.example/?utm_source=cartero"),
             "{out}"
         );
     }

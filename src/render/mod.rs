@@ -14,6 +14,7 @@ pub mod links;
 pub mod mime;
 pub mod sandbox;
 pub mod track;
+pub mod text;
 
 use std::path::Path;
 
@@ -58,8 +59,6 @@ const MAX_SUBJECT: usize = 2_000;
 const MAX_BODY: usize = 10 * 1024 * 1024;
 
 /// Width of the text part generated from HTML.
-const TEXT_WIDTH: usize = 78;
-
 /// The compiled templates of one campaign.
 pub struct Renderer {
     tera: Tera,
@@ -209,7 +208,11 @@ impl Renderer {
             &subject_path,
             MAX_SUBJECT,
         )?);
-        let html = links::add_utm(&render(HTML, &self.html_path)?, &self.utm);
+        // cartero's own links (today the unsubscribe URL; preference and
+        // view-in-browser pages join it) never carry tracking parameters:
+        // the message keeps one unsubscribe URL, its List-Unsubscribe's.
+        let own = |url: &str| url == personal.unsubscribe_url;
+        let html = links::add_utm_except(&render(HTML, &self.html_path)?, &self.utm, &own);
         let text = if self.has_text {
             let path = self.text_path.as_deref().unwrap_or(TEXT);
             render(TEXT, path)?
@@ -243,9 +246,10 @@ fn escape_html(input: &str) -> String {
     out
 }
 
-/// A readable text alternative of an HTML body (links kept as footnotes).
+/// A readable text alternative of an HTML body (links kept whole, as
+/// footnotes; `text`).
 pub fn html_to_text(html: &str) -> String {
-    html2text::from_read(html.as_bytes(), TEXT_WIDTH)
+    text::html_to_text(html)
 }
 
 /// Tera nests the useful part of its message in the error's sources.

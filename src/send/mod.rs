@@ -8,9 +8,10 @@
 //! recorder (group commit, `recorder.rs`). A kill at any point loses at most
 //! the rows a worker had claimed and not yet recorded, resent on resume; of
 //! those, at most `IN_FLIGHT` per worker had reached the server (the
-//! in-flight window, docs/SENDING.md). Suppression is checked twice: at the
-//! snapshot and again when a row is claimed, so a contact who unsubscribes
-//! during a long send is not mailed.
+//! in-flight window, docs/SENDING.md). Suppression is checked at the
+//! snapshot, when a row is claimed, and right before each message goes to
+//! the server (a check at most `SUPPRESSION_RECHECK` old), so a contact who
+//! unsubscribes during a long send is not mailed.
 
 pub mod auth;
 pub mod outbox;
@@ -52,8 +53,20 @@ pub enum SendError {
     Record(Arc<StoreError>),
     #[error("{0}")]
     Config(String),
-    #[error("cannot reach the SMTP server, nothing was sent: {0}")]
+    #[error(transparent)]
     Unreachable(#[from] ConnectError),
+    /// The server stayed unreachable for `smtp.outage_timeout_secs`: the
+    /// send stopped on purpose and resumes when run again (exit status 4).
+    #[error(
+        "the SMTP server {host}:{port} could not be reached for {secs} s ({reason}); \
+         the send stopped. Nothing is lost: run the same command again to resume"
+    )]
+    Outage {
+        host: String,
+        port: u16,
+        secs: u64,
+        reason: String,
+    },
     #[error("{path}: cannot write to the outbox: {source}")]
     Outbox {
         path: String,
@@ -103,10 +116,78 @@ pub struct SendReport {
     /// Rows a dead run had claimed and not recorded: sent again (docs/SENDING.md).
     pub in_flight_resent: u64,
     pub sent_this_run: u64,
+    /// Contacts this run suppressed because the server refused them for
+    /// good (a hard bounce at RCPT or DATA; docs/SENDING.md).
+    pub suppressed_by_refusals: u64,
     pub tally: Tally,
+    /// Recipients whose message could not be rendered (this run, or in a
+    /// dry run, would not be), each with the reason.
+    pub render_failures: Vec<RenderFailure>,
     pub elapsed_secs: f64,
     pub transport: String,
     pub dry_run: bool,
+}
+
+/// A recipient whose message did not render, and why (the template's
+/// file:line where the renderer knows it).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RenderFailure {
+    pub contact: String,
+    pub error: String,
+}
+
+impl RenderFailure {
+    pub fn new(contact: &Contact, e: &RenderError) -> Self {
+        Self {
+            contact: contact.email.clone(),
+            error: with_template_place(e),
+        }
+    }
+}
+
+/// A render error with the line and column in the template where the
+/// failing variable is written, when Tera's message names one (Tera's
+/// runtime errors name the template but no line).
+pub fn with_template_place(e: &RenderError) -> String {
+    let RenderError::Render { path, message } = e else {
+        return e.to_string();
+    };
+    let place = message
+        .split_once("Variable `")
+        .and_then(|(_, rest)| rest.split_once('`'))
+        .and_then(|(name, _)| {
+            let source = std::fs::read_to_string(path).ok()?;
+            let at = source.find(name)?;
+            let line = source[..at].matches('\n').count() + 1;
+            let col = at - source[..at].rfind('\n').map_or(0, |n| n + 1) + 1;
+            Some((line, col))
+        });
+    // Tera calls the template by its internal name; the marketer knows
+    // the file.
+    let message = message
+        .replace("'body.html'", "the template")
+        .replace("'body.txt'", "the template");
+    match place {
+        Some((line, col)) => format!("{path}:{line}:{col}: {message}"),
+        None => format!("{path}: {message}"),
+    }
+}
+
+/// What a send row's reply starts with when its message could not be
+/// rendered: such rows are tried again once the campaign's files change.
+pub const RENDER_FAILED: &str = "render: ";
+
+/// SHA-256 over the campaign file and its templates: a change to any of
+/// them gives rows that failed to render another try.
+fn content_hash(c: &Campaign) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(c.file_hash.as_bytes());
+    for p in std::iter::once(&c.html_template).chain(c.text_template.as_ref()) {
+        h.update(b"\0");
+        h.update(std::fs::read(p).unwrap_or_default());
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Progress for a bar: total rows to deliver and how many are done.
@@ -114,6 +195,11 @@ pub trait Progress: Send + Sync {
     fn start(&self, total: u64);
     fn advance(&self, n: u64);
     fn message(&self, msg: String);
+    /// Something the person running the send must know now (the server
+    /// cannot be reached, and what cartero does about it).
+    fn notice(&self, msg: String) {
+        tracing::warn!("{msg}");
+    }
 }
 
 pub struct NoProgress;
@@ -399,6 +485,97 @@ impl RateLimit {
     }
 }
 
+/// An SMTP server that cannot be reached, as every worker sees it: each
+/// worker retries its own connection with back-off, and the person running
+/// the send is told once when the outage starts and once when it ends.
+/// Connection failures are never attempts (docs/SENDING.md).
+struct Outage {
+    host: String,
+    port: u16,
+    limit: Duration,
+    /// Workers currently waiting for the server.
+    waiting: std::sync::atomic::AtomicUsize,
+    progress: Arc<dyn Progress>,
+}
+
+/// First and longest pause between two connection attempts in an outage.
+const OUTAGE_BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30));
+
+impl Outage {
+    fn new(cfg: &crate::config::SmtpConfig, progress: Arc<dyn Progress>) -> Self {
+        Self {
+            host: cfg.host.clone(),
+            port: cfg.port,
+            limit: Duration::from_secs(cfg.outage_timeout_secs),
+            waiting: Default::default(),
+            progress,
+        }
+    }
+
+    fn begin(&self, reason: &str) {
+        if self.waiting.fetch_add(1, Ordering::SeqCst) == 0 {
+            self.progress.notice(format!(
+                "cannot reach the SMTP server {}:{} ({reason}). cartero keeps trying, \
+                 less often as time passes, for up to {} s (smtp.outage_timeout_secs), \
+                 then stops; nothing is lost and no message counts as tried meanwhile",
+                self.host,
+                self.port,
+                self.limit.as_secs()
+            ));
+        }
+    }
+
+    fn end(&self, reached: bool) {
+        if self.waiting.fetch_sub(1, Ordering::SeqCst) == 1 && reached {
+            self.progress.notice(format!(
+                "the SMTP server {}:{} answers again; sending goes on",
+                self.host, self.port
+            ));
+        }
+    }
+
+    /// Connects `client` again after a failure, retrying with back-off for
+    /// up to the outage limit. `Ok(false)`: another worker stopped the send
+    /// meanwhile. A failure that waiting does not fix (TLS, AUTH) is
+    /// returned at once.
+    async fn reconnect(
+        &self,
+        client: &mut SmtpClient,
+        mut reason: String,
+        stop: &AtomicBool,
+    ) -> Result<bool, SendError> {
+        let started = Instant::now();
+        self.begin(&reason);
+        let mut pause = OUTAGE_BACKOFF.0;
+        let result = loop {
+            let left = self.limit.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                break Err(SendError::Outage {
+                    host: self.host.clone(),
+                    port: self.port,
+                    secs: self.limit.as_secs(),
+                    reason,
+                });
+            }
+            tokio::time::sleep(pause.min(left)).await;
+            pause = (pause * 2).min(OUTAGE_BACKOFF.1);
+            if stop.load(Ordering::Relaxed) {
+                break Ok(false);
+            }
+            match client.connect().await {
+                Ok(()) => break Ok(true),
+                Err(e) if e.unreachable => {
+                    tracing::info!(host = %self.host, port = self.port, reason = %e.reason, "still cannot reach the SMTP server");
+                    reason = e.reason;
+                }
+                Err(e) => break Err(e.into()),
+            }
+        };
+        self.end(matches!(result, Ok(true)));
+        result
+    }
+}
+
 /// This process's name on its claims: host, pid and a start stamp, so a
 /// later run on the same host can tell that the claimant is dead.
 fn worker_identity() -> String {
@@ -491,9 +668,22 @@ pub async fn send_campaign(
     // everyone) ...
     preflight(store, &composer, list_id, &filter).await?;
     // ... or when the server cannot be reached.
-    if let Transport::Smtp(s) = &transport {
+    // A server that is down waits out the outage here, before anything is
+    // written; TLS or AUTH refused stops at once.
+    let outage = match &transport {
+        Transport::Smtp(s) => Some(Arc::new(Outage::new(s, progress.clone()))),
+        Transport::Outbox(_) => None,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    if let (Transport::Smtp(s), Some(outage)) = (&transport, &outage) {
         let mut probe = SmtpClient::new(s);
-        probe.connect().await?;
+        match probe.connect().await {
+            Ok(()) => {}
+            Err(e) if e.unreachable => {
+                outage.reconnect(&mut probe, e.reason, &stop).await?;
+            }
+            Err(e) => return Err(e.into()),
+        }
         probe.quit().await;
     }
     if let Transport::Outbox(dir) = &transport {
@@ -505,16 +695,28 @@ pub async fn send_campaign(
     }
 
     let c = &composer.campaign;
+    let hash = content_hash(c);
+    let before = crate::store::campaigns::find(store, &c.slug).await?;
     let row = crate::store::campaigns::upsert(
         store,
         &c.slug,
         &c.name,
         &c.path.display().to_string(),
-        &c.file_hash,
+        &hash,
         Some(&c.list),
         now,
     )
     .await?;
+    // The files changed since the last run: messages that could not be
+    // rendered then are tried again.
+    if before.is_some_and(|b| b.file_hash != hash) {
+        let n = sends::retry_render_failures(store, row.id, RENDER_FAILED, now).await?;
+        if n > 0 {
+            progress.notice(format!(
+                "the campaign's files changed: {n} messages that could not be rendered are tried again"
+            ));
+        }
+    }
     let started_now = sends::snapshot(store, row.id, list_id, &filter, now).await?;
     let me = worker_identity();
     let in_flight =
@@ -533,7 +735,8 @@ pub async fn send_campaign(
         cfg.smtp.as_ref().map(|s| s.rate_limit).unwrap_or(0.0),
     ));
     let sent = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
+    let suppressed = Arc::new(AtomicU64::new(0));
+    let render_failures = Arc::new(std::sync::Mutex::new(Vec::new()));
     let workers = match &transport {
         Transport::Smtp(s) => s.concurrency,
         Transport::Outbox(_) => 2,
@@ -551,6 +754,10 @@ pub async fn send_campaign(
                 campaign_id: row.id,
                 list_id,
                 worker: format!("{me}:{w}"),
+                outage: outage.clone(),
+                policy: cfg.policy.clone(),
+                suppressed: suppressed.clone(),
+                render_failures: render_failures.clone(),
                 limiter: limiter.clone(),
                 progress: progress.clone(),
                 sent: sent.clone(),
@@ -579,6 +786,13 @@ pub async fn send_campaign(
         // Every worker has waited for its own results; this only ends the task.
         let _ = recorder_task.await;
         if let Some(e) = first_err {
+            // Rows the workers held and had not delivered go back to
+            // pending: a resume sends them, and they are not the in-flight
+            // window of a crash.
+            let ids: Vec<String> = (0..workers).map(|w| format!("{me}:{w}")).collect();
+            if let Err(release) = sends::release_claims(store, row.id, &ids).await {
+                tracing::warn!(error = %release, "claims left for the next run to release");
+            }
             return Err(e);
         }
         // Deferred rows wait for their retry time unless asked not to.
@@ -604,6 +818,12 @@ pub async fn send_campaign(
         started_now,
         in_flight_resent: in_flight,
         sent_this_run: sent.load(Ordering::Relaxed),
+        suppressed_by_refusals: suppressed.load(Ordering::Relaxed),
+        render_failures: std::mem::take(
+            &mut *render_failures
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        ),
         tally,
         elapsed_secs: started.elapsed().as_secs_f64(),
         transport: transport.describe(),
@@ -655,6 +875,11 @@ struct WorkerCtx {
     campaign_id: i64,
     list_id: i64,
     worker: String,
+    outage: Option<Arc<Outage>>,
+    policy: crate::config::PolicyConfig,
+    /// Contacts suppressed by a refusal during this run.
+    suppressed: Arc<AtomicU64>,
+    render_failures: Arc<std::sync::Mutex<Vec<RenderFailure>>>,
     limiter: Arc<RateLimit>,
     progress: Arc<dyn Progress>,
     sent: Arc<AtomicU64>,
@@ -781,12 +1006,104 @@ async fn prepare(
     Ok(Prepared { skipped, composed })
 }
 
+/// A 5xx from the server is a bounce given at once: classified and applied
+/// like a bounce mail (`feedback::refusal`), before the result is recorded,
+/// so a kill in between leaves the contact suppressed and the row skipped on
+/// resume rather than mailed again.
+async fn refused(
+    ctx: &WorkerCtx,
+    row: &Claimed,
+    code: Option<u16>,
+    reply: &str,
+    now: Millis,
+) -> Result<(), SendError> {
+    let refusal = crate::feedback::refusal::Refusal {
+        send_id: row.id,
+        campaign_id: ctx.campaign_id,
+        contact_id: row.contact_id,
+        recipient: &row.email,
+        code,
+        reply,
+    };
+    let applied = crate::feedback::refusal::apply(&ctx.store, &ctx.policy, &refusal, now).await?;
+    if applied.new_status.is_some() {
+        ctx.suppressed.fetch_add(1, Ordering::Relaxed);
+    }
+    tracing::info!(
+        send = row.id,
+        kind = applied.record.kind.as_str(),
+        reason = applied.record.reason.as_str(),
+        status = applied.new_status.as_deref().unwrap_or("unchanged"),
+        "the server refused a message"
+    );
+    Ok(())
+}
+
+/// Recipients the pre-flight check renders: the send stops only when the
+/// templates render for none of them.
+const PREFLIGHT: i64 = 20;
+
+/// A stand-in send row for rendering outside a send (checks, previews).
+pub fn preview_row(c: &Contact) -> Claimed {
+    Claimed {
+        id: 0,
+        contact_id: c.id,
+        email: c.email.clone(),
+        attempts: 0,
+        created_at: 0,
+    }
+}
+
+/// Renders the message of every contact the campaign would mail (matching
+/// its segment, with consent for its list when the list exists) and returns
+/// how many rendered and who did not, with why. Renders are cheap; nothing
+/// is written.
+pub async fn check_renders(
+    store: &Store,
+    composer: &Composer,
+    list: &str,
+    filter: &SegmentFilter,
+) -> Result<(u64, Vec<RenderFailure>), SendError> {
+    let list_id = list_id_of(store, list).await?;
+    let rows = sends::preview(store, list_id.unwrap_or(-1), filter, None).await?;
+    let mut ok = 0;
+    let mut failures = Vec::new();
+    for chunk in rows.chunks(500) {
+        // Without the list yet, every contact of the segment is checked.
+        let ids: Vec<i64> = chunk
+            .iter()
+            .filter(|(_, reason)| reason.is_none() || list_id.is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        let contacts = crate::store::contacts::find_many(store, &ids).await?;
+        for id in &ids {
+            let Some(c) = contacts.get(id) else { continue };
+            match composer.compose(0, &preview_row(c), c) {
+                Ok(_) => ok += 1,
+                Err(e) => failures.push(RenderFailure::new(c, &e)),
+            }
+        }
+    }
+    Ok((ok, failures))
+}
+
+/// How old the last suppression check of a batch may be when its next
+/// message goes to the server: the window in which an unsubscribe recorded
+/// during a send can still be missed (docs/SENDING.md). One query a batch
+/// per interval, not one per message.
+const SUPPRESSION_RECHECK: Duration = Duration::from_secs(1);
+
+/// Times in a row a connection may drop during one message, with the
+/// server reachable again each time, before the message is deferred (and the
+/// drop counted as the server's answer): a message that makes a server hang
+/// up must not be retried forever.
+const MAX_DROPS: u32 = 3;
+
 async fn work(
     ctx: &WorkerCtx,
     smtp: &mut Option<SmtpClient>,
     unwritten: &mut VecDeque<Pending>,
 ) -> Result<(), SendError> {
-    let mut connection_failures = 0u32;
     // The next batch is claimed and rendered while this one is delivered:
     // rendering is most of the CPU a message costs, and done in turn with
     // delivery it left the connection idle and the cores half used.
@@ -801,6 +1118,22 @@ async fn work(
         ))
     };
     let mut next = Some(prepare_next(ctx));
+    let result = deliver_batches(ctx, smtp, unwritten, &mut next, prepare_next).await;
+    // A batch being prepared holds claims: let it finish, so that the rows
+    // it claimed are released with the rest when the send stops.
+    if let Some(task) = next {
+        let _ = task.await;
+    }
+    result
+}
+
+async fn deliver_batches(
+    ctx: &WorkerCtx,
+    smtp: &mut Option<SmtpClient>,
+    unwritten: &mut VecDeque<Pending>,
+    next: &mut Option<tokio::task::JoinHandle<Result<Prepared, SendError>>>,
+    prepare_next: impl Fn(&WorkerCtx) -> tokio::task::JoinHandle<Result<Prepared, SendError>>,
+) -> Result<(), SendError> {
     while !ctx.stop.load(Ordering::Relaxed) {
         let Some(task) = next.take() else { break };
         let Prepared { skipped, composed } = task
@@ -809,77 +1142,134 @@ async fn work(
         if skipped.is_empty() && composed.is_empty() {
             break;
         }
-        next = Some(prepare_next(ctx));
+        *next = Some(prepare_next(ctx));
         for (row, reason) in skipped {
             hand_over(ctx, unwritten, &row, Outcome::Skipped(reason), now_millis()).await?;
             ctx.progress.advance(1);
         }
-        for (row, message) in composed {
+        // Suppression is checked again just before delivery, for the rows
+        // not yet sent, at most every SUPPRESSION_RECHECK: a contact who
+        // unsubscribes while their message waits in a batch is not mailed.
+        let mut checked: Option<(Instant, HashMap<i64, SkipReason>)> = None;
+        let ids: Vec<i64> = composed.iter().map(|(r, _)| r.contact_id).collect();
+        for (i, (row, message)) in composed.into_iter().enumerate() {
             let message = match message {
                 Ok(m) => m,
                 Err(e) => {
                     // One contact's data broke the template: fail that
                     // message with the reason, keep the others going.
+                    let failure = RenderFailure {
+                        contact: row.email.clone(),
+                        error: with_template_place(&e),
+                    };
                     let outcome = Outcome::Failed {
                         code: None,
-                        reply: format!("render: {e}"),
+                        reply: format!("{RENDER_FAILED}{}", failure.error),
                     };
+                    if let Ok(mut all) = ctx.render_failures.lock() {
+                        all.push(failure);
+                    }
                     hand_over(ctx, unwritten, &row, outcome, now_millis()).await?;
                     ctx.progress.advance(1);
                     continue;
                 }
             };
             ctx.limiter.wait().await;
-            let attempt = match (&ctx.transport, smtp.as_mut()) {
-                (Transport::Smtp(_), Some(client)) => {
-                    client.deliver(&message.envelope, &message.bytes).await
+            let mut drops = 0;
+            let attempt = loop {
+                // After the rate limit's wait and after any reconnection:
+                // right before the message goes out.
+                if checked
+                    .as_ref()
+                    .is_none_or(|(at, _)| at.elapsed() >= SUPPRESSION_RECHECK)
+                {
+                    let gone = sends::suppressed_among(&ctx.store, ctx.list_id, &ids[i..]).await?;
+                    checked = Some((Instant::now(), gone));
                 }
-                (Transport::Outbox(dir), _) => {
-                    outbox::write(dir, &ctx.composer.campaign.slug, row.id, &message)?
+                if let Some(reason) = checked
+                    .as_ref()
+                    .and_then(|(_, gone)| gone.get(&row.contact_id))
+                {
+                    break Err(*reason);
                 }
-                (Transport::Smtp(_), None) => unreachable!("an SMTP worker always has a client"),
+                let attempt = match (&ctx.transport, smtp.as_mut()) {
+                    (Transport::Smtp(_), Some(client)) => {
+                        client.deliver(&message.envelope, &message.bytes).await
+                    }
+                    (Transport::Outbox(dir), _) => {
+                        outbox::write(dir, &ctx.composer.campaign.slug, row.id, &message)?
+                    }
+                    (Transport::Smtp(_), None) => {
+                        unreachable!("an SMTP worker always has a client")
+                    }
+                };
+                // No answer for this recipient: not an attempt. Reconnect
+                // (waiting out an outage) and deliver the same message again.
+                if let (Attempt::Connection { reason }, Some(client), Some(outage)) =
+                    (&attempt, smtp.as_mut(), &ctx.outage)
+                {
+                    drops += 1;
+                    if drops >= MAX_DROPS {
+                        break Ok(attempt);
+                    }
+                    if !outage.reconnect(client, reason.clone(), &ctx.stop).await? {
+                        // Another worker stopped the send; this row is
+                        // released with the other claims.
+                        return Ok(());
+                    }
+                    continue;
+                }
+                break Ok(attempt);
+            };
+            let attempt = match attempt {
+                Ok(a) => a,
+                Err(reason) => {
+                    hand_over(ctx, unwritten, &row, Outcome::Skipped(reason), now_millis()).await?;
+                    ctx.progress.advance(1);
+                    continue;
+                }
             };
             let now = now_millis();
+            // Attempts including this one, when the server answered.
+            let tried = row.attempts + 1;
             let retry_at = |attempts: i64| {
                 let exp = (attempts.max(1) - 1).min(16) as u32;
                 now + (ctx.retry_base.as_millis() as i64).saturating_mul(1i64 << exp)
             };
             let outcome = match attempt {
-                Attempt::Accepted { code, reply } => {
-                    connection_failures = 0;
-                    Outcome::Accepted {
-                        message_id: message.message_id.clone(),
-                        code,
-                        reply,
+                Attempt::Accepted { code, reply } => Outcome::Accepted {
+                    message_id: message.message_id.clone(),
+                    code,
+                    reply,
+                },
+                Attempt::Permanent { code, reply } => {
+                    if code.is_some() {
+                        refused(ctx, &row, code, &reply, now).await?;
                     }
+                    Outcome::Failed { code, reply }
                 }
-                Attempt::Permanent { code, reply } => Outcome::Failed { code, reply },
-                Attempt::Transient { code, reply }
-                    if row.attempts >= i64::from(ctx.max_attempts) =>
-                {
+                Attempt::Transient { code, reply } if tried >= i64::from(ctx.max_attempts) => {
                     Outcome::Failed {
                         code,
-                        reply: format!("{reply} (gave up after {} attempts)", row.attempts),
+                        reply: format!("{reply} (gave up after {tried} attempts)"),
                     }
                 }
                 Attempt::Transient { code, reply } => Outcome::Deferred {
                     code,
                     reply,
-                    retry_at: retry_at(row.attempts),
+                    retry_at: retry_at(tried),
+                    counted: true,
                 },
-                Attempt::Connection { reason } => {
-                    connection_failures += 1;
-                    // The server went away mid-send: back off this worker too.
-                    tokio::time::sleep(Duration::from_millis(
-                        (200u64 << connection_failures.min(6)).min(10_000),
-                    ))
-                    .await;
-                    Outcome::Deferred {
-                        code: None,
-                        reply: reason,
-                        retry_at: retry_at(row.attempts),
-                    }
-                }
+                // The server was reachable, yet hung up on this message
+                // MAX_DROPS times: that is its answer, and it counts.
+                Attempt::Connection { reason } => Outcome::Deferred {
+                    code: None,
+                    reply: format!(
+                        "{reason} (the connection dropped {drops} times on this message)"
+                    ),
+                    retry_at: retry_at(tried),
+                    counted: true,
+                },
             };
             let done = !matches!(outcome, Outcome::Deferred { .. });
             if matches!(outcome, Outcome::Accepted { .. }) {
@@ -894,6 +1284,11 @@ async fn work(
     Ok(())
 }
 
+/// What a real run would do now, writing nothing. For a campaign not yet
+/// started: the snapshot it would take, each recipient rendered. For one
+/// already started (a resume): the rows as they stand, the open ones checked
+/// against suppression again and rendered; deferred rows not yet due stay
+/// deferred.
 async fn dry_run(
     store: &Store,
     composer: &Composer,
@@ -902,40 +1297,86 @@ async fn dry_run(
     transport: &Transport,
     started: Instant,
 ) -> Result<SendReport, SendError> {
-    let rows = sends::preview(store, list_id, filter, None).await?;
     let mut tally = Tally::default();
-    for chunk in rows.chunks(500) {
-        let ids: Vec<i64> = chunk.iter().map(|(id, _)| *id).collect();
-        let contacts = crate::store::contacts::find_many(store, &ids).await?;
-        for (id, reason) in chunk {
-            if let Some(r) = reason {
-                *tally.skipped.entry(r.clone()).or_default() += 1;
-                continue;
+    let mut render_failures = Vec::new();
+    let mut already_started = false;
+    let existing = crate::store::campaigns::find(store, &composer.campaign.slug).await?;
+    if let Some(row) = existing.filter(|r| r.started_at.is_some()) {
+        already_started = true;
+        let now = now_millis();
+        let stored = sends::tally(store, row.id).await?;
+        tally.accepted = stored.accepted;
+        tally.failed = stored.failed;
+        tally.skipped = stored.skipped;
+        let open = sends::open_rows(store, row.id).await?;
+        for chunk in open.chunks(500) {
+            let ids: Vec<i64> = chunk.iter().map(|r| r.contact_id).collect();
+            let gone = sends::suppressed_among(store, list_id, &ids).await?;
+            let contacts = crate::store::contacts::find_many(store, &ids).await?;
+            for r in chunk {
+                if let Some(reason) = gone.get(&r.contact_id) {
+                    *tally.skipped.entry(reason.as_str().into()).or_default() += 1;
+                    continue;
+                }
+                if r.state == "deferred" && r.next_attempt_at.is_some_and(|t| t > now) {
+                    tally.deferred += 1;
+                    continue;
+                }
+                let Some(c) = contacts.get(&r.contact_id) else {
+                    continue;
+                };
+                let claimed = Claimed {
+                    id: r.id,
+                    contact_id: r.contact_id,
+                    email: r.email.clone(),
+                    attempts: r.attempts,
+                    created_at: r.created_at,
+                };
+                match composer.compose(row.id, &claimed, c) {
+                    Ok(_) => tally.pending += 1,
+                    Err(e) => {
+                        tally.failed += 1;
+                        render_failures.push(RenderFailure::new(c, &e));
+                    }
+                }
             }
-            let Some(c) = contacts.get(id) else { continue };
-            let row = Claimed {
-                id: 0,
-                contact_id: *id,
-                email: c.email.clone(),
-                attempts: 0,
-                created_at: 0,
-                message_id: None,
-            };
-            match composer.compose(0, &row, c) {
-                Ok(_) => tally.pending += 1,
-                Err(e) => {
-                    tally.failed += 1;
-                    tracing::warn!(contact = *id, error = %e, "dry run: this message would fail");
+        }
+    } else {
+        let rows = sends::preview(store, list_id, filter, None).await?;
+        for chunk in rows.chunks(500) {
+            let ids: Vec<i64> = chunk.iter().map(|(id, _)| *id).collect();
+            let contacts = crate::store::contacts::find_many(store, &ids).await?;
+            for (id, reason) in chunk {
+                if let Some(r) = reason {
+                    *tally.skipped.entry(r.clone()).or_default() += 1;
+                    continue;
+                }
+                let Some(c) = contacts.get(id) else { continue };
+                let row = Claimed {
+                    id: 0,
+                    contact_id: *id,
+                    email: c.email.clone(),
+                    attempts: 0,
+                    created_at: 0,
+                };
+                match composer.compose(0, &row, c) {
+                    Ok(_) => tally.pending += 1,
+                    Err(e) => {
+                        tally.failed += 1;
+                        render_failures.push(RenderFailure::new(c, &e));
+                    }
                 }
             }
         }
     }
     Ok(SendReport {
         campaign: composer.campaign.slug.clone(),
-        started_now: false,
+        started_now: !already_started,
         in_flight_resent: 0,
         sent_this_run: 0,
+        suppressed_by_refusals: 0,
         tally,
+        render_failures,
         elapsed_secs: started.elapsed().as_secs_f64(),
         transport: transport.describe(),
         dry_run: true,

@@ -61,6 +61,10 @@ pub struct ConnectError {
     pub host: String,
     pub port: u16,
     pub reason: String,
+    /// The server could not be reached or did not greet (refused, timed
+    /// out, reset, 4xx greeting): an outage that may end, worth retrying.
+    /// False for what waiting does not fix: TLS, EHLO or AUTH refused.
+    pub unreachable: bool,
 }
 
 /// A TLS stream cartero opened (with TCP_NODELAY), handed to lettre as its
@@ -138,6 +142,15 @@ impl SmtpClient {
             host: self.cfg.host.clone(),
             port: self.cfg.port,
             reason: reason.to_string(),
+            unreachable: false,
+        }
+    }
+
+    /// An error that waiting may fix: no connection, or no greeting.
+    fn unreachable(&self, reason: impl ToString) -> ConnectError {
+        ConnectError {
+            unreachable: true,
+            ..self.err(reason)
         }
     }
 
@@ -161,10 +174,10 @@ impl SmtpClient {
         // for a delayed ACK (40 ms) before the server's reply.
         let tcp = tokio::time::timeout(timeout, TcpStream::connect((host.as_str(), self.cfg.port)))
             .await
-            .map_err(|_| self.err("connection timed out"))?
-            .map_err(|e| self.err(e))?;
-        tcp.set_nodelay(true).map_err(|e| self.err(e))?;
-        let peer = tcp.peer_addr().map_err(|e| self.err(e))?;
+            .map_err(|_| self.unreachable("connection timed out"))?
+            .map_err(|e| self.unreachable(e))?;
+        tcp.set_nodelay(true).map_err(|e| self.unreachable(e))?;
+        let peer = tcp.peer_addr().map_err(|e| self.unreachable(e))?;
         let transport: Box<dyn AsyncTokioStream> = if self.cfg.tls == TlsMode::Tls {
             // Implicit TLS (RFC 8314): the handshake before the greeting.
             let tls = tokio::time::timeout(
@@ -172,7 +185,7 @@ impl SmtpClient {
                 crate::tls::handshake(tcp, &host, self.cfg.ca_file.as_deref()),
             )
             .await
-            .map_err(|_| self.err("TLS handshake timed out"))?
+            .map_err(|_| self.unreachable("TLS handshake timed out"))?
             .map_err(|e| self.err(e))?;
             Box::new(ImplicitTls(tls))
         } else {
@@ -183,8 +196,16 @@ impl SmtpClient {
             AsyncSmtpConnection::connect_with_transport(transport, &self.hello),
         )
         .await
-        .map_err(|_| self.err("no greeting from the server"))?
-        .map_err(|e| self.err(e))?;
+        .map_err(|_| self.unreachable("no greeting from the server"))?
+        .map_err(|e| {
+            // 421 or a dropped connection: the server is busy or going
+            // away (RFC 5321 §3.8); a 5xx greeting will not change.
+            if e.is_permanent() {
+                self.err(e)
+            } else {
+                self.unreachable(e)
+            }
+        })?;
         let want_tls = match self.cfg.tls {
             TlsMode::Starttls => true,
             TlsMode::Opportunistic => conn.can_starttls(),

@@ -250,7 +250,8 @@ pub struct Claimed {
     pub id: i64,
     pub contact_id: i64,
     pub email: String,
-    /// Attempts including this one.
+    /// Attempts so far: times a server answered for this recipient. A claim
+    /// is not an attempt, so kills and outages never use up retries.
     pub attempts: i64,
     pub created_at: Millis,
     /// The Message-ID this send carries, once assigned (`assign_message_ids`):
@@ -282,7 +283,7 @@ pub async fn claim(
     // order; the order of rows within a claim does not matter.
     let claim_where = |due: &str| {
         format!(
-            "UPDATE sends SET state = 'sending', claimed_by = $1, lease_until = $2, attempts = attempts + 1, \
+            "UPDATE sends SET state = 'sending', claimed_by = $1, lease_until = $2, \
              updated_at = $3 WHERE id IN (SELECT id FROM sends WHERE campaign_id = $4 AND {due} \
              LIMIT $5{lock}) RETURNING id, contact_id, email, attempts, created_at, message_id"
         )
@@ -377,6 +378,9 @@ pub enum Outcome {
         code: Option<u16>,
         reply: String,
         retry_at: Millis,
+        /// Whether this counts as an attempt: the server answered for the
+        /// recipient. A connection that failed before any answer does not.
+        counted: bool,
     },
     Failed {
         code: Option<u16>,
@@ -397,6 +401,8 @@ struct RowUpdate<'a> {
     retry_at: Option<Millis>,
     message_id: Option<&'a str>,
     reason: Option<&'static str>,
+    /// 1 when the server answered for this recipient: the attempt counts.
+    tried: i64,
 }
 
 impl<'a> RowUpdate<'a> {
@@ -413,6 +419,7 @@ impl<'a> RowUpdate<'a> {
                 reply,
             } => {
                 row.state = "accepted";
+                row.tried = 1;
                 row.code = code.map(i64::from);
                 row.reply = Some(reply);
                 row.message_id = Some(message_id);
@@ -421,14 +428,19 @@ impl<'a> RowUpdate<'a> {
                 code,
                 reply,
                 retry_at,
+                counted,
             } => {
                 row.state = "deferred";
+                row.tried = i64::from(*counted);
                 row.code = code.map(i64::from);
                 row.reply = Some(reply);
                 row.retry_at = Some(*retry_at);
             }
             Outcome::Failed { code, reply } => {
                 row.state = "failed";
+                // A render failure or a refusal by the client itself had no
+                // answer from a server: no code, no attempt.
+                row.tried = i64::from(code.is_some());
                 row.code = code.map(i64::from);
                 row.reply = Some(reply);
             }
@@ -466,14 +478,14 @@ const RECORD_SQLITE: &str = "WITH v AS (SELECT json_extract(value, '$.id') AS id
      json_extract(value, '$.state') AS state, json_extract(value, '$.code') AS smtp_code, \
      json_extract(value, '$.reply') AS smtp_reply, json_extract(value, '$.retry_at') AS next_attempt_at, \
      json_extract(value, '$.message_id') AS message_id, json_extract(value, '$.reason') AS skip_reason, \
-     json_extract(value, '$.at') AS at FROM json_each($1)) \
-     UPDATE sends SET state = v.state, smtp_code = v.smtp_code, smtp_reply = v.smtp_reply, \
+     json_extract(value, '$.at') AS at, json_extract(value, '$.tried') AS tried FROM json_each($1)) \
+     UPDATE sends SET state = v.state, attempts = sends.attempts + v.tried, smtp_code = v.smtp_code, smtp_reply = v.smtp_reply, \
      next_attempt_at = v.next_attempt_at, message_id = COALESCE(v.message_id, sends.message_id), \
      skip_reason = v.skip_reason, claimed_by = NULL, lease_until = NULL, updated_at = v.at \
      FROM v WHERE sends.id = v.id";
 const RECORD_POSTGRES: &str = "WITH v AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(id bigint, \
-     state text, code bigint, reply text, retry_at bigint, message_id text, reason text, at bigint)) \
-     UPDATE sends SET state = v.state, smtp_code = v.code, smtp_reply = v.reply, \
+     state text, code bigint, reply text, retry_at bigint, message_id text, reason text, at bigint, tried bigint)) \
+     UPDATE sends SET state = v.state, attempts = sends.attempts + v.tried, smtp_code = v.code, smtp_reply = v.reply, \
      next_attempt_at = v.retry_at, message_id = COALESCE(v.message_id, sends.message_id), \
      skip_reason = v.reason, claimed_by = NULL, lease_until = NULL, updated_at = v.at \
      FROM v WHERE sends.id = v.id";
@@ -589,4 +601,124 @@ pub async fn subscribed_among(
             .collect::<std::result::Result<_, _>>()
             .map_err(Into::into)
     })
+}
+
+/// Hands the rows these workers still hold back to `pending`: a run that
+/// stops on purpose (an SMTP outage that outlasted `smtp.outage_timeout_secs`)
+/// had not delivered them, so a resume sends them without counting them as
+/// the in-flight window. Returns how many there were.
+pub async fn release_claims(store: &Store, campaign_id: i64, workers: &[String]) -> Result<u64> {
+    if workers.is_empty() {
+        return Ok(0);
+    }
+    let _writer = sqlite_writer(store).await;
+    Ok(dispatch!(store, pool => {
+        let mut qb = QueryBuilder::new(
+            "UPDATE sends SET state = 'pending', claimed_by = NULL, lease_until = NULL WHERE campaign_id = ",
+        );
+        qb.push_bind(campaign_id);
+        qb.push(" AND state = 'sending' AND claimed_by IN (");
+        let mut sep = qb.separated(", ");
+        for w in workers {
+            sep.push_bind(w.as_str());
+        }
+        qb.push(")");
+        qb.build().execute(pool).await?.rows_affected()
+    }))
+}
+
+/// Of the contacts `ids`, those that may no longer be mailed on `list_id`,
+/// with the reason: a status other than active, or no consent for the list
+/// (any more). One statement, for the check just before delivery.
+pub async fn suppressed_among(
+    store: &Store,
+    list_id: i64,
+    ids: &[i64],
+) -> Result<std::collections::HashMap<i64, SkipReason>> {
+    if ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let rows: Vec<(i64, String, i32)> = dispatch!(store, pool => {
+        let mut qb = QueryBuilder::new(
+            "SELECT c.id, c.status, CASE WHEN EXISTS (SELECT 1 FROM contact_lists cl \
+             WHERE cl.contact_id = c.id AND cl.subscribed = 1 AND cl.list_id = ",
+        );
+        qb.push_bind(list_id);
+        qb.push(") THEN 1 ELSE 0 END FROM contacts c WHERE c.id IN (");
+        let mut sep = qb.separated(", ");
+        for id in ids {
+            sep.push_bind(*id);
+        }
+        qb.push(")");
+        qb.build_query_as().fetch_all(pool).await?
+    });
+    let mut out = std::collections::HashMap::new();
+    let found: std::collections::HashSet<i64> = rows.iter().map(|r| r.0).collect();
+    for (id, status, subscribed) in rows {
+        let reason = match status.as_str() {
+            "active" if subscribed == 1 => continue,
+            "active" => SkipReason::NoConsent,
+            // Every other status names its skip reason (`send::skip_reason_for`).
+            other => other.parse().unwrap_or(SkipReason::Unsubscribed),
+        };
+        out.insert(id, reason);
+    }
+    for id in ids {
+        if !found.contains(id) {
+            out.insert(*id, SkipReason::Erased);
+        }
+    }
+    Ok(out)
+}
+
+/// A row that still needs work (pending, sending or deferred), for a dry run
+/// of a started campaign.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OpenRow {
+    pub id: i64,
+    pub contact_id: i64,
+    pub email: String,
+    pub state: String,
+    pub next_attempt_at: Option<Millis>,
+    pub attempts: i64,
+    pub created_at: Millis,
+}
+
+/// The rows of a campaign that still need work, in id order.
+pub async fn open_rows(store: &Store, campaign_id: i64) -> Result<Vec<OpenRow>> {
+    dispatch!(store, pool => {
+        Ok(sqlx::query_as::<_, OpenRow>(
+            "SELECT id, contact_id, email, state, next_attempt_at, attempts, created_at FROM sends \
+             WHERE campaign_id = $1 AND state IN ('pending', 'sending', 'deferred') ORDER BY id",
+        )
+        .bind(campaign_id)
+        .fetch_all(pool)
+        .await?)
+    })
+}
+
+/// Returns rows that failed because their message could not be rendered
+/// (their reply starts with `prefix`, and no server answered) to pending:
+/// the campaign's files changed, so they may render now.
+pub async fn retry_render_failures(
+    store: &Store,
+    campaign_id: i64,
+    prefix: &str,
+    now: Millis,
+) -> Result<u64> {
+    let _writer = sqlite_writer(store).await;
+    let pattern = format!("{}%", prefix.replace('%', "\\%").replace('_', "\\_"));
+    Ok(dispatch!(store, pool => {
+        sqlx::query(
+            "UPDATE sends SET state = 'pending', smtp_reply = NULL, updated_at = $1 \
+             WHERE campaign_id = $2 AND state = 'failed' AND smtp_code IS NULL \
+             AND smtp_reply LIKE $3 ESCAPE '\\'",
+        )
+        .bind(now)
+        .bind(campaign_id)
+        .bind(&pattern)
+        .execute(pool)
+        .await?
+        .rows_affected()
+    }))
 }

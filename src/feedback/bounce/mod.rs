@@ -255,6 +255,33 @@ pub fn is_unsubscribe_request(raw: &[u8]) -> bool {
     autoreply::is_unsubscribe_request(&mail)
 }
 
+/// Classifies an SMTP server's refusal given during a send (a 5xx to RCPT
+/// or DATA), with the same rules that read a bounce mail's
+/// Diagnostic-Code: the reply is the diagnostic, for one recipient.
+pub fn classify_reply(recipient: &str, code: Option<u16>, reply: &str) -> Record {
+    let reply = reply.trim();
+    // The code in front, as a Diagnostic-Code carries it ("smtp; 550 5.1.1
+    // ..."), so the reply code and status are found standing alone.
+    let diagnostic = match code {
+        Some(c) if !reply.starts_with(&c.to_string()) => format!("{c} {reply}"),
+        _ => reply.to_string(),
+    };
+    let mut rec = Record::new(
+        Some(recipient.to_ascii_lowercase()),
+        Kind::Soft,
+        Reason::Undefined,
+    );
+    rec.action = Some("failed".into());
+    rec.diagnostic = Some(diagnostic);
+    let hints = Hints {
+        agent: None,
+        hosts: Vec::new(),
+        vendor: None,
+    };
+    decide(&mut rec, None, "", "", 1, false, &hints);
+    rec
+}
+
 fn verp_token(mail: &Mail) -> Option<String> {
     for name in ["delivered-to", "x-original-to", "envelope-to", "to"] {
         for (n, v) in &mail.headers {
