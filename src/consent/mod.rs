@@ -389,6 +389,9 @@ mod tests {
             evidence: evidence.into(),
             prev_hash: String::new(),
             hash: String::new(),
+            key_id: None,
+            personal_digest: None,
+            erased_at: None,
         }
     }
 

@@ -7,6 +7,6 @@ pub mod auth;
 pub mod bounce;
 pub mod ingest;
 pub mod policy;
-pub mod review;
 pub mod refusal;
+pub mod review;
 pub mod source;

@@ -71,6 +71,9 @@ pub async fn apply(
                 "diagnostic": record.diagnostic,
                 "command": record.command,
             }),
+            // Not mail feedback: the server refused us on our own
+            // connection, so there is no forged-report question to weigh.
+            evidence: None,
         },
     )
     .await?;
@@ -102,7 +105,7 @@ pub async fn apply(
                 contact_id: r.contact_id,
                 from: current,
                 to,
-                cause: policy::cause(record.kind).to_string(),
+                cause: policy::cause(record.kind).as_str().to_string(),
                 rule: Some(rule.to_string()),
                 event_id: Some(event_id),
                 actor: status::SYSTEM_ACTOR.to_string(),

@@ -13,8 +13,8 @@ pub mod dkim;
 pub mod links;
 pub mod mime;
 pub mod sandbox;
-pub mod track;
 pub mod text;
+pub mod track;
 
 use std::path::Path;
 

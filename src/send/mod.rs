@@ -849,15 +849,7 @@ async fn preflight(
     let mut first_err = None;
     for id in &ids {
         let Some(c) = contacts.get(id) else { continue };
-        let row = Claimed {
-            id: 0,
-            contact_id: c.id,
-            email: c.email.clone(),
-            attempts: 0,
-            created_at: 0,
-            message_id: None,
-        };
-        match composer.compose(0, &row, c) {
+        match composer.compose(0, &preview_row(c), c) {
             Ok(_) => return Ok(()),
             Err(e) => {
                 first_err.get_or_insert(e);
@@ -1039,10 +1031,6 @@ async fn refused(
     Ok(())
 }
 
-/// Recipients the pre-flight check renders: the send stops only when the
-/// templates render for none of them.
-const PREFLIGHT: i64 = 20;
-
 /// A stand-in send row for rendering outside a send (checks, previews).
 pub fn preview_row(c: &Contact) -> Claimed {
     Claimed {
@@ -1051,6 +1039,7 @@ pub fn preview_row(c: &Contact) -> Claimed {
         email: c.email.clone(),
         attempts: 0,
         created_at: 0,
+        message_id: None,
     }
 }
 
@@ -1331,6 +1320,7 @@ async fn dry_run(
                     email: r.email.clone(),
                     attempts: r.attempts,
                     created_at: r.created_at,
+                    message_id: None,
                 };
                 match composer.compose(row.id, &claimed, c) {
                     Ok(_) => tally.pending += 1,
@@ -1358,6 +1348,7 @@ async fn dry_run(
                     email: c.email.clone(),
                     attempts: 0,
                     created_at: 0,
+                    message_id: None,
                 };
                 match composer.compose(0, &row, c) {
                     Ok(_) => tally.pending += 1,

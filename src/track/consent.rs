@@ -92,13 +92,15 @@ pub async fn apply(store: &Store, r: &Request<'_>) -> Result<Outcome, StoreError
             (ConsentAction::Withdraw, None) => states.iter().any(|&(_, s)| s),
             (ConsentAction::Grant, Some(l)) => states.iter().any(|&(id, s)| id == l && !s),
             (ConsentAction::Grant, None) => false,
+            // A recipient never restores: that is an operator's reversal.
+            (ConsentAction::Restore, _) => false,
         };
         if !needed {
             continue;
         }
         let kind = match c.action {
             ConsentAction::Withdraw => "unsubscribe",
-            ConsentAction::Grant => "subscribe",
+            ConsentAction::Grant | ConsentAction::Restore => "subscribe",
         };
         let event_id = insert_event(
             &mut tx,
@@ -114,6 +116,8 @@ pub async fn apply(store: &Store, r: &Request<'_>) -> Result<Outcome, StoreError
                     "ip": r.ip,
                     "user_agent": r.user_agent,
                 }),
+                // The recipient's own signed link, not a mailed report.
+                evidence: None,
             },
         )
         .await?;

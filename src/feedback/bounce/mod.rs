@@ -278,7 +278,7 @@ pub fn classify_reply(recipient: &str, code: Option<u16>, reply: &str) -> Record
         hosts: Vec::new(),
         vendor: None,
     };
-    decide(&mut rec, None, "", "", 1, false, &hints);
+    decide(&mut rec, None, "", &Notice::new(""), 1, false, &hints);
     rec
 }
 
