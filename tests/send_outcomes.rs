@@ -444,21 +444,25 @@ async fn links_stay_whole_in_the_text_part_and_unsubscribe_links_carry_no_utm() 
         text.lines().any(|l| l.contains(&tracked)),
         "the long link is whole on one line of the text part:\n{text}"
     );
+    // The body's unsubscribe link (cartero's own `/u/` URL) carries no
+    // tracking parameters; without [serve] the header advertises only the
+    // mailto (docs/SERVE.md), with it the header's URL is this one.
+    let unsub = html
+        .split("href=\"")
+        .skip(1)
+        .filter_map(|s| s.split('"').next())
+        .find(|u| u.contains("/u/"))
+        .expect("an unsubscribe link in the body");
+    assert!(!unsub.contains("utm_"), "{unsub}\n{html}");
     let header = msg
         .header_raw("List-Unsubscribe")
         .expect("List-Unsubscribe");
-    let https = header
-        .split(['<', '>'])
-        .find(|s| s.starts_with("https://"))
-        .expect("an https unsubscribe URL");
+    if let Some(https) = header.split(['<', '>']).find(|s| s.starts_with("https://")) {
+        assert_eq!(https, unsub, "the body's unsubscribe link is the header's");
+    }
     assert!(
-        html.contains(&format!("href=\"{https}\"")),
-        "the body's unsubscribe link is the header's, untouched: {https}\n{html}"
-    );
-    assert!(
-        text.lines()
-            .any(|l| l.contains(https) && !l.contains("utm_")),
-        "{text}"
+        text.lines().any(|l| l.contains(unsub)),
+        "the unsubscribe link is whole in the text part:\n{text}"
     );
 }
 
