@@ -585,6 +585,17 @@ impl Config {
                 ));
             }
         }
+        // A limit of 0 would keep every report aside unread.
+        if self.feedback.max_message_bytes < 1024 {
+            return Err(invalid(
+                "feedback.max_message_bytes must be at least 1024 (default 10485760)".into(),
+            ));
+        }
+        if self.feedback.max_recipients == 0 {
+            return Err(invalid(
+                "feedback.max_recipients must be at least 1 (default 1000)".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -728,5 +739,39 @@ mod tests {
     #[test]
     fn line_col_counts_characters() {
         assert_eq!(line_col("ab\ncñd", 6), (2, 3));
+    }
+
+    #[test]
+    fn feedback_trust_keys_parse_and_limits_are_checked() {
+        let c = Config::from_str_with_env(
+            "[feedback]\naddress_match = \"suppress_if_authenticated\"\nmax_message_bytes = 2048\n\
+             max_recipients = 5\nauthserv_id = \"mx.shop.example\"\n",
+            "c.toml",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            c.feedback.address_match,
+            AddressMatch::SuppressIfAuthenticated
+        );
+        assert_eq!(
+            (c.feedback.max_message_bytes, c.feedback.max_recipients),
+            (2048, 5)
+        );
+        let d = Config::default().feedback;
+        assert_eq!(d.address_match, AddressMatch::Record);
+        assert_eq!(d.max_message_bytes, 10 * 1024 * 1024);
+        let err =
+            Config::from_str_with_env("[feedback]\naddress_match = \"always\"\n", "c.toml", &[])
+                .unwrap_err();
+        assert!(err.to_string().starts_with("c.toml:2:"), "{err}");
+        for bad in ["max_message_bytes = 0", "max_recipients = 0"] {
+            let err = Config::from_str_with_env(&format!("[feedback]\n{bad}\n"), "c.toml", &[])
+                .unwrap_err();
+            assert!(
+                err.to_string().contains(bad.split(' ').next().unwrap()),
+                "{err}"
+            );
+        }
     }
 }

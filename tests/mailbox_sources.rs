@@ -367,3 +367,61 @@ async fn imap_wrong_password_is_a_clear_error() {
     assert!(msg.contains("login as \"bounces\" failed"), "{msg}");
     assert!(!msg.contains("wrong"), "the password never shows: {msg}");
 }
+
+/// `feedback.max_message_bytes` bounds what is read of each message: over
+/// IMAP (a partial fetch, RFC 3501 §6.4.5) and from a Maildir, a message
+/// longer than the limit arrives cut one byte past it, so the ingest sees
+/// it is too long without it ever being held in memory whole; shorter ones
+/// arrive whole.
+#[tokio::test]
+async fn a_message_is_read_only_up_to_max_message_bytes() {
+    let Some(pf) = postfix_with_bounces(2) else {
+        return;
+    };
+    let maildir = pf.maildir("bounces");
+    let Some(dovecot) = Dovecot::start(&[("bounces", maildir.clone())]) else {
+        return;
+    };
+    let sizes: Vec<usize> = servers::maildir_messages(&maildir)
+        .iter()
+        .map(|p| fs::read(p).expect("read").len())
+        .collect();
+    let limit = (*sizes.iter().min().unwrap() + *sizes.iter().max().unwrap()) / 2;
+    assert!(
+        sizes.iter().any(|&s| s > limit) && sizes.iter().any(|&s| s <= limit),
+        "{sizes:?}"
+    );
+    let mut fb = imap_config(dovecot.imap_port(), ImapSecurity::Plain, "Processed");
+    fb.max_message_bytes = limit as u64;
+    let imap = {
+        let mut mailbox = Mailbox::open(&config(fb, Path::new("/")))
+            .await
+            .expect("IMAP login");
+        let got = read_all(&mut mailbox).await;
+        mailbox.close().await.expect("close");
+        got
+    };
+    let local = {
+        let mut mailbox = Mailbox::open(&config(
+            FeedbackConfig {
+                source: MailboxKind::Maildir,
+                path: maildir.clone(),
+                max_message_bytes: limit as u64,
+                ..FeedbackConfig::default()
+            },
+            Path::new("/"),
+        ))
+        .await
+        .expect("open maildir");
+        read_all(&mut mailbox).await
+    };
+    // Dovecot serves the messages with CRLF line ends (a little longer
+    // than the LF files), so the small one is compared with the limit.
+    for got in [&imap, &local] {
+        let mut lens: Vec<usize> = got.iter().map(|m| m.bytes.len()).collect();
+        lens.sort_unstable();
+        assert_eq!(lens.len(), 2);
+        assert!(lens[0] <= limit, "{lens:?} {limit}");
+        assert_eq!(lens[1], limit + 1, "{}", dovecot.log());
+    }
+}

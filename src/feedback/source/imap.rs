@@ -1,9 +1,11 @@
 //! IMAP source (RFC 3501 with MOVE, RFC 6851): one folder of a mail server,
 //! over TLS from the first byte, STARTTLS, or plain text on loopback only.
 //!
-//! Bodies are fetched with `BODY.PEEK[]`, which is the whole RFC 822
+//! Bodies are fetched with `BODY.PEEK[]<0.N>`, which is the RFC 822
 //! message like `RFC822` but without setting `\Seen` as a side effect, so
-//! only an acknowledgement changes the mailbox. A processed message is moved
+//! only an acknowledgement changes the mailbox, and at most N octets of it
+//! (N: one more than `feedback.max_message_bytes`; the ingest keeps a
+//! longer one aside unread). A processed message is moved
 //! to `imap_processed_folder` (created if missing) or, with no folder
 //! configured, flagged `\Seen`; a message kept aside is moved to
 //! `kept_aside_folder`. Without the MOVE extension a move is COPY, then
@@ -97,6 +99,9 @@ pub struct ImapSource {
     has_move: bool,
     /// Copies were flagged \Deleted (no MOVE): expunge on close.
     needs_expunge: bool,
+    /// `feedback.max_message_bytes`: only this much (plus one byte, so a
+    /// cut message is seen to be cut) of each message is fetched.
+    max_bytes: u64,
 }
 
 impl ImapSource {
@@ -170,6 +175,7 @@ impl ImapSource {
             folders_made: Vec::new(),
             has_move,
             needs_expunge: false,
+            max_bytes: cfg.max_message_bytes,
         })
     }
 
@@ -191,9 +197,12 @@ impl ImapSource {
                 .map(u32::to_string)
                 .collect::<Vec<_>>()
                 .join(",");
+            // RFC 3501 §6.4.5: a partial fetch `<0.N>` returns at most N
+            // octets, so a huge message never comes over the wire whole.
+            let items = format!("(UID BODY.PEEK[]<0.{}>)", self.max_bytes.saturating_add(1));
             let fetched: Result<Vec<Fetch>, ImapError> = async {
                 self.session
-                    .uid_fetch(&set, "(UID BODY.PEEK[])")
+                    .uid_fetch(&set, &items)
                     .await?
                     .try_collect()
                     .await
