@@ -203,3 +203,59 @@ async fn purge_removes_old_ips_and_user_agents_and_is_recorded() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn contacts_changes_summarises_and_details_a_period() {
+    for db in TestDb::all().await {
+        let p = Project::new(&db, "");
+        let out = p.import("email\na@example.com\nb@example.com\n");
+        assert!(out.status.success(), "{}", stderr(&out));
+        let now = now_millis();
+        exec(
+            &db.store,
+            &format!(
+                "INSERT INTO status_changes (contact_id, from_status, to_status, cause, rule, actor, occurred_at) \
+                 VALUES (2, 'active', 'bounced', 'bounce', 'hard-bounce', 'cartero', {now}), \
+                        (1, 'active', 'unsubscribed', 'unsubscribe', NULL, 'cartero', {})",
+                now - 30 * 24 * 3600 * 1000
+            ),
+        )
+        .await;
+        let summary = p.ok(&["contacts", "changes", "--since", "7d", "--format", "csv"]);
+        let rows: Vec<Vec<String>> = csv::Reader::from_reader(summary.as_bytes())
+            .records()
+            .map(|r| r.unwrap().iter().map(str::to_string).collect())
+            .collect();
+        let today = &rows[0][0];
+        assert_eq!(
+            rows,
+            vec![
+                vec![
+                    today.clone(),
+                    "consent:newsletter".into(),
+                    "grant".into(),
+                    "2".into()
+                ],
+                vec![today.clone(), "status".into(), "bounced".into(), "1".into()],
+            ],
+            "the old unsubscribe is outside the period"
+        );
+        let detail = p.ok(&[
+            "contacts", "changes", "--since", "60d", "--by", "week", "--detail", "--format", "json",
+        ]);
+        let doc: serde_json::Value = serde_json::from_str(&detail).unwrap();
+        let changes = doc["changes"].as_array().unwrap();
+        assert_eq!(changes.len(), 4);
+        assert_eq!(changes[0]["email"], "a@example.com");
+        assert_eq!(changes[0]["old_value"], "active");
+        assert_eq!(changes[0]["new_value"], "unsubscribed");
+        assert_eq!(changes[0]["by_what"], "unsubscribe by cartero");
+        assert_eq!(changes[3]["by_what"], "bounce rule hard-bounce by cartero");
+        assert!(doc["summary"][0]["week"].as_str().unwrap().contains("-W"));
+        let table = p.ok(&["contacts", "changes", "--since", "7d", "--by", "week"]);
+        assert!(
+            table.contains("consent:newsletter") && table.contains("WEEK"),
+            "{table}"
+        );
+    }
+}

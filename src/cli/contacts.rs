@@ -90,6 +90,22 @@ pub enum Cmd {
         #[arg(long, default_value = "operator")]
         actor: String,
     },
+    /// What changed in the contact database over a period: status changes,
+    /// consent grants and withdrawals, erasures and purges, summarised per
+    /// day or week (and each one with --detail).
+    #[command(after_help = "Example:\n  cartero contacts changes --since 7d --by day --detail")]
+    Changes {
+        /// From this instant: YYYY-MM-DD (UTC), RFC 3339, or 7d / 24h back.
+        #[arg(long, default_value = "7d")]
+        since: String,
+        #[arg(long, value_enum, default_value_t = Period::Day)]
+        by: Period,
+        /// Also list every change (old and new value, when, by what).
+        #[arg(long)]
+        detail: bool,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
     /// Everything held on one contact, as JSON (GDPR Art. 15 and 20):
     /// fields, attributes, tags, lists, consents with their evidence, sends,
     /// events, status changes, hygiene flags.
@@ -118,9 +134,179 @@ pub enum Cmd {
     },
 }
 
+/// The period `contacts changes` sums over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Period {
+    Day,
+    Week,
+}
+
+/// The day (YYYY-MM-DD) or ISO week (YYYY-Www) of an instant, UTC.
+fn period_of(ms: crate::domain::time::Millis, by: Period) -> String {
+    let t = ::time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+        .unwrap_or(::time::OffsetDateTime::UNIX_EPOCH);
+    match by {
+        Period::Day => format!("{:04}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day()),
+        Period::Week => {
+            let (year, week, _) = t.to_iso_week_date();
+            format!("{year:04}-W{week:02}")
+        }
+    }
+}
+
+async fn changes(
+    ctx: &Context,
+    since: String,
+    by: Period,
+    detail: bool,
+    format: Format,
+) -> anyhow::Result<ExitCode> {
+    use std::collections::BTreeMap;
+    use std::io::Write;
+    let since = super::compliance::parse_instant("--since", &since, now_millis())?;
+    let cfg = ctx.config()?;
+    let store = ctx.store(&cfg).await?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut summary: BTreeMap<(String, String, String), u64> = BTreeMap::new();
+    let mut failed: Option<std::io::Error> = None;
+    let mut first = true;
+    if detail {
+        match format {
+            Format::Table => writeln!(
+                out,
+                "{:<24} {:<32} {:<22} {:<12} {:<12} BY",
+                "WHEN", "EMAIL", "WHAT", "OLD", "NEW"
+            )?,
+            Format::Csv => writeln!(out, "occurred_at,email,what,old_value,new_value,by_what")?,
+            Format::Json => write!(out, "{{\"changes\": [")?,
+        }
+    }
+    crate::store::compliance::stream_changes(&store, since, |r| {
+        *summary
+            .entry((
+                period_of(r.occurred_at, by),
+                r.what.clone(),
+                r.new_value.clone().unwrap_or_else(|| "-".into()),
+            ))
+            .or_default() += 1;
+        if !detail {
+            return true;
+        }
+        let res = match format {
+            Format::Table => writeln!(
+                out,
+                "{:<24} {:<32} {:<22} {:<12} {:<12} {}",
+                to_rfc3339(r.occurred_at),
+                r.email.as_deref().unwrap_or("-"),
+                r.what,
+                r.old_value.as_deref().unwrap_or("-"),
+                r.new_value.as_deref().unwrap_or("-"),
+                r.by_what.replace(char::is_control, " ")
+            ),
+            Format::Csv => {
+                let mut w = csv::WriterBuilder::new()
+                    .has_headers(false)
+                    .from_writer(Vec::new());
+                let rec = [
+                    to_rfc3339(r.occurred_at),
+                    r.email.clone().unwrap_or_default(),
+                    r.what.clone(),
+                    r.old_value.clone().unwrap_or_default(),
+                    r.new_value.clone().unwrap_or_default(),
+                    r.by_what.clone(),
+                ];
+                match w
+                    .write_record(&rec)
+                    .map_err(std::io::Error::other)
+                    .and_then(|()| {
+                        w.into_inner()
+                            .map_err(|e| std::io::Error::other(e.to_string()))
+                    }) {
+                    Ok(bytes) => out.write_all(&bytes),
+                    Err(e) => Err(e),
+                }
+            }
+            Format::Json => {
+                let sep = if first { "\n" } else { ",\n" };
+                first = false;
+                match serde_json::to_string(&r) {
+                    Ok(j) => write!(out, "{sep}{j}"),
+                    Err(e) => Err(std::io::Error::other(e)),
+                }
+            }
+        };
+        match res {
+            Ok(()) => true,
+            Err(e) => {
+                failed = Some(e);
+                false
+            }
+        }
+    })
+    .await?;
+    store.close().await;
+    if let Some(e) = failed {
+        return Err(anyhow::Error::from(e).context("writing the changes"));
+    }
+    let period = match by {
+        Period::Day => "day",
+        Period::Week => "week",
+    };
+    match format {
+        Format::Json => {
+            let rows: Vec<serde_json::Value> = summary
+                .iter()
+                .map(|((p, what, new), n)| {
+                    serde_json::json!({ period: p, "what": what, "new_value": new, "count": n })
+                })
+                .collect();
+            let rows = serde_json::to_string(&rows)?;
+            if detail {
+                writeln!(out, "\n], \"summary\": {rows}}}")?;
+            } else {
+                writeln!(out, "{{\"summary\": {rows}}}")?;
+            }
+        }
+        Format::Csv if detail => {}
+        Format::Csv => {
+            let mut w = csv::Writer::from_writer(&mut out);
+            w.write_record([period, "what", "new_value", "count"])?;
+            for ((p, what, new), n) in &summary {
+                w.write_record([p.as_str(), what, new, &n.to_string()])?;
+            }
+            w.flush()?;
+        }
+        Format::Table => {
+            if detail {
+                writeln!(out)?;
+            }
+            writeln!(
+                out,
+                "{:<10} {:<28} {:<14} {:>9}",
+                period.to_uppercase(),
+                "WHAT",
+                "NEW",
+                "COUNT"
+            )?;
+            for ((p, what, new), n) in &summary {
+                writeln!(out, "{p:<10} {what:<28} {new:<14} {n:>9}")?;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
 pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
     match args.command {
         Cmd::Export { email, out } => export(ctx, email, out).await,
+        Cmd::Changes {
+            since,
+            by,
+            detail,
+            format,
+        } => changes(ctx, since, by, detail, format).await,
         Cmd::Erase {
             email,
             reason,

@@ -830,3 +830,51 @@ pub async fn purge(store: &Store, retention_days: u32, actor: &str, now: Millis)
     tx.commit().await?;
     Ok(out)
 }
+
+/// One change to a contact as the records show it: a status change, a
+/// consent entry, an erasure or purge.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct ChangeRow {
+    pub occurred_at: Millis,
+    pub contact_id: Option<i64>,
+    pub email: Option<String>,
+    /// `status`, `consent:<list>`, `erase`, `purge`.
+    pub what: String,
+    pub old_value: Option<String>,
+    pub new_value: Option<String>,
+    /// The cause, rule and actor; the method and source; who and why.
+    pub by_what: String,
+}
+
+/// Streams the changes since `since`, oldest first, to `row` (false stops).
+pub async fn stream_changes(
+    store: &Store,
+    since: Millis,
+    mut row: impl FnMut(ChangeRow) -> bool,
+) -> Result<()> {
+    use futures::TryStreamExt;
+    let sql = "SELECT * FROM ( \
+         SELECT s.occurred_at, s.contact_id, c.email, 'status' AS what, s.from_status AS old_value, \
+                s.to_status AS new_value, \
+                s.cause || COALESCE(' rule ' || s.rule, '') || ' by ' || s.actor AS by_what \
+         FROM status_changes s JOIN contacts c ON c.id = s.contact_id WHERE s.occurred_at >= $1 \
+         UNION ALL \
+         SELECT e.occurred_at, e.contact_id, c.email, 'consent:' || COALESCE(l.name, '(all)'), NULL, e.action, \
+                e.method || ': ' || e.source \
+         FROM consent_events e JOIN contacts c ON c.id = e.contact_id \
+         LEFT JOIN lists l ON l.id = e.list_id WHERE e.occurred_at >= $1 \
+         UNION ALL \
+         SELECT a.occurred_at, a.contact_id, c.email, a.kind, NULL, NULL, \
+                a.actor || COALESCE(': ' || a.reason, '') \
+         FROM compliance_actions a LEFT JOIN contacts c ON c.id = a.contact_id WHERE a.occurred_at >= $1 \
+         ) x ORDER BY x.occurred_at";
+    dispatch!(store, pool => {
+        let mut rows = sqlx::query_as::<_, ChangeRow>(sql).bind(since).fetch(pool);
+        while let Some(r) = rows.try_next().await? {
+            if !row(r) {
+                break;
+            }
+        }
+    });
+    Ok(())
+}
