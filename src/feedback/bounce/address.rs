@@ -81,7 +81,11 @@ pub fn find_all(text: &str) -> Vec<String> {
         }
         let local = &text[start..at];
         let domain = &after[..dlen];
-        let local = if local.starts_with('"') {
+        // An RFC 2047 encoded word written as a local part (some clients
+        // put one there) is kept whole, its `=` included; elsewhere a
+        // leading `=`, `.`, `'` or `/` is debris of the text around it.
+        let encoded_word = local.starts_with("=?") && local.ends_with("?=") && local.len() > 4;
+        let local = if local.starts_with('"') || encoded_word {
             local
         } else {
             local.trim_start_matches(['.', '\'', '=', '/'])
@@ -184,6 +188,18 @@ mod tests {
         assert_eq!(
             mailboxes("a@example.com and b@example.net"),
             vec!["a@example.com".to_string(), "b@example.net".to_string()]
+        );
+    }
+
+    #[test]
+    fn an_encoded_word_local_part_keeps_its_equals_signs() {
+        assert_eq!(
+            find_all("Final-Recipient: rfc822; =?utf-8?B?44Gt44GT?=@example.jp"),
+            vec!["=?utf-8?b?44gt44gt?=@example.jp".to_string()]
+        );
+        assert_eq!(
+            find_all("<=kijitora@example.jp>"),
+            vec!["kijitora@example.jp".to_string()]
         );
     }
 

@@ -212,7 +212,7 @@ pub fn find_reply_code(text: &str) -> Option<String> {
         let boundary = i == 0
             || matches!(
                 b[i - 1],
-                b' ' | b'\t' | b'(' | b'#' | b'[' | b'"' | b':' | b'<'
+                b' ' | b'\t' | b'(' | b'#' | b'[' | b'"' | b'\'' | b':' | b'<'
             );
         if boundary
             && matches!(b[i], b'4' | b'5')
@@ -284,5 +284,10 @@ mod tests {
         assert_eq!(find_status("#5.1.1"), Some("5.1.1".into()));
         assert_eq!(find_reply_code("host said: 550-5.1.1"), Some("550".into()));
         assert_eq!(find_reply_code("192.0.2.250 x"), None);
+        // Exchange quotes the remote reply: "returned '550 5.1.1 ...'".
+        assert_eq!(
+            find_reply_code("returned '550 Invalid'"),
+            Some("550".into())
+        );
     }
 }

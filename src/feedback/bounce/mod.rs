@@ -444,9 +444,12 @@ fn records(mail: &Mail, depth: u8, max: usize) -> Vec<Record> {
             let mut rec = Record::new(Some(f.recipient), Kind::Soft, Reason::Undefined);
             let diag = f.text.trim();
             rec.diagnostic = (!diag.is_empty()).then(|| squash(diag));
+            // A prose notice has no Remote-MTA field; the hosts its error
+            // text names tell which provider answered.
+            let named = hosts_in(&f.text);
             let hints = Hints {
                 agent,
-                hosts: Vec::new(),
+                hosts: named.iter().map(String::as_str).collect(),
                 vendor: None,
             };
             decide(&mut rec, None, &f.text, &notice, n, false, &hints);
@@ -577,6 +580,32 @@ fn registered_part(domain: &str) -> String {
         [tld, name, ..] => format!("{name}.{tld}"),
         _ => domain.to_string(),
     }
+}
+
+/// Host names an error text names (`host mx1.example.mimecast.com
+/// [192.0.2.1] said`, `by gmail-smtp-in.l.google.com.`): dotted names of
+/// three labels or more that are not addresses, at most eight.
+fn hosts_in(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let tokens = text.split(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '@')));
+    for tok in tokens {
+        let t = tok.trim_matches(['.', '-']);
+        if t.contains('@')
+            || t.matches('.').count() < 2
+            || t.split('.').any(str::is_empty)
+            || !t.bytes().any(|b| b.is_ascii_alphabetic())
+        {
+            continue;
+        }
+        let t = t.to_ascii_lowercase();
+        if !out.contains(&t) {
+            out.push(t);
+        }
+        if out.len() >= 8 {
+            break;
+        }
+    }
+    out
 }
 
 fn squash(text: &str) -> String {
@@ -1259,6 +1288,21 @@ mod tests {
         assert_eq!(c.records[0].recipient.as_deref(), Some("neko@example.org"));
         assert_eq!(c.records[0].reason, Reason::Rejected);
         assert_eq!(c.records[0].kind, Kind::Soft);
+    }
+
+    #[test]
+    fn a_prose_notice_names_the_provider_through_its_hosts() {
+        // No Remote-MTA field and no command: the Mimecast host in the text
+        // brings Mimecast's documented meaning of its words.
+        let raw = "From: postmaster@outlook.example\nTo: me@sender.example\nSubject: Undeliverable: hi\n\nDelivery has failed to these recipients or groups:\n\nana@example.org\nRemote Server at eu-smtp-inbound-1.mimecast.com returned '550 Invalid Recipient - https://community.mimecast.com/docs/DOC-1369#550'\n";
+        let c = classify(raw.as_bytes());
+        assert_eq!(c.records[0].recipient.as_deref(), Some("ana@example.org"));
+        assert_eq!(c.records[0].reason, Reason::UserUnknown);
+        assert_eq!(c.records[0].kind, Kind::Hard);
+        assert_eq!(
+            hosts_in("host mx1.example.org[192.0.2.1] said: a@b.example.org"),
+            vec!["mx1.example.org".to_string()]
+        );
     }
 
     #[test]

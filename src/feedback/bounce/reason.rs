@@ -949,6 +949,9 @@ const EXPIRED: &[&str] = &[
     "have been failing for a long time",
     "has been delayed",
     "could not be delivered for",
+    // Sendmail's queue-return texts (savemail.c, deliver.c).
+    "cannot send message for",
+    "could not send message for past",
     "was not reachable within",
     "unable to deliver message after multiple retries",
     "delivery attempts will continue",
