@@ -891,15 +891,35 @@ where
     })
 }
 
-/// Looks a contact up by normalised address, with its tags.
+/// Looks a contact up by address, with its tags. Addresses match as an
+/// import matches them (docs/ADDRESSES.md): case-insensitively in ASCII
+/// letters, the exact form first, never a contact merged into another.
 pub async fn find_by_email(store: &Store, email: &EmailAddress) -> Result<Option<Contact>> {
-    let sql = format!("SELECT {} FROM contacts WHERE email = $1", columns(store));
-    let found = dispatch!(store, pool => {
-        match sqlx::query(&sql).bind(email.as_str()).fetch_optional(pool).await? {
-            Some(row) => Some(contact_from_row(&row)?),
-            None => None,
-        }
+    let lower = match store.backend() {
+        super::Backend::Sqlite => "lower(email)",
+        super::Backend::Postgres => "lower(email COLLATE \"C\")",
+    };
+    let sql = format!(
+        "SELECT {} FROM contacts WHERE {lower} = $1 ORDER BY id",
+        columns(store)
+    );
+    let found: Vec<Contact> = dispatch!(store, pool => {
+        let rows = sqlx::query(&sql)
+            .bind(email_key(email.as_str()))
+            .fetch_all(pool)
+            .await?;
+        rows.iter().map(contact_from_row).collect::<std::result::Result<_, _>>()?
     });
+    let found = found
+        .iter()
+        .find(|c| c.email == email.as_str())
+        .or_else(|| {
+            found
+                .iter()
+                .find(|c| c.status != ContactStatus::Merged.as_str())
+        })
+        .or_else(|| found.first())
+        .cloned();
     let Some(mut c) = found else { return Ok(None) };
     c.tags = tags_of(store, c.id).await?;
     Ok(Some(c))
