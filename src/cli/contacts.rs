@@ -421,10 +421,10 @@ fn print_summary(file: &std::path::Path, s: &ImportSummary, opts: &ImportOptions
         println!("read from zip      {entry}");
     }
     println!(
-        "file               {}, {}-separated ({}, {})",
+        "file               {} ({}), {}-separated ({})",
         s.encoding.map(|e| e.as_str()).unwrap_or("?"),
-        s.delimiter,
         how(s.encoding_detected),
+        s.delimiter,
         how(s.delimiter_detected)
     );
     if let Some(p) = s.preset {

@@ -195,7 +195,7 @@ pub async fn ensure_list(tx: &mut Tx, name: &str, now: Millis) -> Result<i64> {
 /// with INDEXED BY a statement that cannot use the index fails instead of
 /// silently scanning. PostgreSQL takes one array, so the statement text is
 /// planned once, and an `= ANY` on an indexed expression is an index scan.
-fn lookup_sql(backend: super::Backend, params: usize) -> String {
+pub fn lookup_sql(backend: super::Backend, params: usize) -> String {
     let attrs_json = match backend {
         super::Backend::Postgres => "attributes",
         super::Backend::Sqlite => "json(attributes)",
