@@ -759,6 +759,45 @@ async fn case_variants_are_one_contact_and_old_duplicates_merge() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_cli_lists_and_merges_case_duplicates() {
+    for db in TestDb::all().await {
+        let s = &db.store;
+        for email in ["Eve@example.com", "EVE@example.com"] {
+            cartero::dispatch!(s, pool => {
+                sqlx::query(
+                    "INSERT INTO contacts (email, email_ascii, domain, created_at, updated_at) \
+                     VALUES ($1, $1, 'example.com', 1, 1)",
+                )
+                .bind(email)
+                .execute(pool)
+                .await
+                .unwrap();
+            });
+        }
+        let p = common::project::Project::new(&db, "");
+        let out = p.ok(&["contacts", "duplicates"]);
+        assert!(out.contains("eve@example.com"), "{out}");
+        assert!(out.contains("1 group(s) of case variants"), "{out}");
+        let refused = p.run(&["contacts", "duplicates", "--merge"]);
+        assert_eq!(refused.status.code(), Some(2), "--merge needs --reason");
+        let out = p.ok(&[
+            "contacts",
+            "duplicates",
+            "--merge",
+            "--reason",
+            "one person",
+        ]);
+        assert!(out.contains("1 contact(s) merged"), "{out}");
+        let out = p.ok(&["contacts", "duplicates"]);
+        assert!(out.contains("0 group(s)"), "{out}");
+        let shown = p.ok(&["contacts", "show", "eve@EXAMPLE.com", "--format", "json"]);
+        let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
+        assert_eq!(shown["contact"]["email"], "Eve@example.com");
+        assert_eq!(shown["contact"]["status"], "active");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_batch_lookup_uses_the_address_index_after_analyze() {
     for db in TestDb::all().await {
         let s = &db.store;

@@ -24,7 +24,7 @@ use super::preset::{self, MailchimpKind, Preset, Role, RowSignals, SourceConsent
 use super::source::{self, Encoding, Source, SourceError, Tracked};
 use crate::domain::EmailAddress;
 use crate::domain::time::{now_millis, to_rfc3339};
-use crate::hygiene::flags::FlagChecker;
+use crate::hygiene::flags::{FlagChecker, Flags};
 use crate::store::consent::Evidence;
 use crate::store::contacts::{
     self, ImportConsent, NewContact, RowConsent, SourceSuppression, UpsertCounts, WithdrawScope,
@@ -890,7 +890,14 @@ impl<R: Read> Rows<R> {
         let tracked = self.rdr.get_ref();
         let start = tracked.record_start(start, end);
         let line = tracked.line_of(start);
-        let raw = tracked.raw(start, end);
+        // Most records are one line: only those that span more are copied
+        // out and looked at.
+        let one_line = tracked.line_of(end.saturating_sub(1).max(start)) == line;
+        let raw = if one_line {
+            Vec::new()
+        } else {
+            tracked.raw(start, end)
+        };
         let breaks = source::inner_line_breaks(&raw);
         // A quoted field may hold line breaks. But one whose record then has
         // an odd number of quotes, or the wrong number of fields, is a quote
@@ -1087,6 +1094,7 @@ fn read_rows<R: Read>(
     let mut rows = Rows::new(rdr, headers.len(), name);
     rows.delimiter = delimiter;
     let mut first_row_of: HashMap<String, u64> = HashMap::new();
+    let mut domain_flags: HashMap<String, (bool, Option<String>)> = HashMap::new();
     let mut batch: Vec<NewContact> = Vec::with_capacity(batch_size);
     let mut usable = false;
     while let Some(item) = rows.next()? {
@@ -1129,7 +1137,22 @@ fn read_rows<R: Read>(
                     usable = true;
                     rejects.start()?;
                 }
-                let f = flags.check(&contact.email);
+                // Domains repeat: each is checked once (the typo check
+                // measures edit distances to every big provider).
+                let domain = contact.email.domain();
+                let (disposable, typo) = match domain_flags.get(domain) {
+                    Some(d) => d.clone(),
+                    None => {
+                        let d = (flags.is_disposable(domain), flags.typo(domain));
+                        domain_flags.insert(domain.to_string(), d.clone());
+                        d
+                    }
+                };
+                let f = Flags {
+                    role: flags.is_role(contact.email.local()),
+                    disposable,
+                    typo,
+                };
                 if f.role || f.disposable || f.typo.is_some() {
                     counts.findings.role += u64::from(f.role);
                     counts.findings.disposable += u64::from(f.disposable);
@@ -1424,6 +1447,26 @@ mod tests {
         opts.mapping.skip.push("Nope".into());
         let e = prepared(b"E-Post,PLZ,age,Notes\n", &opts).err().unwrap();
         assert!(e.to_string().contains("\"Nope\": no such column"), "{e}");
+    }
+
+    #[test]
+    fn a_mapping_file_is_read_and_names_its_mistakes() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("map.toml");
+        std::fs::write(
+            &f,
+            "skip = [\"Notes\"]\n[columns]\n\"E-Post\" = \"email\"\n[types]\nPLZ = \"text\"\n",
+        )
+        .unwrap();
+        let m = Mapping::from_toml(&f).unwrap();
+        assert_eq!(m.map, vec![("E-Post".to_string(), "email".to_string())]);
+        assert_eq!(m.types, vec![("PLZ".to_string(), ColumnType::Text)]);
+        assert_eq!(m.skip, vec!["Notes"]);
+        std::fs::write(&f, "[types]\nPLZ = \"postcode\"\n").unwrap();
+        let e = Mapping::from_toml(&f).unwrap_err();
+        assert!(e.contains("map.toml: [types] PLZ: unknown type"), "{e}");
+        std::fs::write(&f, "[colums]\n").unwrap();
+        assert!(Mapping::from_toml(&f).unwrap_err().contains("colums"));
     }
 
     #[test]

@@ -563,16 +563,26 @@ impl<R> Tracked<R> {
 impl<R: Read> Read for Tracked<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        for (i, &b) in buf[..n].iter().enumerate() {
-            let at = self.end + i as u64;
-            if self.last_was_cr && b != b'\n' {
-                // A lone CR ended the line before this byte.
-                self.starts.push_back(at);
+        let bytes = &buf[..n];
+        if n > 0 {
+            if self.last_was_cr && bytes[0] != b'\n' {
+                // A lone CR at the end of the last read ended its line.
+                self.starts.push_back(self.end);
             }
-            if b == b'\n' {
-                self.starts.push_back(at + 1);
+            for i in memchr::memchr2_iter(b'\n', b'\r', bytes) {
+                let at = self.end + i as u64;
+                match bytes[i] {
+                    b'\n' => self.starts.push_back(at + 1),
+                    // CRLF ends at its LF; a lone CR ends here. A CR that
+                    // ends the buffer is decided by the next read.
+                    _ => match bytes.get(i + 1) {
+                        Some(b'\n') => {}
+                        Some(_) => self.starts.push_back(at + 1),
+                        None => {}
+                    },
+                }
             }
-            self.last_was_cr = b == b'\r';
+            self.last_was_cr = bytes[n - 1] == b'\r';
         }
         self.window.extend(&buf[..n]);
         self.end += n as u64;

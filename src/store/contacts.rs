@@ -307,6 +307,7 @@ pub async fn upsert_batch(
     // Exact form first among case variants stored before keys existed, then
     // the oldest; a contact merged into another is never the match.
     let mut exact: HashSet<String> = HashSet::new();
+    let given: HashSet<&str> = batch.iter().map(|c| c.email.as_str()).collect();
     for (id, email, status, first_name, last_name, locale, timezone, attrs) in
         super::parse_json_rows::<StoredRow>(&rows)?
     {
@@ -315,7 +316,7 @@ pub async fn upsert_batch(
             continue;
         }
         let key = email_key(&email);
-        let is_exact = batch.iter().any(|c| c.email.as_str() == email);
+        let is_exact = given.contains(email.as_str());
         if let Some(old) = existing.get(&key) {
             let old_exact = exact.contains(&key);
             if old_exact || (!is_exact && old.id < id) {
