@@ -7,7 +7,8 @@ use anyhow::Context as _;
 
 use super::{Context, Format};
 use crate::consent::{self as consent_stage, Reinstated};
-use crate::contacts::{ImportOptions, import_csv};
+use crate::contacts::ImportOptions;
+use crate::contacts::import::{ColumnType, ImportSummary, Mapping};
 use crate::domain::EmailAddress;
 use crate::domain::time::{now_millis, to_rfc3339};
 use crate::store::status;
@@ -21,20 +22,28 @@ pub struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Cmd {
-    /// Import contacts from a CSV file with a header row.
+    /// Import contacts from a CSV export (or a .zip holding one CSV).
     ///
-    /// `email` is required; first_name, last_name, locale, timezone and tags
-    /// (separated by , ; or |) are known columns; every other column is kept
-    /// as a typed attribute. Contacts are upserted by normalised address, so
-    /// importing the same file twice changes nothing. Rejected rows go to
-    /// FILE.rejects.csv with their row number and reason.
+    /// The tool the file came from (Mailchimp, listmonk, HubSpot, Brevo, or a
+    /// generic CSV) is detected from the header or named with --from; its
+    /// status columns decide what happens to each row: unsubscribed,
+    /// cleaned, blocklisted, bounced and complained rows are stored
+    /// suppressed and never subscribed, and a contact cartero holds
+    /// suppressed is never re-subscribed. The source's opt-in and
+    /// confirmation times and IPs become the consent evidence. Encoding
+    /// (UTF-8, UTF-16, Windows-1252) and delimiter (comma, semicolon, tab)
+    /// are detected. Contacts are matched case-insensitively, so importing
+    /// the same file twice changes nothing. Rejected rows go to
+    /// FILE.rejects.csv with their row, line and reason. See docs/IMPORT.md.
     ///
     /// Addresses erased on request (the suppression list) are refused and counted.
     ///
-    /// Exit status: 0 all rows imported, 3 imported with rejected or refused rows, 1 error.
-    #[command(
-        after_help = "Example:\n  cartero contacts import contacts.csv --list newsletter --consent-source \"signup form 2025\""
-    )]
+    /// Exit status: 0 all rows imported, 3 imported with rejected or refused rows,
+    /// 1 error or no usable row (nothing written).
+    #[command(after_help = "Examples:\n  \
+        cartero contacts import contacts.csv --list newsletter --consent-source \"signup form 2025\"\n  \
+        cartero contacts import subscribed_members_export.csv --from mailchimp --list news --consent-source \"Mailchimp audience News\"\n  \
+        cartero contacts import export.csv --map \"E-Mail=email\" --type zip=text --skip Notes --dry-run")]
     Import {
         file: PathBuf,
         /// Subscribe the imported contacts to this list (created if needed).
@@ -46,15 +55,63 @@ pub enum Cmd {
         /// Version of the consent text the contacts agreed to.
         #[arg(long)]
         consent_text_version: Option<String>,
-        /// Where to write rejected rows (default: FILE.rejects.csv).
+        /// The tool the file was exported from: mailchimp, listmonk, hubspot,
+        /// brevo or generic (default: detected from the header).
+        #[arg(long, value_parser = crate::contacts::preset::Preset::parse)]
+        from: Option<crate::contacts::preset::Preset>,
+        /// Field delimiter: comma, semicolon, tab or pipe (default: detected).
+        #[arg(long, value_parser = crate::contacts::source::parse_delimiter)]
+        delimiter: Option<u8>,
+        /// Text encoding: utf-8, utf-16le, utf-16be or windows-1252 (default: detected).
+        #[arg(long, value_parser = crate::contacts::source::Encoding::parse)]
+        encoding: Option<crate::contacts::source::Encoding>,
+        /// Map a column to a field or attribute name: "COLUMN=FIELD" (repeatable).
+        #[arg(long = "map", value_parser = Mapping::parse_map)]
+        map: Vec<(String, String)>,
+        /// Declare a column's type: "COLUMN=text|integer|number|boolean|date|datetime" (repeatable).
+        #[arg(long = "type", value_parser = Mapping::parse_type)]
+        types: Vec<(String, ColumnType)>,
+        /// Ignore a column, by name or 1-based number (repeatable).
+        #[arg(long)]
+        skip: Vec<String>,
+        /// A TOML mapping file (skip = [...], [columns], [types]); flags add to it.
+        #[arg(long)]
+        mapping: Option<PathBuf>,
+        /// Put contacts held suppressed (unsubscribed, bounced, complained,
+        /// sunset; never erased) back to active when their row is active,
+        /// logged in their status history with this reason. Without it an
+        /// import never re-subscribes anyone.
+        #[arg(long, value_name = "REASON")]
+        override_suppression: Option<String>,
+        /// Where to write rejected rows (default: FILE.rejects.csv; on a dry
+        /// run, nowhere: they are printed).
         #[arg(long)]
         rejects: Option<PathBuf>,
-        /// Check everything and report, but write nothing.
+        /// Check everything and report, but write nothing at all.
         #[arg(long)]
         dry_run: bool,
         /// Abort, writing nothing, if any row is rejected.
         #[arg(long)]
         strict: bool,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// List contacts whose addresses differ only in letter case (stored
+    /// before imports matched case-insensitively), and with --merge merge
+    /// each group into its oldest contact, keeping both consent histories.
+    #[command(
+        after_help = "Example:\n  cartero contacts duplicates\n  cartero contacts duplicates --merge --reason \"one person, case variants\""
+    )]
+    Duplicates {
+        /// Merge every group into its oldest contact.
+        #[arg(long, requires = "reason")]
+        merge: bool,
+        /// Why: kept with each merge.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Who is doing it.
+        #[arg(long, default_value = "operator")]
+        actor: String,
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
@@ -317,32 +374,38 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
             list,
             consent_source,
             consent_text_version,
+            from,
+            delimiter,
+            encoding,
+            map,
+            types,
+            skip,
+            mapping,
+            override_suppression,
             rejects,
             dry_run,
             strict,
             format,
         } => {
-            let cfg = ctx.config()?;
-            let store = ctx.store(&cfg).await?;
-            let size = std::fs::metadata(&file)
-                .with_context(|| format!("{}: cannot read", file.display()))?
-                .len();
-            let bar = ctx.progress().then(|| {
-                let b = indicatif::ProgressBar::new(size);
-                b.set_style(
-                    indicatif::ProgressStyle::with_template(
-                        "{spinner} importing [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-                    )
-                    .expect("static template")
-                    .progress_chars("=> "),
+            if consent_source
+                .as_deref()
+                .is_some_and(|s| s.trim().is_empty())
+            {
+                anyhow::bail!(crate::contacts::ImportError::EmptyConsentSource);
+            }
+            if override_suppression
+                .as_deref()
+                .is_some_and(|s| s.trim().is_empty())
+            {
+                anyhow::bail!(
+                    "--override-suppression needs a reason: it is kept in each contact's status history"
                 );
-                b
-            });
-            let report = |bytes: u64| {
-                if let Some(b) = &bar {
-                    b.set_position(bytes);
-                }
+            }
+            let mut m = match &mapping {
+                Some(p) => Mapping::from_toml(p).map_err(anyhow::Error::msg)?,
+                None => Mapping::default(),
             };
+            m.extend(Mapping { map, types, skip });
             let opts = ImportOptions {
                 list,
                 consent_source,
@@ -350,57 +413,70 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
                 rejects_path: rejects,
                 dry_run,
                 strict,
+                from,
+                delimiter,
+                encoding,
+                mapping: m,
+                override_suppression,
+                flags: None,
             };
-            let summary = import_csv(&store, &file, &opts, &report).await?;
-            if let Some(b) = bar {
-                b.finish_and_clear();
+            let cfg = ctx.config()?;
+            if let Some(path) = &cfg.hygiene.disposable_list {
+                let checker = crate::hygiene::flags::FlagChecker::with_disposable_file(path)?;
+                return import(ctx, &cfg, file, opts, format, Some(checker)).await;
+            }
+            import(ctx, &cfg, file, opts, format, None).await
+        }
+        Cmd::Duplicates {
+            merge,
+            reason,
+            actor,
+            format,
+        } => {
+            let cfg = ctx.config()?;
+            let store = ctx.store(&cfg).await?;
+            let groups = contacts::case_duplicates(&store).await?;
+            let mut merged = 0;
+            if merge {
+                let reason = reason.unwrap_or_default();
+                if reason.trim().is_empty() {
+                    anyhow::bail!("--reason must say why the contacts are merged");
+                }
+                for g in &groups {
+                    merged += contacts::merge_group(&store, g, &actor, reason.trim(), now_millis())
+                        .await?;
+                }
             }
             store.close().await;
             match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&summary)?),
+                Format::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({ "groups": groups, "merged": merged })
+                    )?
+                ),
                 Format::Table | Format::Csv => {
-                    for r in &summary.rejections {
-                        eprintln!("{}:{}: row {}: {}", file.display(), r.line, r.row, r.reason);
+                    for g in &groups {
+                        println!("{}", g.key);
+                        for (i, c) in g.contacts.iter().enumerate() {
+                            println!(
+                                "  {} id {:<8} {:<12} {}",
+                                if i == 0 { "keep " } else { "merge" },
+                                c.id,
+                                c.status,
+                                c.email
+                            );
+                        }
                     }
-                    if summary.rejected > summary.rejections.len() as u64 {
-                        eprintln!("... and more");
-                    }
-                    println!("rows read          {:>9}", summary.rows);
-                    println!("inserted           {:>9}", summary.inserted);
-                    println!("updated            {:>9}", summary.updated);
-                    println!("unchanged          {:>9}", summary.unchanged);
-                    println!("rejected           {:>9}", summary.rejected);
-                    println!("duplicates in file {:>9}", summary.duplicates);
-                    if summary.suppressed > 0 {
-                        println!("refused (erased)   {:>9}", summary.suppressed);
-                    }
-                    if opts.list.is_some() {
-                        println!("consent granted    {:>9}", summary.consent_granted);
-                        println!("kept unsubscribed  {:>9}", summary.kept_withdrawn);
-                    }
-                    if let Some(f) = &summary.rejects_file {
-                        println!("rejected rows written to {f}");
-                    }
-                    if !summary.written {
-                        println!(
-                            "{}",
-                            if dry_run {
-                                "dry run: nothing was written"
-                            } else {
-                                "strict: rows were rejected, nothing was written"
-                            }
-                        );
+                    println!("{} group(s) of case variants", groups.len());
+                    if merge {
+                        println!("{merged} contact(s) merged into the oldest of their group");
+                    } else if !groups.is_empty() {
+                        println!("merge them with --merge --reason \"...\"");
                     }
                 }
             }
-            let bad = summary.rejected + summary.duplicates + summary.suppressed > 0;
-            Ok(if strict && bad {
-                ExitCode::FAILURE
-            } else if bad {
-                ExitCode::from(3)
-            } else {
-                ExitCode::SUCCESS
-            })
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Show { email, format } => {
             let cfg = ctx.config()?;
@@ -577,4 +653,166 @@ async fn find_contact(store: &crate::store::Store, email: &str) -> anyhow::Resul
     status::find_contact(store, normalized.as_ref().map(|a| a.as_str()), email)
         .await?
         .ok_or_else(|| anyhow::anyhow!("no contact with address {email}"))
+}
+
+async fn import(
+    ctx: &Context,
+    cfg: &crate::config::Config,
+    file: PathBuf,
+    mut opts: ImportOptions,
+    format: Format,
+    checker: Option<crate::hygiene::flags::FlagChecker>,
+) -> anyhow::Result<ExitCode> {
+    opts.flags = checker.map(std::sync::Arc::new);
+    let prepared = crate::contacts::import::prepare(&file, &opts)?;
+    let no_usable = !prepared.has_usable_rows;
+    // Nothing may be created for a dry run or a file with no usable row:
+    // without a database yet, an in-memory one gives the same answers.
+    let store = if (opts.dry_run || no_usable) && !ctx.database_exists(cfg) {
+        crate::store::Store::open("sqlite::memory:").await?
+    } else {
+        ctx.store(cfg).await?
+    };
+    if no_usable {
+        opts.dry_run = true;
+    }
+    let size = prepared.source_len().unwrap_or(0);
+    let bar = ctx.progress().then(|| {
+        let b = indicatif::ProgressBar::new(size);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} importing [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .expect("static template")
+            .progress_chars("=> "),
+        );
+        b
+    });
+    let report = |bytes: u64| {
+        if let Some(b) = &bar {
+            b.set_position(bytes.min(size));
+        }
+    };
+    let summary = crate::contacts::import::run(&store, prepared, &opts, &report).await?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    store.close().await;
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&summary)?),
+        Format::Table | Format::Csv => print_summary(&file, &summary, &opts),
+    }
+    let bad = summary.rejected + summary.duplicates + summary.suppressed > 0;
+    Ok(if summary.no_usable_rows {
+        eprintln!("{}: no usable row: nothing was written", file.display());
+        ExitCode::FAILURE
+    } else if opts.strict && bad {
+        ExitCode::FAILURE
+    } else if bad {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn print_summary(file: &std::path::Path, s: &ImportSummary, opts: &ImportOptions) {
+    for r in &s.rejections {
+        eprintln!("{}:{}: row {}: {}", file.display(), r.line, r.row, r.reason);
+    }
+    if s.rejected + s.duplicates > s.rejections.len() as u64 {
+        eprintln!("... and more");
+    }
+    let how = |detected: bool| if detected { "detected" } else { "as given" };
+    if let Some(entry) = &s.zip_entry {
+        println!("read from zip      {entry}");
+    }
+    println!(
+        "file               {} ({}), {}-separated ({})",
+        s.encoding.map(|e| e.as_str()).unwrap_or("?"),
+        how(s.encoding_detected),
+        s.delimiter,
+        how(s.delimiter_detected)
+    );
+    if let Some(p) = s.preset {
+        let kind = s
+            .mailchimp_export
+            .map(|k| {
+                format!(
+                    ", {} export",
+                    serde_json::to_value(k)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default()
+                )
+            })
+            .unwrap_or_default();
+        println!(
+            "source             {}{kind} ({})",
+            p.as_str(),
+            if s.preset_detected {
+                "detected from the header; use --from to choose another"
+            } else {
+                "from --from"
+            }
+        );
+    }
+    for w in &s.warnings {
+        println!("warning            {w}");
+    }
+    println!("rows read          {:>9}", s.rows);
+    println!("inserted           {:>9}", s.inserted);
+    println!("updated            {:>9}", s.updated);
+    println!("unchanged          {:>9}", s.unchanged);
+    println!("rejected           {:>9}", s.rejected);
+    println!("duplicates in file {:>9}", s.duplicates);
+    if s.suppressed > 0 {
+        println!("refused (erased)   {:>9}", s.suppressed);
+    }
+    let sup = &s.suppressed_from_source;
+    println!(
+        "suppressed by source {:>7}  (unsubscribed {}, bounced/cleaned {}, complained {}): never subscribed",
+        sup.unsubscribed + sup.bounced + sup.complained,
+        sup.unsubscribed,
+        sup.bounced,
+        sup.complained
+    );
+    println!("withdrawals recorded {:>7}", s.withdrawals_recorded);
+    println!("kept suppressed    {:>9}", s.kept_suppressed);
+    if s.reinstated_by_override > 0 {
+        println!("reinstated (override) {:>6}", s.reinstated_by_override);
+    }
+    if opts.list.is_some() {
+        println!("consent granted    {:>9}", s.consent_granted);
+        println!(
+            "  with the source's evidence {:>9}",
+            s.granted_with_source_evidence
+        );
+        println!("  asserted by the importer   {:>9}", s.granted_asserted);
+        if s.granted_asserted > 0 {
+            println!(
+                "  (no opt-in time or IP in the file for these: the ledger records \"asserted by the importer\")"
+            );
+        }
+        println!("no consent in source {:>7}", s.no_consent_in_source);
+        println!("kept unsubscribed  {:>9}", s.kept_withdrawn);
+    }
+    println!(
+        "flagged addresses  typo {}, disposable {}, role {} (listed with --format json)",
+        s.findings.typo, s.findings.disposable, s.findings.role
+    );
+    if let Some(f) = &s.rejects_file {
+        println!("rejected rows written to {f}");
+    }
+    if !s.written {
+        println!(
+            "{}",
+            if s.no_usable_rows {
+                "no usable row: nothing was written"
+            } else if opts.dry_run {
+                "dry run: nothing was written"
+            } else {
+                "strict: rows were rejected, nothing was written"
+            }
+        );
+    }
 }

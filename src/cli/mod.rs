@@ -104,6 +104,22 @@ impl Context {
             .with_context(|| format!("opening database {}", crate::store::redact_url(&url)))
     }
 
+    /// Whether the configured database exists already (a PostgreSQL server
+    /// is taken to): a dry run must not create a SQLite file.
+    pub fn database_exists(&self, cfg: &Config) -> bool {
+        let url = sqlite_url_relative_to(&cfg.database.url, &cfg.base_dir);
+        match url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
+            Some(rest) => {
+                let path = rest.split('?').next().unwrap_or(rest);
+                path.is_empty() || path.starts_with(':') || Path::new(path).exists()
+            }
+            None => true,
+        }
+    }
+
     /// Whether to draw progress bars: never when quiet or not on a terminal.
     pub fn progress(&self) -> bool {
         use std::io::IsTerminal;

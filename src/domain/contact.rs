@@ -16,16 +16,21 @@ pub enum ContactStatus {
     /// sends by `hygiene run --sunset-days` (consent is untouched, and an
     /// operator can reinstate the contact).
     Sunset,
+    /// A case variant of another contact's address, merged into it by
+    /// `contacts duplicates --merge` (`contact_merges` says which); kept
+    /// for its history, never mailed, never matched by an import.
+    Merged,
 }
 
 impl ContactStatus {
-    pub const ALL: [ContactStatus; 6] = [
+    pub const ALL: [ContactStatus; 7] = [
         Self::Active,
         Self::Unsubscribed,
         Self::Bounced,
         Self::Complained,
         Self::Erased,
         Self::Sunset,
+        Self::Merged,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -36,6 +41,7 @@ impl ContactStatus {
             Self::Complained => "complained",
             Self::Erased => "erased",
             Self::Sunset => "sunset",
+            Self::Merged => "merged",
         }
     }
 }
