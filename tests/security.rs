@@ -450,3 +450,87 @@ async fn message_ids_are_random_stored_and_stable_across_a_resend() {
         assert_eq!(in_file(first), format!("<{}>", first_mid.unwrap()));
     }
 }
+
+/// Issue 15 (files on disk): under umask 022 the SQLite database, the
+/// outbox and its messages, and the rejects of an import are readable by
+/// their owner only.
+#[tokio::test(flavor = "multi_thread")]
+async fn personal_data_files_are_owner_only_under_umask_022() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    for db in TestDb::all().await {
+        let p = Project::new(&db, "");
+        // A fresh SQLite file the binary creates itself, beside the project.
+        let db_url = if db.url.starts_with("sqlite:") {
+            format!("sqlite://{}", p.file("own.db").display())
+        } else {
+            db.url.clone()
+        };
+        p.write(
+            "contacts.csv",
+            "email,first_name,city\nana@example.com,Ana,Madrid\nnot an address,X,Y\n",
+        );
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new("sh")
+                .current_dir(p.path())
+                .arg("-c")
+                .arg("umask 022 && exec \"$0\" \"$@\"")
+                .arg(env!("CARGO_BIN_EXE_cartero"))
+                .arg("--database-url")
+                .arg(&db_url)
+                .arg("--quiet")
+                .args(args)
+                .env_remove("CARTERO_CONFIG")
+                .env_remove("CARTERO_DATABASE_URL")
+                .output()
+                .unwrap();
+            // An import with a rejected row exits non-zero on purpose.
+            assert!(out.status.code().is_some(), "{}", stderr(&out));
+        };
+        run(&[
+            "contacts",
+            "import",
+            "contacts.csv",
+            "--list",
+            "newsletter",
+            "--consent-source",
+            "test",
+        ]);
+        run(&["campaign", "send", "campaigns/c.toml"]);
+        run(&[
+            "campaign",
+            "preview",
+            "campaigns/c.toml",
+            "--contact",
+            "ana@example.com",
+            "-o",
+            "ana.eml",
+        ]);
+        if db.url.starts_with("sqlite:") {
+            assert_eq!(mode(&p.file("own.db")), 0o600);
+            for side in ["own.db-wal", "own.db-shm"] {
+                if p.file(side).exists() {
+                    assert_eq!(mode(&p.file(side)), 0o600, "{side}");
+                }
+            }
+        }
+        assert_eq!(mode(&p.file("contacts.csv.rejects.csv")), 0o600);
+        assert_eq!(mode(&p.file("outbox")), 0o700);
+        assert_eq!(mode(&p.file("outbox/c")), 0o700);
+        let msgs: Vec<_> = std::fs::read_dir(p.file("outbox/c"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(msgs.len(), 1);
+        for m in msgs {
+            assert_eq!(mode(&m), 0o600, "{}", m.display());
+        }
+        assert_eq!(mode(&p.file("ana.eml")), 0o600);
+    }
+}

@@ -210,7 +210,7 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
             let composer = Composer::new(campaign, &cfg)?;
             let m = composer.compose(0, &preview_row(&c), &c)?;
             match output {
-                Some(p) => std::fs::write(&p, &m.bytes)
+                Some(p) => crate::private_files::write(&p, &m.bytes)
                     .with_context(|| format!("writing {}", p.display()))?,
                 None => {
                     let mut out = std::io::stdout().lock();

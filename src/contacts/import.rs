@@ -466,10 +466,9 @@ fn reject(
         source,
     };
     if writer.is_none() {
-        let mut w = csv::WriterBuilder::new()
-            .flexible(true)
-            .from_path(path)
-            .map_err(wrap)?;
+        // Rejected rows are personal data: owner-only (private_files).
+        let file = crate::private_files::create(path).map_err(|e| wrap(e.into()))?;
+        let mut w = csv::WriterBuilder::new().flexible(true).from_writer(file);
         let mut head: Vec<&str> = vec!["row", "line", "reason"];
         head.extend(headers.iter().map(String::as_str));
         w.write_record(&head).map_err(wrap)?;
