@@ -534,3 +534,51 @@ async fn personal_data_files_are_owner_only_under_umask_022() {
         assert_eq!(mode(&p.file("ana.eml")), 0o600);
     }
 }
+
+/// Issue 15 (the command line): terminal escape sequences in mail anyone
+/// can send, and in contact data, never reach the operator's terminal raw.
+#[tokio::test(flavor = "multi_thread")]
+async fn terminal_escapes_in_mail_and_contacts_are_shown_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let dsn = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/bounces/postfix-userunknown.eml"
+    ))
+    .unwrap()
+    .replace(
+        "Diagnostic-Code: smtp; 550 5.1.1",
+        "Diagnostic-Code: smtp; 550 5.1.1 \u{1b}]0;pwned\u{7}\u{1b}[2J\u{9b}31m",
+    );
+    let file = dir.path().join("evil\u{1b}[31m.eml");
+    std::fs::write(&file, dsn).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cartero"))
+        .args(["feedback", "parse"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let shown = stdout(&out);
+    assert!(shown.contains("\\x1b]0;pwned\\x07"), "{shown}");
+    for raw in ['\u{1b}', '\u{7}', '\u{9b}'] {
+        assert!(!shown.contains(raw), "{shown:?}");
+    }
+
+    for db in TestDb::all().await {
+        let p = Project::new(&db, "");
+        let out = p.import(
+            "email,first_name,city\nana@example.com,\"Ana\u{1b}]0;pwned\u{7}\",Madrid\n\
+             \"bad\u{1b}[2J@\",X,Y\n",
+        );
+        for text in [stdout(&out), stderr(&out)] {
+            assert!(
+                !text.contains('\u{1b}') && !text.contains('\u{7}'),
+                "{text:?}"
+            );
+        }
+        let out = p.run(&["contacts", "show", "ana@example.com"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let shown = stdout(&out);
+        assert!(shown.contains("Ana\\x1b]0;pwned\\x07"), "{shown}");
+        assert!(!shown.contains('\u{1b}'), "{shown:?}");
+    }
+}
