@@ -582,3 +582,37 @@ async fn terminal_escapes_in_mail_and_contacts_are_shown_escaped() {
         assert!(!shown.contains('\u{1b}'), "{shown:?}");
     }
 }
+
+/// Issue 15 (segments): a filter beyond what the databases take is refused
+/// by the checker with its position; one at the bound runs on both.
+#[tokio::test(flavor = "multi_thread")]
+async fn segment_filters_are_bounded_with_a_position() {
+    use cartero::segment::{MAX_STRING, MAX_TERMS, Segment};
+    let terms = |n: usize| {
+        (0..n)
+            .map(|i| format!("first_name == \"n{i}\""))
+            .collect::<Vec<_>>()
+            .join(" or ")
+    };
+    let at_bound = Segment::parse("s", &terms(MAX_TERMS)).unwrap();
+    let e = Segment::parse("s", &terms(MAX_TERMS + 1)).unwrap_err();
+    let text = terms(MAX_TERMS + 1);
+    let last_or = text.rfind(" or ").unwrap() + 1;
+    assert_eq!(e.span(), Some(last_or..last_or + 2), "{e}");
+    assert!(e.to_string().contains("at most 200 conditions"), "{e}");
+    let long = format!("email contains \"{}\"", "%_".repeat(MAX_STRING));
+    let e = Segment::parse("s", &long).unwrap_err();
+    assert_eq!(e.span().map(|s| s.start), Some(15), "{e}");
+    let fits = Segment::parse(
+        "s",
+        &format!("email contains \"{}\"", "a".repeat(MAX_STRING)),
+    )
+    .unwrap();
+    for db in TestDb::all().await {
+        assert_eq!(
+            cartero::segment::count(&db.store, &at_bound).await.unwrap(),
+            0
+        );
+        assert_eq!(cartero::segment::count(&db.store, &fits).await.unwrap(), 0);
+    }
+}
