@@ -616,3 +616,42 @@ async fn segment_filters_are_bounded_with_a_position() {
         assert_eq!(cartero::segment::count(&db.store, &fits).await.unwrap(), 0);
     }
 }
+
+/// Issue 15 (address check): stdin is read strictly (invalid UTF-8 is an
+/// error naming the line, as the importer rejects it), and a mixed-script
+/// (homoglyph) domain gets a flag.
+#[test]
+fn address_check_reads_stdin_strictly_and_flags_homoglyph_domains() {
+    use std::io::Write;
+    let run = |input: &[u8]| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cartero"))
+            .current_dir(dir.path())
+            .args(["address", "check", "-", "--format", "json"])
+            .env_remove("CARTERO_CONFIG")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = run(b"ana@example.com\nbo\xffb@example.com\n");
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("stdin line 2: not valid UTF-8 (at byte 3)"),
+        "{err}"
+    );
+
+    let out = run("ana@pаypal.com\nana@paypal.com\n".as_bytes());
+    let lines: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{}", stderr(&out));
+    let flags = |v: &serde_json::Value| v["flags"].to_string();
+    assert!(flags(&lines[0]).contains("mixed-script"), "{}", lines[0]);
+    assert!(!flags(&lines[1]).contains("mixed-script"), "{}", lines[1]);
+}
