@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod domain;
+pub mod private_files;
 pub mod store;
 pub mod tls;
 

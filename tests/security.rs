@@ -450,3 +450,208 @@ async fn message_ids_are_random_stored_and_stable_across_a_resend() {
         assert_eq!(in_file(first), format!("<{}>", first_mid.unwrap()));
     }
 }
+
+/// Issue 15 (files on disk): under umask 022 the SQLite database, the
+/// outbox and its messages, and the rejects of an import are readable by
+/// their owner only.
+#[tokio::test(flavor = "multi_thread")]
+async fn personal_data_files_are_owner_only_under_umask_022() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    for db in TestDb::all().await {
+        let p = Project::new(&db, "");
+        // A fresh SQLite file the binary creates itself, beside the project.
+        let db_url = if db.url.starts_with("sqlite:") {
+            format!("sqlite://{}", p.file("own.db").display())
+        } else {
+            db.url.clone()
+        };
+        p.write(
+            "contacts.csv",
+            "email,first_name,city\nana@example.com,Ana,Madrid\nnot an address,X,Y\n",
+        );
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new("sh")
+                .current_dir(p.path())
+                .arg("-c")
+                .arg("umask 022 && exec \"$0\" \"$@\"")
+                .arg(env!("CARGO_BIN_EXE_cartero"))
+                .arg("--database-url")
+                .arg(&db_url)
+                .arg("--quiet")
+                .args(args)
+                .env_remove("CARTERO_CONFIG")
+                .env_remove("CARTERO_DATABASE_URL")
+                .output()
+                .unwrap();
+            // An import with a rejected row exits non-zero on purpose.
+            assert!(out.status.code().is_some(), "{}", stderr(&out));
+        };
+        run(&[
+            "contacts",
+            "import",
+            "contacts.csv",
+            "--list",
+            "newsletter",
+            "--consent-source",
+            "test",
+        ]);
+        run(&["campaign", "send", "campaigns/c.toml"]);
+        run(&[
+            "campaign",
+            "preview",
+            "campaigns/c.toml",
+            "--contact",
+            "ana@example.com",
+            "-o",
+            "ana.eml",
+        ]);
+        if db.url.starts_with("sqlite:") {
+            assert_eq!(mode(&p.file("own.db")), 0o600);
+            for side in ["own.db-wal", "own.db-shm"] {
+                if p.file(side).exists() {
+                    assert_eq!(mode(&p.file(side)), 0o600, "{side}");
+                }
+            }
+        }
+        assert_eq!(mode(&p.file("contacts.csv.rejects.csv")), 0o600);
+        assert_eq!(mode(&p.file("outbox")), 0o700);
+        assert_eq!(mode(&p.file("outbox/c")), 0o700);
+        let msgs: Vec<_> = std::fs::read_dir(p.file("outbox/c"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(msgs.len(), 1);
+        for m in msgs {
+            assert_eq!(mode(&m), 0o600, "{}", m.display());
+        }
+        assert_eq!(mode(&p.file("ana.eml")), 0o600);
+    }
+}
+
+/// Issue 15 (the command line): terminal escape sequences in mail anyone
+/// can send, and in contact data, never reach the operator's terminal raw.
+#[tokio::test(flavor = "multi_thread")]
+async fn terminal_escapes_in_mail_and_contacts_are_shown_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let dsn = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/bounces/postfix-userunknown.eml"
+    ))
+    .unwrap()
+    .replace(
+        "Diagnostic-Code: smtp; 550 5.1.1",
+        "Diagnostic-Code: smtp; 550 5.1.1 \u{1b}]0;pwned\u{7}\u{1b}[2J\u{9b}31m",
+    );
+    let file = dir.path().join("evil\u{1b}[31m.eml");
+    std::fs::write(&file, dsn).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cartero"))
+        .args(["feedback", "parse"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let shown = stdout(&out);
+    assert!(shown.contains("\\x1b]0;pwned\\x07"), "{shown}");
+    for raw in ['\u{1b}', '\u{7}', '\u{9b}'] {
+        assert!(!shown.contains(raw), "{shown:?}");
+    }
+
+    for db in TestDb::all().await {
+        let p = Project::new(&db, "");
+        let out = p.import(
+            "email,first_name,city\nana@example.com,\"Ana\u{1b}]0;pwned\u{7}\",Madrid\n\
+             \"bad\u{1b}[2J@\",X,Y\n",
+        );
+        for text in [stdout(&out), stderr(&out)] {
+            assert!(
+                !text.contains('\u{1b}') && !text.contains('\u{7}'),
+                "{text:?}"
+            );
+        }
+        let out = p.run(&["contacts", "show", "ana@example.com"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let shown = stdout(&out);
+        assert!(shown.contains("Ana\\x1b]0;pwned\\x07"), "{shown}");
+        assert!(!shown.contains('\u{1b}'), "{shown:?}");
+    }
+}
+
+/// Issue 15 (segments): a filter beyond what the databases take is refused
+/// by the checker with its position; one at the bound runs on both.
+#[tokio::test(flavor = "multi_thread")]
+async fn segment_filters_are_bounded_with_a_position() {
+    use cartero::segment::{MAX_STRING, MAX_TERMS, Segment};
+    let terms = |n: usize| {
+        (0..n)
+            .map(|i| format!("first_name == \"n{i}\""))
+            .collect::<Vec<_>>()
+            .join(" or ")
+    };
+    let at_bound = Segment::parse("s", &terms(MAX_TERMS)).unwrap();
+    let e = Segment::parse("s", &terms(MAX_TERMS + 1)).unwrap_err();
+    let text = terms(MAX_TERMS + 1);
+    let last_or = text.rfind(" or ").unwrap() + 1;
+    assert_eq!(e.span(), Some(last_or..last_or + 2), "{e}");
+    assert!(e.to_string().contains("at most 200 conditions"), "{e}");
+    let long = format!("email contains \"{}\"", "%_".repeat(MAX_STRING));
+    let e = Segment::parse("s", &long).unwrap_err();
+    assert_eq!(e.span().map(|s| s.start), Some(15), "{e}");
+    let fits = Segment::parse(
+        "s",
+        &format!("email contains \"{}\"", "a".repeat(MAX_STRING)),
+    )
+    .unwrap();
+    for db in TestDb::all().await {
+        assert_eq!(
+            cartero::segment::count(&db.store, &at_bound).await.unwrap(),
+            0
+        );
+        assert_eq!(cartero::segment::count(&db.store, &fits).await.unwrap(), 0);
+    }
+}
+
+/// Issue 15 (address check): stdin is read strictly (invalid UTF-8 is an
+/// error naming the line, as the importer rejects it), and a mixed-script
+/// (homoglyph) domain gets a flag.
+#[test]
+fn address_check_reads_stdin_strictly_and_flags_homoglyph_domains() {
+    use std::io::Write;
+    let run = |input: &[u8]| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cartero"))
+            .current_dir(dir.path())
+            .args(["address", "check", "-", "--format", "json"])
+            .env_remove("CARTERO_CONFIG")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = run(b"ana@example.com\nbo\xffb@example.com\n");
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("stdin line 2: not valid UTF-8 (at byte 3)"),
+        "{err}"
+    );
+
+    let out = run("ana@pаypal.com\nana@paypal.com\n".as_bytes());
+    let lines: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{}", stderr(&out));
+    let flags = |v: &serde_json::Value| v["flags"].to_string();
+    assert!(flags(&lines[0]).contains("mixed-script"), "{}", lines[0]);
+    assert!(!flags(&lines[1]).contains("mixed-script"), "{}", lines[1]);
+}

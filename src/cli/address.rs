@@ -140,6 +140,10 @@ async fn check(args: CheckArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
         let (verdict, flags, reason) = match parsed {
             Ok(addr) => {
                 let mut flags = checker.check(addr).labels();
+                // UTS #39: a homoglyph domain (Latin with a Cyrillic `а`).
+                if crate::hygiene::flags::is_mixed_script(addr.domain()) {
+                    flags.push("mixed-script".into());
+                }
                 if let Some(v) = mx.get(addr.ascii_domain().as_ref()) {
                     flags.push(format!("mx:{v}"));
                 }
@@ -227,7 +231,14 @@ fn read_stdin(json: bool) -> anyhow::Result<Vec<String>> {
                 buf.pop();
             }
         }
-        let line = String::from_utf8_lossy(&buf).into_owned();
+        // Strict, as the importer is: a lossy decode turned bad bytes into
+        // U+FFFD and called the result valid.
+        let line = String::from_utf8(std::mem::take(&mut buf)).map_err(|e| {
+            anyhow::anyhow!(
+                "stdin line {line_no}: not valid UTF-8 (at byte {})",
+                e.utf8_error().valid_up_to() + 1
+            )
+        })?;
         if !json {
             out.push(line);
             continue;

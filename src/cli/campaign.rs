@@ -204,11 +204,19 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
             let composer = Composer::new(campaign, &cfg)?;
             let m = composer.compose(0, &preview_row(&c), &c)?;
             match output {
-                Some(p) => std::fs::write(&p, &m.bytes)
+                Some(p) => crate::private_files::write(&p, &m.bytes)
                     .with_context(|| format!("writing {}", p.display()))?,
                 None => {
+                    use std::io::IsTerminal;
                     let mut out = std::io::stdout().lock();
-                    out.write_all(&m.bytes)?;
+                    if out.is_terminal() {
+                        // On a terminal, contact data in the body must not
+                        // drive it; piped, the bytes are the exact message.
+                        let text = String::from_utf8_lossy(&m.bytes);
+                        out.write_all(crate::domain::text::for_terminal(&text).as_bytes())?;
+                    } else {
+                        out.write_all(&m.bytes)?;
+                    }
                 }
             }
             Ok(ExitCode::SUCCESS)

@@ -496,13 +496,14 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
                 ),
                 Format::Table | Format::Csv => {
                     println!("email       {}", c.email);
+                    let safe = crate::domain::text::for_terminal_line;
                     println!(
                         "name        {} {}",
-                        c.first_name.as_deref().unwrap_or(""),
-                        c.last_name.as_deref().unwrap_or("")
+                        safe(c.first_name.as_deref().unwrap_or("")),
+                        safe(c.last_name.as_deref().unwrap_or(""))
                     );
                     println!("status      {}", c.status);
-                    println!("tags        {}", c.tags.join(", "));
+                    println!("tags        {}", safe(&c.tags.join(", ")));
                     println!("attributes  {}", c.attributes);
                     println!("consent:");
                     for e in ledger {
@@ -717,7 +718,13 @@ async fn import(
 
 fn print_summary(file: &std::path::Path, s: &ImportSummary, opts: &ImportOptions) {
     for r in &s.rejections {
-        eprintln!("{}:{}: row {}: {}", file.display(), r.line, r.row, r.reason);
+        eprintln!(
+            "{}:{}: row {}: {}",
+            file.display(),
+            r.line,
+            r.row,
+            crate::domain::text::for_terminal_line(&r.reason)
+        );
     }
     if s.rejected + s.duplicates > s.rejections.len() as u64 {
         eprintln!("... and more");

@@ -13,6 +13,7 @@ use anyhow::Context as _;
 use super::{Context, Format};
 use crate::config::MailboxKind;
 use crate::domain::EmailAddress;
+use crate::domain::text::for_terminal_line;
 use crate::domain::time::{Millis, now_millis, to_rfc3339};
 use crate::feedback::bounce::{self, Record};
 use crate::feedback::ingest::{Handled, Ingestor};
@@ -295,7 +296,7 @@ async fn feedback_run(args: RunArgs, ctx: &Context) -> anyhow::Result<ExitCode> 
             if args.format != Format::Json {
                 let line = format!(
                     "{verb}: {} {} -> {} ({})",
-                    c.recipient.as_deref().unwrap_or("?"),
+                    for_terminal_line(c.recipient.as_deref().unwrap_or("?")),
                     c.from,
                     c.to,
                     c.rule
@@ -444,13 +445,13 @@ pub fn print_changes(rows: &[status::StoredChange], format: Format) -> anyhow::R
                 println!(
                     "{:<24} {:<32} {:<12} {:<12} {:<11} {:<18} {:<9} {}",
                     to_rfc3339(r.occurred_at),
-                    r.email,
+                    for_terminal_line(&r.email),
                     r.from_status,
                     r.to_status,
                     r.cause,
                     r.rule.as_deref().unwrap_or("-"),
-                    r.actor,
-                    r.reason.as_deref().unwrap_or("")
+                    for_terminal_line(&r.actor),
+                    for_terminal_line(r.reason.as_deref().unwrap_or(""))
                 );
             }
         }
@@ -539,12 +540,12 @@ fn write_row(out: &mut impl Write, file: &str, r: &Record) -> std::io::Result<()
     writeln!(
         out,
         "{:<40} {:<36} {:<11} {:<15} {:<7} {}",
-        file,
-        r.recipient.as_deref().unwrap_or("-"),
+        for_terminal_line(file),
+        for_terminal_line(r.recipient.as_deref().unwrap_or("-")),
         r.kind.as_str(),
         r.reason.as_str(),
-        r.status.as_deref().unwrap_or("-"),
-        diag
+        for_terminal_line(r.status.as_deref().unwrap_or("-")),
+        for_terminal_line(&diag)
     )
 }
 

@@ -212,9 +212,12 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) if is_closed_pipe(&e) => ExitCode::from(EXIT_CLOSED_PIPE as u8),
         Err(e) => {
-            eprintln!("error: {e}");
+            // Errors quote contact data and attacker-sent mail: no raw
+            // terminal escapes (domain::text).
+            use crate::domain::text::for_terminal;
+            eprintln!("error: {}", for_terminal(&e.to_string()));
             for cause in e.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+                eprintln!("  caused by: {}", for_terminal(&cause.to_string()));
             }
             ExitCode::FAILURE
         }

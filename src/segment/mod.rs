@@ -48,6 +48,7 @@ impl Segment {
     /// `SegmentError::span`, `SegmentError::render`).
     pub fn parse(name: &str, source: &str) -> Result<Segment, SegmentError> {
         let tokens = lexer::lex(source)?;
+        check_bounds(source, &tokens)?;
         let tree = parser::parse(source, tokens)?;
         let expr = check::check(source, &tree)?;
         Ok(Segment {
@@ -87,6 +88,47 @@ impl Segment {
     ) -> Result<Segment, SegmentError> {
         Segment::parse(name, value.get_ref()).map_err(|e| e.in_toml(path, file_text, value.span()))
     }
+}
+
+/// Conditions one filter may join with `and`/`or`. Each one is a level of
+/// SQLite's expression tree, which stops at 1,000 (SQLITE_MAX_EXPR_DEPTH):
+/// a filter with 999 terms passed the checker and then failed in SQLite
+/// with no position. Lists (`in [...]`) are flat and bounded by the parser.
+pub const MAX_TERMS: usize = 200;
+/// Characters in one string value (a `contains` or `like` pattern above
+/// all): SQLite refuses LIKE patterns over 50,000 bytes, and matching cost
+/// grows with the pattern.
+pub const MAX_STRING: usize = 1_000;
+
+/// Refuses filters beyond what both databases take, at the position of the
+/// first term or string too many.
+fn check_bounds(src: &str, tokens: &[lexer::Token]) -> Result<(), SegmentError> {
+    let mut terms = 1;
+    for t in tokens {
+        match &t.tok {
+            lexer::Tok::Ident(w)
+                if w.eq_ignore_ascii_case("and") || w.eq_ignore_ascii_case("or") =>
+            {
+                terms += 1;
+                if terms > MAX_TERMS {
+                    return Err(SegmentError::expr(
+                        src,
+                        t.span.clone(),
+                        format!("a filter may join at most {MAX_TERMS} conditions"),
+                    ));
+                }
+            }
+            lexer::Tok::Str(v) if v.chars().count() > MAX_STRING => {
+                return Err(SegmentError::expr(
+                    src,
+                    t.span.clone(),
+                    format!("a string value may hold at most {MAX_STRING} characters"),
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Appends `(<condition>)` over table alias `c` (contacts) to a SQLite query,

@@ -688,10 +688,12 @@ pub async fn send_campaign(
     }
     if let Transport::Outbox(dir) = &transport {
         let d = dir.join(&composer.campaign.slug);
-        std::fs::create_dir_all(&d).map_err(|source| SendError::Outbox {
-            path: d.display().to_string(),
-            source,
-        })?;
+        crate::private_files::create_dir_all(dir)
+            .and_then(|()| crate::private_files::create_dir_all(&d))
+            .map_err(|source| SendError::Outbox {
+                path: d.display().to_string(),
+                source,
+            })?;
     }
 
     let c = &composer.campaign;

@@ -18,7 +18,8 @@ pub fn write(dir: &Path, campaign: &str, send_id: i64, m: &Composed) -> Result<A
         path: path.display().to_string(),
         source,
     };
-    let mut f = std::fs::File::create(&tmp).map_err(err)?;
+    // The message holds personal data: owner-only (private_files).
+    let mut f = crate::private_files::create(&tmp).map_err(err)?;
     f.write_all(&m.bytes).map_err(err)?;
     f.sync_data().map_err(err)?;
     std::fs::rename(&tmp, &path).map_err(err)?;

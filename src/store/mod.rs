@@ -221,6 +221,13 @@ impl Store {
                 // Statement journals of multi-row statements stay in memory
                 // instead of a temp file written page by page.
                 .pragma("temp_store", "memory");
+            // The database holds every contact: owner-only, whatever the
+            // umask (SQLite gives its -wal and -shm files the same mode).
+            let file = opts.get_filename().to_path_buf();
+            let on_disk = !file.as_os_str().is_empty() && file.as_os_str() != ":memory:";
+            if on_disk {
+                crate::private_files::touch(&file).map_err(|e| connect_err(sqlx::Error::Io(e)))?;
+            }
             let pool = SqlitePoolOptions::new()
                 .max_connections(8)
                 // A pooled SQLite connection is a file handle in this
@@ -231,6 +238,14 @@ impl Store {
                 .connect_with(opts)
                 .await
                 .map_err(connect_err)?;
+            if on_disk {
+                for suffix in ["-wal", "-shm"] {
+                    let mut side = file.clone().into_os_string();
+                    side.push(suffix);
+                    crate::private_files::narrow(std::path::Path::new(&side))
+                        .map_err(|e| connect_err(sqlx::Error::Io(e)))?;
+                }
+            }
             Ok(Store::Sqlite(pool))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let opts = PgConnectOptions::from_str(url).map_err(connect_err)?;
