@@ -95,6 +95,9 @@ CLICK_PATH="/${CLICK#http://*/}"
 
 # --- nginx: the same GIF with the same headers, the same 302.
 mkdir -p "$TMP/nginx/o" "$TMP/nginx/logs"
+# nginx's workers run as an unprivileged user: mktemp's 0700 would make
+# every pixel a 403.
+chmod 755 "$TMP"
 python3 -c 'import sys; sys.stdout.buffer.write(bytes.fromhex("4749463839610100010080000000000000ffffff21f90401000000002c00000000010001000002024401003b"))' \
     >"$TMP/nginx/o/pixel.gif"
 cat >"$TMP/nginx/nginx.conf" <<EOF

@@ -152,22 +152,47 @@ pub struct NewHit {
 
 /// Writes a batch of hits and the engagement counters of their contacts.
 pub async fn insert_hits(tx: &mut Tx, hits: &[NewHit]) -> Result<()> {
-    for chunk in hits.chunks(1000) {
-        dispatch_tx!(tx, conn => {
-            let mut qb = QueryBuilder::new(
-                "INSERT INTO events (contact_id, campaign_id, send_id, kind, channel, occurred_at, data) ",
-            );
-            qb.push_values(chunk.iter(), |mut b, h| {
-                b.push_bind(h.contact_id)
-                    .push_bind(h.campaign_id)
-                    .push_bind(h.send_id)
-                    .push_bind(h.kind)
-                    .push_bind("email")
-                    .push_bind(h.occurred_at)
-                    .push_bind(h.data.as_str());
-            });
-            qb.build().execute(&mut *conn).await?;
-        });
+    match tx {
+        Tx::Postgres(t) => {
+            // Arrays instead of VALUES rows: one statement text whatever the
+            // batch size, parsed and planned once per connection (a
+            // 1,000-row VALUES list is planned anew each time: the writer
+            // managed ~6,600 events/s that way under bench/serve.sh).
+            let conn: &mut sqlx::PgConnection = &mut *t;
+            let col = |f: fn(&NewHit) -> i64| hits.iter().map(f).collect::<Vec<i64>>();
+            sqlx::query(
+                "INSERT INTO events (contact_id, campaign_id, send_id, kind, channel, occurred_at, data) \
+                 SELECT u.c, u.k, u.s, u.kind, 'email', u.at, u.data \
+                 FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::bigint[], $6::text[]) \
+                      WITH ORDINALITY AS u (c, k, s, kind, at, data, n) ORDER BY u.n",
+            )
+            .bind(col(|h| h.contact_id))
+            .bind(col(|h| h.campaign_id))
+            .bind(col(|h| h.send_id))
+            .bind(hits.iter().map(|h| h.kind).collect::<Vec<&str>>())
+            .bind(col(|h| h.occurred_at))
+            .bind(hits.iter().map(|h| h.data.as_str()).collect::<Vec<&str>>())
+            .execute(&mut *conn)
+            .await?;
+        }
+        Tx::Sqlite(t) => {
+            let conn: &mut sqlx::SqliteConnection = &mut *t;
+            for chunk in hits.chunks(1000) {
+                let mut qb = QueryBuilder::new(
+                    "INSERT INTO events (contact_id, campaign_id, send_id, kind, channel, occurred_at, data) ",
+                );
+                qb.push_values(chunk.iter(), |mut b, h| {
+                    b.push_bind(h.contact_id)
+                        .push_bind(h.campaign_id)
+                        .push_bind(h.send_id)
+                        .push_bind(h.kind)
+                        .push_bind("email")
+                        .push_bind(h.occurred_at)
+                        .push_bind(h.data.as_str());
+                });
+                qb.build().execute(&mut *conn).await?;
+            }
+        }
     }
     // One update per contact and kind, however many hits it had.
     let mut per: std::collections::BTreeMap<(i64, &str), (i64, Millis)> = Default::default();
