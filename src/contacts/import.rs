@@ -1039,10 +1039,9 @@ impl Rejects<'_> {
             return Ok(());
         };
         if self.writer.is_none() {
-            let mut w = csv::WriterBuilder::new()
-                .flexible(true)
-                .from_path(path)
-                .map_err(|e| self.wrap(e))?;
+            // Rejected rows are personal data: owner-only (private_files).
+            let file = crate::private_files::create(path).map_err(|e| self.wrap(e.into()))?;
+            let mut w = csv::WriterBuilder::new().flexible(true).from_writer(file);
             let mut head: Vec<&str> = vec!["row", "line", "reason"];
             head.extend(self.headers.iter().map(String::as_str));
             w.write_record(&head).map_err(|e| self.wrap(e))?;
