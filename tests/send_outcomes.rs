@@ -444,6 +444,12 @@ async fn links_stay_whole_in_the_text_part_and_unsubscribe_links_carry_no_utm() 
         text.lines().any(|l| l.contains(&tracked)),
         "the long link is whole on one line of the text part:\n{text}"
     );
+    // The envelope sender SMTP would carry, recorded as a receiver would.
+    let return_path = msg.header_raw("Return-Path").expect("Return-Path");
+    assert!(
+        return_path.trim().starts_with("<bounces+") && return_path.contains("@example.org>"),
+        "{return_path}"
+    );
     let header = msg
         .header_raw("List-Unsubscribe")
         .expect("List-Unsubscribe");

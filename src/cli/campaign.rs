@@ -299,7 +299,8 @@ fn print_report(r: &SendReport, format: Format) -> anyhow::Result<()> {
         println!("pending            {:>9}", t.pending + t.sending);
         if r.in_flight_resent > 0 {
             println!(
-                "in flight, resent  {:>9}  (claimed by a run that stopped; see docs/SENDING.md)",
+                "picked up again    {:>9}  (held by a run that stopped; of these, at most 4 per \
+                 connection had reached the server and may arrive twice: docs/SENDING.md)",
                 r.in_flight_resent
             );
         }
@@ -310,12 +311,18 @@ fn print_report(r: &SendReport, format: Format) -> anyhow::Result<()> {
     }
     print_render_failures(&r.render_failures, false);
     if !r.dry_run && r.elapsed_secs > 0.0 {
-        println!(
+        // The rate counts the time spent sending, not waiting for retries.
+        let sending = (r.elapsed_secs - r.waiting_secs).max(0.001);
+        print!(
             "this run: {} messages in {:.1}s ({:.0}/s)",
             r.sent_this_run,
             r.elapsed_secs,
-            r.sent_this_run as f64 / r.elapsed_secs
+            r.sent_this_run as f64 / sending
         );
+        if r.waiting_secs >= 0.1 {
+            print!(", {:.1}s of it waiting for retries", r.waiting_secs);
+        }
+        println!();
     }
     Ok(())
 }
