@@ -336,6 +336,31 @@ async fn a_refusal_at_rcpt_suppresses_the_contact_for_the_next_campaign() {
             ("bounce", Some("hard-bounce"), "bounce_hard")
         );
 
+        // `campaign status` counts the failure by reason and lists it.
+        let status = p.ok(&["campaign", "status", "c"]);
+        assert!(
+            status.contains("accepted                   1") && status.contains("smtp 550"),
+            "{status}"
+        );
+        let listed = p.ok(&[
+            "campaign",
+            "status",
+            "campaigns/c.toml",
+            "--failed",
+            "--format",
+            "json",
+        ]);
+        let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+        assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+        assert_eq!(listed[0]["email"], "nobody@example.org");
+        assert!(
+            listed[0]["smtp_reply"]
+                .as_str()
+                .unwrap_or("")
+                .contains("5.1.1"),
+            "{listed}"
+        );
+
         // The next campaign to the same list leaves them out.
         let c = std::fs::read_to_string(p.file("campaigns/c.toml")).unwrap();
         p.write("campaigns/d.toml", &c.replace("Spring", "Summer"));

@@ -233,16 +233,21 @@ pub fn main() -> ExitCode {
 }
 
 fn init_tracing(verbose: u8) {
+    // Without -v only cartero's own warnings reach the terminal; the
+    // libraries' (sqlx's slow-statement warnings, ...) need -v.
     let default = match verbose {
-        0 => "warn",
-        1 => "info",
-        2 => "debug",
+        0 => "off,cartero=warn",
+        1 => "warn,cartero=info",
+        2 => "info,cartero=debug",
         _ => "trace",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("CARTERO_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes only on a terminal, never in a log file or a pipe.
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
