@@ -336,6 +336,31 @@ async fn a_refusal_at_rcpt_suppresses_the_contact_for_the_next_campaign() {
             ("bounce", Some("hard-bounce"), "bounce_hard")
         );
 
+        // `campaign status` counts the failure by reason and lists it.
+        let status = p.ok(&["campaign", "status", "c"]);
+        assert!(
+            status.contains("accepted                   1") && status.contains("smtp 550"),
+            "{status}"
+        );
+        let listed = p.ok(&[
+            "campaign",
+            "status",
+            "campaigns/c.toml",
+            "--failed",
+            "--format",
+            "json",
+        ]);
+        let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+        assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+        assert_eq!(listed[0]["email"], "nobody@example.org");
+        assert!(
+            listed[0]["smtp_reply"]
+                .as_str()
+                .unwrap_or("")
+                .contains("5.1.1"),
+            "{listed}"
+        );
+
         // The next campaign to the same list leaves them out.
         let c = std::fs::read_to_string(p.file("campaigns/c.toml")).unwrap();
         p.write("campaigns/d.toml", &c.replace("Spring", "Summer"));
@@ -454,6 +479,12 @@ async fn links_stay_whole_in_the_text_part_and_unsubscribe_links_carry_no_utm() 
         .find(|u| u.contains("/u/"))
         .expect("an unsubscribe link in the body");
     assert!(!unsub.contains("utm_"), "{unsub}\n{html}");
+    // The envelope sender SMTP would carry, recorded as a receiver would.
+    let return_path = msg.header_raw("Return-Path").expect("Return-Path");
+    assert!(
+        return_path.trim().starts_with("<bounces+") && return_path.contains("@example.org>"),
+        "{return_path}"
+    );
     let header = msg
         .header_raw("List-Unsubscribe")
         .expect("List-Unsubscribe");

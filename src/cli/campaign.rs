@@ -47,6 +47,20 @@ pub enum Cmd {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
+    /// Where a campaign's send stands: rows by state, skips and failures by
+    /// reason; `--failed` lists each failed or deferred send.
+    #[command(
+        after_help = "Examples:\n  cartero campaign status welcome\n  cartero campaign status campaigns/welcome.toml --failed --format csv"
+    )]
+    Status {
+        /// The campaign's id (its file name without .toml) or its file.
+        campaign: String,
+        /// List every failed or deferred send: contact, state, reply, time.
+        #[arg(long)]
+        failed: bool,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
     /// Send a campaign, or resume one that was interrupted.
     ///
     /// Recipients are snapshotted once; running the command again resumes and
@@ -193,6 +207,11 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+        Cmd::Status {
+            campaign,
+            failed,
+            format,
+        } => status(ctx, &cfg, &campaign, failed, format).await,
         Cmd::Preview {
             file,
             contact,
@@ -351,7 +370,8 @@ fn print_report(r: &SendReport, format: Format) -> anyhow::Result<()> {
         println!("pending            {:>9}", t.pending + t.sending);
         if r.in_flight_resent > 0 {
             println!(
-                "in flight, resent  {:>9}  (claimed by a run that stopped; see docs/SENDING.md)",
+                "picked up again    {:>9}  (held by a run that stopped; of these, at most 4 per \
+                 connection had reached the server and may arrive twice: docs/SENDING.md)",
                 r.in_flight_resent
             );
         }
@@ -362,12 +382,18 @@ fn print_report(r: &SendReport, format: Format) -> anyhow::Result<()> {
     }
     print_render_failures(&r.render_failures, false);
     if !r.dry_run && r.elapsed_secs > 0.0 {
-        println!(
+        // The rate counts the time spent sending, not waiting for retries.
+        let sending = (r.elapsed_secs - r.waiting_secs).max(0.001);
+        print!(
             "this run: {} messages in {:.1}s ({:.0}/s)",
             r.sent_this_run,
             r.elapsed_secs,
-            r.sent_this_run as f64 / r.elapsed_secs
+            r.sent_this_run as f64 / sending
         );
+        if r.waiting_secs >= 0.1 {
+            print!(", {:.1}s of it waiting for retries", r.waiting_secs);
+        }
+        println!();
     }
     Ok(())
 }
@@ -396,4 +422,129 @@ fn print_render_failures(failures: &[crate::send::RenderFailure], to_stderr: boo
             println!("{line}");
         }
     }
+}
+
+/// Why a send failed, in a word: the SMTP code, or what happened before
+/// any server answered.
+fn failure_reason(t: &crate::store::sends::Trouble) -> String {
+    match (t.smtp_code, t.smtp_reply.as_deref()) {
+        (Some(code), _) => format!("smtp {code}"),
+        (None, Some(r)) if r.starts_with(crate::send::RENDER_FAILED) => "render".into(),
+        (None, Some(_)) => "no answer".into(),
+        (None, None) => "unknown".into(),
+    }
+}
+
+fn when(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| ms.to_string())
+}
+
+async fn status(
+    ctx: &Context,
+    cfg: &Config,
+    campaign: &str,
+    failed: bool,
+    format: Format,
+) -> anyhow::Result<ExitCode> {
+    // A file names the campaign by its id; a bare id is used as it is.
+    let slug = if campaign.ends_with(".toml") || std::path::Path::new(campaign).is_file() {
+        load(cfg, std::path::Path::new(campaign))?.slug
+    } else {
+        campaign.to_string()
+    };
+    let store = ctx.store(cfg).await?;
+    let row = crate::store::campaigns::find(&store, &slug)
+        .await?
+        .with_context(|| format!("no campaign {slug:?} has been sent yet"))?;
+    let tally = crate::store::sends::tally(&store, row.id).await?;
+    let troubles = crate::store::sends::troubles(&store, row.id).await?;
+    store.close().await;
+    let mut by_reason: std::collections::BTreeMap<String, u64> = Default::default();
+    for t in troubles.iter().filter(|t| t.state == "failed") {
+        *by_reason.entry(failure_reason(t)).or_default() += 1;
+    }
+    if failed {
+        match format {
+            Format::Json => println!("{}", serde_json::to_string_pretty(&troubles)?),
+            Format::Csv => {
+                let mut w = csv::Writer::from_writer(std::io::stdout().lock());
+                w.write_record([
+                    "email", "state", "attempts", "reason", "reply", "at", "retry_at",
+                ])?;
+                for t in &troubles {
+                    w.write_record([
+                        t.email.clone(),
+                        t.state.clone(),
+                        t.attempts.to_string(),
+                        failure_reason(t),
+                        t.smtp_reply.clone().unwrap_or_default(),
+                        when(t.updated_at),
+                        t.next_attempt_at.map(when).unwrap_or_default(),
+                    ])?;
+                }
+                w.flush()?;
+            }
+            Format::Table => {
+                for t in &troubles {
+                    println!(
+                        "{:<8} {}  {}  {}  ({} attempts{})",
+                        t.state,
+                        when(t.updated_at),
+                        t.email,
+                        t.smtp_reply.as_deref().unwrap_or(""),
+                        t.attempts,
+                        t.next_attempt_at
+                            .map(|n| format!(", retry at {}", when(n)))
+                            .unwrap_or_default()
+                    );
+                }
+                if troubles.is_empty() {
+                    println!("no failed or deferred sends");
+                }
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if format == Format::Json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "campaign": slug,
+                "started_at": row.started_at,
+                "finished_at": row.finished_at,
+                "tally": tally,
+                "failed_by_reason": by_reason,
+            }))?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{slug}: {}",
+        match (row.started_at, row.finished_at) {
+            (None, _) => "not started".to_string(),
+            (Some(s), None) => format!("started {}, not finished", when(s)),
+            (Some(s), Some(f)) => format!("started {}, finished {}", when(s), when(f)),
+        }
+    );
+    println!("accepted           {:>9}", tally.accepted);
+    println!("pending            {:>9}", tally.pending + tally.sending);
+    println!("deferred           {:>9}", tally.deferred);
+    println!("failed             {:>9}", tally.failed);
+    for (reason, n) in &by_reason {
+        println!("  {reason:<16} {n:>9}");
+    }
+    println!("skipped            {:>9}", tally.skipped_total());
+    for (reason, n) in &tally.skipped {
+        println!("  {reason:<16} {n:>9}");
+    }
+    if tally.failed + tally.deferred > 0 {
+        println!("(cartero campaign status {slug} --failed lists them)");
+    }
+    Ok(ExitCode::SUCCESS)
 }

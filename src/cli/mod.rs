@@ -18,6 +18,7 @@ pub mod compliance;
 pub mod contacts;
 pub mod feedback;
 pub mod hygiene;
+pub mod init;
 pub mod segment;
 pub mod serve;
 
@@ -29,14 +30,10 @@ pub mod serve;
     after_help = "Example:\n  cartero contacts import contacts.csv --list newsletter --consent-source \"signup form 2025\"\n  cartero campaign send campaigns/welcome.toml"
 )]
 pub struct Cli {
-    /// Configuration file.
-    #[arg(
-        long,
-        global = true,
-        env = "CARTERO_CONFIG",
-        default_value = "cartero.toml"
-    )]
-    pub config: PathBuf,
+    /// Configuration file [default: cartero.toml in the current folder or
+    /// the nearest parent that has one].
+    #[arg(long, global = true, env = "CARTERO_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Database URL (overrides database.url).
     #[arg(long, global = true, env = "CARTERO_DATABASE_URL")]
     pub database_url: Option<String>,
@@ -68,6 +65,8 @@ pub enum Command {
     Compliance(compliance::Args),
     /// Run the recipients' endpoint: unsubscribe, opens, clicks, preferences.
     Serve(serve::Args),
+    /// Start a new project: cartero.toml, a campaign, templates, sample contacts.
+    Init(init::Args),
 }
 
 /// Output format for commands whose output is data.
@@ -82,14 +81,29 @@ pub enum Format {
 /// What every command may need, loaded on first use so that commands which
 /// need no database (address check, feedback parse) work without one.
 pub struct Context {
-    pub config_path: PathBuf,
+    /// `--config`/`CARTERO_CONFIG`; without it, the nearest cartero.toml.
+    pub config_path: Option<PathBuf>,
     pub database_url: Option<String>,
     pub quiet: bool,
 }
 
 impl Context {
+    /// The project's cartero.toml: the one named, or the nearest one in the
+    /// current folder or its parents (as git finds `.git`).
+    pub fn project_file(&self) -> Option<PathBuf> {
+        match &self.config_path {
+            Some(p) => p.is_file().then(|| p.clone()),
+            None => find_project_file(&std::env::current_dir().ok()?),
+        }
+    }
+
     pub fn config(&self) -> anyhow::Result<Config> {
-        let mut cfg = Config::load(&self.config_path)?;
+        let path = self
+            .config_path
+            .clone()
+            .or_else(|| self.project_file())
+            .unwrap_or_else(|| PathBuf::from(PROJECT_FILE));
+        let mut cfg = Config::load(&path)?;
         if let Some(url) = &self.database_url {
             cfg.database.url = url.clone();
         }
@@ -97,6 +111,18 @@ impl Context {
     }
 
     pub async fn store(&self, cfg: &Config) -> anyhow::Result<Store> {
+        // Outside a project, an implicit `sqlite://cartero.db` would create
+        // an empty database wherever the command ran.
+        if self.database_url.is_none() && self.project_file().is_none() {
+            let here = std::env::current_dir()
+                .map(|d| d.display().to_string())
+                .unwrap_or_else(|_| ".".into());
+            anyhow::bail!(
+                "no {PROJECT_FILE} in {here} or any folder above it: this is not a cartero project. \
+                 Start one with `cartero init` (or `cartero init DIR`), run cartero inside a project, \
+                 or name a database with --database-url"
+            );
+        }
         let url = sqlite_url_relative_to(&cfg.database.url, &cfg.base_dir);
         crate::store::consent::install_keys(cfg.compliance.ledger_keys()?);
         Store::open(&url)
@@ -125,6 +151,15 @@ impl Context {
         use std::io::IsTerminal;
         !self.quiet && std::io::stderr().is_terminal()
     }
+}
+
+const PROJECT_FILE: &str = "cartero.toml";
+
+/// The nearest `cartero.toml` in `dir` or its parents.
+fn find_project_file(dir: &Path) -> Option<PathBuf> {
+    dir.ancestors()
+        .map(|d| d.join(PROJECT_FILE))
+        .find(|p| p.is_file())
 }
 
 /// A relative SQLite path in cartero.toml is relative to the file, not to the
@@ -206,6 +241,7 @@ pub fn main() -> ExitCode {
             Command::Hygiene(a) => hygiene::run(a, &ctx).await,
             Command::Compliance(a) => compliance::run(a, &ctx).await,
             Command::Serve(a) => serve::run(a, &ctx).await,
+            Command::Init(a) => init::run(a),
         }
     });
     match result {
@@ -225,16 +261,21 @@ pub fn main() -> ExitCode {
 }
 
 fn init_tracing(verbose: u8) {
+    // Without -v only cartero's own warnings reach the terminal; the
+    // libraries' (sqlx's slow-statement warnings, ...) need -v.
     let default = match verbose {
-        0 => "warn",
-        1 => "info",
-        2 => "debug",
+        0 => "off,cartero=warn",
+        1 => "warn,cartero=info",
+        2 => "info,cartero=debug",
         _ => "trace",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("CARTERO_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes only on a terminal, never in a log file or a pipe.
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }

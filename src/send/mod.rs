@@ -124,6 +124,8 @@ pub struct SendReport {
     /// dry run, would not be), each with the reason.
     pub render_failures: Vec<RenderFailure>,
     pub elapsed_secs: f64,
+    /// Of `elapsed_secs`, the time spent waiting for deferred retries.
+    pub waiting_secs: f64,
     pub transport: String,
     pub dry_run: bool,
 }
@@ -744,6 +746,7 @@ pub async fn send_campaign(
         Transport::Outbox(_) => 2,
     };
     let retry = cfg.smtp.clone().unwrap_or_default();
+    let mut waited = Duration::ZERO;
     loop {
         let mut tasks = tokio::task::JoinSet::new();
         let (recorder, recorder_task) = Recorder::start(store.clone());
@@ -810,6 +813,7 @@ pub async fn send_campaign(
             wait.div_ceil(1000)
         ));
         tokio::time::sleep(Duration::from_millis(wait)).await;
+        waited += Duration::from_millis(wait);
     }
     let tally = sends::tally(store, row.id).await?;
     if tally.open() == 0 {
@@ -828,6 +832,7 @@ pub async fn send_campaign(
         ),
         tally,
         elapsed_secs: started.elapsed().as_secs_f64(),
+        waiting_secs: waited.as_secs_f64(),
         transport: transport.describe(),
         dry_run: false,
     })
@@ -1371,6 +1376,7 @@ async fn dry_run(
         tally,
         render_failures,
         elapsed_secs: started.elapsed().as_secs_f64(),
+        waiting_secs: 0.0,
         transport: transport.describe(),
         dry_run: true,
     })

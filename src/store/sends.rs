@@ -722,3 +722,28 @@ pub async fn retry_render_failures(
         .rows_affected()
     }))
 }
+
+/// A send that failed or waits for a retry, for `campaign status --failed`.
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct Trouble {
+    pub email: String,
+    pub state: String,
+    pub attempts: i64,
+    pub smtp_code: Option<i64>,
+    pub smtp_reply: Option<String>,
+    pub updated_at: Millis,
+    pub next_attempt_at: Option<Millis>,
+}
+
+/// The failed and deferred sends of a campaign, most recent first.
+pub async fn troubles(store: &Store, campaign_id: i64) -> Result<Vec<Trouble>> {
+    dispatch!(store, pool => {
+        Ok(sqlx::query_as::<_, Trouble>(
+            "SELECT email, state, attempts, smtp_code, smtp_reply, updated_at, next_attempt_at FROM sends \
+             WHERE campaign_id = $1 AND state IN ('failed', 'deferred') ORDER BY updated_at DESC, id",
+        )
+        .bind(campaign_id)
+        .fetch_all(pool)
+        .await?)
+    })
+}
