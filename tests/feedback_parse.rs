@@ -233,7 +233,10 @@ fn dev_corpus() -> Option<Vec<PathBuf>> {
         // not ours to commit), and a clean clone elsewhere has none: the
         // committed fixtures carry the same property
         // (`crlf_and_cr_copies_classify_the_same`).
-        eprintln!("NOTE: {} absent; the dev corpus is not checked", root.display());
+        eprintln!(
+            "NOTE: {} absent; the dev corpus is not checked",
+            root.display()
+        );
         return None;
     }
     let mut files = Vec::new();
