@@ -231,7 +231,7 @@ impl Renderer {
 /// default also escapes `/`, which turns every URL in an attribute into
 /// `https:&#x2F;&#x2F;...`: valid, but unreadable in the source and mangled by
 /// some mail clients' link scanners.
-fn escape_html(input: &str) -> String {
+pub fn escape_html(input: &str) -> String {
     let mut out = String::with_capacity(input.len() + input.len() / 8);
     for c in input.chars() {
         match c {

@@ -6,21 +6,8 @@
 use crate::store::track::ListConsent;
 
 /// Escapes the characters that can change HTML structure or leave an
-/// attribute value.
-pub fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#x27;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+/// attribute value: the same escaping as the messages' templates.
+pub use crate::render::escape_html as esc;
 
 fn page(title: &str, body: &str) -> String {
     format!(
