@@ -1046,23 +1046,29 @@ pub async fn erase_personal_fields(
     Ok(rows.len() as u64)
 }
 
-/// The plain SHA-256 form of entries written before a key was configured.
-fn legacy_hash(prev: &str, f: &Fields) -> String {
-    let mut h = Sha256::new();
-    let mut up = |b: &[u8]| h.update(b);
-    field(&mut up, prev.as_bytes());
-    field(&mut up, &f.contact_id.to_be_bytes());
+/// The fields both hash forms cover in the same order: who, which list,
+/// what, when, and by what source and method.
+fn entry_fields(up: &mut impl FnMut(&[u8]), f: &Fields) {
+    field(up, &f.contact_id.to_be_bytes());
     field(
-        &mut up,
+        up,
         f.list_id
             .map(|l| l.to_string())
             .unwrap_or_default()
             .as_bytes(),
     );
-    field(&mut up, f.action.as_bytes());
-    field(&mut up, &f.occurred_at.to_be_bytes());
-    field(&mut up, f.source.as_bytes());
-    field(&mut up, f.method.as_bytes());
+    field(up, f.action.as_bytes());
+    field(up, &f.occurred_at.to_be_bytes());
+    field(up, f.source.as_bytes());
+    field(up, f.method.as_bytes());
+}
+
+/// The plain SHA-256 form of entries written before a key was configured.
+fn legacy_hash(prev: &str, f: &Fields) -> String {
+    let mut h = Sha256::new();
+    let mut up = |b: &[u8]| h.update(b);
+    field(&mut up, prev.as_bytes());
+    entry_fields(&mut up, f);
     field(&mut up, f.ip.unwrap_or("\0").as_bytes());
     field(&mut up, f.text_version.unwrap_or("\0").as_bytes());
     field(&mut up, f.evidence.as_bytes());
@@ -1077,18 +1083,7 @@ fn keyed_hash(key: &LedgerKey, prev: &str, f: &Fields, personal_digest: &str) ->
     field(&mut up, b"cartero ledger entry v1");
     field(&mut up, key.id().as_bytes());
     field(&mut up, prev.as_bytes());
-    field(&mut up, &f.contact_id.to_be_bytes());
-    field(
-        &mut up,
-        f.list_id
-            .map(|l| l.to_string())
-            .unwrap_or_default()
-            .as_bytes(),
-    );
-    field(&mut up, f.action.as_bytes());
-    field(&mut up, &f.occurred_at.to_be_bytes());
-    field(&mut up, f.source.as_bytes());
-    field(&mut up, f.method.as_bytes());
+    entry_fields(&mut up, f);
     field(&mut up, f.text_version.unwrap_or("\0").as_bytes());
     field(&mut up, personal_digest.as_bytes());
     hex(&m.finalize().into_bytes())
