@@ -47,6 +47,11 @@ pub struct Config {
     /// `cartero serve`; absent: no server, so messages carry no tracking
     /// and no one-click unsubscribe (docs/SERVE.md).
     pub serve: Option<ServeConfig>,
+    /// `[lists.NAME]`: the lists people may sign up to, and how each is
+    /// tracked (docs/TRACKING.md).
+    pub lists: std::collections::BTreeMap<String, ListConfig>,
+    /// `[signup]`: the double opt-in confirmation mail and the form limits.
+    pub signup: SignupConfig,
     /// Where the file was read from; relative paths in it resolve against its folder.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -210,6 +215,78 @@ pub enum IpStorage {
     #[default]
     Truncated,
     None,
+}
+
+/// How a list's opens and clicks are recorded (docs/TRACKING.md, "Consent to track").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TrackingMode {
+    /// No pixel and no click rewriting in its messages.
+    None,
+    /// Counts per campaign and link; no event tied to a person.
+    #[default]
+    Aggregate,
+    /// Tied to the person only with their consent to track (a ledger
+    /// purpose of its own); aggregate without it.
+    Personal,
+}
+
+impl TrackingMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Aggregate => "aggregate",
+            Self::Personal => "personal",
+        }
+    }
+}
+
+/// `[lists.NAME]`: a list that sign-up forms may name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListConfig {
+    /// Accept `POST /subscribe` for this list.
+    pub signup: bool,
+    /// The consent text the form shows; its SHA-256 is the text version
+    /// recorded with each confirmation.
+    pub consent_text: String,
+    pub tracking: TrackingMode,
+}
+impl Default for ListConfig {
+    fn default() -> Self {
+        Self {
+            signup: true,
+            consent_text: String::new(),
+            tracking: TrackingMode::default(),
+        }
+    }
+}
+
+/// `[signup]`: the confirmation mail of double opt-in and the form's limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SignupConfig {
+    /// From of the confirmation mail; empty: sign-up is off.
+    pub from: String,
+    pub subject: String,
+    /// Templates in `project.templates_dir` that replace the built-in mail
+    /// (Tera; `confirm_url`, `list`, `name`).
+    pub html_template: Option<PathBuf>,
+    pub text_template: Option<PathBuf>,
+    /// Sign-ups accepted per client IP per hour, counted in the database
+    /// across every node.
+    pub max_per_ip_per_hour: u32,
+}
+impl Default for SignupConfig {
+    fn default() -> Self {
+        Self {
+            from: String::new(),
+            subject: "Please confirm your subscription".into(),
+            html_template: None,
+            text_template: None,
+            max_per_ip_per_hour: 20,
+        }
+    }
 }
 
 /// `[serve]`: the recipients' HTTP endpoint.

@@ -70,6 +70,8 @@ pub struct Settings {
     pub queue_capacity: usize,
     pub batch_size: usize,
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `[signup]` and `[lists.*]`: sign-up forms and tracking per list.
+    pub forms: Arc<track::signup::Forms>,
 }
 
 impl Settings {
@@ -120,6 +122,7 @@ impl Settings {
             queue_capacity: positive("serve.queue_capacity", serve.queue_capacity)?,
             batch_size: positive("serve.batch_size", serve.batch_size)?,
             trusted_proxies,
+            forms: Arc::new(track::signup::Forms::from_config(cfg)?),
         })
     }
 }

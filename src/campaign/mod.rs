@@ -34,6 +34,9 @@ pub enum CampaignError {
     },
 }
 
+/// `attribution_days` when the campaign file does not say.
+pub const DEFAULT_ATTRIBUTION_DAYS: u32 = 7;
+
 /// The campaign file as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -55,6 +58,8 @@ struct CampaignFile {
     utm: BTreeMap<String, Spanned<String>>,
     #[serde(default)]
     headers: BTreeMap<Spanned<String>, Spanned<String>>,
+    /// Days after a click in which a conversion is credited to it.
+    attribution_days: Option<Spanned<i64>>,
 }
 
 #[derive(Debug)]
@@ -167,6 +172,9 @@ pub struct Campaign {
     pub headers: Vec<(String, String)>,
     /// SHA-256 of the file, to notice edits between runs.
     pub file_hash: String,
+    /// A conversion is credited to the contact's last click of this
+    /// campaign when it came at most this many days after it (default 7).
+    pub attribution_days: u32,
 }
 
 /// Headers cartero writes itself; a campaign may not replace them.
@@ -422,6 +430,18 @@ impl Campaign {
             headers.push((name.clone(), v.get_ref().clone()));
         }
 
+        let attribution_days = match &file.attribution_days {
+            None => DEFAULT_ATTRIBUTION_DAYS,
+            Some(d) => match u32::try_from(*d.get_ref()) {
+                Ok(v) if (1..=365).contains(&v) => v,
+                _ => {
+                    return Err(at(d.span()).error(format!(
+                        "`attribution_days` must be a whole number of days from 1 to 365, not {}",
+                        d.get_ref()
+                    )));
+                }
+            },
+        };
         use sha2::Digest;
         let file_hash = sha2::Sha256::digest(text.as_bytes())
             .iter()
@@ -447,6 +467,7 @@ impl Campaign {
             utm,
             headers,
             file_hash,
+            attribution_days,
         })
     }
 }

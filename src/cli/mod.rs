@@ -13,10 +13,12 @@ use crate::config::Config;
 use crate::store::Store;
 
 pub mod address;
+pub mod api_key;
 pub mod campaign;
 pub mod compliance;
 pub mod contacts;
 pub mod feedback;
+pub mod form;
 pub mod hygiene;
 pub mod init;
 pub mod segment;
@@ -67,6 +69,10 @@ pub enum Command {
     Serve(serve::Args),
     /// Start a new project: cartero.toml, a campaign, templates, sample contacts.
     Init(init::Args),
+    /// Print embeddable sign-up forms.
+    Form(form::Args),
+    /// Create, revoke and list keys of the events API.
+    ApiKey(api_key::Args),
 }
 
 /// Output format for commands whose output is data.
@@ -242,6 +248,8 @@ pub fn main() -> ExitCode {
             Command::Compliance(a) => compliance::run(a, &ctx).await,
             Command::Serve(a) => serve::run(a, &ctx).await,
             Command::Init(a) => init::run(a),
+            Command::Form(a) => form::run(a, &ctx).await,
+            Command::ApiKey(a) => api_key::run(a, &ctx).await,
         }
     });
     match result {

@@ -25,6 +25,9 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
     if let (Some(l), Some(serve)) = (&args.listen, cfg.serve.as_mut()) {
         serve.listen = l.clone();
     }
+    // The ledger is appended to here too (unsubscribes, sign-ups): with
+    // the keys of [compliance], as every other command appends it.
+    crate::store::consent::install_keys(cfg.compliance.ledger_keys()?);
     let mut settings = Settings::from_config(&cfg)?;
     settings.database_url = Secret::new(super::sqlite_url_relative_to(
         &cfg.database.url,

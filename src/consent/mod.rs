@@ -38,6 +38,8 @@ pub enum Cause {
     Import,
     /// An event that changes no status (an auto-reply).
     Feedback,
+    /// A confirmed sign-up (double opt-in) gave consent again.
+    Subscribe,
 }
 
 impl Cause {
@@ -50,6 +52,7 @@ impl Cause {
             Self::Hygiene => "hygiene",
             Self::Import => "import",
             Self::Feedback => "feedback",
+            Self::Subscribe => "subscribe",
         }
     }
 }

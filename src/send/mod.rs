@@ -711,6 +711,7 @@ pub async fn send_campaign(
         now,
     )
     .await?;
+    crate::store::campaigns::set_attribution_days(store, row.id, c.attribution_days).await?;
     // The files changed since the last run: messages that could not be
     // rendered then are tried again.
     if before.is_some_and(|b| b.file_hash != hash) {

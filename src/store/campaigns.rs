@@ -65,3 +65,15 @@ pub async fn mark_finished(store: &Store, id: i64, now: Millis) -> Result<()> {
     });
     Ok(())
 }
+
+/// Records the campaign file's `attribution_days` (conversions read it).
+pub async fn set_attribution_days(store: &Store, id: i64, days: u32) -> Result<()> {
+    dispatch!(store, pool => {
+        sqlx::query("UPDATE campaigns SET attribution_days = $1 WHERE id = $2")
+            .bind(i64::from(days))
+            .bind(id)
+            .execute(pool)
+            .await?;
+    });
+    Ok(())
+}

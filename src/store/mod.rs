@@ -18,9 +18,11 @@ pub mod campaigns;
 pub mod compliance;
 pub mod consent;
 pub mod contacts;
+pub mod conversions;
 pub mod feedback;
 pub mod hygiene;
 pub mod sends;
+pub mod signup;
 pub mod status;
 pub mod track;
 

@@ -10,9 +10,12 @@
 //! and answer; errors become status codes in one place ([`TrackError`]).
 
 pub mod consent;
+pub mod conversions;
+pub mod csrf;
 pub mod events;
 pub mod machine;
 pub mod pages;
+pub mod signup;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -48,6 +51,19 @@ pub struct Metrics {
     /// The database refused a batch after retries.
     pub events_lost: AtomicU64,
     pub unsubscribes: AtomicU64,
+    /// Sign-ups stored and mailed a confirmation link.
+    pub signups_pending: AtomicU64,
+    pub signups_confirmed: AtomicU64,
+    /// The honeypot field was filled: answered as a success, nothing stored.
+    pub signups_honeypot: AtomicU64,
+    /// Erased (suppressed) addresses: answered as a success, nothing stored.
+    pub signups_refused: AtomicU64,
+    /// Already on the list: answered as a success, nothing sent.
+    pub signups_known: AtomicU64,
+    /// Refused by the per-IP limit.
+    pub signups_limited: AtomicU64,
+    pub conversions_recorded: AtomicU64,
+    pub conversions_duplicate: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -90,6 +106,13 @@ pub fn router(app: App, queue: EventQueue, metrics: Arc<Metrics>) -> Router {
         .route("/o/{file}", get(open))
         .route("/c/{token}", get(click))
         .route("/p/{token}", get(preferences_page).post(preferences))
+        .route("/subscribe", axum::routing::post(signup::subscribe))
+        .route(
+            "/confirm/{token}",
+            get(signup::confirm_page_get).post(signup::confirm),
+        )
+        .route("/api/events", axum::routing::post(conversions::post_event))
+        .route("/api/events/postback", get(conversions::postback))
         .fallback(|| async { TrackError::NotFound })
         .with_state(state)
         .layer(DefaultBodyLimit::max(max_body))

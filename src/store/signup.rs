@@ -1,0 +1,215 @@
+//! Sign-ups waiting for their double opt-in confirmation, the shared rate
+//! counters of the public forms, and the contact a confirmation creates.
+//! The consent itself is written by the consent stage (`consent::Stage`),
+//! never here.
+
+use super::{Backend, Result, Store, Tx};
+use crate::domain::time::Millis;
+use crate::domain::{ContactStatus, EmailAddress};
+use crate::{dispatch, dispatch_tx};
+
+/// Counts one request in `bucket`'s fixed window starting at `window_start`
+/// and returns the window's count so far (this one included). Shared by
+/// every node through the database; windows older than `forget_before` are
+/// deleted on the way.
+pub async fn hit(
+    store: &Store,
+    bucket: &str,
+    window_start: Millis,
+    forget_before: Millis,
+) -> Result<i64> {
+    dispatch!(store, pool => {
+        sqlx::query("DELETE FROM rate_limits WHERE window_start < $1")
+            .bind(forget_before)
+            .execute(pool)
+            .await?;
+        Ok(sqlx::query_scalar::<_, i64>(
+            "INSERT INTO rate_limits (bucket, window_start, hits) VALUES ($1, $2, 1) \
+             ON CONFLICT (bucket, window_start) DO UPDATE SET hits = rate_limits.hits + 1 \
+             RETURNING hits",
+        )
+        .bind(bucket)
+        .bind(window_start)
+        .fetch_one(pool)
+        .await?)
+    })
+}
+
+/// A new pending sign-up.
+#[derive(Debug, Clone)]
+pub struct NewSignup<'a> {
+    pub token_hash: &'a str,
+    pub list_id: i64,
+    pub email: &'a str,
+    pub name: Option<&'a str>,
+    pub text_version: Option<&'a str>,
+    pub tracking: bool,
+    pub at: Millis,
+    pub ip: Option<&'a str>,
+    pub user_agent: Option<&'a str>,
+}
+
+pub async fn insert(store: &Store, s: &NewSignup<'_>) -> Result<i64> {
+    dispatch!(store, pool => {
+        Ok(sqlx::query_scalar::<_, i64>(
+            "INSERT INTO signups (token_hash, list_id, email, name, text_version, tracking, state, \
+             signed_up_at, signup_ip, signup_ua) VALUES ($1,$2,$3,$4,$5,$6,'pending',$7,$8,$9) RETURNING id",
+        )
+        .bind(s.token_hash)
+        .bind(s.list_id)
+        .bind(s.email)
+        .bind(s.name)
+        .bind(s.text_version)
+        .bind(i64::from(s.tracking))
+        .bind(s.at)
+        .bind(s.ip)
+        .bind(s.user_agent)
+        .fetch_one(pool)
+        .await?)
+    })
+}
+
+pub async fn mark_mailed(store: &Store, id: i64, at: Millis) -> Result<()> {
+    dispatch!(store, pool => {
+        sqlx::query("UPDATE signups SET mailed_at = $1 WHERE id = $2")
+            .bind(at)
+            .bind(id)
+            .execute(pool)
+            .await?;
+    });
+    Ok(())
+}
+
+/// A stored sign-up.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Signup {
+    pub id: i64,
+    pub list_id: i64,
+    pub list_name: String,
+    pub email: String,
+    pub name: Option<String>,
+    pub text_version: Option<String>,
+    pub tracking: i64,
+    pub state: String,
+    pub signed_up_at: Millis,
+    pub signup_ip: Option<String>,
+    pub signup_ua: Option<String>,
+    pub confirmed_at: Option<Millis>,
+}
+
+const SIGNUP_COLUMNS: &str = "s.id, s.list_id, l.name AS list_name, s.email, s.name, s.text_version, \
+     s.tracking, s.state, s.signed_up_at, s.signup_ip, s.signup_ua, s.confirmed_at";
+
+pub async fn by_token(store: &Store, token_hash: &str) -> Result<Option<Signup>> {
+    let sql = format!(
+        "SELECT {SIGNUP_COLUMNS} FROM signups s JOIN lists l ON l.id = s.list_id WHERE s.token_hash = $1"
+    );
+    dispatch!(store, pool => {
+        Ok(sqlx::query_as::<_, Signup>(&sql).bind(token_hash).fetch_optional(pool).await?)
+    })
+}
+
+/// [`by_token`] inside the confirming transaction.
+pub async fn by_token_tx(tx: &mut Tx, token_hash: &str) -> Result<Option<Signup>> {
+    let lock = match tx.backend() {
+        Backend::Postgres => " FOR UPDATE OF s",
+        Backend::Sqlite => "",
+    };
+    let sql = format!(
+        "SELECT {SIGNUP_COLUMNS} FROM signups s JOIN lists l ON l.id = s.list_id WHERE s.token_hash = $1{lock}"
+    );
+    dispatch_tx!(tx, conn => {
+        Ok(sqlx::query_as::<_, Signup>(&sql).bind(token_hash).fetch_optional(&mut *conn).await?)
+    })
+}
+
+/// Records the confirmation on the sign-up row.
+pub async fn mark_confirmed(
+    tx: &mut Tx,
+    id: i64,
+    contact_id: i64,
+    at: Millis,
+    ip: Option<&str>,
+    user_agent: Option<&str>,
+) -> Result<()> {
+    dispatch_tx!(tx, conn => {
+        sqlx::query(
+            "UPDATE signups SET state = 'confirmed', confirmed_at = $1, confirm_ip = $2, confirm_ua = $3, \
+             contact_id = $4 WHERE id = $5",
+        )
+        .bind(at)
+        .bind(ip)
+        .bind(user_agent)
+        .bind(contact_id)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    });
+    Ok(())
+}
+
+/// Whether the address is subscribed to the list now.
+pub async fn is_subscribed(store: &Store, email: &EmailAddress, list_id: i64) -> Result<bool> {
+    let lower = match store.backend() {
+        Backend::Sqlite => "lower(c.email)",
+        Backend::Postgres => "lower(c.email COLLATE \"C\")",
+    };
+    let sql = format!(
+        "SELECT COUNT(*) FROM contacts c JOIN contact_lists cl ON cl.contact_id = c.id \
+         WHERE {lower} = $1 AND cl.list_id = $2 AND cl.subscribed = 1"
+    );
+    let n: i64 = dispatch!(store, pool => {
+        sqlx::query_scalar(&sql)
+            .bind(super::contacts::email_key(email.as_str()))
+            .bind(list_id)
+            .fetch_one(pool)
+            .await?
+    });
+    Ok(n > 0)
+}
+
+/// The contact with this address (matched as an import matches, docs/ADDRESSES.md),
+/// created without any list when there is none. Returns its id and status.
+pub async fn contact_for(
+    tx: &mut Tx,
+    email: &EmailAddress,
+    name: Option<&str>,
+    now: Millis,
+) -> Result<(i64, ContactStatus)> {
+    let lower = match tx.backend() {
+        Backend::Sqlite => "lower(email)",
+        Backend::Postgres => "lower(email COLLATE \"C\")",
+    };
+    let find = format!(
+        "SELECT id, status FROM contacts WHERE {lower} = $1 \
+         ORDER BY CASE WHEN email = $2 THEN 0 WHEN status = 'merged' THEN 2 ELSE 1 END, id LIMIT 1"
+    );
+    let key = super::contacts::email_key(email.as_str());
+    let found: Option<(i64, String)> = dispatch_tx!(tx, conn => {
+        sqlx::query_as(&find)
+            .bind(&key)
+            .bind(email.as_str())
+            .fetch_optional(&mut *conn)
+            .await?
+    });
+    if let Some((id, status)) = found {
+        let status = status.parse::<ContactStatus>().map_err(|_| {
+            super::StoreError::Corrupt(format!("contact {id} has status {status:?}"))
+        })?;
+        return Ok((id, status));
+    }
+    let id: i64 = dispatch_tx!(tx, conn => {
+        sqlx::query_scalar(
+            "INSERT INTO contacts (email, email_ascii, domain, first_name, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $5) RETURNING id",
+        )
+        .bind(email.as_str())
+        .bind(email.ascii())
+        .bind(email.domain())
+        .bind(name)
+        .bind(now)
+        .fetch_one(&mut *conn)
+        .await?
+    });
+    Ok((id, ContactStatus::Active))
+}

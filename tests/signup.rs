@@ -1,0 +1,435 @@
+//! Sign-up with double opt-in over real HTTP on loopback, on SQLite and
+//! PostgreSQL: the confirmation mail through a real Postfix into a Maildir,
+//! its link followed, the grant in the ledger with its evidence; the
+//! honeypot, the per-IP limit, erased addresses, bad input; and the form
+//! snippet.
+
+mod common;
+
+use std::time::Duration;
+
+use common::db::TestDb;
+use common::project::{Project, stderr};
+use common::serve::{PUBLIC_BASE, Served, client};
+use common::servers::Postfix;
+
+/// Every project of this file uses the same ledger key: the server appends
+/// to the ledger with the process's installed keys.
+const LEDGER_KEY: &str = "signup-test-ledger-key-0123456789abcdef";
+
+const CONSENT: &str = "Yes, send me the Shop newsletter. I can unsubscribe at any time.";
+
+fn install_key() {
+    let keys = cartero::domain::ledger_key::LedgerKeys::new(LEDGER_KEY, &[]).unwrap();
+    cartero::store::consent::install_keys(Some(keys));
+}
+
+fn project(db: &TestDb, extra: &str) -> Project {
+    install_key();
+    Project::new(
+        db,
+        &format!(
+            "[serve]\nlisten = \"127.0.0.1:0\"\nip_storage = \"full\"\n\n\
+             [compliance]\nledger_key = \"{LEDGER_KEY}\"\n\n\
+             [signup]\nfrom = \"Shop <news@shop.example>\"\n{extra}\n\n\
+             [lists.newsletter]\nconsent_text = \"{CONSENT}\"\ntracking = \"personal\"\n\n\
+             [lists.closed]\nsignup = false\n"
+        ),
+    )
+}
+
+async fn scalar(db: &TestDb, sql: &str) -> i64 {
+    cartero::dispatch!(&db.store, pool => {
+        sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
+    })
+}
+
+async fn text(db: &TestDb, sql: &str) -> String {
+    cartero::dispatch!(&db.store, pool => {
+        sqlx::query_scalar::<_, String>(sql).fetch_one(pool).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
+    })
+}
+
+async fn counts(db: &TestDb) -> (i64, i64, i64, i64) {
+    (
+        scalar(db, "SELECT COUNT(*) FROM signups").await,
+        scalar(db, "SELECT COUNT(*) FROM contacts").await,
+        scalar(db, "SELECT COUNT(*) FROM contact_lists").await,
+        scalar(db, "SELECT COUNT(*) FROM consent_events").await,
+    )
+}
+
+fn confirm_link(raw: &str) -> String {
+    let msg = mail_parser::MessageParser::default()
+        .parse(raw.as_bytes())
+        .expect("a parseable message");
+    let body = msg.body_text(0).expect("a text part").into_owned();
+    let start = body
+        .find(&format!("{PUBLIC_BASE}/confirm/"))
+        .unwrap_or_else(|| panic!("no confirmation link in {body}"));
+    let rest = &body[start..];
+    let end = rest.find(|c: char| c.is_whitespace()).unwrap_or(rest.len());
+    rest[..end].to_string()
+}
+
+fn form_tag(page: &str) -> String {
+    let i = page.find("name=\"form\" value=\"").expect("a form tag") + 19;
+    page[i..i + 32].to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn double_opt_in_through_postfix_grants_with_evidence() {
+    for db in TestDb::all().await {
+        let Some(pf) = Postfix::start() else { return };
+        let p = project(
+            &db,
+            &format!(
+                "\n[smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n",
+                pf.smtp_port()
+            ),
+        );
+        let s = Served::start(&p, &db).await;
+        let http = client();
+        let version = cartero::track::signup::text_version(CONSENT);
+
+        let r = http
+            .post(format!("{}/subscribe", s.base))
+            .header("user-agent", "SignupBrowser/1.0")
+            .form(&[
+                ("list", "newsletter"),
+                ("email", "alice@example.org"),
+                ("name", "Alice"),
+                ("consent_version", version.as_str()),
+                ("tracking", "yes"),
+                ("website", ""),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(r.text().await.unwrap().contains("confirmation link"));
+
+        // Pending: not a contact, on no list, nothing in the ledger.
+        assert_eq!(counts(&db).await, (1, 0, 0, 0));
+        assert_eq!(
+            text(&db, "SELECT state FROM signups").await,
+            "pending".to_string()
+        );
+
+        let mail = pf.wait_for_messages("alice", 1, Duration::from_secs(30));
+        assert_eq!(mail.len(), 1, "the confirmation mail; log:\n{}", pf.log());
+        let raw = std::fs::read_to_string(&mail[0]).unwrap();
+        assert!(
+            raw.contains("Subject: Please confirm your subscription"),
+            "{raw}"
+        );
+        assert!(
+            raw.contains("Feedback-ID: signup:newsletter:cartero"),
+            "{raw}"
+        );
+        let link = confirm_link(&raw);
+        let url = s.url(&link);
+
+        // GET shows a button and changes nothing, however often.
+        let mut page = String::new();
+        for _ in 0..2 {
+            let r = http.get(&url).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            page = r.text().await.unwrap();
+            assert!(page.contains("method=\"post\"") && page.contains("alice@example.org"));
+        }
+        assert_eq!(counts(&db).await, (1, 0, 0, 0));
+
+        // A POST without the page's form tag, or from another site, is refused.
+        let r = http.post(&url).form(&[("x", "y")]).send().await.unwrap();
+        assert_eq!(r.status(), 403);
+        let tag = form_tag(&page);
+        let r = http
+            .post(&url)
+            .header("origin", "https://evil.example")
+            .form(&[("form", tag.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403);
+        assert_eq!(counts(&db).await, (1, 0, 0, 0));
+
+        let r = http
+            .post(&url)
+            .header("user-agent", "ConfirmBrowser/2.0")
+            .form(&[("form", tag.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(r.text().await.unwrap().contains("you are subscribed"));
+
+        // The grant, with the form's text version and both steps' evidence,
+        // and the separate consent to track.
+        assert_eq!(
+            scalar(
+                &db,
+                "SELECT cl.subscribed FROM contact_lists cl JOIN lists l ON l.id = cl.list_id \
+                 JOIN contacts c ON c.id = cl.contact_id WHERE c.email = 'alice@example.org' AND l.name = 'newsletter'"
+            )
+            .await,
+            1
+        );
+        assert_eq!(
+            scalar(
+                &db,
+                "SELECT cl.subscribed FROM contact_lists cl JOIN lists l ON l.id = cl.list_id \
+                 WHERE l.name = 'tracking:newsletter'"
+            )
+            .await,
+            1
+        );
+        assert_eq!(
+            scalar(&db, "SELECT COUNT(*) FROM consent_events WHERE action = 'grant' AND method = 'double-opt-in'").await,
+            2
+        );
+        let ev = text(
+            &db,
+            "SELECT e.evidence FROM consent_events e JOIN lists l ON l.id = e.list_id WHERE l.name = 'newsletter'",
+        )
+        .await;
+        let ev: serde_json::Value = serde_json::from_str(&ev).unwrap();
+        assert_eq!(ev["signup_ip"], "127.0.0.1");
+        assert_eq!(ev["signup_user_agent"], "SignupBrowser/1.0");
+        assert_eq!(ev["confirm_ip"], "127.0.0.1");
+        assert_eq!(ev["confirm_user_agent"], "ConfirmBrowser/2.0");
+        assert!(ev["signed_up_at"].as_i64().unwrap() <= ev["confirmed_at"].as_i64().unwrap());
+        assert!(ev["event_id"].as_i64().is_some(), "{ev}");
+        assert_eq!(
+            text(
+                &db,
+                "SELECT e.text_version FROM consent_events e JOIN lists l ON l.id = e.list_id WHERE l.name = 'newsletter'"
+            )
+            .await,
+            version
+        );
+        assert_eq!(
+            text(
+                &db,
+                "SELECT first_name FROM contacts WHERE email = 'alice@example.org'"
+            )
+            .await,
+            "Alice"
+        );
+        let ledger = scalar(&db, "SELECT COUNT(*) FROM consent_events").await;
+
+        // Repeating is harmless and says so.
+        let r = http
+            .post(&url)
+            .form(&[("form", tag.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(r.text().await.unwrap().contains("confirmed already"));
+        assert_eq!(
+            scalar(&db, "SELECT COUNT(*) FROM consent_events").await,
+            ledger
+        );
+
+        // Signing up again once subscribed sends nothing more.
+        let r = http
+            .post(format!("{}/subscribe", s.base))
+            .form(&[("list", "newsletter"), ("email", "alice@example.org")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(scalar(&db, "SELECT COUNT(*) FROM signups").await, 1);
+
+        // The whole chain still verifies with the key.
+        let out = p
+            .command(&["compliance", "verify"])
+            .env("CARTERO_COMPLIANCE_LEDGER_KEY", LEDGER_KEY)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        s.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn honeypot_limits_erasure_and_bad_input_store_nothing() {
+    for db in TestDb::all().await {
+        let p = project(&db, "max_per_ip_per_hour = 12");
+        // Ana is erased: her address is on the suppression list by keyed hash.
+        let out = p.import("email,first_name\nana@example.com,Ana\n");
+        assert!(out.status.success(), "{}", stderr(&out));
+        p.ok(&["contacts", "erase", "ana@example.com", "--reason", "asked"]);
+        let s = Served::start(&p, &db).await;
+        let http = client();
+        let sub = format!("{}/subscribe", s.base);
+        let before = counts(&db).await;
+
+        // The honeypot: the same answer as a sign-up, nothing stored, counted.
+        let r = http
+            .post(&sub)
+            .form(&[
+                ("list", "newsletter"),
+                ("email", "bot@example.com"),
+                ("website", "http://spam"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(r.text().await.unwrap().contains("confirmation link"));
+        assert_eq!(
+            s.metrics
+                .signups_honeypot
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+
+        // The erased address: the same answer, nothing stored, counted.
+        let r = http
+            .post(&sub)
+            .header("content-type", "application/json")
+            .body(r#"{"list":"newsletter","email":"Ana@example.com"}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let j: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+        assert_eq!(j["status"], "ok");
+        assert_eq!(
+            s.metrics
+                .signups_refused
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        assert_eq!(counts(&db).await, before);
+
+        // Bad input: a 4xx naming the field, nothing stored.
+        let cases: [(&str, &str, u16, &str); 7] = [
+            ("application/json", r#"{"list":"newsletter"}"#, 400, "email"),
+            (
+                "application/json",
+                r#"{"list":"newsletter","email":"not an address"}"#,
+                400,
+                "email",
+            ),
+            (
+                "application/json",
+                r#"{"list":"nope","email":"x@example.com"}"#,
+                400,
+                "list",
+            ),
+            (
+                "application/json",
+                r#"{"list":"closed","email":"x@example.com"}"#,
+                400,
+                "list",
+            ),
+            ("application/json", r#"["list"]"#, 400, "body"),
+            (
+                "application/json",
+                "{\"list\":\"newsletter\",\"email\":\"\u{00ff}\"",
+                400,
+                "body",
+            ),
+            ("text/plain", "list=newsletter", 415, "content-type"),
+        ];
+        for (ct, body, status, field) in cases {
+            let r = http
+                .post(&sub)
+                .header("content-type", ct)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), status, "{body}");
+            if ct == "application/json" {
+                let j: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+                assert_eq!(j["field"], field, "{body}: {j}");
+            }
+        }
+        let r = http
+            .post(&sub)
+            .header("content-type", "application/json")
+            .body(vec![b'{', 0xff, 0xfe, b'}'])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        let r = http
+            .post(&sub)
+            .header("content-type", "application/json")
+            .body(vec![b' '; 64 * 1024])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 413);
+        assert_eq!(counts(&db).await, before);
+
+        // A real sign-up goes to the outbox (no [smtp]) and is pending.
+        let r = http
+            .post(&sub)
+            .form(&[("list", "newsletter"), ("email", "carla@example.com")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let files: Vec<_> = std::fs::read_dir(p.file("outbox/signup"))
+            .unwrap()
+            .collect();
+        assert_eq!(files.len(), 1);
+        assert_eq!(scalar(&db, "SELECT COUNT(*) FROM signups").await, 1);
+        assert_eq!(
+            scalar(
+                &db,
+                "SELECT COUNT(*) FROM contacts WHERE email = 'carla@example.com'"
+            )
+            .await,
+            0
+        );
+
+        // The per-IP limit counts every request above (12 an hour here),
+        // in the database, so every node shares it.
+        let mut limited = 0;
+        for i in 0..4 {
+            let r = http
+                .post(&sub)
+                .form(&[
+                    ("list", "newsletter"),
+                    ("email", &format!("d{i}@example.com")),
+                ])
+                .send()
+                .await
+                .unwrap();
+            if r.status() == 429 {
+                limited += 1;
+            }
+        }
+        // 11 requests above reached the handler (the oversized body was
+        // refused before it), so the 12th passes and the rest are refused.
+        assert_eq!(limited, 3);
+        assert_eq!(scalar(&db, "SELECT MAX(hits) FROM rate_limits").await, 15);
+        assert_eq!(scalar(&db, "SELECT COUNT(*) FROM signups").await, 2);
+        s.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn the_form_snippet_is_labelled_and_posts_to_the_server() {
+    let db = TestDb::sqlite().await;
+    let p = project(&db, "");
+    let html = p.ok(&["form", "snippet", "newsletter"]);
+    assert!(
+        html.contains(&format!("action=\"{PUBLIC_BASE}/subscribe\"")),
+        "{html}"
+    );
+    assert!(html.contains("<label for=\"cartero-email\">"), "{html}");
+    assert!(html.contains("name=\"tracking\""), "{html}");
+    assert!(html.contains(&cartero::track::signup::text_version(CONSENT)));
+    assert!(html.contains("aria-hidden=\"true\""));
+    let out = p.run(&["form", "snippet", "closed"]);
+    assert!(!out.status.success());
+    let out = p.run(&["form", "snippet", "unknown"]);
+    assert!(stderr(&out).contains("[lists.unknown]"), "{}", stderr(&out));
+}
