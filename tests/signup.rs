@@ -285,6 +285,15 @@ async fn honeypot_limits_erasure_and_bad_input_store_nothing() {
                 .load(std::sync::atomic::Ordering::Relaxed),
             1
         );
+        let m = http
+            .get(format!("{}/metrics", s.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(m.contains("cartero_signups_honeypot_total 1\n"), "{m}");
 
         // The erased address: the same answer, nothing stored, counted.
         let r = http

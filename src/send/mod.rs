@@ -352,7 +352,14 @@ impl Composer {
             renderer,
             signer,
             keys: Keyring::new(cfg.sender.key_id, &secret),
-            serve: cfg.serve.as_ref().map(|s| (s.track_opens, s.track_clicks)),
+            // A list that tracks nothing gets no pixel and no redirects
+            // (docs/TRACKING.md, "Consent to track").
+            serve: cfg.serve.as_ref().map(|s| {
+                match cfg.lists.get(&campaign.list).map(|l| l.tracking) {
+                    Some(crate::config::TrackingMode::None) => (false, false),
+                    _ => (s.track_opens, s.track_clicks),
+                }
+            }),
             secret,
             bounce_local: cfg.sender.bounce_local.clone(),
             bounce_domain: cfg.sender.bounce_domain.clone(),

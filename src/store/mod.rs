@@ -25,6 +25,7 @@ pub mod sends;
 pub mod signup;
 pub mod status;
 pub mod track;
+pub mod tracking;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -44,6 +44,8 @@ pub struct Hit {
     pub ip: Option<IpAddr>,
     pub user_agent: Option<String>,
     pub purpose: Option<String>,
+    /// `DNT: 1` or `Sec-GPC: 1`: stored as aggregate (`tracking`).
+    pub do_not_track: bool,
 }
 
 /// The sending side, cloned into every handler.
@@ -100,7 +102,14 @@ async fn run(app: App, mut rx: mpsc::Receiver<Hit>, metrics: Arc<Metrics>) {
         }
         let mut attempt = 0;
         loop {
-            match write(&app.store, app.settings.ip_storage, &buf).await {
+            match write(
+                &app.store,
+                app.settings.ip_storage,
+                &app.settings.forms,
+                &buf,
+            )
+            .await
+            {
                 Ok((written, orphans)) => {
                     metrics.events_written.fetch_add(written, Ordering::Relaxed);
                     metrics
@@ -130,6 +139,7 @@ async fn run(app: App, mut rx: mpsc::Receiver<Hit>, metrics: Arc<Metrics>) {
 async fn write(
     store: &Store,
     ip_storage: IpStorage,
+    forms: &super::signup::Forms,
     hits: &[Hit],
 ) -> Result<(u64, u64), StoreError> {
     let mut ids: Vec<i64> = hits.iter().map(|h| h.send_id).collect();
@@ -142,6 +152,7 @@ async fn write(
         .map(|r| (r.send_id, r))
         .collect();
     let mut rows = Vec::with_capacity(hits.len());
+    let mut private = Vec::with_capacity(hits.len());
     for h in hits {
         let Some(r) = refs.get(&h.send_id) else {
             continue;
@@ -179,10 +190,13 @@ async fn write(
             data: data.to_string(),
             engaged: verdict.class.engaged(),
         });
+        private.push(h.do_not_track);
     }
+    let aggregate = super::tracking::split(&mut tx, forms, &mut rows, &private).await?;
     track::insert_hits(&mut tx, &rows).await?;
+    crate::store::tracking::insert_aggregate(&mut tx, &aggregate).await?;
     tx.commit().await?;
-    let written = rows.len() as u64;
+    let written = (rows.len() + aggregate.len()) as u64;
     Ok((written, hits.len() as u64 - written))
 }
 

@@ -16,6 +16,7 @@ pub mod events;
 pub mod machine;
 pub mod pages;
 pub mod signup;
+pub mod tracking;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -207,7 +208,7 @@ async fn healthz(State(s): State<AppState>) -> Response {
 async fn metrics_text(State(s): State<AppState>) -> Response {
     let m = &s.metrics;
     let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-    let body = format!(
+    let mut body = format!(
         "# TYPE cartero_events_queued_total counter\ncartero_events_queued_total {}\n\
          # TYPE cartero_events_written_total counter\ncartero_events_written_total {}\n\
          # TYPE cartero_events_dropped_total counter\ncartero_events_dropped_total {}\n\
@@ -223,6 +224,7 @@ async fn metrics_text(State(s): State<AppState>) -> Response {
         get(&m.unsubscribes),
         s.queue.depth(),
     );
+    body.push_str(&signup::metrics_lines(m));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
@@ -472,6 +474,7 @@ async fn open(
         ip: Some(client_ip(&s, peer, &headers)),
         user_agent: header_text(&headers, "user-agent"),
         purpose: header_text(&headers, "sec-purpose").or_else(|| header_text(&headers, "purpose")),
+        do_not_track: tracking::do_not_track(&headers),
     });
     Ok((
         StatusCode::OK,
@@ -526,6 +529,7 @@ async fn click(
         ip: Some(client_ip(&s, peer, &headers)),
         user_agent: header_text(&headers, "user-agent"),
         purpose: header_text(&headers, "sec-purpose").or_else(|| header_text(&headers, "purpose")),
+        do_not_track: tracking::do_not_track(&headers),
     });
     Ok((
         StatusCode::FOUND,

@@ -827,6 +827,27 @@ pub(super) async fn confirm(
     Ok(html(StatusCode::OK, confirmed_page(&row.list_name, false)))
 }
 
+/// The sign-up and conversion counters for `/metrics`.
+pub fn metrics_lines(m: &super::Metrics) -> String {
+    let mut out = String::new();
+    for (name, c) in [
+        ("signups_pending", &m.signups_pending),
+        ("signups_confirmed", &m.signups_confirmed),
+        ("signups_honeypot", &m.signups_honeypot),
+        ("signups_refused", &m.signups_refused),
+        ("signups_known", &m.signups_known),
+        ("signups_limited", &m.signups_limited),
+        ("conversions_recorded", &m.conversions_recorded),
+        ("conversions_duplicate", &m.conversions_duplicate),
+    ] {
+        out.push_str(&format!(
+            "# TYPE cartero_{name}_total counter\ncartero_{name}_total {}\n",
+            c.load(Ordering::Relaxed)
+        ));
+    }
+    out
+}
+
 // ------------------------------------------------------------ the snippet
 
 /// The embeddable form of `cartero form snippet LIST`: labelled fields,

@@ -1,0 +1,261 @@
+//! Consent to track over real HTTP on loopback, on SQLite and PostgreSQL:
+//! a `personal` list ties opens and clicks to a person only with their
+//! consent to track (the ledger list `tracking:LIST`), stores the others as
+//! counts per campaign and link; DNT and GPC make a hit aggregate but never
+//! stop an unsubscribe; the preference centre withdraws the consent to
+//! track without touching the consent to receive mail; a `none` list gets
+//! no pixel and no redirects.
+
+mod common;
+
+use common::db::TestDb;
+use common::project::{Project, stderr};
+use common::serve::{PUBLIC_BASE, Served, client, outbox};
+
+async fn scalar(db: &TestDb, sql: &str) -> i64 {
+    cartero::dispatch!(&db.store, pool => {
+        sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
+    })
+}
+
+async fn texts(db: &TestDb, sql: &str) -> Vec<String> {
+    cartero::dispatch!(&db.store, pool => {
+        sqlx::query_scalar::<_, String>(sql).fetch_all(pool).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
+    })
+}
+
+const BROWSER: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Gecko/20100101 Firefox/140.0";
+
+async fn hit(http: &reqwest::Client, url: &str, extra: Option<(&str, &str)>) {
+    let mut r = http.get(url).header("user-agent", BROWSER);
+    if let Some((k, v)) = extra {
+        r = r.header(k, v);
+    }
+    let st = r.send().await.unwrap().status().as_u16();
+    assert!(st == 200 || st == 302, "{url}: {st}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn opens_and_clicks_are_personal_only_with_consent_to_track() {
+    for db in TestDb::all().await {
+        let p = Project::new(
+            &db,
+            "[serve]\nlisten = \"127.0.0.1:0\"\nip_storage = \"full\"\n\n\
+             [lists.newsletter]\ntracking = \"personal\"\n\n[lists.quiet]\ntracking = \"none\"\n",
+        );
+        let out = p.import(
+            "email,first_name,city\nana@example.com,Ana,Madrid\nbob@example.com,Bob,Lisboa\n",
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        // Ana consents to tracking (a sign-up's checkbox does the same: tests/signup.rs).
+        p.write("t.csv", "email\nana@example.com\n");
+        p.ok(&[
+            "contacts",
+            "import",
+            "t.csv",
+            "--list",
+            "tracking:newsletter",
+            "--consent-source",
+            "form",
+        ]);
+        p.ok(&[
+            "contacts",
+            "import",
+            "t.csv",
+            "--list",
+            "quiet",
+            "--consent-source",
+            "form",
+        ]);
+        p.write(
+            "campaigns/q.toml",
+            "name = \"Quiet\"\nsubject = \"Hi\"\nfrom = \"Shop <news@shop.example>\"\nlist = \"quiet\"\n\n\
+             [template]\nhtml = \"c.html\"\n",
+        );
+        p.ok(&["campaign", "send", "campaigns/c.toml"]);
+        p.ok(&["campaign", "send", "campaigns/q.toml"]);
+        // Delivered an hour ago: nothing below is a scanner's by timing.
+        cartero::dispatch!(&db.store, pool => {
+            sqlx::query("UPDATE sends SET updated_at = updated_at - 3600000").execute(pool).await.unwrap();
+        });
+
+        // `none`: no pixel, no redirect; the one-click header stays.
+        let q = std::fs::read_dir(p.file("outbox/q"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+        let q = std::fs::read_to_string(q.path()).unwrap();
+        assert!(!q.contains("/o/") && !q.contains("/c/"), "{q}");
+        assert!(q.contains("List-Unsubscribe-Post"), "{q}");
+
+        let mail = outbox(&p);
+        let ana = &mail["ana@example.com"];
+        let bob = &mail["bob@example.com"];
+        let pixel = |m: &common::serve::Sent| m.urls(&format!("{PUBLIC_BASE}/o/"))[0].clone();
+        let link = |m: &common::serve::Sent| m.urls(&format!("{PUBLIC_BASE}/c/"))[0].clone();
+
+        let s = Served::start(&p, &db).await;
+        let http = client();
+        hit(&http, &s.url(&pixel(ana)), None).await;
+        hit(&http, &s.url(&link(ana)), None).await;
+        hit(&http, &s.url(&pixel(bob)), None).await;
+        hit(&http, &s.url(&link(bob)), None).await;
+        // Ana's browser sends GPC, then DNT: aggregate, her consent notwithstanding.
+        hit(&http, &s.url(&pixel(ana)), Some(("sec-gpc", "1"))).await;
+        hit(&http, &s.url(&link(ana)), Some(("dnt", "1"))).await;
+
+        // DNT never stops an unsubscribe.
+        let unsub = bob.urls(&format!("{PUBLIC_BASE}/u/"))[0].clone();
+        let r = http
+            .post(s.url(&unsub))
+            .header("dnt", "1")
+            .header("sec-gpc", "1")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("List-Unsubscribe=One-Click")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        s.stop().await;
+
+        let ana_id = scalar(
+            &db,
+            "SELECT id FROM contacts WHERE email = 'ana@example.com'",
+        )
+        .await;
+        assert_eq!(
+            scalar(&db, &format!("SELECT COUNT(*) FROM events WHERE kind IN ('open','click') AND contact_id = {ana_id}")).await,
+            2,
+            "Ana's two hits without DNT/GPC are hers"
+        );
+        assert_eq!(
+            scalar(&db, "SELECT COUNT(*) FROM events WHERE kind IN ('open','click') AND contact_id IS NULL AND send_id IS NULL").await,
+            4,
+            "Bob's two (no consent) and Ana's two with DNT/GPC are counts"
+        );
+        // Aggregate hits keep the campaign and the link, nothing of the person.
+        let data = texts(
+            &db,
+            "SELECT data FROM events WHERE kind = 'click' AND contact_id IS NULL ORDER BY id",
+        )
+        .await;
+        assert_eq!(data.len(), 2);
+        for d in &data {
+            let v: serde_json::Value = serde_json::from_str(d).unwrap();
+            assert!(
+                v["url"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("https://shop.example/spring"),
+                "{v}"
+            );
+            assert!(
+                v.get("ip").is_none() && v.get("user_agent").is_none(),
+                "{v}"
+            );
+        }
+        let why: Vec<String> = data
+            .iter()
+            .map(|d| {
+                serde_json::from_str::<serde_json::Value>(d).unwrap()["why"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(why, ["no-tracking-consent", "do-not-track"]);
+        assert_eq!(
+            scalar(
+                &db,
+                "SELECT COUNT(*) FROM events WHERE kind IN ('open','click') AND campaign_id IS NULL"
+            )
+            .await,
+            0
+        );
+        assert_eq!(
+            scalar(
+                &db,
+                "SELECT open_count + click_count FROM contacts WHERE email = 'bob@example.com'"
+            )
+            .await,
+            0
+        );
+        assert_eq!(
+            scalar(
+                &db,
+                "SELECT open_count + click_count FROM contacts WHERE email = 'ana@example.com'"
+            )
+            .await,
+            2
+        );
+        assert_eq!(
+            scalar(&db, "SELECT COUNT(*) FROM contact_lists cl JOIN contacts c ON c.id = cl.contact_id \
+                         JOIN lists l ON l.id = cl.list_id WHERE c.email = 'bob@example.com' AND l.name = 'newsletter' AND cl.subscribed = 0").await,
+            1,
+            "the unsubscribe under DNT was recorded"
+        );
+
+        // The preference centre withdraws the consent to track alone.
+        let s = Served::start(&p, &db).await;
+        let page = http
+            .get(s.url(&ana.urls(&format!("{PUBLIC_BASE}/u/"))[0]))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let i = page.find("href=\"../p/").unwrap() + 11;
+        let token = &page[i..i + page[i..].find('"').unwrap()];
+        let prefs = format!("{}/p/{token}", s.base);
+        let page = http.get(&prefs).send().await.unwrap().text().await.unwrap();
+        assert!(page.contains("tracking:newsletter"), "{page}");
+        let f = page.find("name=\"form\" value=\"").unwrap() + 19;
+        let tag = &page[f..f + 32];
+        let newsletter = scalar(&db, "SELECT id FROM lists WHERE name = 'newsletter'").await;
+        let quiet = scalar(&db, "SELECT id FROM lists WHERE name = 'quiet'").await;
+        let r = http
+            .post(&prefs)
+            .form(&[
+                ("form", tag),
+                ("list", &newsletter.to_string()),
+                ("list", &quiet.to_string()),
+                ("action", "save"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        hit(&http, &s.url(&pixel(ana)), None).await;
+        s.stop().await;
+        let states = texts(
+            &db,
+            &format!(
+                "SELECT l.name || '=' || CAST(cl.subscribed AS TEXT) FROM contact_lists cl JOIN lists l ON l.id = cl.list_id \
+                 WHERE cl.contact_id = {ana_id} ORDER BY l.name"
+            ),
+        )
+        .await;
+        assert_eq!(states, ["newsletter=1", "quiet=1", "tracking:newsletter=0"]);
+        assert_eq!(
+            scalar(
+                &db,
+                &format!(
+                    "SELECT COUNT(*) FROM events WHERE kind = 'open' AND contact_id = {ana_id}"
+                )
+            )
+            .await,
+            1,
+            "after the withdrawal Ana's open is a count"
+        );
+        assert_eq!(
+            scalar(
+                &db,
+                "SELECT COUNT(*) FROM events WHERE kind = 'open' AND contact_id IS NULL"
+            )
+            .await,
+            3
+        );
+    }
+}
