@@ -55,6 +55,11 @@ struct CampaignFile {
     utm: BTreeMap<String, Spanned<String>>,
     #[serde(default)]
     headers: BTreeMap<Spanned<String>, Spanned<String>>,
+    /// Listed in `cartero serve`'s public archive.
+    #[serde(default)]
+    public: bool,
+    /// One sentence for the archive, its feed and search engines.
+    description: Option<String>,
 }
 
 #[derive(Debug)]
@@ -167,6 +172,10 @@ pub struct Campaign {
     pub headers: Vec<(String, String)>,
     /// SHA-256 of the file, to notice edits between runs.
     pub file_hash: String,
+    /// `public = true`: shown in the public archive, rendered for a
+    /// stand-in contact (docs/SERVE.md).
+    pub public: bool,
+    pub description: Option<String>,
 }
 
 /// Headers cartero writes itself; a campaign may not replace them.
@@ -447,6 +456,8 @@ impl Campaign {
             utm,
             headers,
             file_hash,
+            public: file.public,
+            description: file.description,
         })
     }
 }

@@ -14,12 +14,14 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
+pub mod archive;
 pub mod campaigns;
 pub mod compliance;
 pub mod consent;
 pub mod contacts;
 pub mod feedback;
 pub mod hygiene;
+pub mod requests;
 pub mod sends;
 pub mod status;
 pub mod track;
