@@ -57,8 +57,17 @@ fn load(s: &AppState, file_path: &str) -> Option<Campaign> {
     }
 }
 
-fn render(c: &Campaign, contact: &Contact, unsubscribe_url: String) -> Option<(String, String)> {
-    let r = Renderer::new(c).and_then(|r| r.render(c, contact, &Personal { unsubscribe_url }));
+fn render(
+    c: &Campaign,
+    contact: &Contact,
+    unsubscribe_url: String,
+    view_url: String,
+) -> Option<(String, String)> {
+    let personal = Personal {
+        unsubscribe_url,
+        view_url,
+    };
+    let r = Renderer::new(c).and_then(|r| r.render(c, contact, &personal));
     match r {
         Ok(m) => Some((m.subject, m.html)),
         Err(e) => {
@@ -110,15 +119,16 @@ pub(super) async fn view(
         return Err(TrackError::NotFound);
     }
     let c = load(&s, &sv.file_path).ok_or(TrackError::NotFound)?;
+    let b = base(&s);
     let unsub = format!(
-        "{}/u/{}",
-        s.app.settings.base_url.as_str().trim_end_matches('/'),
+        "{b}/u/{}",
         s.app
             .settings
             .keys
             .sign(Purpose::Unsubscribe, Subject::Send(send_id))
     );
-    let (_, body) = render(&c, &contact, unsub).ok_or(TrackError::NotFound)?;
+    let (_, body) =
+        render(&c, &contact, unsub, format!("{b}/v/{token}")).ok_or(TrackError::NotFound)?;
     Ok(message(body))
 }
 
@@ -174,7 +184,12 @@ async fn publish(s: &AppState, row: &repo::SentCampaign) -> Result<Option<Publis
         return Ok(None);
     }
     let who = stand_in(s, &row.slug).await?;
-    let Some((subject, html)) = render(&c, &who, format!("{}/archive", base(s))) else {
+    let Some((subject, html)) = render(
+        &c,
+        &who,
+        format!("{}/archive", base(s)),
+        format!("{}/archive/{}", base(s), c.slug),
+    ) else {
         return Ok(None);
     };
     Ok(Some(Published {
