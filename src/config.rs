@@ -311,6 +311,9 @@ pub struct ServeConfig {
     pub batch_size: usize,
     /// CIDRs of reverse proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<String>,
+    /// Contact attributes a contact may correct in the preference centre
+    /// (the name always may).
+    pub editable_attributes: Vec<String>,
 }
 impl Default for ServeConfig {
     fn default() -> Self {
@@ -324,6 +327,7 @@ impl Default for ServeConfig {
             queue_capacity: 65_536,
             batch_size: 1_000,
             trusted_proxies: Vec::new(),
+            editable_attributes: Vec::new(),
         }
     }
 }

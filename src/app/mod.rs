@@ -72,6 +72,15 @@ pub struct Settings {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// `[signup]` and `[lists.*]`: sign-up forms and tracking per list.
     pub forms: Arc<track::signup::Forms>,
+    /// The recipients' pages: the defaults, with the project's
+    /// `templates/pages/` over them.
+    pub pages: Arc<track::pages::Pages>,
+    /// The folder of cartero.toml (campaign files resolve against it).
+    pub project_dir: std::path::PathBuf,
+    /// `project.templates_dir`, resolved.
+    pub templates_dir: std::path::PathBuf,
+    /// `serve.editable_attributes`.
+    pub editable_attributes: Vec<String>,
 }
 
 impl Settings {
@@ -108,7 +117,17 @@ impl Settings {
                 Ok(v)
             }
         };
+        let templates_dir = cfg.resolve(&cfg.project.templates_dir);
+        let pages = track::pages::Pages::load(&templates_dir.join("pages"), base_url.path())
+            .map_err(|e| AppError::Setting {
+                key: "templates/pages",
+                message: e.to_string(),
+            })?;
         Ok(Self {
+            pages: Arc::new(pages),
+            project_dir: cfg.base_dir.clone(),
+            templates_dir,
+            editable_attributes: serve.editable_attributes.clone(),
             database_url: Secret::new(cfg.database.url.clone()),
             listen,
             base_url,

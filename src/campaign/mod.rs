@@ -60,6 +60,11 @@ struct CampaignFile {
     headers: BTreeMap<Spanned<String>, Spanned<String>>,
     /// Days after a click in which a conversion is credited to it.
     attribution_days: Option<Spanned<i64>>,
+    /// Listed in `cartero serve`'s public archive.
+    #[serde(default)]
+    public: bool,
+    /// One sentence for the archive, its feed and search engines.
+    description: Option<String>,
 }
 
 #[derive(Debug)]
@@ -175,6 +180,10 @@ pub struct Campaign {
     /// A conversion is credited to the contact's last click of this
     /// campaign when it came at most this many days after it (default 7).
     pub attribution_days: u32,
+    /// `public = true`: shown in the public archive, rendered for a
+    /// stand-in contact (docs/SERVE.md).
+    pub public: bool,
+    pub description: Option<String>,
 }
 
 /// Headers cartero writes itself; a campaign may not replace them.
@@ -468,6 +477,8 @@ impl Campaign {
             headers,
             file_hash,
             attribution_days,
+            public: file.public,
+            description: file.description,
         })
     }
 }

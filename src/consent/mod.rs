@@ -16,6 +16,8 @@
 //! policy and does not read mail or files. [`reinstate`] is the one
 //! operation it composes itself: undoing a wrongful suppression.
 
+pub mod requests;
+
 use std::collections::{BTreeSet, HashMap};
 
 use crate::domain::time::Millis;

@@ -72,6 +72,8 @@ pub enum Purpose {
     Click = 4,
     Preferences = 5,
     Confirm = 6,
+    /// `/v/`: the message a contact received, in a browser (read-only).
+    View = 7,
 }
 
 impl Purpose {
@@ -83,6 +85,7 @@ impl Purpose {
             4 => Self::Click,
             5 => Self::Preferences,
             6 => Self::Confirm,
+            7 => Self::View,
             _ => return None,
         })
     }
@@ -549,6 +552,7 @@ mod tests {
             Purpose::Open,
             Purpose::Preferences,
             Purpose::Confirm,
+            Purpose::View,
         ] {
             for s in [
                 Subject::Send(5),

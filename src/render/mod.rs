@@ -86,6 +86,9 @@ struct ContactView<'a> {
 #[derive(Debug, Clone)]
 pub struct Personal {
     pub unsubscribe_url: String,
+    /// This message in a browser (`cartero serve`'s `/v/`); empty without
+    /// `[serve]`.
+    pub view_url: String,
 }
 
 /// The rendered text of one message, before MIME.
@@ -184,6 +187,7 @@ impl Renderer {
             &serde_json::json!({ "name": campaign.name, "id": campaign.slug }),
         );
         ctx.insert("unsubscribe_url", &personal.unsubscribe_url);
+        ctx.insert("view_url", &personal.view_url);
 
         let render_capped = |name: &str, path: &str, limit: usize| {
             let err = |message| RenderError::Render {
@@ -211,7 +215,9 @@ impl Renderer {
         // cartero's own links (today the unsubscribe URL; preference and
         // view-in-browser pages join it) never carry tracking parameters:
         // the message keeps one unsubscribe URL, its List-Unsubscribe's.
-        let own = |url: &str| url == personal.unsubscribe_url;
+        let own = |url: &str| {
+            url == personal.unsubscribe_url || (!url.is_empty() && url == personal.view_url)
+        };
         let html = links::add_utm_except(&render(HTML, &self.html_path)?, &self.utm, &own);
         let text = if self.has_text {
             let path = self.text_path.as_deref().unwrap_or(TEXT);
@@ -300,6 +306,7 @@ mod tests {
     fn personal() -> Personal {
         Personal {
             unsubscribe_url: "https://t.example/u/abc".into(),
+            view_url: String::new(),
         }
     }
 

@@ -404,6 +404,16 @@ impl Composer {
                 self.base_url,
                 self.keys.sign(Purpose::Unsubscribe, Subject::Send(row.id))
             ),
+            // Only when `cartero serve` answers it.
+            view_url: if self.serve.is_some() {
+                format!(
+                    "{}/v/{}",
+                    self.base_url,
+                    self.keys.sign(Purpose::View, Subject::Send(row.id))
+                )
+            } else {
+                String::new()
+            },
         };
         let mut rendered = self.renderer.render(&self.campaign, contact, &personal)?;
         if let Some((opens, clicks)) = self.serve {

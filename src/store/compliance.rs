@@ -202,6 +202,17 @@ pub async fn erase(
             .await
             .map_err(StoreError::from)?
             .rows_affected();
+        // The preference centre's records keep old and new values of the
+        // contact's own data; the erasure closes an open request to be
+        // forgotten (it is what that request asked for).
+        sqlx::query(
+            "UPDATE contact_requests SET old_value = NULL, new_value = NULL, evidence = '{}', \
+             status = CASE WHEN status = 'open' THEN 'closed' ELSE status END WHERE contact_id = $1",
+        )
+        .bind(contact_id)
+        .execute(&mut *conn)
+        .await
+        .map_err(StoreError::from)?;
         // An SMTP reply often quotes the address ("550 5.1.1 <ana@...>").
         out.sends = sqlx::query("UPDATE sends SET email = $1, smtp_reply = NULL WHERE contact_id = $2")
             .bind(&placeholder)

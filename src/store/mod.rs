@@ -14,6 +14,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
+pub mod archive;
 pub mod campaigns;
 pub mod compliance;
 pub mod consent;
@@ -21,6 +22,7 @@ pub mod contacts;
 pub mod conversions;
 pub mod feedback;
 pub mod hygiene;
+pub mod requests;
 pub mod sends;
 pub mod signup;
 pub mod status;

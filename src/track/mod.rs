@@ -1,22 +1,28 @@
 //! The recipients' HTTP endpoint of `cartero serve`: one-click unsubscribe
 //! (RFC 8058), the open pixel, the click redirect, the preference centre,
-//! `/healthz` and `/metrics`. Every request is treated as hostile: tokens are
-//! verified before anything is read, GET and HEAD never change state, a
-//! click redirects only to a URL whose MAC the token carries, bodies and
-//! request times are bounded, pages escape every value and carry a strict
-//! CSP and `Referrer-Policy: no-referrer` (the URL holds the token).
+//! view in browser, the public archive, `/healthz` and `/metrics`. Every
+//! request is treated as hostile: tokens are verified before anything is
+//! read, GET and HEAD never change state, a click redirects only to a URL
+//! whose MAC the token carries, bodies and request times are bounded, every
+//! form but the one-click POST carries a short-lived signed token
+//! ([`csrf`]), pages are Tera templates with autoescaping ([`pages`]) and
+//! carry a strict CSP and `Referrer-Policy: no-referrer` (the URL holds the
+//! token).
 //!
-//! Handlers are thin: they verify, call `consent::apply` or queue a hit,
-//! and answer; errors become status codes in one place ([`TrackError`]).
+//! Handlers are thin: they verify, call `consent` or queue a hit, and
+//! answer; errors become status codes in one place ([`TrackError`]) and
+//! pages in one middleware (`render_errors`), in the browser's language.
 
 pub mod consent;
 pub mod conversions;
 pub mod csrf;
 pub mod events;
+pub mod i18n;
 pub mod machine;
 pub mod pages;
 pub mod signup;
 pub mod tracking;
+mod public;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -28,6 +34,7 @@ use axum::extract::{
     ConnectInfo, DefaultBodyLimit, FromRequest, Multipart, Path, RawQuery, Request, State,
 };
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -35,10 +42,12 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::app::App;
+use crate::consent::requests as contact_requests;
 use crate::domain::ConsentAction;
 use crate::domain::token::{Purpose, Subject, TokenError};
 use crate::store::{StoreError, track as repo};
 use events::{EventQueue, Hit, HitKind};
+use i18n::Lang;
 
 /// Counters for `/metrics` (Prometheus text format).
 #[derive(Debug, Default)]
@@ -81,9 +90,11 @@ const PIXEL: [u8; 43] = [
     0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3b,
 ];
 
-/// No scripts, no external resources, forms only to this origin, never
-/// framed (clickjacking an unsubscribe button).
-const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; \
+/// No scripts at all (no nonce is needed: there is no script to allow), no
+/// inline style, nothing from another origin, forms only to this origin,
+/// never framed (clickjacking an unsubscribe button). Pages that show a
+/// message (`/v/`, `/archive/`) set their own, see [`public`].
+const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; \
                    form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 pub fn router(app: App, queue: EventQueue, metrics: Arc<Metrics>) -> Router {
@@ -103,6 +114,7 @@ pub fn router(app: App, queue: EventQueue, metrics: Arc<Metrics>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
+        .route("/assets/pages.css", get(stylesheet))
         .route("/u/{token}", get(unsubscribe_page).post(unsubscribe))
         .route("/o/{file}", get(open))
         .route("/c/{token}", get(click))
@@ -114,7 +126,16 @@ pub fn router(app: App, queue: EventQueue, metrics: Arc<Metrics>) -> Router {
         )
         .route("/api/events", axum::routing::post(conversions::post_event))
         .route("/api/events/postback", get(conversions::postback))
+        .route("/v/{token}", get(public::view))
+        .route("/archive", get(public::archive))
+        .route("/archive/feed.xml", get(public::feed))
+        .route("/archive/{slug}", get(public::archived))
+        .route("/sitemap.xml", get(public::sitemap))
         .fallback(|| async { TrackError::NotFound })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            render_errors,
+        ))
         .with_state(state)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(RequestBodyLimitLayer::new(max_body))
@@ -125,7 +146,10 @@ pub fn router(app: App, queue: EventQueue, metrics: Arc<Metrics>) -> Router {
         .layer(h("referrer-policy", "no-referrer"))
         .layer(h("x-content-type-options", "nosniff"))
         .layer(h("x-frame-options", "DENY"))
-        .layer(h("content-security-policy", CSP))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CSP),
+        ))
 }
 
 /// Errors of this layer, mapped to status codes here and nowhere else.
@@ -145,37 +169,65 @@ pub enum TrackError {
     Store(#[from] StoreError),
 }
 
+/// What `render_errors` turns into a page: the status and, for 4xx, the
+/// reason in English (shown under the localised text).
+#[derive(Debug, Clone)]
+struct ErrorPage {
+    detail: Option<&'static str>,
+}
+
 impl IntoResponse for TrackError {
     fn into_response(self) -> Response {
-        let (status, title, message) = match &self {
+        let (status, detail) = match &self {
             // A token that does not parse is a bad request; one that parses
             // but is not ours (or no longer) names nothing we know.
-            TrackError::Token(TokenError::Encoding | TokenError::Length | TokenError::Version) => (
-                StatusCode::BAD_REQUEST,
-                "Bad link",
-                "This link is damaged: check that it was copied whole.",
-            ),
-            TrackError::Token(_) | TrackError::NotFound => (
-                StatusCode::NOT_FOUND,
-                "Not found",
-                "This link is not valid, or no longer.",
-            ),
-            TrackError::BadRequest(m) => (StatusCode::BAD_REQUEST, "Bad request", *m),
-            TrackError::Forbidden(m) => (StatusCode::FORBIDDEN, "Forbidden", *m),
-            TrackError::UnsupportedMedia(m) => {
-                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported", *m)
+            TrackError::Token(TokenError::Encoding | TokenError::Length | TokenError::Version) => {
+                (StatusCode::BAD_REQUEST, None)
             }
+            TrackError::Token(_) | TrackError::NotFound => (StatusCode::NOT_FOUND, None),
+            TrackError::BadRequest(m) => (StatusCode::BAD_REQUEST, Some(*m)),
+            TrackError::Forbidden(m) => (StatusCode::FORBIDDEN, Some(*m)),
+            TrackError::UnsupportedMedia(m) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, Some(*m)),
             TrackError::Store(e) => {
                 tracing::error!("serve: database error: {e}");
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "Try again later",
-                    "We could not record this just now. Please try again in a minute.",
-                )
+                (StatusCode::SERVICE_UNAVAILABLE, None)
             }
         };
-        html(status, pages::error(title, message))
+        let mut r = status.into_response();
+        r.extensions_mut().insert(ErrorPage { detail });
+        r
     }
+}
+
+/// Every [`TrackError`] becomes a page here, in the language the browser
+/// asks for; a project's `STATUS.html` (e.g. `404.html`) is used before
+/// `error.html`.
+async fn render_errors(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let lang = Lang::choose(None, req.headers());
+    let mut resp = next.run(req).await;
+    let Some(e) = resp.extensions_mut().remove::<ErrorPage>() else {
+        return resp;
+    };
+    let status = resp.status();
+    let (title, text) = match status.as_u16() {
+        400 | 413 | 415 => ("error_400_title", "error_400_text"),
+        403 => ("error_403_title", "error_403_text"),
+        404 => ("error_404_title", "error_404_text"),
+        _ => ("error_title", "error_503_text"),
+    };
+    let mut ctx = tera::Context::new();
+    ctx.insert("status", &status.as_u16());
+    ctx.insert("title", lang.word(title));
+    ctx.insert("text", lang.word(text));
+    ctx.insert("detail", &e.detail);
+    let pages = &s.app.settings.pages;
+    let own = format!("{}.html", status.as_u16());
+    let name = if pages.has(&own) {
+        own.as_str()
+    } else {
+        "error.html"
+    };
+    html(status, pages.render(name, lang, ctx))
 }
 
 fn html(status: StatusCode, body: String) -> Response {
@@ -188,6 +240,55 @@ fn html(status: StatusCode, body: String) -> Response {
         body,
     )
         .into_response()
+}
+
+async fn stylesheet(State(s): State<AppState>) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        s.app.settings.pages.css().to_string(),
+    )
+        .into_response()
+}
+
+/// The key of the form tokens: derived from the current signing key (a
+/// MAC of a fixed label), so no second secret is needed and rotating the
+/// key rotates it.
+fn csrf_secret(s: &AppState) -> Vec<u8> {
+    s.app
+        .settings
+        .keys
+        .form_tag("cartero form tokens v1")
+        .into_bytes()
+}
+
+/// Refuses a form POST that a browser says came from another site, or
+/// whose token is not one this page was served with (or has expired).
+fn check_form(
+    s: &AppState,
+    headers: &HeaderMap,
+    fields: &[(String, String)],
+    purpose: &str,
+) -> Result<(), TrackError> {
+    if !csrf::same_origin(headers, &s.app.settings.base_url) {
+        return Err(TrackError::Forbidden(
+            "the form was posted from another site",
+        ));
+    }
+    let token = field(fields, "form").unwrap_or("");
+    csrf::check(&csrf_secret(s), purpose, token, s.app.clock.now()).map_err(|e| match e {
+        csrf::CsrfError::Expired => TrackError::Forbidden("the form has expired; reload the page"),
+        _ => TrackError::Forbidden("the form is not this page's; reload the page"),
+    })
+}
+
+fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    fields
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 async fn healthz(State(s): State<AppState>) -> Response {
@@ -317,10 +418,21 @@ async fn unsubscribe_target(s: &AppState, token: &str) -> Result<Target, TrackEr
     }
 }
 
+/// The contact's language: their own locale, else the browser's.
+async fn contact_lang(s: &AppState, contact_id: i64, headers: &HeaderMap) -> Lang {
+    let locale = crate::store::contacts::find_by_id(&s.app.store, contact_id)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|c| c.locale);
+    Lang::choose(locale.as_deref(), headers)
+}
+
 /// GET /u/{token}: a page with a button; never changes anything (link
 /// scanners and prefetchers follow GET links).
 async fn unsubscribe_page(
     State(s): State<AppState>,
+    headers: HeaderMap,
     Path(token): Path<String>,
 ) -> Result<Response, TrackError> {
     let t = unsubscribe_target(&s, &token).await?;
@@ -330,20 +442,29 @@ async fn unsubscribe_page(
     let subscribed = lists
         .iter()
         .any(|l| l.subscribed && t.list_id.is_none_or(|id| id == l.list_id));
+    let lang = contact_lang(&s, t.contact_id, &headers).await;
+    let mut ctx = tera::Context::new();
+    ctx.insert("title", lang.word("unsub_title"));
+    ctx.insert("email", &t.email);
+    ctx.insert("list", &t.list_name);
+    ctx.insert("subscribed", &subscribed);
+    ctx.insert("prefs_href", &prefs_href(&s, t.contact_id));
+    ctx.insert(
+        "csrf",
+        &csrf::issue(&csrf_secret(&s), &format!("u:{token}"), s.app.clock.now()),
+    );
     Ok(html(
         StatusCode::OK,
-        pages::unsubscribe(
-            &t.email,
-            t.list_name.as_deref(),
-            subscribed,
-            &prefs_href(&s, t.contact_id),
-        ),
+        s.app.settings.pages.render("unsubscribe.html", lang, ctx),
     ))
 }
 
-/// POST /u/{token}: RFC 8058 one-click (or the page's button). The body
+/// POST /u/{token}: RFC 8058 one-click, or the page's buttons. The body
 /// must carry `List-Unsubscribe=One-Click`, as multipart/form-data (the
-/// RFC's SHOULD) or x-www-form-urlencoded (its MAY). The withdrawal is
+/// RFC's SHOULD) or x-www-form-urlencoded (its MAY). The one-click POST
+/// needs nothing else (§3.1: no cookie, no context). The page's buttons
+/// add `via=page` and the page's form token, checked like every form; the
+/// second button (`scope=all`) leaves every list. The withdrawal is
 /// committed before the answer; the answer is 200, never a redirect
 /// (RFC 8058 §3.2). Repeating it changes nothing.
 async fn unsubscribe(
@@ -364,14 +485,19 @@ async fn unsubscribe(
             "the body must carry List-Unsubscribe=One-Click (RFC 8058)",
         ));
     }
-    let method = if fields.iter().any(|(k, v)| k == "via" && v == "page") {
+    let via_page = field(&fields, "via") == Some("page");
+    let all = field(&fields, "scope") == Some("all");
+    if via_page || all {
+        check_form(&s, &headers, &fields, &format!("u:{token}"))?;
+    }
+    let method = if via_page {
         consent::Method::Page
     } else {
         consent::Method::OneClick
     };
     let ip = client_ip(&s, peer, &headers);
     let changes = [consent::Change {
-        list_id: t.list_id,
+        list_id: if all { None } else { t.list_id },
         action: ConsentAction::Withdraw,
     }];
     let out = consent::apply(
@@ -390,13 +516,16 @@ async fn unsubscribe(
     if out.applied > 0 {
         s.metrics.unsubscribes.fetch_add(1, Ordering::Relaxed);
     }
+    let lang = contact_lang(&s, t.contact_id, &headers).await;
+    let mut ctx = tera::Context::new();
+    ctx.insert("title", lang.word("unsubscribed_title"));
+    ctx.insert("list", &t.list_name);
+    ctx.insert("all", &(all || t.list_id.is_none()));
+    ctx.insert("already", &(out.applied == 0));
+    ctx.insert("prefs_href", &prefs_href(&s, t.contact_id));
     Ok(html(
         StatusCode::OK,
-        pages::unsubscribed(
-            t.list_name.as_deref(),
-            out.applied == 0,
-            &prefs_href(&s, t.contact_id),
-        ),
+        s.app.settings.pages.render("unsubscribed.html", lang, ctx),
     ))
 }
 
@@ -559,26 +688,98 @@ async fn preference_contact(s: &AppState, token: &str) -> Result<i64, TrackError
     }
 }
 
-/// GET /p/{token}: the contact's lists and their consent; read-only.
-async fn preferences_page(
-    State(s): State<AppState>,
-    Path(token): Path<String>,
+/// The preference centre for `contact_id`, with `notice` (a word key) at
+/// the top.
+async fn preferences_view(
+    s: &AppState,
+    token: &str,
+    contact_id: i64,
+    headers: &HeaderMap,
+    notice: Option<&str>,
 ) -> Result<Response, TrackError> {
-    let contact_id = preference_contact(&s, &token).await?;
     let (email, _, lists) = repo::contact_consents(&s.app.store, contact_id)
         .await?
         .ok_or(TrackError::NotFound)?;
-    let tag = s.app.settings.keys.form_tag(&token);
+    let contact = crate::store::contacts::find_by_id(&s.app.store, contact_id)
+        .await?
+        .ok_or(TrackError::NotFound)?;
+    let lang = Lang::choose(contact.locale.as_deref(), headers);
+    let mut ctx = tera::Context::new();
+    ctx.insert("title", lang.word("prefs_title"));
+    ctx.insert("email", &email);
+    ctx.insert(
+        "lists",
+        &lists
+            .iter()
+            .map(|l| {
+                serde_json::json!({"list_id": l.list_id, "name": l.name, "subscribed": l.subscribed})
+            })
+            .collect::<Vec<_>>(),
+    );
+    ctx.insert(
+        "frequencies",
+        &contact_requests::Frequency::ALL
+            .iter()
+            .map(|f| {
+                serde_json::json!({
+                    "value": f.as_str(),
+                    "label": lang.word(&format!("freq_{}", f.as_str())),
+                })
+            })
+            .collect::<Vec<_>>(),
+    );
+    ctx.insert(
+        "frequency",
+        contact_requests::Frequency::of(&contact.attributes).as_str(),
+    );
+    ctx.insert("first_name", contact.first_name.as_deref().unwrap_or(""));
+    ctx.insert("last_name", contact.last_name.as_deref().unwrap_or(""));
+    ctx.insert(
+        "attributes",
+        &s.app
+            .settings
+            .editable_attributes
+            .iter()
+            .map(|name| {
+                let value = match contact.attributes.get(name) {
+                    Some(serde_json::Value::String(v)) => v.clone(),
+                    Some(serde_json::Value::Null) | None => String::new(),
+                    Some(other) => other.to_string(),
+                };
+                serde_json::json!({"name": name, "value": value})
+            })
+            .collect::<Vec<_>>(),
+    );
+    ctx.insert("notice", &notice.map(|k| lang.word(k)));
+    ctx.insert(
+        "csrf",
+        &csrf::issue(&csrf_secret(s), &format!("p:{token}"), s.app.clock.now()),
+    );
     Ok(html(
         StatusCode::OK,
-        pages::preferences(&email, &lists, &tag, None),
+        s.app.settings.pages.render("preferences.html", lang, ctx),
     ))
 }
 
-/// POST /p/{token}: applies the form. CSRF: the form carries a MAC of the
-/// page's token (only someone who had the page can post it), and a
-/// browser's cross-site POST is refused by `Sec-Fetch-Site`/`Origin`. No
-/// cookies are set anywhere, so there is no session to ride.
+/// GET /p/{token}: the contact's lists, frequency and details; read-only.
+async fn preferences_page(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(token): Path<String>,
+) -> Result<Response, TrackError> {
+    let contact_id = preference_contact(&s, &token).await?;
+    preferences_view(&s, &token, contact_id, &headers, None).await
+}
+
+/// Longest value accepted for a name or attribute from the form.
+const MAX_FIELD_CHARS: usize = 200;
+
+/// POST /p/{token}: applies one of the page's forms (`action`): `save`
+/// (lists and frequency), `all` (leave every list), `details` (name and
+/// editable attributes), `export` (the JSON of everything held) or
+/// `forget` (an erasure request). Every form is checked by [`check_form`]
+/// first: without the page's token, or from another site, nothing changes.
+/// cartero sets no cookies, so there is no session to ride.
 async fn preferences(
     State(s): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -586,82 +787,124 @@ async fn preferences(
     req: Request,
 ) -> Result<Response, TrackError> {
     let headers = req.headers().clone();
-    if header_text(&headers, "sec-fetch-site")
-        .is_some_and(|v| v == "cross-site" || v == "same-site")
-    {
-        return Err(TrackError::Forbidden(
-            "the form was posted from another site",
-        ));
-    }
-    if let Some(origin) = header_text(&headers, "origin") {
-        let ours = s.app.settings.base_url.origin().ascii_serialization();
-        if origin != ours {
-            return Err(TrackError::Forbidden(
-                "the form was posted from another site",
-            ));
-        }
-    }
     let contact_id = preference_contact(&s, &token).await?;
     let fields = form_fields(&s, req).await?;
-    let tag = fields
-        .iter()
-        .find(|(k, _)| k == "form")
-        .map(|(_, v)| v.as_str());
-    if !tag.is_some_and(|t| s.app.settings.keys.check_form_tag(&token, t)) {
-        return Err(TrackError::Forbidden(
-            "the form is not this page's; reload the page",
-        ));
-    }
-    let all = fields.iter().any(|(k, v)| k == "action" && v == "all");
-    let wanted: Vec<i64> = fields
-        .iter()
-        .filter(|(k, _)| k == "list")
-        .filter_map(|(_, v)| v.parse().ok())
-        .collect();
-    let (_, _, lists) = repo::contact_consents(&s.app.store, contact_id)
-        .await?
-        .ok_or(TrackError::NotFound)?;
-    let changes: Vec<consent::Change> = lists
-        .iter()
-        .filter_map(|l| {
-            let want = !all && wanted.contains(&l.list_id);
-            (want != l.subscribed).then_some(consent::Change {
-                list_id: Some(l.list_id),
-                action: if want {
-                    ConsentAction::Grant
-                } else {
-                    ConsentAction::Withdraw
-                },
-            })
-        })
-        .collect();
-    let ip = client_ip(&s, peer, &headers);
-    let out = consent::apply(
-        &s.app.store,
-        &consent::Request {
-            contact_id,
-            changes: &changes,
-            method: consent::Method::Preferences,
-            send: None,
-            ip: events::stored_ip(ip, s.app.settings.ip_storage),
-            user_agent: header_text(&headers, "user-agent"),
-            at: s.app.clock.now(),
-        },
-    )
-    .await?;
-    let (email, _, lists) = repo::contact_consents(&s.app.store, contact_id)
-        .await?
-        .ok_or(TrackError::NotFound)?;
-    let notice = if out.applied == 0 {
-        "Nothing to change."
-    } else {
-        "Your choices are saved."
+    check_form(&s, &headers, &fields, &format!("p:{token}"))?;
+    let ip = events::stored_ip(client_ip(&s, peer, &headers), s.app.settings.ip_storage);
+    let user_agent = header_text(&headers, "user-agent");
+    let now = s.app.clock.now();
+    let asked = contact_requests::Asked {
+        contact_id,
+        ip: ip.clone(),
+        user_agent: user_agent.clone(),
+        at: now,
     };
-    let tag = s.app.settings.keys.form_tag(&token);
-    Ok(html(
-        StatusCode::OK,
-        pages::preferences(&email, &lists, &tag, Some(notice)),
-    ))
+    let notice = match field(&fields, "action").unwrap_or("save") {
+        "save" | "all" => {
+            let all = field(&fields, "action") == Some("all");
+            let wanted: Vec<i64> = fields
+                .iter()
+                .filter(|(k, _)| k == "list")
+                .filter_map(|(_, v)| v.parse().ok())
+                .collect();
+            let (_, _, lists) = repo::contact_consents(&s.app.store, contact_id)
+                .await?
+                .ok_or(TrackError::NotFound)?;
+            let changes: Vec<consent::Change> = lists
+                .iter()
+                .filter_map(|l| {
+                    let want = !all && wanted.contains(&l.list_id);
+                    (want != l.subscribed).then_some(consent::Change {
+                        list_id: Some(l.list_id),
+                        action: if want {
+                            ConsentAction::Grant
+                        } else {
+                            ConsentAction::Withdraw
+                        },
+                    })
+                })
+                .collect();
+            let out = consent::apply(
+                &s.app.store,
+                &consent::Request {
+                    contact_id,
+                    changes: &changes,
+                    method: consent::Method::Preferences,
+                    send: None,
+                    ip,
+                    user_agent,
+                    at: now,
+                },
+            )
+            .await?;
+            let mut changed = out.applied > 0;
+            if !all && let Some(f) = field(&fields, "frequency") {
+                let f = contact_requests::Frequency::parse(f)
+                    .ok_or(TrackError::BadRequest("unknown frequency"))?;
+                changed |= contact_requests::set_frequency(&s.app.store, &asked, f).await?;
+            }
+            if changed { "saved" } else { "nothing" }
+        }
+        "details" => {
+            let text = |name: &str| -> Result<Option<String>, TrackError> {
+                match field(&fields, name) {
+                    None => Ok(None),
+                    Some(v) if v.chars().count() > MAX_FIELD_CHARS => Err(TrackError::BadRequest(
+                        "a field is longer than 200 characters",
+                    )),
+                    Some(v) if v.chars().any(|c| c.is_control()) => {
+                        Err(TrackError::BadRequest("a field holds control characters"))
+                    }
+                    Some(v) => Ok(Some(v.to_string())),
+                }
+            };
+            let mut c = contact_requests::Correction {
+                first_name: text("first_name")?,
+                last_name: text("last_name")?,
+                attributes: Vec::new(),
+            };
+            // Only the attributes the project declared editable; any other
+            // `attr.*` field is ignored.
+            for name in &s.app.settings.editable_attributes {
+                if let Some(v) = text(&format!("attr.{name}"))? {
+                    c.attributes.push((name.clone(), v));
+                }
+            }
+            if contact_requests::correct(&s.app.store, &asked, &c).await? {
+                "details_saved"
+            } else {
+                "nothing"
+            }
+        }
+        "export" => {
+            let data = crate::store::compliance::export(&s.app.store, contact_id).await?;
+            let body = serde_json::to_string_pretty(&data).unwrap_or_else(|_| "{}".into());
+            return Ok((
+                StatusCode::OK,
+                [
+                    (header::CONTENT_TYPE, "application/json; charset=utf-8"),
+                    (header::CACHE_CONTROL, "no-store"),
+                    (
+                        header::CONTENT_DISPOSITION,
+                        "attachment; filename=\"my-data.json\"",
+                    ),
+                ],
+                body,
+            )
+                .into_response());
+        }
+        "forget" => {
+            if field(&fields, "confirm") != Some("yes") {
+                "forget_needs_confirm"
+            } else if contact_requests::request_erasure(&s.app.store, &asked).await? {
+                "forget_recorded"
+            } else {
+                "forget_already"
+            }
+        }
+        _ => return Err(TrackError::BadRequest("unknown action")),
+    };
+    preferences_view(&s, &token, contact_id, &headers, Some(notice)).await
 }
 
 #[cfg(test)]

@@ -712,7 +712,11 @@ pub(super) async fn confirm(
     req: Request,
 ) -> Result<Response, TrackError> {
     let headers = req.headers().clone();
-    csrf::same_origin(&headers, &s.app.settings.base_url)?;
+    if !csrf::same_origin(&headers, &s.app.settings.base_url) {
+        return Err(TrackError::Forbidden(
+            "the form was posted from another site",
+        ));
+    }
     let hash = token_hash(&token)?;
     let fields = super::form_fields(&s, req).await?;
     let tag = fields

@@ -2,6 +2,7 @@
 //! with `mod common;` and uses what it needs.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod db;
 pub mod project;
 pub mod serve;

@@ -50,7 +50,7 @@ pub fn in_ci() -> bool {
 
 /// Decides what to do when `what` cannot run here. Returns normally only when
 /// the developer asked to skip server tests (and says so loudly).
-fn unavailable(what: &str, why: &str) {
+pub fn unavailable(what: &str, why: &str) {
     let skip = std::env::var("CARTERO_SKIP_SERVER_TESTS").is_ok_and(|v| v == "1");
     if in_ci() || !skip {
         panic!(
