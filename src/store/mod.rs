@@ -230,9 +230,19 @@ impl Store {
             // umask (SQLite gives its -wal and -shm files the same mode).
             let file = opts.get_filename().to_path_buf();
             let on_disk = !file.as_os_str().is_empty() && file.as_os_str() != ":memory:";
-            if on_disk {
-                crate::private_files::touch(&file).map_err(|e| connect_err(sqlx::Error::Io(e)))?;
+            // An existing file is only narrowed, never opened: closing any
+            // descriptor of it would drop the POSIX locks that this
+            // process's other SQLite connections hold on it (fcntl locks
+            // are per process), and a second pool in one process (serve's
+            // poller, a test beside the binary) then reads stale pages.
+            if on_disk && file.exists() {
+                crate::private_files::narrow(&file)
+            } else if on_disk {
+                crate::private_files::touch(&file)
+            } else {
+                Ok(())
             }
+            .map_err(|e| connect_err(sqlx::Error::Io(e)))?;
             let pool = SqlitePoolOptions::new()
                 .max_connections(8)
                 // A pooled SQLite connection is a file handle in this
