@@ -12,6 +12,7 @@
 pub mod consent;
 pub mod events;
 pub mod machine;
+pub mod ops;
 pub mod pages;
 
 use std::net::{IpAddr, SocketAddr};
@@ -48,6 +49,10 @@ pub struct Metrics {
     /// The database refused a batch after retries.
     pub events_lost: AtomicU64,
     pub unsubscribes: AtomicU64,
+    /// Reads of the bounce mailbox by serve's feedback poller.
+    pub feedback_polls: AtomicU64,
+    /// Requests by route and status, and their latency.
+    pub http: ops::HttpMetrics,
 }
 
 #[derive(Clone)]
@@ -84,14 +89,15 @@ pub fn router(app: App, queue: EventQueue, metrics: Arc<Metrics>) -> Router {
         )
     };
     Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics_text))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
         .route("/u/{token}", get(unsubscribe_page).post(unsubscribe))
         .route("/o/{file}", get(open))
         .route("/c/{token}", get(click))
         .route("/p/{token}", get(preferences_page).post(preferences))
         .fallback(|| async { TrackError::NotFound })
-        .with_state(state)
+        .with_state(state.clone())
         .layer(DefaultBodyLimit::max(max_body))
         .layer(RequestBodyLimitLayer::new(max_body))
         .layer(TimeoutLayer::with_status_code(
@@ -102,6 +108,9 @@ pub fn router(app: App, queue: EventQueue, metrics: Arc<Metrics>) -> Router {
         .layer(h("x-content-type-options", "nosniff"))
         .layer(h("x-frame-options", "DENY"))
         .layer(h("content-security-policy", CSP))
+        // Outermost: times and counts every answer, the 408s and 413s of
+        // the layers above included.
+        .layer(axum::middleware::from_fn_with_state(state, ops::observe))
 }
 
 /// Errors of this layer, mapped to status codes here and nowhere else.
@@ -164,43 +173,6 @@ fn html(status: StatusCode, body: String) -> Response {
         body,
     )
         .into_response()
-}
-
-async fn healthz(State(s): State<AppState>) -> Response {
-    let ok =
-        crate::dispatch!(&s.app.store, pool => sqlx::query("SELECT 1").execute(pool).await.is_ok());
-    if ok {
-        (
-            StatusCode::OK,
-            [(header::CACHE_CONTROL, "no-store")],
-            "ok\n",
-        )
-            .into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "database unreachable\n").into_response()
-    }
-}
-
-async fn metrics_text(State(s): State<AppState>) -> Response {
-    let m = &s.metrics;
-    let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-    let body = format!(
-        "# TYPE cartero_events_queued_total counter\ncartero_events_queued_total {}\n\
-         # TYPE cartero_events_written_total counter\ncartero_events_written_total {}\n\
-         # TYPE cartero_events_dropped_total counter\ncartero_events_dropped_total {}\n\
-         # TYPE cartero_events_orphaned_total counter\ncartero_events_orphaned_total {}\n\
-         # TYPE cartero_events_lost_total counter\ncartero_events_lost_total {}\n\
-         # TYPE cartero_unsubscribes_total counter\ncartero_unsubscribes_total {}\n\
-         # TYPE cartero_event_queue_depth gauge\ncartero_event_queue_depth {}\n",
-        get(&m.events_queued),
-        get(&m.events_written),
-        get(&m.events_dropped),
-        get(&m.events_orphaned),
-        get(&m.events_lost),
-        get(&m.unsubscribes),
-        s.queue.depth(),
-    );
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
 /// The client's address: the peer's, or, when the peer is a trusted proxy,
