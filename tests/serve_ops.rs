@@ -544,3 +544,65 @@ async fn every_link_clicked_at_once_is_flagged_never_dropped() {
         );
     }
 }
+
+/// Migration 0012 checks the references of `events` per statement on
+/// PostgreSQL instead of per row: a missing send, campaign or contact is
+/// still refused on both backends, and on PostgreSQL sends and campaigns
+/// can no longer be deleted from under an event.
+#[tokio::test]
+async fn events_still_refuse_dangling_references() {
+    for db in TestDb::all().await {
+        let _p = sent_project(&db, "").await;
+        let send = scalar(&db, "SELECT MIN(id) FROM sends").await;
+        let (contact, campaign) = (
+            scalar(
+                &db,
+                &format!("SELECT contact_id FROM sends WHERE id = {send}"),
+            )
+            .await,
+            scalar(
+                &db,
+                &format!("SELECT campaign_id FROM sends WHERE id = {send}"),
+            )
+            .await,
+        );
+        let insert = |c: i64, k: i64, s: i64| {
+            format!(
+                "INSERT INTO events (contact_id, campaign_id, send_id, kind, channel, occurred_at, data) \
+                 VALUES ({c}, {k}, {s}, 'open', 'email', 0, '{{}}')"
+            )
+        };
+        let try_exec = |sql: String| {
+            let store = db.store.clone();
+            async move {
+                cartero::dispatch!(&store, pool => sqlx::query(&sql).execute(pool).await.map(|_| ()))
+            }
+        };
+        try_exec(insert(contact, campaign, send)).await.unwrap();
+        for (c, k, s) in [
+            (contact, campaign, 999_999),
+            (contact, 999_999, send),
+            (999_999, campaign, send),
+        ] {
+            let e = try_exec(insert(c, k, s))
+                .await
+                .unwrap_err()
+                .to_string()
+                .to_lowercase();
+            assert!(
+                e.contains("foreign key") || e.contains("violates a reference"),
+                "{e}"
+            );
+        }
+        if db.backend() == cartero::store::Backend::Postgres {
+            for sql in [
+                "DELETE FROM sends",
+                "DELETE FROM campaigns",
+                "TRUNCATE sends CASCADE",
+            ] {
+                let e = try_exec(sql.into()).await.unwrap_err().to_string();
+                assert!(e.contains("never deleted"), "{sql}: {e}");
+            }
+        }
+    }
+}
