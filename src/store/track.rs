@@ -176,8 +176,16 @@ pub async fn insert_hits(tx: &mut Tx, hits: &[NewHit]) -> Result<()> {
             .await?;
         }
         Tx::Sqlite(t) => {
+            // Chunks of power-of-two sizes (512, 256, ... 1): ten statement
+            // texts in all, each prepared once per connection and then
+            // taken from sqlx's statement cache, where a batch of any size
+            // as one VALUES list would be a new statement to prepare.
             let conn: &mut sqlx::SqliteConnection = &mut *t;
-            for chunk in hits.chunks(1000) {
+            let mut rest = hits;
+            while !rest.is_empty() {
+                let size = 512.min(1 << rest.len().ilog2());
+                let (chunk, tail) = rest.split_at(size);
+                rest = tail;
                 let mut qb = QueryBuilder::new(
                     "INSERT INTO events (contact_id, campaign_id, send_id, kind, channel, occurred_at, data) ",
                 );
