@@ -18,7 +18,8 @@
 #        defaults: 10 64 2 postgres://postgres@127.0.0.1:5432/postgres
 #        (PG_URL names a server where the bench may create and drop the
 #        databases cartero_tracking_bench*; "none" skips PostgreSQL)
-# Env:   PORT (default 48080; the second node uses PORT+1), NGINX_PORT
+# Env:   CARTERO_BIN: a built binary (default: build and use the release one)
+#        PORT (default 48080; the second node uses PORT+1), NGINX_PORT
 #        (default 48081), LB_PORT (default 48082), KEEP=1 keeps the files.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,8 +42,12 @@ done
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 [[ -x "$NGINX" ]] || { echo "tracking bench: nginx not found" >&2; exit 2; }
 
-cargo build --release --quiet --bin cartero
-BIN="$PWD/target/release/cartero"
+if [[ -n "${CARTERO_BIN:-}" ]]; then
+    BIN="$CARTERO_BIN"   # e.g. target/debug/cartero when no release build fits the time
+else
+    cargo build --release --quiet --bin cartero
+    BIN="$PWD/target/release/cartero"
+fi
 TMP="$(mktemp -d)"
 PIDS=()
 NGINX_PID=
@@ -58,6 +63,7 @@ chmod 755 "$TMP"
 
 load() { uptime | sed 's/.*load average: //'; }
 echo "# $(date -u +%FT%TZ); machine: $(nproc) cores; load $(load)"
+echo "# binary: $BIN"
 echo "# wrk -t$THREADS -c$CONNS -d${SECS}s --latency; browser user agent"
 
 # --- nginx: the reference (a static GIF, a fixed 302) and the balancer.
