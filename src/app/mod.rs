@@ -81,6 +81,27 @@ pub struct Settings {
     pub templates_dir: std::path::PathBuf,
     /// `serve.editable_attributes`.
     pub editable_attributes: Vec<String>,
+    /// Reading the bounce mailbox of `[feedback]` every
+    /// `feedback.interval_secs`; `None` when that is 0.
+    pub feedback: Option<FeedbackPoll>,
+}
+
+/// What serve's feedback poller needs: the interval, and the configuration
+/// the feedback stage reads (mailbox, policy, secret), shared with
+/// `cartero feedback run` through `feedback::poll::poll_once`.
+#[derive(Clone)]
+pub struct FeedbackPoll {
+    pub interval: std::time::Duration,
+    pub config: Arc<Config>,
+}
+
+impl std::fmt::Debug for FeedbackPoll {
+    // The configuration holds passwords and the signing secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FeedbackPoll")
+            .field("interval", &self.interval)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Settings {
@@ -142,6 +163,10 @@ impl Settings {
             batch_size: positive("serve.batch_size", serve.batch_size)?,
             trusted_proxies,
             forms: Arc::new(track::signup::Forms::from_config(cfg)?),
+            feedback: (cfg.feedback.interval_secs > 0).then(|| FeedbackPoll {
+                interval: std::time::Duration::from_secs(cfg.feedback.interval_secs),
+                config: Arc::new(cfg.clone()),
+            }),
         })
     }
 }
@@ -297,8 +322,17 @@ impl Server {
             router,
             writer,
             app,
+            metrics,
             ..
         } = self;
+        let poller = app.settings.feedback.clone().map(|poll| {
+            tokio::spawn(poll_feedback(
+                app.clone(),
+                poll,
+                metrics.clone(),
+                cancel.clone(),
+            ))
+        });
         let served = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
@@ -308,8 +342,51 @@ impl Server {
         // The router (and with it every queue sender) is gone: the writer
         // sees the queue close once it has written what was left in it.
         writer.finish().await;
+        if let Some(p) = poller {
+            let _ = p.await;
+        }
         app.store.close().await;
         served.map_err(AppError::Serve)
+    }
+}
+
+/// Reads the bounce mailbox now and then every `poll.interval` until
+/// `cancel` fires, through the same `poll_once` as `cartero feedback run`.
+/// On cancellation a read in progress stops after the message it is
+/// handling (each message is committed and acknowledged on its own).
+async fn poll_feedback(
+    app: App,
+    poll: FeedbackPoll,
+    metrics: Arc<track::Metrics>,
+    cancel: CancellationToken,
+) {
+    use std::sync::atomic::Ordering;
+    let mut tick = tokio::time::interval(poll.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let stop = || cancel.is_cancelled();
+        match crate::feedback::poll::poll_once(&app.store, &poll.config, false, |_| {}, stop).await
+        {
+            Ok(r) => {
+                metrics.feedback_polls.fetch_add(1, Ordering::Relaxed);
+                if r.summary.messages > 0 {
+                    tracing::info!(
+                        "feedback: {} messages read, {} status changes, {} kept aside",
+                        r.summary.messages,
+                        r.summary.status_changes,
+                        r.summary.kept_aside
+                    );
+                }
+            }
+            Err(e) => {
+                metrics.feedback_polls.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("feedback: reading the bounce mailbox failed: {e}");
+            }
+        }
     }
 }
 

@@ -8,17 +8,13 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context as _;
-
 use super::{Context, Format};
-use crate::config::MailboxKind;
 use crate::domain::EmailAddress;
 use crate::domain::text::for_terminal_line;
 use crate::domain::time::{Millis, now_millis, to_rfc3339};
 use crate::feedback::bounce::{self, Record};
-use crate::feedback::ingest::{Handled, Ingestor};
-use crate::feedback::source::{Mailbox, Outcome};
 use crate::store::status;
+use anyhow::Context as _;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -263,15 +259,6 @@ async fn decide(args: DecideArgs, confirm: bool, ctx: &Context) -> anyhow::Resul
 async fn feedback_run(args: RunArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     let cfg = ctx.config()?;
     let store = ctx.store(&cfg).await?;
-    let kind = match cfg.feedback.source {
-        MailboxKind::Maildir => "maildir",
-        MailboxKind::Mbox => "mbox",
-        MailboxKind::Imap => "imap",
-    };
-    let mut mailbox = Mailbox::open(&cfg)
-        .await
-        .with_context(|| format!("opening the {kind} bounce mailbox of [feedback]"))?;
-    let mut ingestor = Ingestor::new(store.clone(), &cfg, args.dry_run)?;
     let bar = ctx.progress().then(|| {
         let b = indicatif::ProgressBar::new_spinner();
         b.set_style(
@@ -285,45 +272,38 @@ async fn feedback_run(args: RunArgs, ctx: &Context) -> anyhow::Result<ExitCode> 
     } else {
         "changed"
     };
-    let mut changes = Vec::new();
-    while let Some(msg) = mailbox.next().await? {
-        let name = format!("{kind}:{}", msg.id);
-        let report = ingestor.ingest(&msg.bytes, &name, now_millis()).await?;
-        if let Handled::KeptAside { reason } = &report.handled {
-            tracing::info!("{name}: kept aside: {reason}");
-        }
-        for c in &report.changes {
-            if args.format != Format::Json {
-                let line = format!(
-                    "{verb}: {} {} -> {} ({})",
-                    for_terminal_line(c.recipient.as_deref().unwrap_or("?")),
-                    c.from,
-                    c.to,
-                    c.rule
-                );
-                match &bar {
-                    Some(b) => b.println(line),
-                    None => println!("{line}"),
+    let format = args.format;
+    let report = crate::feedback::poll::poll_once(
+        &store,
+        &cfg,
+        args.dry_run,
+        |changes| {
+            for c in changes {
+                if format != Format::Json {
+                    let line = format!(
+                        "{verb}: {} {} -> {} ({})",
+                        for_terminal_line(c.recipient.as_deref().unwrap_or("?")),
+                        c.from,
+                        c.to,
+                        c.rule
+                    );
+                    match &bar {
+                        Some(b) => b.println(line),
+                        None => println!("{line}"),
+                    }
                 }
             }
-        }
-        changes.extend(report.changes);
-        if !args.dry_run {
-            let outcome = match report.handled {
-                Handled::Processed | Handled::Duplicate => Outcome::Processed,
-                Handled::KeptAside { reason } => Outcome::KeptAside { reason },
-            };
-            mailbox.ack(&msg.id, &outcome).await?;
-        }
-        if let Some(b) = &bar {
-            b.inc(1);
-        }
-    }
+            if let Some(b) = &bar {
+                b.inc(1);
+            }
+        },
+        || false,
+    )
+    .await?;
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    mailbox.close().await?;
-    let summary = ingestor.finish().await?;
+    let (summary, changes) = (report.summary, report.changes);
     store.close().await;
     match args.format {
         Format::Json => println!(

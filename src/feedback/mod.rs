@@ -7,6 +7,7 @@ pub mod auth;
 pub mod bounce;
 pub mod ingest;
 pub mod policy;
+pub mod poll;
 pub mod refusal;
 pub mod review;
 pub mod source;

@@ -286,6 +286,35 @@ impl Store {
         Ok(())
     }
 
+    /// The embedded migrations the database has not applied (or applied
+    /// and failed), and the applied ones this binary does not know (a newer
+    /// binary migrated the database): both empty when the schema is the one
+    /// this binary expects. `/readyz` asks this; nothing is changed.
+    pub async fn migration_gaps(&self) -> Result<(Vec<i64>, Vec<i64>)> {
+        let sql = "SELECT version FROM _sqlx_migrations WHERE success";
+        let (embedded, applied): (Vec<i64>, Vec<i64>) = match self {
+            Store::Sqlite(p) => (
+                SQLITE_MIGRATIONS.iter().map(|m| m.version).collect(),
+                sqlx::query_scalar(sql).fetch_all(p).await?,
+            ),
+            Store::Postgres(p) => (
+                POSTGRES_MIGRATIONS.iter().map(|m| m.version).collect(),
+                sqlx::query_scalar(sql).fetch_all(p).await?,
+            ),
+        };
+        let missing = embedded
+            .iter()
+            .filter(|v| !applied.contains(v))
+            .copied()
+            .collect();
+        let unknown = applied
+            .iter()
+            .filter(|v| !embedded.contains(v))
+            .copied()
+            .collect();
+        Ok((missing, unknown))
+    }
+
     /// Starts a write transaction.
     pub async fn begin(&self) -> Result<Tx> {
         Ok(match self {

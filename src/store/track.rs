@@ -176,8 +176,16 @@ pub async fn insert_hits(tx: &mut Tx, hits: &[NewHit]) -> Result<()> {
             .await?;
         }
         Tx::Sqlite(t) => {
+            // Chunks of power-of-two sizes (512, 256, ... 1): ten statement
+            // texts in all, each prepared once per connection and then
+            // taken from sqlx's statement cache, where a batch of any size
+            // as one VALUES list would be a new statement to prepare.
             let conn: &mut sqlx::SqliteConnection = &mut *t;
-            for chunk in hits.chunks(1000) {
+            let mut rest = hits;
+            while !rest.is_empty() {
+                let size = 512.min(1 << rest.len().ilog2());
+                let (chunk, tail) = rest.split_at(size);
+                rest = tail;
                 let mut qb = QueryBuilder::new(
                     "INSERT INTO events (contact_id, campaign_id, send_id, kind, channel, occurred_at, data) ",
                 );
@@ -223,4 +231,44 @@ pub async fn insert_hits(tx: &mut Tx, hits: &[NewHit]) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// Flags as a scanner's the clicks of `send_id` between `from` and `to`
+/// (milliseconds, inclusive) still classified human: a burst over several
+/// links found after some of them were written. Their `data` gets the class
+/// and the rule; nothing else changes.
+pub async fn flag_click_burst(
+    tx: &mut Tx,
+    send_id: i64,
+    from: Millis,
+    to: Millis,
+    rule: &str,
+) -> Result<u64> {
+    let n = match tx {
+        Tx::Postgres(t) => sqlx::query(
+            "UPDATE events SET data = (data::jsonb || jsonb_build_object('class', 'scanner', 'rule', $4::text))::text \
+             WHERE send_id = $1 AND kind = 'click' AND occurred_at BETWEEN $2 AND $3 \
+             AND data::jsonb ->> 'class' = 'human'",
+        )
+        .bind(send_id)
+        .bind(from)
+        .bind(to)
+        .bind(rule)
+        .execute(&mut **t)
+        .await?
+        .rows_affected(),
+        Tx::Sqlite(t) => sqlx::query(
+            "UPDATE events SET data = json_set(data, '$.class', 'scanner', '$.rule', ?4) \
+             WHERE send_id = ?1 AND kind = 'click' AND occurred_at BETWEEN ?2 AND ?3 \
+             AND json_extract(data, '$.class') = 'human'",
+        )
+        .bind(send_id)
+        .bind(from)
+        .bind(to)
+        .bind(rule)
+        .execute(&mut **t)
+        .await?
+        .rows_affected(),
+    };
+    Ok(n)
 }

@@ -10,19 +10,19 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
 use super::Metrics;
-use super::machine::{self, Signals};
+use super::machine::{self, Class, ClickBursts, Signals, Verdict};
 use crate::app::App;
 use crate::config::IpStorage;
 use crate::domain::time::Millis;
 use crate::store::track::{self, NewHit};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, Tx};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HitKind {
@@ -68,36 +68,72 @@ impl EventQueue {
         }
     }
 
+    /// Size of the queue.
+    pub fn capacity(&self) -> usize {
+        self.tx.max_capacity()
+    }
+
     /// Hits waiting to be written.
     pub fn depth(&self) -> usize {
         self.tx.max_capacity() - self.tx.capacity()
     }
 }
 
-/// The writer task; [`Writer::finish`] waits until it has drained the queue.
+/// The writer tasks; [`Writer::finish`] waits until they have drained the
+/// queue.
 pub struct Writer {
-    handle: tokio::task::JoinHandle<()>,
+    handles: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Writer {
     pub async fn finish(self) {
-        if let Err(e) = self.handle.await {
-            tracing::error!("the event writer stopped abnormally: {e}");
+        for h in self.handles {
+            if let Err(e) = h.await {
+                tracing::error!("an event writer stopped abnormally: {e}");
+            }
         }
+    }
+}
+
+/// Writers that take batches off the queue at once: SQLite has one write
+/// lock, so one; PostgreSQL commits concurrent transactions in parallel, so
+/// while one batch waits for its commit the next is already being inserted.
+pub fn writers_for(backend: crate::store::Backend) -> usize {
+    match backend {
+        crate::store::Backend::Sqlite => 1,
+        crate::store::Backend::Postgres => 3,
     }
 }
 
 pub fn start(app: App, metrics: Arc<Metrics>) -> (EventQueue, Writer) {
     let (tx, rx) = mpsc::channel(app.settings.queue_capacity);
-    let handle = tokio::spawn(run(app, rx, metrics.clone()));
-    (EventQueue { tx, metrics }, Writer { handle })
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    let bursts = Arc::new(Mutex::new(ClickBursts::default()));
+    let handles = (0..writers_for(app.store.backend()))
+        .map(|_| {
+            tokio::spawn(run(
+                app.clone(),
+                rx.clone(),
+                metrics.clone(),
+                bursts.clone(),
+            ))
+        })
+        .collect();
+    (EventQueue { tx, metrics }, Writer { handles })
 }
 
-async fn run(app: App, mut rx: mpsc::Receiver<Hit>, metrics: Arc<Metrics>) {
+async fn run(
+    app: App,
+    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Hit>>>,
+    metrics: Arc<Metrics>,
+    bursts: Arc<Mutex<ClickBursts>>,
+) {
     let batch = app.settings.batch_size;
     let mut buf = Vec::with_capacity(batch);
     loop {
-        if rx.recv_many(&mut buf, batch).await == 0 {
+        // One writer waits on the queue at a time; the others are writing.
+        let got = rx.lock().await.recv_many(&mut buf, batch).await;
+        if got == 0 {
             break; // every sender is gone and the queue is empty
         }
         let mut attempt = 0;
@@ -107,6 +143,7 @@ async fn run(app: App, mut rx: mpsc::Receiver<Hit>, metrics: Arc<Metrics>) {
                 app.settings.ip_storage,
                 &app.settings.forms,
                 &buf,
+                &bursts,
             )
             .await
             {
@@ -135,36 +172,86 @@ async fn run(app: App, mut rx: mpsc::Receiver<Hit>, metrics: Arc<Metrics>) {
     }
 }
 
-/// Writes one batch: (written, hits whose send no longer exists).
-async fn write(
-    store: &Store,
+/// A batch ready to write: its rows, and the click bursts found in it
+/// (send, first, last) whose earlier clicks may already be stored.
+struct Rows {
+    rows: Vec<NewHit>,
+    bursts: Vec<(i64, Millis, Millis)>,
+    /// Per row: the request asked not to be tracked (DNT, GPC).
+    private: Vec<bool>,
+}
+
+/// Looks up the sends of a batch (one read) and classifies every hit.
+async fn classify(
+    tx: &mut Tx,
     ip_storage: IpStorage,
-    forms: &super::signup::Forms,
     hits: &[Hit],
-) -> Result<(u64, u64), StoreError> {
+    bursts: &Mutex<ClickBursts>,
+) -> Result<Rows, StoreError> {
     let mut ids: Vec<i64> = hits.iter().map(|h| h.send_id).collect();
     ids.sort_unstable();
     ids.dedup();
-    let mut tx = store.begin().await?;
-    let refs: HashMap<i64, track::SendRef> = track::send_refs(&mut tx, &ids)
+    let refs: HashMap<i64, track::SendRef> = track::send_refs(tx, &ids)
         .await?
         .into_iter()
         .map(|r| (r.send_id, r))
         .collect();
+    let mut found: Vec<(i64, Millis, Millis)> = Vec::new();
+    let mut verdicts = Vec::with_capacity(hits.len());
+    {
+        let mut b = bursts.lock().unwrap_or_else(|e| e.into_inner());
+        for h in hits {
+            let Some(r) = refs.get(&h.send_id) else {
+                verdicts.push(None);
+                continue;
+            };
+            let mut verdict = machine::classify(&Signals {
+                click: h.kind == HitKind::Click,
+                head: h.head,
+                ip: h.ip,
+                user_agent: h.user_agent.as_deref(),
+                purpose: h.purpose.as_deref(),
+                since_delivery_ms: r.accepted_at.map(|a| h.at - a),
+            });
+            if let Some((link, _)) = &h.link
+                && let Some(from) = b.record(h.send_id, *link, h.at)
+            {
+                if verdict.class == Class::Human {
+                    verdict = Verdict {
+                        class: Class::Scanner,
+                        rule: Some(machine::LINKS_AT_ONCE_RULE),
+                    };
+                }
+                match found.iter_mut().find(|f| f.0 == h.send_id) {
+                    Some(f) => {
+                        f.1 = f.1.min(from);
+                        f.2 = f.2.max(h.at);
+                    }
+                    None => found.push((h.send_id, from, h.at)),
+                }
+            }
+            verdicts.push(Some((r, verdict)));
+        }
+        if let Some(latest) = hits.iter().map(|h| h.at).max() {
+            b.forget_before(latest - 60_000);
+        }
+    }
     let mut rows = Vec::with_capacity(hits.len());
     let mut private = Vec::with_capacity(hits.len());
-    for h in hits {
-        let Some(r) = refs.get(&h.send_id) else {
-            continue;
-        };
-        let verdict = machine::classify(&Signals {
-            click: h.kind == HitKind::Click,
-            head: h.head,
-            ip: h.ip,
-            user_agent: h.user_agent.as_deref(),
-            purpose: h.purpose.as_deref(),
-            since_delivery_ms: r.accepted_at.map(|a| h.at - a),
-        });
+    for (h, v) in hits.iter().zip(verdicts) {
+        let Some((r, mut verdict)) = v else { continue };
+        // A click of this batch before the burst was seen is part of it.
+        if h.kind == HitKind::Click
+            && verdict.class == Class::Human
+            && found
+                .iter()
+                .any(|(s, from, to)| *s == h.send_id && (*from..=*to).contains(&h.at))
+        {
+            verdict = Verdict {
+                class: Class::Scanner,
+                rule: Some(machine::LINKS_AT_ONCE_RULE),
+            };
+        }
         let mut data = serde_json::json!({
             "method": if h.head { "HEAD" } else { "GET" },
             "ip": h.ip.and_then(|ip| stored_ip(ip, ip_storage)),
@@ -192,11 +279,33 @@ async fn write(
         });
         private.push(h.do_not_track);
     }
-    let aggregate = super::tracking::split(&mut tx, forms, &mut rows, &private).await?;
-    track::insert_hits(&mut tx, &rows).await?;
+    Ok(Rows {
+        rows,
+        bursts: found,
+        private,
+    })
+}
+
+/// Classifies and writes one batch in one transaction: (written, hits whose
+/// send is gone). Hits the list's tracking choice keeps impersonal are
+/// written as aggregate rows.
+async fn write(
+    store: &Store,
+    ip_storage: IpStorage,
+    forms: &super::signup::Forms,
+    hits: &[Hit],
+    bursts: &Mutex<ClickBursts>,
+) -> Result<(u64, u64), StoreError> {
+    let mut tx = store.begin().await?;
+    let mut batch = classify(&mut tx, ip_storage, hits, bursts).await?;
+    let aggregate = super::tracking::split(&mut tx, forms, &mut batch.rows, &batch.private).await?;
+    track::insert_hits(&mut tx, &batch.rows).await?;
+    for (send, from, to) in &batch.bursts {
+        track::flag_click_burst(&mut tx, *send, *from, *to, machine::LINKS_AT_ONCE_RULE).await?;
+    }
     crate::store::tracking::insert_aggregate(&mut tx, &aggregate).await?;
     tx.commit().await?;
-    let written = (rows.len() + aggregate.len()) as u64;
+    let written = (batch.rows.len() + aggregate.len()) as u64;
     Ok((written, hits.len() as u64 - written))
 }
 

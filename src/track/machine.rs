@@ -1,9 +1,9 @@
 //! Which opens and clicks a machine made: image proxies, prefetchers and
 //! link scanners. Every hit is stored with its verdict and the rule that
 //! fired; none is dropped, and the verdict never changes the response (the
-//! pixel is always served, the redirect always given). Facts and sources:
-//! the tracking-and-consent note (Apple MPP, Gmail and Yahoo proxies,
-//! Microsoft EOP networks, HEAD requests, clicks seconds after delivery).
+//! pixel is always served, the redirect always given). Every rule, its
+//! class and its source: docs/TRACKING.md, "Machine opens and scanner
+//! clicks".
 //!
 //! Pure: no I/O.
 
@@ -11,7 +11,7 @@ use std::net::IpAddr;
 
 /// The version of these rules, stored with each verdict so reports can tell
 /// which rules classified an old event.
-pub const RULESET: &str = "2026-12-03";
+pub const RULESET: &str = "2026-12-03.2";
 
 /// What made a hit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,32 +63,73 @@ pub struct Signals<'a> {
     pub since_delivery_ms: Option<i64>,
 }
 
-/// Exchange Online Protection: pure filtering networks, never a reader
-/// (Microsoft 365 endpoint sets; see the tracking note).
-const EOP_NETWORKS: [&str; 4] = [
-    "40.92.0.0/15",
-    "40.107.0.0/16",
-    "52.100.0.0/14",
-    "104.47.0.0/17",
+/// Pure mail-filtering networks that never carry a reader's own request, so
+/// every pixel fetch and click from them is a machine's. Sources (docs/TRACKING.md):
+/// Microsoft 365 endpoint sets 9 and 10 (Exchange Online Protection,
+/// `*.protection.outlook.com`; the Exchange Online ranges are not here,
+/// Outlook on the web fetches images from them for real readers); Barracuda
+/// Email Gateway Defense's published egress ranges. Both lists as collected
+/// in warmbly's `tracking/scanner-networks.txt`.
+const SCANNER_NETWORKS: [(&str, &str); 17] = [
+    ("40.92.0.0/15", "microsoft-eop-network"),
+    ("40.107.0.0/16", "microsoft-eop-network"),
+    ("52.100.0.0/14", "microsoft-eop-network"),
+    ("52.238.78.88/32", "microsoft-eop-network"),
+    ("104.47.0.0/17", "microsoft-eop-network"),
+    ("2a01:111:f400::/48", "microsoft-eop-network"),
+    ("2a01:111:f403::/48", "microsoft-eop-network"),
+    ("3.24.133.128/25", "barracuda-egd-network"),
+    ("15.222.16.128/25", "barracuda-egd-network"),
+    ("35.157.190.224/27", "barracuda-egd-network"),
+    ("18.185.115.192/26", "barracuda-egd-network"),
+    ("18.184.203.224/27", "barracuda-egd-network"),
+    ("13.200.136.128/25", "barracuda-egd-network"),
+    ("35.176.92.96/27", "barracuda-egd-network"),
+    ("18.133.136.128/26", "barracuda-egd-network"),
+    ("18.133.136.96/27", "barracuda-egd-network"),
+    ("209.222.82.0/24", "barracuda-egd-network"),
 ];
 
-/// Substrings of user agents that only robots send. Scanners with browser
-/// agents are not caught this way (they are by timing, below).
-const ROBOT_AGENTS: [&str; 10] = [
-    "bingpreview",
-    "barracuda",
-    "mimecast",
-    "proofpoint",
-    "python-requests",
-    "go-http-client",
-    "curl/",
-    "wget/",
-    "headlesschrome",
-    "bot",
+/// [`SCANNER_NETWORKS`] parsed once.
+static NETWORKS: std::sync::LazyLock<Vec<(ipnet::IpNet, &'static str)>> =
+    std::sync::LazyLock::new(|| {
+        SCANNER_NETWORKS
+            .iter()
+            .map(|(n, rule)| (n.parse().expect("a valid CIDR in SCANNER_NETWORKS"), *rule))
+            .collect()
+    });
+
+/// Substrings (lower case) of user agents that only machines send, and the
+/// rule each names. The mail-security gateways first; scanners with browser
+/// agents are not caught this way (they are by timing, below). Proofpoint's
+/// and Mimecast's networks are whole ASNs that also carry people (browser
+/// isolation renders a person's click from the vendor's cloud), so they are
+/// matched by agent and timing, not by address.
+const MACHINE_AGENTS: [(&str, &str); 11] = [
+    ("mimecast", "mimecast-user-agent"),
+    ("proofpoint", "proofpoint-user-agent"),
+    ("barracuda", "barracuda-user-agent"),
+    ("bingpreview", "robot-user-agent"),
+    ("python-requests", "robot-user-agent"),
+    ("go-http-client", "robot-user-agent"),
+    ("curl/", "robot-user-agent"),
+    ("wget/", "robot-user-agent"),
+    ("headlesschrome", "robot-user-agent"),
+    ("bot", "robot-user-agent"),
+    ("spider", "robot-user-agent"),
 ];
 
-/// A click this soon after delivery is a scanner's, not a reader's.
-const FAST_CLICK_MS: i64 = 2_000;
+/// An open or a click this soon after the receiving server accepted the
+/// message is a gateway's scan at delivery, not a reader's (Mautic's bot
+/// rule uses the same 2 s from sending).
+pub const FAST_AFTER_DELIVERY_MS: i64 = 2_000;
+
+/// Two different links of one message clicked within this time: a scanner
+/// following every link, not a person (who reads, clicks, comes back).
+pub const LINKS_AT_ONCE_MS: i64 = 2_000;
+
+/// The rule [`ClickBursts`] fires.
+pub const LINKS_AT_ONCE_RULE: &str = "links-clicked-at-once";
 
 pub fn classify(s: &Signals<'_>) -> Verdict {
     let v = |class, rule| Verdict {
@@ -101,12 +142,9 @@ pub fn classify(s: &Signals<'_>) -> Verdict {
         return v(Class::Scanner, "head-request");
     }
     if let Some(ip) = s.ip
-        && EOP_NETWORKS
-            .iter()
-            .filter_map(|n| n.parse::<ipnet::IpNet>().ok())
-            .any(|n| n.contains(&ip))
+        && let Some((_, rule)) = NETWORKS.iter().find(|(n, _)| n.contains(&ip))
     {
-        return v(Class::Scanner, "microsoft-eop-network");
+        return v(Class::Scanner, rule);
     }
     if s.purpose
         .is_some_and(|p| p.to_ascii_lowercase().contains("prefetch"))
@@ -128,18 +166,69 @@ pub fn classify(s: &Signals<'_>) -> Verdict {
         return v(Class::Prefetch, "apple-mpp-user-agent");
     }
     let lower = ua.to_ascii_lowercase();
-    if ROBOT_AGENTS.iter().any(|r| lower.contains(r)) {
-        return v(Class::Scanner, "robot-user-agent");
+    if let Some((_, rule)) = MACHINE_AGENTS.iter().find(|(n, _)| lower.contains(n)) {
+        return v(Class::Scanner, rule);
     }
-    if s.click
-        && s.since_delivery_ms
-            .is_some_and(|d| (0..FAST_CLICK_MS).contains(&d))
+    if s.since_delivery_ms
+        .is_some_and(|d| (0..FAST_AFTER_DELIVERY_MS).contains(&d))
     {
-        return v(Class::Scanner, "click-within-2s-of-delivery");
+        return v(
+            Class::Scanner,
+            if s.click {
+                "click-within-2s-of-delivery"
+            } else {
+                "open-within-2s-of-delivery"
+            },
+        );
     }
     Verdict {
         class: Class::Human,
         rule: None,
+    }
+}
+
+/// Recent clicks per send, to catch a scanner that follows every link of a
+/// message at once. Kept by the event writer of one node: a burst spread
+/// over several nodes behind a load balancer is caught only in part.
+#[derive(Debug, Default)]
+pub struct ClickBursts {
+    /// send -> (time, link) of its clicks within the window.
+    recent: std::collections::HashMap<i64, Vec<(i64, u16)>>,
+}
+
+impl ClickBursts {
+    /// Records a click at `at` (milliseconds) on link `link` of `send` and
+    /// says whether another link of the same send was clicked within
+    /// [`LINKS_AT_ONCE_MS`] of it (before or after, for hits out of order):
+    /// then the earliest such click's time, so earlier clicks can be
+    /// flagged too.
+    pub fn record(&mut self, send: i64, link: u16, at: i64) -> Option<i64> {
+        let clicks = self.recent.entry(send).or_default();
+        clicks.retain(|(t, _)| at - t < 10 * LINKS_AT_ONCE_MS);
+        let burst = clicks
+            .iter()
+            .filter(|(t, l)| *l != link && (at - t).abs() < LINKS_AT_ONCE_MS)
+            .map(|(t, _)| *t)
+            .min()
+            .map(|t| t.min(at));
+        if clicks.len() < 64 {
+            clicks.push((at, link));
+        }
+        burst
+    }
+
+    /// Forgets sends with no click since `before` (bounds the memory).
+    pub fn forget_before(&mut self, before: i64) {
+        self.recent
+            .retain(|_, c| c.iter().any(|(t, _)| *t >= before));
+    }
+
+    pub fn len(&self) -> usize {
+        self.recent.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.recent.is_empty()
     }
 }
 
@@ -238,5 +327,114 @@ mod tests {
         assert!(
             Class::Proxied.engaged() && !Class::Prefetch.engaged() && !Class::Scanner.engaged()
         );
+    }
+
+    /// Each rule of the issue's list, by name: the class it gives and that
+    /// a person's hit beside it is left alone.
+    #[test]
+    fn every_named_rule_fires_on_its_own_signal() {
+        let base = s(true, Some(FIREFOX));
+        let cases: Vec<(Signals<'static>, Class, &str)> = vec![
+            (
+                Signals {
+                    ip: Some("52.100.7.8".parse().unwrap()),
+                    click: false,
+                    ..base
+                },
+                Class::Scanner,
+                "microsoft-eop-network",
+            ),
+            (
+                Signals {
+                    ip: Some("2a01:111:f403::1".parse().unwrap()),
+                    ..base
+                },
+                Class::Scanner,
+                "microsoft-eop-network",
+            ),
+            (
+                Signals {
+                    ip: Some("209.222.82.14".parse().unwrap()),
+                    ..base
+                },
+                Class::Scanner,
+                "barracuda-egd-network",
+            ),
+            (
+                s(true, Some("Mozilla/5.0 (compatible; Mimecast URL Protect)")),
+                Class::Scanner,
+                "mimecast-user-agent",
+            ),
+            (
+                s(true, Some("Proofpoint URL Defense")),
+                Class::Scanner,
+                "proofpoint-user-agent",
+            ),
+            (
+                s(false, Some("Barracuda Sentinel (EE)")),
+                Class::Scanner,
+                "barracuda-user-agent",
+            ),
+            (
+                Signals {
+                    since_delivery_ms: Some(1_500),
+                    ..s(false, Some(FIREFOX))
+                },
+                Class::Scanner,
+                "open-within-2s-of-delivery",
+            ),
+            (
+                Signals {
+                    since_delivery_ms: Some(0),
+                    ..base
+                },
+                Class::Scanner,
+                "click-within-2s-of-delivery",
+            ),
+        ];
+        for (sig, class, rule) in cases {
+            let v = classify(&sig);
+            assert_eq!((v.class, v.rule), (class, Some(rule)), "{sig:?}");
+        }
+        // Just outside each: a person.
+        for sig in [
+            Signals {
+                ip: Some("40.94.0.1".parse().unwrap()),
+                ..base
+            },
+            Signals {
+                since_delivery_ms: Some(FAST_AFTER_DELIVERY_MS),
+                ..base
+            },
+            Signals {
+                since_delivery_ms: None,
+                ..base
+            },
+        ] {
+            assert_eq!(classify(&sig).class, Class::Human, "{sig:?}");
+        }
+    }
+
+    #[test]
+    fn every_link_clicked_at_once_is_a_burst_and_one_link_again_is_not() {
+        let mut b = ClickBursts::default();
+        // A person: the same link twice, another link a minute later.
+        assert_eq!(b.record(1, 0, 10_000), None);
+        assert_eq!(b.record(1, 0, 10_500), None);
+        assert_eq!(b.record(1, 1, 70_000), None);
+        // A scanner: links 0, 1, 2 of send 2 within a second; the burst
+        // starts at the first.
+        assert_eq!(b.record(2, 0, 5_000), None);
+        assert_eq!(b.record(2, 1, 5_300), Some(5_000));
+        assert_eq!(b.record(2, 2, 5_600), Some(5_000));
+        // Out of order (two writers, or a batch's order) still counts.
+        assert_eq!(b.record(3, 1, 9_000), None);
+        assert_eq!(b.record(3, 0, 8_800), Some(8_800));
+        // Other sends are not mixed in, and old sends are forgotten.
+        assert_eq!(b.record(4, 5, 5_100), None);
+        b.forget_before(60_000);
+        assert_eq!(b.len(), 1);
+        b.forget_before(100_000);
+        assert!(b.is_empty());
     }
 }

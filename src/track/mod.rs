@@ -19,10 +19,11 @@ pub mod csrf;
 pub mod events;
 pub mod i18n;
 pub mod machine;
+pub mod ops;
 pub mod pages;
+mod public;
 pub mod signup;
 pub mod tracking;
-mod public;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -74,6 +75,10 @@ pub struct Metrics {
     pub signups_limited: AtomicU64,
     pub conversions_recorded: AtomicU64,
     pub conversions_duplicate: AtomicU64,
+    /// Reads of the bounce mailbox by serve's feedback poller.
+    pub feedback_polls: AtomicU64,
+    /// Requests by route and status, and their latency.
+    pub http: ops::HttpMetrics,
 }
 
 #[derive(Clone)]
@@ -112,8 +117,9 @@ pub fn router(app: App, queue: EventQueue, metrics: Arc<Metrics>) -> Router {
         )
     };
     Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics_text))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
         .route("/assets/pages.css", get(stylesheet))
         .route("/u/{token}", get(unsubscribe_page).post(unsubscribe))
         .route("/o/{file}", get(open))
@@ -136,7 +142,7 @@ pub fn router(app: App, queue: EventQueue, metrics: Arc<Metrics>) -> Router {
             state.clone(),
             render_errors,
         ))
-        .with_state(state)
+        .with_state(state.clone())
         .layer(DefaultBodyLimit::max(max_body))
         .layer(RequestBodyLimitLayer::new(max_body))
         .layer(TimeoutLayer::with_status_code(
@@ -150,6 +156,9 @@ pub fn router(app: App, queue: EventQueue, metrics: Arc<Metrics>) -> Router {
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(CSP),
         ))
+        // Outermost: times and counts every answer, the 408s and 413s of
+        // the layers above included.
+        .layer(axum::middleware::from_fn_with_state(state, ops::observe))
 }
 
 /// Errors of this layer, mapped to status codes here and nowhere else.
@@ -289,44 +298,6 @@ fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .iter()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.as_str())
-}
-
-async fn healthz(State(s): State<AppState>) -> Response {
-    let ok =
-        crate::dispatch!(&s.app.store, pool => sqlx::query("SELECT 1").execute(pool).await.is_ok());
-    if ok {
-        (
-            StatusCode::OK,
-            [(header::CACHE_CONTROL, "no-store")],
-            "ok\n",
-        )
-            .into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "database unreachable\n").into_response()
-    }
-}
-
-async fn metrics_text(State(s): State<AppState>) -> Response {
-    let m = &s.metrics;
-    let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-    let mut body = format!(
-        "# TYPE cartero_events_queued_total counter\ncartero_events_queued_total {}\n\
-         # TYPE cartero_events_written_total counter\ncartero_events_written_total {}\n\
-         # TYPE cartero_events_dropped_total counter\ncartero_events_dropped_total {}\n\
-         # TYPE cartero_events_orphaned_total counter\ncartero_events_orphaned_total {}\n\
-         # TYPE cartero_events_lost_total counter\ncartero_events_lost_total {}\n\
-         # TYPE cartero_unsubscribes_total counter\ncartero_unsubscribes_total {}\n\
-         # TYPE cartero_event_queue_depth gauge\ncartero_event_queue_depth {}\n",
-        get(&m.events_queued),
-        get(&m.events_written),
-        get(&m.events_dropped),
-        get(&m.events_orphaned),
-        get(&m.events_lost),
-        get(&m.unsubscribes),
-        s.queue.depth(),
-    );
-    body.push_str(&signup::metrics_lines(m));
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
 /// The client's address: the peer's, or, when the peer is a trusted proxy,
