@@ -352,7 +352,14 @@ impl Composer {
             renderer,
             signer,
             keys: Keyring::new(cfg.sender.key_id, &secret),
-            serve: cfg.serve.as_ref().map(|s| (s.track_opens, s.track_clicks)),
+            // Tracking needs both: `[serve]` allowing it, and the campaign
+            // asking for it.
+            serve: cfg.serve.as_ref().map(|s| {
+                (
+                    s.track_opens && campaign.tracking.opens,
+                    s.track_clicks && campaign.tracking.clicks,
+                )
+            }),
             secret,
             bounce_local: cfg.sender.bounce_local.clone(),
             bounce_domain: cfg.sender.bounce_domain.clone(),
@@ -363,6 +370,12 @@ impl Composer {
             feedback_id,
             campaign,
         })
+    }
+
+    /// Whether the messages this composer makes carry open or click
+    /// tracking (recorded per send: `sends.tracked`).
+    pub fn tracked(&self) -> bool {
+        self.serve.is_some_and(|(opens, clicks)| opens || clicks)
     }
 
     /// A new Message-ID: 128 bits from the operating system's CSPRNG, so
@@ -732,6 +745,9 @@ pub async fn send_campaign(
             "resuming: messages claimed by a run that stopped are sent again (the in-flight window)"
         );
     }
+    // Every message this run delivers is composed with this run's tracking
+    // settings; `hygiene run --sunset-days` trusts silence only after them.
+    sends::mark_tracked(store, row.id, composer.tracked()).await?;
     let before = sends::tally(store, row.id).await?;
     progress.start(before.open());
 

@@ -747,3 +747,23 @@ pub async fn troubles(store: &Store, campaign_id: i64) -> Result<Vec<Trouble>> {
         .await?)
     })
 }
+
+/// Records whether the messages of a campaign's rows still to be delivered
+/// carry open or click tracking (`sends.tracked`, migration 0006): the rows
+/// this run may deliver, composed with this run's settings. Rows already
+/// settled keep what they were sent with; rows another live run holds
+/// (`sending`) keep that run's value.
+pub async fn mark_tracked(store: &Store, campaign_id: i64, tracked: bool) -> Result<()> {
+    let _writer = sqlite_writer(store).await;
+    dispatch!(store, pool => {
+        sqlx::query(
+            "UPDATE sends SET tracked = $1 WHERE campaign_id = $2 AND state IN ('pending', 'deferred') \
+             AND (tracked IS NULL OR tracked <> $1)",
+        )
+        .bind(i64::from(tracked))
+        .bind(campaign_id)
+        .execute(pool)
+        .await?;
+    });
+    Ok(())
+}
