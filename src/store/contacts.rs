@@ -1004,6 +1004,31 @@ pub async fn list_names(store: &Store, ids: &[i64]) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// Every list's name by id (lists are few: one per newsletter or purpose).
+pub async fn list_names_by_id(store: &Store) -> Result<std::collections::HashMap<i64, String>> {
+    let rows: Vec<(i64, String)> = dispatch!(store, pool => {
+        sqlx::query_as("SELECT id, name FROM lists")
+            .fetch_all(pool)
+            .await?
+    });
+    Ok(rows.into_iter().collect())
+}
+
+/// The lists a contact has been on, by name, and whether it is subscribed
+/// to each now.
+pub async fn lists_of(store: &Store, contact_id: i64) -> Result<Vec<(String, bool)>> {
+    let rows: Vec<(String, i64)> = dispatch!(store, pool => {
+        sqlx::query_as(
+            "SELECT l.name, cl.subscribed FROM contact_lists cl JOIN lists l ON l.id = cl.list_id \
+             WHERE cl.contact_id = $1 ORDER BY l.name",
+        )
+        .bind(contact_id)
+        .fetch_all(pool)
+        .await?
+    });
+    Ok(rows.into_iter().map(|(n, s)| (n, s == 1)).collect())
+}
+
 /// Contacts whose addresses differ only in the case of ASCII letters.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct DuplicateGroup {
