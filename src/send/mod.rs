@@ -58,13 +58,15 @@ pub enum SendError {
     /// The server stayed unreachable for `smtp.outage_timeout_secs`: the
     /// send stopped on purpose and resumes when run again (exit status 4).
     #[error(
-        "the SMTP server {host}:{port} could not be reached for {secs} s ({reason}); \
-         the send stopped. Nothing is lost: run the same command again to resume"
+        "the SMTP server {host}:{port} could not be reached for {secs} s, so the send \
+         stopped. Nothing is lost: run the same command again to resume"
     )]
     Outage {
         host: String,
         port: u16,
         secs: u64,
+        /// The last cause seen: for logs and JSON. The terminal heard the
+        /// first one when the outage began, and is not told it twice.
         reason: String,
     },
     #[error("{path}: cannot write to the outbox: {source}")]
@@ -113,8 +115,13 @@ pub struct SendReport {
     pub campaign: String,
     /// False when this run resumed a send started earlier.
     pub started_now: bool,
-    /// Rows a dead run had claimed and not recorded: sent again (docs/SENDING.md).
+    /// Messages that may have reached the server just before the last run
+    /// stopped, and were sent again: these may arrive twice (at most
+    /// `IN_FLIGHT` per worker of that run; docs/SENDING.md).
     pub in_flight_resent: u64,
+    /// Rows the stopped run had claimed and not recorded, all handed back
+    /// (most of them had not been sent at all).
+    pub picked_up_again: u64,
     pub sent_this_run: u64,
     /// Contacts this run suppressed because the server refused them for
     /// good (a hard bounce at RCPT or DATA; docs/SENDING.md).
@@ -736,12 +743,19 @@ pub async fn send_campaign(
     }
     let started_now = sends::snapshot(store, row.id, list_id, &filter, now).await?;
     let me = worker_identity();
-    let in_flight =
-        sends::release_stale(store, row.id, now, |by| claimant_is_dead(by, &me)).await?;
-    if in_flight > 0 {
-        tracing::warn!(
+    let released = sends::release_stale(
+        store,
+        row.id,
+        now,
+        |by| claimant_is_dead(by, &me),
+        IN_FLIGHT as u64,
+    )
+    .await?;
+    if released.rows > 0 {
+        tracing::info!(
             campaign = %c.slug,
-            in_flight,
+            rows = released.rows,
+            possibly_delivered = released.possibly_delivered,
             "resuming: messages claimed by a run that stopped are sent again (the in-flight window)"
         );
     }
@@ -838,7 +852,8 @@ pub async fn send_campaign(
     Ok(SendReport {
         campaign: composer.campaign.slug.clone(),
         started_now,
-        in_flight_resent: in_flight,
+        in_flight_resent: released.possibly_delivered,
+        picked_up_again: released.rows,
         sent_this_run: sent.load(Ordering::Relaxed),
         suppressed_by_refusals: suppressed.load(Ordering::Relaxed),
         render_failures: std::mem::take(
@@ -1387,6 +1402,7 @@ async fn dry_run(
         campaign: composer.campaign.slug.clone(),
         started_now: !already_started,
         in_flight_resent: 0,
+        picked_up_again: 0,
         sent_this_run: 0,
         suppressed_by_refusals: 0,
         tally,
