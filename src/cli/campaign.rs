@@ -159,6 +159,38 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
                     crate::send::check_renders(&store, &composer, &c.list, &filter).await?
                 }
             };
+            // Attributes the templates or the segment name that no contact
+            // has: a typo, even where `| default(...)` keeps the render
+            // from failing.
+            let mut unknown = Vec::new();
+            if rendered + failures.len() as u64 > 0 {
+                let keys = contacts::attribute_keys(&store).await?;
+                for path in std::iter::once(&c.html_template).chain(c.text_template.as_ref()) {
+                    let source = std::fs::read_to_string(path)
+                        .with_context(|| format!("{}: cannot read", path.display()))?;
+                    for r in crate::render::attributes::template_refs(&source) {
+                        if keys.contains(&r.name) {
+                            continue;
+                        }
+                        let hint = crate::render::attributes::nearest(
+                            &r.name,
+                            keys.iter().map(String::as_str),
+                        )
+                        .map(|n| format!(": did you mean `contact.attributes.{n}`?"))
+                        .unwrap_or_default();
+                        unknown.push(format!(
+                            "{}:{}:{}: no contact has the attribute `contact.attributes.{}`{hint}",
+                            path.display(),
+                            r.line,
+                            r.col,
+                            r.name
+                        ));
+                    }
+                }
+                if let Some(s) = &segment {
+                    unknown.extend(super::segment::unknown_attributes(s, &keys));
+                }
+            }
             let list_exists = crate::dispatch!(&store, pool => {
                 sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM lists WHERE name = $1")
                     .bind(&c.list)
@@ -197,6 +229,9 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
                 println!("  rendered  for {rendered} recipients");
             }
             print_render_failures(&failures, true);
+            for w in &unknown {
+                eprintln!("warning: {}", crate::domain::text::for_terminal_line(w));
+            }
             if let Some(line) = smtp_auth_check(&cfg).await? {
                 println!("  smtp      {line}");
             }

@@ -1004,6 +1004,25 @@ pub async fn list_names(store: &Store, ids: &[i64]) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// The attribute names any contact (not erased) has.
+pub async fn attribute_keys(store: &Store) -> Result<std::collections::BTreeSet<String>> {
+    let keys: Vec<String> = dispatch!(store, pool => {
+        sqlx::query_scalar(match store.backend() {
+            super::Backend::Sqlite => {
+                "SELECT DISTINCT j.key FROM contacts c, json_each(c.attributes) j \
+                 WHERE c.status <> 'erased' AND json_valid(c.attributes)"
+            }
+            super::Backend::Postgres => {
+                "SELECT DISTINCT k FROM contacts c, jsonb_object_keys(c.attributes) k \
+                 WHERE c.status <> 'erased' AND jsonb_typeof(c.attributes) = 'object'"
+            }
+        })
+        .fetch_all(pool)
+        .await?
+    });
+    Ok(keys.into_iter().collect())
+}
+
 /// Every list's name by id (lists are few: one per newsletter or purpose).
 pub async fn list_names_by_id(store: &Store) -> Result<std::collections::HashMap<i64, String>> {
     let rows: Vec<(i64, String)> = dispatch!(store, pool => {
