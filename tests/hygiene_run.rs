@@ -29,14 +29,38 @@ fn people() -> Vec<(&'static str, i64, Option<i64>)> {
         ("ana@gmial.com", 0, None),
         ("user@nullmx.test", 0, None),
         ("user@mx.test", 0, None),
-        // Mailed, never opened since being added 100 days ago: sunset.
+        // Mailed with tracking, never opened since being added 100 days
+        // ago: sunset.
         ("quiet@example.org", 2, None),
         // Mailed and opened 10 days ago: stays.
         ("reader@example.org", 2, Some(NOW - 10 * DAY)),
+        // Mailed only without tracking (tracked = 0), or before sends
+        // recorded it (NULL): no evidence, stays, and is counted.
+        ("untracked@example.org", 2, None),
+        ("legacy@example.org", 2, None),
     ]
 }
 
+/// What `sends.tracked` the seeded send of a mailed contact carries.
+fn tracked_of(email: &str) -> Option<i64> {
+    match email {
+        "untracked@example.org" => Some(0),
+        "legacy@example.org" => None,
+        _ => Some(1),
+    }
+}
+
 async fn seed(store: &Store) {
+    cartero::dispatch!(store, pool => {
+        sqlx::query(
+            "INSERT INTO campaigns (slug, name, file_path, file_hash, created_at) \
+             VALUES ('old', 'Old', 'campaigns/old.toml', 'x', $1)",
+        )
+        .bind(NOW - 90 * DAY)
+        .execute(pool)
+        .await
+        .expect("insert campaign");
+    });
     for (email, sends, opened) in people() {
         let domain = email.rsplit('@').next().expect("@");
         cartero::dispatch!(store, pool => {
@@ -52,6 +76,19 @@ async fn seed(store: &Store) {
             .execute(pool)
             .await
             .expect("insert contact");
+            if sends > 0 {
+                sqlx::query(
+                    "INSERT INTO sends (campaign_id, contact_id, email, state, created_at, updated_at, tracked) \
+                     SELECT (SELECT id FROM campaigns WHERE slug = 'old'), id, email, 'accepted', $2, $2, $3 \
+                     FROM contacts WHERE email = $1",
+                )
+                .bind(email)
+                .bind(NOW - 90 * DAY)
+                .bind(tracked_of(email))
+                .execute(pool)
+                .await
+                .expect("insert send");
+            }
         });
     }
 }
@@ -100,8 +137,9 @@ async fn hygiene_run_flags_sunsets_and_is_idempotent() {
         let dry = run::run(&db.store, &checker, Some(&mx), &opts, NOW)
             .await
             .expect("dry run");
-        assert_eq!(dry.contacts, 9);
+        assert_eq!(dry.contacts, 11);
         assert_eq!(dry.sunset, 1);
+        assert_eq!(dry.sunset_no_evidence, 2, "untracked and legacy: {dry:?}");
         assert!(dry.flags_added >= 7, "{dry:?}");
         assert!(
             flags(&db.store).await.is_empty(),
@@ -174,7 +212,7 @@ async fn hygiene_run_flags_sunsets_and_is_idempotent() {
         );
         assert_eq!(
             count(&db.store, "SELECT COUNT(*) FROM contacts").await,
-            9,
+            11,
             "nothing deleted"
         );
 

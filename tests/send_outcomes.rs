@@ -221,7 +221,7 @@ async fn suppressed_contacts_are_skipped_and_the_outbox_gets_the_rest() {
         // The human report names the skip reasons too.
         let again = p.ok(&["campaign", "send", "campaigns/c.toml"]);
         assert!(
-            again.contains("resumed c") && again.contains("no_consent"),
+            again.contains("resumed c") && again.contains("no consent for this list"),
             "{again}"
         );
     }
@@ -313,6 +313,11 @@ async fn a_refusal_at_rcpt_suppresses_the_contact_for_the_next_campaign() {
         assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
         let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(r["suppressed_by_refusals"], 1, "{r}");
+        // The summary breaks the failures down by reason (issue 16 item 12).
+        assert_eq!(
+            r["failed_by_reason"]["refused by the server (smtp 550)"], 1,
+            "{r}"
+        );
 
         let (status, reason): (String, Option<String>) = cartero::dispatch!(&db.store, pool => {
             sqlx::query_as("SELECT status, status_reason FROM contacts WHERE email = 'nobody@example.org'")
@@ -339,7 +344,8 @@ async fn a_refusal_at_rcpt_suppresses_the_contact_for_the_next_campaign() {
         // `campaign status` counts the failure by reason and lists it.
         let status = p.ok(&["campaign", "status", "c"]);
         assert!(
-            status.contains("accepted                   1") && status.contains("smtp 550"),
+            status.contains("accepted                   1")
+                && status.contains("refused by the server (smtp 550)"),
             "{status}"
         );
         let listed = p.ok(&[

@@ -112,14 +112,31 @@ struct TemplateFiles {
     text: Option<Spanned<String>>,
 }
 
-/// Tracking switches. Opens and clicks are recorded by `cartero serve`.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+/// Tracking switches. Opens and clicks are recorded by `cartero serve`, so
+/// they take effect only with `[serve]` configured (and its `track_opens`,
+/// `track_clicks`); a campaign turns either off for itself. Both default to
+/// on, which is what every campaign got before the campaign's switches were
+/// honoured.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Tracking {
-    #[serde(default)]
+    #[serde(default = "on")]
     pub opens: bool,
-    #[serde(default)]
+    #[serde(default = "on")]
     pub clicks: bool,
+}
+
+fn on() -> bool {
+    true
+}
+
+impl Default for Tracking {
+    fn default() -> Self {
+        Tracking {
+            opens: true,
+            clicks: true,
+        }
+    }
 }
 
 /// Which recipients a campaign goes to.

@@ -159,6 +159,38 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
                     crate::send::check_renders(&store, &composer, &c.list, &filter).await?
                 }
             };
+            // Attributes the templates or the segment name that no contact
+            // has: a typo, even where `| default(...)` keeps the render
+            // from failing.
+            let mut unknown = Vec::new();
+            if rendered + failures.len() as u64 > 0 {
+                let keys = contacts::attribute_keys(&store).await?;
+                for path in std::iter::once(&c.html_template).chain(c.text_template.as_ref()) {
+                    let source = std::fs::read_to_string(path)
+                        .with_context(|| format!("{}: cannot read", path.display()))?;
+                    for r in crate::render::attributes::template_refs(&source) {
+                        if keys.contains(&r.name) {
+                            continue;
+                        }
+                        let hint = crate::render::attributes::nearest(
+                            &r.name,
+                            keys.iter().map(String::as_str),
+                        )
+                        .map(|n| format!(": did you mean `contact.attributes.{n}`?"))
+                        .unwrap_or_default();
+                        unknown.push(format!(
+                            "{}:{}:{}: no contact has the attribute `contact.attributes.{}`{hint}",
+                            path.display(),
+                            r.line,
+                            r.col,
+                            r.name
+                        ));
+                    }
+                }
+                if let Some(s) = &segment {
+                    unknown.extend(super::segment::unknown_attributes(s, &keys));
+                }
+            }
             let list_exists = crate::dispatch!(&store, pool => {
                 sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM lists WHERE name = $1")
                     .bind(&c.list)
@@ -197,6 +229,9 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
                 println!("  rendered  for {rendered} recipients");
             }
             print_render_failures(&failures, true);
+            for w in &unknown {
+                eprintln!("warning: {}", crate::domain::text::for_terminal_line(w));
+            }
             if let Some(line) = smtp_auth_check(&cfg).await? {
                 println!("  smtp      {line}");
             }
@@ -273,8 +308,13 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
                 Err(e) => return Err(e.into()),
             };
             bar.finish_and_clear();
+            let failed_by_reason = if report.tally.failed > 0 {
+                failures_by_reason(&store, &report.campaign).await?
+            } else {
+                Default::default()
+            };
             store.close().await;
-            print_report(&report, format)?;
+            print_report(&report, &failed_by_reason, format)?;
             Ok(if report.tally.failed > 0 {
                 ExitCode::from(3)
             } else {
@@ -325,9 +365,49 @@ async fn smtp_auth_check(cfg: &Config) -> anyhow::Result<Option<String>> {
     }))
 }
 
-fn print_report(r: &SendReport, format: Format) -> anyhow::Result<()> {
+/// A campaign's failed sends counted by reason (`failure_reason`).
+async fn failures_by_reason(
+    store: &crate::store::Store,
+    slug: &str,
+) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
+    let mut by_reason = std::collections::BTreeMap::new();
+    if let Some(row) = crate::store::campaigns::find(store, slug).await? {
+        for t in crate::store::sends::troubles(store, row.id).await? {
+            if t.state == "failed" {
+                *by_reason.entry(failure_reason(&t)).or_default() += 1;
+            }
+        }
+    }
+    Ok(by_reason)
+}
+
+/// A skip reason in the words of the person who sends the campaign.
+fn skip_words(code: &str) -> &str {
+    match code {
+        "unsubscribed" => "unsubscribed",
+        "bounced" => "bounced before",
+        "complained" => "marked as spam before",
+        "erased" => "erased on request",
+        "sunset" => "stopped reading (sunset)",
+        "no_consent" => "no consent for this list",
+        other => other,
+    }
+}
+
+fn print_report(
+    r: &SendReport,
+    failed_by_reason: &std::collections::BTreeMap<String, u64>,
+    format: Format,
+) -> anyhow::Result<()> {
     if format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(r)?);
+        let mut v = serde_json::to_value(r)?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert(
+                "failed_by_reason".into(),
+                serde_json::to_value(failed_by_reason)?,
+            );
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
     let t = &r.tally;
@@ -358,40 +438,56 @@ fn print_report(r: &SendReport, format: Format) -> anyhow::Result<()> {
             r.campaign,
             r.transport
         );
-        println!("accepted           {:>9}", t.accepted);
+        println!(
+            "accepted           {:>9}  (taken by the mail server; bounces may still come back)",
+            t.accepted
+        );
         println!("failed             {:>9}", t.failed);
+        for (reason, n) in failed_by_reason {
+            println!("  {reason:<32} {n:>9}");
+        }
         if r.suppressed_by_refusals > 0 {
             println!(
-                "  suppressed       {:>9}  (refused for good by the server: treated as hard bounces)",
+                "  of these, no longer mailed {:>5}  (the server refused them for good: treated as hard bounces)",
                 r.suppressed_by_refusals
             );
         }
-        println!("deferred           {:>9}", t.deferred);
-        println!("pending            {:>9}", t.pending + t.sending);
+        if t.deferred > 0 {
+            println!(
+                "deferred           {:>9}  (the server asked to try later: `campaign send` again, or wait)",
+                t.deferred
+            );
+        }
+        if t.pending + t.sending > 0 {
+            println!("not sent yet       {:>9}", t.pending + t.sending);
+        }
         if r.in_flight_resent > 0 {
             println!(
-                "picked up again    {:>9}  (held by a run that stopped; of these, at most 4 per \
-                 connection had reached the server and may arrive twice: docs/SENDING.md)",
+                "may arrive twice   {:>9}  (on their way to the server when the last run stopped, \
+                 sent again: docs/SENDING.md)",
                 r.in_flight_resent
             );
         }
     }
-    println!("skipped            {:>9}", t.skipped_total());
+    println!("not sent to        {:>9}", t.skipped_total());
     for (reason, n) in &t.skipped {
-        println!("  {reason:<16} {n:>9}");
+        println!("  {:<16} {n:>9}", skip_words(reason));
     }
     print_render_failures(&r.render_failures, false);
     if !r.dry_run && r.elapsed_secs > 0.0 {
         // The rate counts the time spent sending, not waiting for retries.
         let sending = (r.elapsed_secs - r.waiting_secs).max(0.001);
         print!(
-            "this run: {} messages in {:.1}s ({:.0}/s)",
+            "this run: {} messages in {:.1}s ({:.0} a second)",
             r.sent_this_run,
             r.elapsed_secs,
             r.sent_this_run as f64 / sending
         );
         if r.waiting_secs >= 0.1 {
-            print!(", {:.1}s of it waiting for retries", r.waiting_secs);
+            print!(
+                ", of which {:.1}s waiting to retry (not counted in the rate)",
+                r.waiting_secs
+            );
         }
         println!();
     }
@@ -424,13 +520,19 @@ fn print_render_failures(failures: &[crate::send::RenderFailure], to_stderr: boo
     }
 }
 
-/// Why a send failed, in a word: the SMTP code, or what happened before
-/// any server answered.
+/// Why a send failed or waits, in words, with the SMTP code a postmaster
+/// would ask for.
 fn failure_reason(t: &crate::store::sends::Trouble) -> String {
     match (t.smtp_code, t.smtp_reply.as_deref()) {
-        (Some(code), _) => format!("smtp {code}"),
-        (None, Some(r)) if r.starts_with(crate::send::RENDER_FAILED) => "render".into(),
-        (None, Some(_)) => "no answer".into(),
+        (Some(code), _) if code >= 500 => format!("refused by the server (smtp {code})"),
+        (Some(code), _) if t.state == "failed" => {
+            format!("gave up after temporary refusals (smtp {code})")
+        }
+        (Some(code), _) => format!("server asked to try later (smtp {code})"),
+        (None, Some(r)) if r.starts_with(crate::send::RENDER_FAILED) => {
+            "could not be rendered".into()
+        }
+        (None, Some(_)) => "no answer from the server".into(),
         (None, None) => "unknown".into(),
     }
 }
@@ -533,15 +635,15 @@ async fn status(
         }
     );
     println!("accepted           {:>9}", tally.accepted);
-    println!("pending            {:>9}", tally.pending + tally.sending);
+    println!("not sent yet       {:>9}", tally.pending + tally.sending);
     println!("deferred           {:>9}", tally.deferred);
     println!("failed             {:>9}", tally.failed);
     for (reason, n) in &by_reason {
-        println!("  {reason:<16} {n:>9}");
+        println!("  {reason:<32} {n:>9}");
     }
-    println!("skipped            {:>9}", tally.skipped_total());
+    println!("not sent to        {:>9}", tally.skipped_total());
     for (reason, n) in &tally.skipped {
-        println!("  {reason:<16} {n:>9}");
+        println!("  {:<16} {n:>9}", skip_words(reason));
     }
     if tally.failed + tally.deferred > 0 {
         println!("(cartero campaign status {slug} --failed lists them)");

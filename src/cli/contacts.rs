@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
+use super::output::{Record, Table};
 use super::{Context, Format};
 use crate::consent::{self as consent_stage, Reinstated};
 use crate::contacts::ImportOptions;
@@ -455,7 +456,33 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
                         &serde_json::json!({ "groups": groups, "merged": merged })
                     )?
                 ),
-                Format::Table | Format::Csv => {
+                Format::Csv => {
+                    let mut t = Table::new(&[
+                        ("key", "KEY"),
+                        ("action", "ACTION"),
+                        ("id", "ID"),
+                        ("status", "STATUS"),
+                        ("email", "EMAIL"),
+                    ]);
+                    for g in &groups {
+                        for (i, c) in g.contacts.iter().enumerate() {
+                            let action = match (i, merge) {
+                                (0, _) => "keep",
+                                (_, true) => "merged",
+                                (_, false) => "merge",
+                            };
+                            t.row(vec![
+                                g.key.clone().into(),
+                                action.into(),
+                                c.id.to_string().into(),
+                                c.status.clone().into(),
+                                c.email.clone().into(),
+                            ]);
+                        }
+                    }
+                    t.write(format, &mut std::io::stdout().lock())?;
+                }
+                Format::Table => {
                     for g in &groups {
                         println!("{}", g.key);
                         for (i, c) in g.contacts.iter().enumerate() {
@@ -478,50 +505,7 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Show { email, format } => {
-            let cfg = ctx.config()?;
-            let store = ctx.store(&cfg).await?;
-            let addr = EmailAddress::parse(email.trim())
-                .map_err(|e| anyhow::anyhow!("{email:?} is not a valid address: {e}"))?;
-            let Some(c) = contacts::find_by_email(&store, &addr).await? else {
-                anyhow::bail!("no contact with address {addr}");
-            };
-            let ledger = consent::entries_for_contact(&store, c.id).await?;
-            match format {
-                Format::Json => println!(
-                    "{}",
-                    serde_json::to_string_pretty(
-                        &serde_json::json!({ "contact": c, "consent": ledger })
-                    )?
-                ),
-                Format::Table | Format::Csv => {
-                    println!("email       {}", c.email);
-                    let safe = crate::domain::text::for_terminal_line;
-                    println!(
-                        "name        {} {}",
-                        safe(c.first_name.as_deref().unwrap_or("")),
-                        safe(c.last_name.as_deref().unwrap_or(""))
-                    );
-                    println!("status      {}", c.status);
-                    println!("tags        {}", safe(&c.tags.join(", ")));
-                    println!("attributes  {}", c.attributes);
-                    println!("consent:");
-                    for e in ledger {
-                        println!(
-                            "  {}  {:<8} list={} source={:?} method={}",
-                            to_rfc3339(e.occurred_at),
-                            e.action,
-                            e.list_id
-                                .map(|l| l.to_string())
-                                .unwrap_or_else(|| "all".into()),
-                            e.source,
-                            e.method
-                        );
-                    }
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Cmd::Show { email, format } => show(ctx, email, format).await,
         Cmd::StatusHistory { email, format } => {
             let cfg = ctx.config()?;
             let store = ctx.store(&cfg).await?;
@@ -579,6 +563,110 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
             }
         }
     }
+}
+
+/// `contacts show`: the contact's fields, its lists by name, and its
+/// consent history.
+async fn show(ctx: &Context, email: String, format: Format) -> anyhow::Result<ExitCode> {
+    if format == Format::Csv {
+        anyhow::bail!(
+            "contacts show --format csv: a contact with its lists and consent history is not one \
+             table; use --format json (or `contacts export` for everything held on the contact)"
+        );
+    }
+    let cfg = ctx.config()?;
+    let store = ctx.store(&cfg).await?;
+    let addr = EmailAddress::parse(email.trim())
+        .map_err(|e| anyhow::anyhow!("{email:?} is not a valid address: {e}"))?;
+    let Some(c) = contacts::find_by_email(&store, &addr).await? else {
+        anyhow::bail!("no contact with address {addr}");
+    };
+    let ledger = consent::entries_for_contact(&store, c.id).await?;
+    let names = contacts::list_names_by_id(&store).await?;
+    let lists = contacts::lists_of(&store, c.id).await?;
+    store.close().await;
+    let list_name = |id: Option<i64>| match id {
+        None => "all lists".to_string(),
+        Some(id) => names
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| format!("list {id}")),
+    };
+    let mut history = Table::new(&[
+        ("occurred_at", "WHEN"),
+        ("action", "ACTION"),
+        ("list", "LIST"),
+        ("source", "SOURCE"),
+        ("method", "METHOD"),
+    ]);
+    for e in &ledger {
+        history.row(vec![
+            to_rfc3339(e.occurred_at).into(),
+            e.action.clone().into(),
+            list_name(e.list_id).into(),
+            e.source.clone().into(),
+            e.method.clone().into(),
+        ]);
+    }
+    let on_lists = lists
+        .iter()
+        .map(|(name, subscribed)| {
+            format!(
+                "{name} ({})",
+                if *subscribed {
+                    "subscribed"
+                } else {
+                    "unsubscribed"
+                }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    if format == Format::Json {
+        let consent: Vec<serde_json::Value> = ledger
+            .iter()
+            .map(|e| {
+                let mut v = serde_json::to_value(e).unwrap_or_default();
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("list".into(), list_name(e.list_id).into());
+                }
+                v
+            })
+            .collect();
+        let lists: Vec<serde_json::Value> = lists
+            .iter()
+            .map(|(name, subscribed)| serde_json::json!({ "name": name, "subscribed": subscribed }))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "contact": c, "lists": lists, "consent": consent })
+            )?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let name = [c.first_name.as_deref(), c.last_name.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut out = std::io::stdout().lock();
+    Record::new()
+        .field("email", "email", c.email.clone())
+        .field("name", "name", name)
+        .field("status", "status", c.status.clone())
+        .field("lists", "lists", on_lists)
+        .field("tags", "tags", c.tags.join(", "))
+        .field("attributes", "attributes", c.attributes.to_string())
+        .write(format, &mut out)?;
+    use std::io::Write as _;
+    writeln!(out, "consent history:")?;
+    if history.is_empty() {
+        writeln!(out, "  none")?;
+    } else {
+        history.write(format, &mut out)?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn export(ctx: &Context, email: String, out: Option<PathBuf>) -> anyhow::Result<ExitCode> {
@@ -700,8 +788,14 @@ async fn import(
     }
     store.close().await;
     match format {
+        // JSON carries everything: the counts, the rejections, the flagged
+        // addresses, how the file was read.
         Format::Json => println!("{}", serde_json::to_string_pretty(&summary)?),
-        Format::Table | Format::Csv => print_summary(&file, &summary, &opts),
+        // CSV: the counts as one row under a header, for a log of imports.
+        Format::Csv => {
+            summary_record(&summary, &opts).write(format, &mut std::io::stdout().lock())?
+        }
+        Format::Table => print_summary(&file, &summary, &opts),
     }
     let bad = summary.rejected + summary.duplicates + summary.suppressed > 0;
     Ok(if summary.no_usable_rows {
@@ -716,6 +810,71 @@ async fn import(
     })
 }
 
+/// The import's counts as a record: the same fields in every format.
+fn summary_record(s: &ImportSummary, opts: &ImportOptions) -> Record {
+    let sup = &s.suppressed_from_source;
+    let mut r = Record::new()
+        .field("file", "file", s.file.clone())
+        .field("rows_read", "rows read", s.rows)
+        .field("inserted", "inserted", s.inserted)
+        .field("updated", "updated", s.updated)
+        .field("unchanged", "unchanged", s.unchanged)
+        .field("rejected", "rejected", s.rejected)
+        .field("duplicates_in_file", "duplicates in file", s.duplicates)
+        .count_if("refused_erased", "refused (erased)", s.suppressed)
+        .field(
+            "suppressed_by_source",
+            "suppressed by source",
+            sup.unsubscribed + sup.bounced + sup.complained,
+        )
+        .field(
+            "withdrawals_recorded",
+            "withdrawals recorded",
+            s.withdrawals_recorded,
+        )
+        .field("kept_suppressed", "kept suppressed", s.kept_suppressed)
+        .count_if(
+            "reinstated_by_override",
+            "reinstated (override)",
+            s.reinstated_by_override,
+        );
+    if opts.list.is_some() {
+        r = r
+            .field("consent_granted", "consent granted", s.consent_granted)
+            .field(
+                "granted_with_source_evidence",
+                "  with source evidence",
+                s.granted_with_source_evidence,
+            )
+            .field(
+                "granted_asserted",
+                "  asserted by importer",
+                s.granted_asserted,
+            )
+            .field(
+                "no_consent_in_source",
+                "no consent in source",
+                s.no_consent_in_source,
+            )
+            .field("kept_unsubscribed", "kept unsubscribed", s.kept_withdrawn);
+    }
+    r.field("flagged_typo", "flagged as typo", s.findings.typo)
+        .field(
+            "flagged_disposable",
+            "flagged disposable",
+            s.findings.disposable,
+        )
+        .field("flagged_role", "flagged as role", s.findings.role)
+        .field("rejects_file", "rejected rows in", s.rejects_file.clone())
+        .field(
+            "written",
+            "written",
+            if s.written { "yes" } else { "no" }.to_string(),
+        )
+}
+
+/// The import's summary on the terminal: how the file was read, the
+/// counts (`summary_record`), and what they mean.
 fn print_summary(file: &std::path::Path, s: &ImportSummary, opts: &ImportOptions) {
     for r in &s.rejections {
         eprintln!(
@@ -766,47 +925,27 @@ fn print_summary(file: &std::path::Path, s: &ImportSummary, opts: &ImportOptions
     for w in &s.warnings {
         println!("warning            {w}");
     }
-    println!("rows read          {:>9}", s.rows);
-    println!("inserted           {:>9}", s.inserted);
-    println!("updated            {:>9}", s.updated);
-    println!("unchanged          {:>9}", s.unchanged);
-    println!("rejected           {:>9}", s.rejected);
-    println!("duplicates in file {:>9}", s.duplicates);
-    if s.suppressed > 0 {
-        println!("refused (erased)   {:>9}", s.suppressed);
-    }
+    // The counts, without the fields the lines above and below say in words.
+    let mut counts = summary_record(s, opts);
+    counts.retain(|k| !matches!(k, "file" | "rejects_file" | "written"));
+    let _ = counts.write(Format::Table, &mut std::io::stdout().lock());
     let sup = &s.suppressed_from_source;
-    println!(
-        "suppressed by source {:>7}  (unsubscribed {}, bounced/cleaned {}, complained {}): never subscribed",
-        sup.unsubscribed + sup.bounced + sup.complained,
-        sup.unsubscribed,
-        sup.bounced,
-        sup.complained
-    );
-    println!("withdrawals recorded {:>7}", s.withdrawals_recorded);
-    println!("kept suppressed    {:>9}", s.kept_suppressed);
-    if s.reinstated_by_override > 0 {
-        println!("reinstated (override) {:>6}", s.reinstated_by_override);
-    }
-    if opts.list.is_some() {
-        println!("consent granted    {:>9}", s.consent_granted);
+    if sup.unsubscribed + sup.bounced + sup.complained > 0 {
         println!(
-            "  with the source's evidence {:>9}",
-            s.granted_with_source_evidence
+            "  (suppressed by source: unsubscribed {}, bounced or cleaned {}, complained {}; \
+             stored, never subscribed)",
+            sup.unsubscribed, sup.bounced, sup.complained
         );
-        println!("  asserted by the importer   {:>9}", s.granted_asserted);
-        if s.granted_asserted > 0 {
-            println!(
-                "  (no opt-in time or IP in the file for these: the ledger records \"asserted by the importer\")"
-            );
-        }
-        println!("no consent in source {:>7}", s.no_consent_in_source);
-        println!("kept unsubscribed  {:>9}", s.kept_withdrawn);
     }
-    println!(
-        "flagged addresses  typo {}, disposable {}, role {} (listed with --format json)",
-        s.findings.typo, s.findings.disposable, s.findings.role
-    );
+    if opts.list.is_some() && s.granted_asserted > 0 {
+        println!(
+            "  (no opt-in time or IP in the file for {} contacts: the ledger records \"asserted by the importer\")",
+            s.granted_asserted
+        );
+    }
+    if s.findings.typo + s.findings.disposable + s.findings.role > 0 {
+        println!("  (the flagged addresses are listed with --format json)");
+    }
     if let Some(f) = &s.rejects_file {
         println!("rejected rows written to {f}");
     }

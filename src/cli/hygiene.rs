@@ -33,8 +33,12 @@ pub enum Cmd {
         /// Check each distinct domain's MX records (uses [dns]).
         #[arg(long)]
         check_mx: bool,
-        /// Set active contacts with no open or click in this many days (and
-        /// at least one send) to `sunset`. Default: hygiene.sunset_days.
+        /// Set active contacts with no open or click in this many days to
+        /// `sunset`. Only mail sent with open or click tracking counts as
+        /// evidence (a campaign's [tracking] with [serve] configured); the
+        /// silence is measured from the first tracked send, and contacts
+        /// never mailed with tracking are counted and left active.
+        /// Default: hygiene.sunset_days.
         #[arg(long)]
         sunset_days: Option<u32>,
         #[arg(long, value_enum, default_value_t)]
@@ -108,6 +112,13 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
                     println!("flags cleared      {:>9}", report.flags_cleared);
                     if opts.sunset_days.is_some() {
                         println!("sunset             {:>9}", report.sunset);
+                        if report.sunset_no_evidence > 0 {
+                            println!(
+                                "left active        {:>9}  (silent, but none of their mail tracked \
+                                 opens or clicks: no evidence they stopped reading)",
+                                report.sunset_no_evidence
+                            );
+                        }
                     }
                     if dry_run {
                         println!("dry run: nothing was written");

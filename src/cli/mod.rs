@@ -21,6 +21,7 @@ pub mod feedback;
 pub mod form;
 pub mod hygiene;
 pub mod init;
+pub mod output;
 pub mod segment;
 pub mod serve;
 
@@ -51,7 +52,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Import, list and inspect contacts.
+    /// Import, show, export and erase contacts, and see their changes.
     Contacts(contacts::Args),
     /// Count and sample segments.
     Segment(segment::Args),
@@ -286,4 +287,99 @@ fn init_tracing(verbose: u8) {
         // Colour codes only on a terminal, never in a log file or a pipe.
         .with_ansi(std::io::stderr().is_terminal())
         .try_init();
+}
+
+#[cfg(test)]
+mod help_tests {
+    use clap::CommandFactory;
+
+    /// A noun's description names only verbs it has: `contacts --help` once
+    /// offered a `list` command that does not exist (issue 16 item 19).
+    #[test]
+    fn nouns_describe_only_their_own_commands() {
+        let cli = super::Cli::command();
+        let verbs: std::collections::BTreeSet<String> = cli
+            .get_subcommands()
+            .flat_map(|n| n.get_subcommands().map(|v| v.get_name().to_string()))
+            .collect();
+        for noun in cli.get_subcommands() {
+            let own: Vec<&str> = noun.get_subcommands().map(|v| v.get_name()).collect();
+            if own.is_empty() {
+                continue;
+            }
+            let about = noun.get_about().map(|a| a.to_string()).unwrap_or_default();
+            for word in about
+                .to_lowercase()
+                .split(|c: char| !c.is_alphanumeric() && c != '-')
+                .filter(|w| verbs.contains(*w))
+            {
+                assert!(
+                    own.contains(&word),
+                    "`cartero {} --help` says {about:?}, but {word:?} is not one of its commands {own:?}",
+                    noun.get_name()
+                );
+            }
+        }
+    }
+
+    /// Every example in every command's help parses: it names commands and
+    /// options that exist.
+    #[test]
+    fn every_example_in_the_help_parses() {
+        fn walk(cmd: &clap::Command, out: &mut Vec<String>) {
+            if let Some(h) = cmd.get_after_help() {
+                out.extend(
+                    h.to_string()
+                        .lines()
+                        .map(str::trim)
+                        .filter(|l| l.starts_with("cartero "))
+                        .map(str::to_string),
+                );
+            }
+            for c in cmd.get_subcommands() {
+                walk(c, out);
+            }
+        }
+        let mut examples = Vec::new();
+        walk(&super::Cli::command(), &mut examples);
+        assert!(examples.len() > 20, "{examples:?}");
+        for ex in examples {
+            // Words as a shell splits them: 'single' and "double" quoted
+            // runs kept whole.
+            let mut args = Vec::new();
+            let mut cur = String::new();
+            let mut quote: Option<char> = None;
+            // Inside `$( ... )`, a command substitution: one word.
+            let mut subst = 0usize;
+            for ch in ex.chars() {
+                if subst > 0 || (ch == '(' && cur.ends_with('$')) {
+                    match ch {
+                        '(' => subst += 1,
+                        ')' => subst -= 1,
+                        _ => {}
+                    }
+                    cur.push(ch);
+                    continue;
+                }
+                match (ch, quote) {
+                    ('\'' | '"', None) => quote = Some(ch),
+                    (c, Some(q)) if c == q => quote = None,
+                    // A redirection or a pipe ends cartero's arguments.
+                    ('>' | '|' | '&' | ';', None) => break,
+                    (' ', None) => {
+                        if !cur.is_empty() {
+                            args.push(std::mem::take(&mut cur));
+                        }
+                    }
+                    (c, _) => cur.push(c),
+                }
+            }
+            if !cur.is_empty() {
+                args.push(cur);
+            }
+            if let Err(e) = <super::Cli as clap::Parser>::try_parse_from(&args) {
+                panic!("the example `{ex}` does not parse: {e}");
+            }
+        }
+    }
 }

@@ -97,8 +97,12 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
             let by_status = segment::count_by_status(&store, &seg)
                 .await
                 .with_context(|| format!("counting segment {}", seg.name))?;
+            let keys = crate::store::contacts::attribute_keys(&store).await?;
             store.close().await;
             print_count(&mut out, &seg, &by_status, format)?;
+            for w in unknown_attributes(&seg, &keys) {
+                eprintln!("warning: {w}");
+            }
         }
         Cmd::Sample { target, n, format } => {
             let seg = resolve(&cfg, &target)?;
@@ -333,4 +337,26 @@ fn write_table<const N: usize>(
         line(out, row.iter().map(String::as_str).collect())?;
     }
     Ok(())
+}
+
+/// A warning for each attribute the segment's filter names that no contact
+/// has (a misspelt one selects nobody), with the nearest existing name.
+pub fn unknown_attributes(
+    seg: &crate::segment::Segment,
+    keys: &std::collections::BTreeSet<String>,
+) -> Vec<String> {
+    use crate::render::attributes::{filter_refs, nearest};
+    filter_refs(&seg.source)
+        .into_iter()
+        .filter(|r| !keys.contains(&r.name))
+        .map(|r| {
+            let hint = nearest(&r.name, keys.iter().map(String::as_str))
+                .map(|n| format!(": did you mean `attributes.{n}`?"))
+                .unwrap_or_default();
+            format!(
+                "segment {}, filter line {} column {}: no contact has the attribute `{}`{hint}",
+                seg.name, r.line, r.col, r.name
+            )
+        })
+        .collect()
 }

@@ -8,7 +8,9 @@
 //! `dns.concurrency`). The results are flags in `contact_flags`: a flag says
 //! what is wrong, it suppresses nothing, and no contact is deleted. The one
 //! status change hygiene makes is the optional sunset: an active contact who
-//! was mailed and has not opened or clicked for N days becomes `sunset`,
+//! was mailed with open or click tracking and has not opened or clicked for
+//! N days since becomes `sunset` (a contact mailed only without tracking
+//! gave no evidence and is counted, not sunset),
 //! recorded in `status_changes` (cause `hygiene`, rule `sunset`) and
 //! reversible by `contacts reinstate`. A DNS failure never raises a flag.
 //! A dry run computes everything and writes nothing.
@@ -67,6 +69,10 @@ pub struct Report {
     pub flags_updated: u64,
     pub flags_cleared: u64,
     pub sunset: u64,
+    /// Active contacts mailed and silent for the sunset period, left as
+    /// they are because none of their messages was tracked (no open could
+    /// have been seen).
+    pub sunset_no_evidence: u64,
     /// Domains whose DNS could not tell (no flag raised for them).
     pub mx_unknown: u64,
     pub changes: Vec<Change>,
@@ -116,14 +122,27 @@ pub fn flags_for(
     want
 }
 
-/// Whether a contact is due for sunset: active, mailed at least once, and
-/// no open or click within `days` before `now`; being added or reinstated
-/// by an operator starts the clock again.
-pub fn due_for_sunset(row: &HygieneRow, days: u32, now: Millis) -> bool {
+/// What the sunset rule says about a contact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sunset {
+    /// Not active, never mailed, or engaged (or added, reinstated, first
+    /// tracked) within the period.
+    No,
+    /// Active, mailed, silent for the period, but no message it got was
+    /// tracked: the silence says nothing, and the contact stays.
+    NoEvidence,
+    Due,
+}
+
+/// Whether a contact is due for sunset: active, mailed with tracking at
+/// least once, and no open or click within `days` before `now`. Being
+/// added or reinstated by an operator starts the clock again, and so does
+/// the first tracked send: before it, no open could have been seen.
+pub fn sunset_verdict(row: &HygieneRow, days: u32, now: Millis) -> Sunset {
     if row.status != ContactStatus::Active.as_str() || row.send_count < 1 {
-        return false;
+        return Sunset::No;
     }
-    let last = [
+    let engaged = [
         row.last_open_at,
         row.last_click_at,
         row.reactivated_at,
@@ -133,7 +152,20 @@ pub fn due_for_sunset(row: &HygieneRow, days: u32, now: Millis) -> bool {
     .flatten()
     .max()
     .unwrap_or(row.created_at);
-    last < now - Millis::from(days) * DAY_MS
+    let cutoff = now - Millis::from(days) * DAY_MS;
+    if engaged >= cutoff {
+        return Sunset::No;
+    }
+    match row.first_tracked_send_at {
+        None => Sunset::NoEvidence,
+        Some(t) if t >= cutoff => Sunset::No,
+        Some(_) => Sunset::Due,
+    }
+}
+
+/// Whether a contact is due for sunset (`sunset_verdict` says `Due`).
+pub fn due_for_sunset(row: &HygieneRow, days: u32, now: Millis) -> bool {
+    sunset_verdict(row, days, now) == Sunset::Due
 }
 
 /// Runs hygiene over every contact that is not erased.
@@ -231,9 +263,13 @@ pub async fn run(
                     detail: None,
                 });
             }
-            if let Some(days) = opts.sunset_days
-                && due_for_sunset(row, days, now)
-            {
+            let verdict = opts
+                .sunset_days
+                .map(|days| (days, sunset_verdict(row, days, now)));
+            if let Some((_, Sunset::NoEvidence)) = verdict {
+                report.sunset_no_evidence += 1;
+            }
+            if let Some((days, Sunset::Due)) = verdict {
                 let reason = format!("no open or click in {days} days");
                 let applied = match tx.as_mut() {
                     Some(tx) => status::change(
@@ -288,6 +324,7 @@ mod tests {
             last_click_at: None,
             send_count: 0,
             reactivated_at: None,
+            first_tracked_send_at: None,
         }
     }
 
@@ -325,6 +362,17 @@ mod tests {
         let mut r = row("a@example.com");
         assert!(!due_for_sunset(&r, 180, now), "never mailed");
         r.send_count = 3;
+        assert_eq!(
+            sunset_verdict(&r, 180, now),
+            Sunset::NoEvidence,
+            "mailed, but never with tracking: no evidence"
+        );
+        r.first_tracked_send_at = Some(300 * DAY_MS);
+        assert!(
+            !due_for_sunset(&r, 180, now),
+            "tracked only for 100 days: too short to tell"
+        );
+        r.first_tracked_send_at = Some(10 * DAY_MS);
         assert!(due_for_sunset(&r, 180, now));
         r.last_open_at = Some(300 * DAY_MS);
         assert!(!due_for_sunset(&r, 180, now), "opened 100 days ago");

@@ -8,6 +8,7 @@
 //! when a key is configured, a DKIM signature. Nothing here does network I/O
 //! or touches the database.
 
+pub mod attributes;
 pub mod body;
 pub mod dkim;
 pub mod links;

@@ -58,13 +58,15 @@ pub enum SendError {
     /// The server stayed unreachable for `smtp.outage_timeout_secs`: the
     /// send stopped on purpose and resumes when run again (exit status 4).
     #[error(
-        "the SMTP server {host}:{port} could not be reached for {secs} s ({reason}); \
-         the send stopped. Nothing is lost: run the same command again to resume"
+        "the SMTP server {host}:{port} could not be reached for {secs} s, so the send \
+         stopped. Nothing is lost: run the same command again to resume"
     )]
     Outage {
         host: String,
         port: u16,
         secs: u64,
+        /// The last cause seen: for logs and JSON. The terminal heard the
+        /// first one when the outage began, and is not told it twice.
         reason: String,
     },
     #[error("{path}: cannot write to the outbox: {source}")]
@@ -113,8 +115,13 @@ pub struct SendReport {
     pub campaign: String,
     /// False when this run resumed a send started earlier.
     pub started_now: bool,
-    /// Rows a dead run had claimed and not recorded: sent again (docs/SENDING.md).
+    /// Messages that may have reached the server just before the last run
+    /// stopped, and were sent again: these may arrive twice (at most
+    /// `IN_FLIGHT` per worker of that run; docs/SENDING.md).
     pub in_flight_resent: u64,
+    /// Rows the stopped run had claimed and not recorded, all handed back
+    /// (most of them had not been sent at all).
+    pub picked_up_again: u64,
     pub sent_this_run: u64,
     /// Contacts this run suppressed because the server refused them for
     /// good (a hard bounce at RCPT or DATA; docs/SENDING.md).
@@ -352,12 +359,16 @@ impl Composer {
             renderer,
             signer,
             keys: Keyring::new(cfg.sender.key_id, &secret),
-            // A list that tracks nothing gets no pixel and no redirects
-            // (docs/TRACKING.md, "Consent to track").
+            // Tracking needs all three: `[serve]` allowing it, the campaign
+            // asking for it, and a list that tracks (docs/TRACKING.md,
+            // "Consent to track").
             serve: cfg.serve.as_ref().map(|s| {
                 match cfg.lists.get(&campaign.list).map(|l| l.tracking) {
                     Some(crate::config::TrackingMode::None) => (false, false),
-                    _ => (s.track_opens, s.track_clicks),
+                    _ => (
+                        s.track_opens && campaign.tracking.opens,
+                        s.track_clicks && campaign.tracking.clicks,
+                    ),
                 }
             }),
             secret,
@@ -370,6 +381,12 @@ impl Composer {
             feedback_id,
             campaign,
         })
+    }
+
+    /// Whether the messages this composer makes carry open or click
+    /// tracking (recorded per send: `sends.tracked`).
+    pub fn tracked(&self) -> bool {
+        self.serve.is_some_and(|(opens, clicks)| opens || clicks)
     }
 
     /// A new Message-ID: 128 bits from the operating system's CSPRNG, so
@@ -741,15 +758,25 @@ pub async fn send_campaign(
     }
     let started_now = sends::snapshot(store, row.id, list_id, &filter, now).await?;
     let me = worker_identity();
-    let in_flight =
-        sends::release_stale(store, row.id, now, |by| claimant_is_dead(by, &me)).await?;
-    if in_flight > 0 {
-        tracing::warn!(
+    let released = sends::release_stale(
+        store,
+        row.id,
+        now,
+        |by| claimant_is_dead(by, &me),
+        IN_FLIGHT as u64,
+    )
+    .await?;
+    if released.rows > 0 {
+        tracing::info!(
             campaign = %c.slug,
-            in_flight,
+            rows = released.rows,
+            possibly_delivered = released.possibly_delivered,
             "resuming: messages claimed by a run that stopped are sent again (the in-flight window)"
         );
     }
+    // Every message this run delivers is composed with this run's tracking
+    // settings; `hygiene run --sunset-days` trusts silence only after them.
+    sends::mark_tracked(store, row.id, composer.tracked()).await?;
     let before = sends::tally(store, row.id).await?;
     progress.start(before.open());
 
@@ -840,7 +867,8 @@ pub async fn send_campaign(
     Ok(SendReport {
         campaign: composer.campaign.slug.clone(),
         started_now,
-        in_flight_resent: in_flight,
+        in_flight_resent: released.possibly_delivered,
+        picked_up_again: released.rows,
         sent_this_run: sent.load(Ordering::Relaxed),
         suppressed_by_refusals: suppressed.load(Ordering::Relaxed),
         render_failures: std::mem::take(
@@ -1389,6 +1417,7 @@ async fn dry_run(
         campaign: composer.campaign.slug.clone(),
         started_now: !already_started,
         in_flight_resent: 0,
+        picked_up_again: 0,
         sent_this_run: 0,
         suppressed_by_refusals: 0,
         tally,

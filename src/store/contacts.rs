@@ -1004,6 +1004,50 @@ pub async fn list_names(store: &Store, ids: &[i64]) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// The attribute names any contact (not erased) has.
+pub async fn attribute_keys(store: &Store) -> Result<std::collections::BTreeSet<String>> {
+    let keys: Vec<String> = dispatch!(store, pool => {
+        sqlx::query_scalar(match store.backend() {
+            super::Backend::Sqlite => {
+                "SELECT DISTINCT j.key FROM contacts c, json_each(c.attributes) j \
+                 WHERE c.status <> 'erased' AND json_valid(c.attributes)"
+            }
+            super::Backend::Postgres => {
+                "SELECT DISTINCT k FROM contacts c, jsonb_object_keys(c.attributes) k \
+                 WHERE c.status <> 'erased' AND jsonb_typeof(c.attributes) = 'object'"
+            }
+        })
+        .fetch_all(pool)
+        .await?
+    });
+    Ok(keys.into_iter().collect())
+}
+
+/// Every list's name by id (lists are few: one per newsletter or purpose).
+pub async fn list_names_by_id(store: &Store) -> Result<std::collections::HashMap<i64, String>> {
+    let rows: Vec<(i64, String)> = dispatch!(store, pool => {
+        sqlx::query_as("SELECT id, name FROM lists")
+            .fetch_all(pool)
+            .await?
+    });
+    Ok(rows.into_iter().collect())
+}
+
+/// The lists a contact has been on, by name, and whether it is subscribed
+/// to each now.
+pub async fn lists_of(store: &Store, contact_id: i64) -> Result<Vec<(String, bool)>> {
+    let rows: Vec<(String, i64)> = dispatch!(store, pool => {
+        sqlx::query_as(
+            "SELECT l.name, cl.subscribed FROM contact_lists cl JOIN lists l ON l.id = cl.list_id \
+             WHERE cl.contact_id = $1 ORDER BY l.name",
+        )
+        .bind(contact_id)
+        .fetch_all(pool)
+        .await?
+    });
+    Ok(rows.into_iter().map(|(n, s)| (n, s == 1)).collect())
+}
+
 /// Contacts whose addresses differ only in the case of ASCII letters.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct DuplicateGroup {

@@ -25,6 +25,9 @@ pub struct HygieneRow {
     /// The last time the contact was set back to `active` (an operator's
     /// reinstatement): a fresh start for the sunset clock.
     pub reactivated_at: Option<Millis>,
+    /// When the contact's first accepted send with open or click tracking
+    /// started (`sends.tracked`): silence is evidence only from then on.
+    pub first_tracked_send_at: Option<Millis>,
 }
 
 /// Up to `limit` contacts with an id above `after_id`, by id (keyset
@@ -35,7 +38,9 @@ pub async fn page(store: &Store, after_id: i64, limit: i64) -> Result<Vec<Hygien
         let rows = sqlx::query(
             "SELECT c.id, c.email, c.domain, c.status, c.created_at, c.last_open_at, c.last_click_at, \
              c.send_count, (SELECT MAX(s.occurred_at) FROM status_changes s WHERE s.contact_id = c.id \
-             AND s.to_status = 'active') AS reactivated_at \
+             AND s.to_status = 'active') AS reactivated_at, \
+             (SELECT MIN(t.created_at) FROM sends t WHERE t.contact_id = c.id AND t.tracked = 1 \
+             AND t.state = 'accepted') AS first_tracked_send_at \
              FROM contacts c WHERE c.id > $1 AND c.status <> 'erased' ORDER BY c.id LIMIT $2",
         )
         .bind(after_id)
@@ -54,6 +59,7 @@ pub async fn page(store: &Store, after_id: i64, limit: i64) -> Result<Vec<Hygien
                 last_click_at: r.try_get("last_click_at")?,
                 send_count: r.try_get("send_count")?,
                 reactivated_at: r.try_get("reactivated_at")?,
+                first_tracked_send_at: r.try_get("first_tracked_send_at")?,
             });
         }
         Ok(out)

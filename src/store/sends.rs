@@ -519,16 +519,29 @@ pub async fn record_many(conn: &mut RecordConn, results: &[(i64, &Outcome, Milli
     Ok(())
 }
 
+/// What `release_stale` handed back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Released {
+    /// Rows a dead run had claimed and not recorded: all go back to pending.
+    pub rows: u64,
+    /// Of those, how many may have reached the server before the run died
+    /// (and so may arrive twice when sent again): at most `window` per dead
+    /// worker, whose other claimed rows had not been delivered.
+    pub possibly_delivered: u64,
+}
+
 /// Returns rows whose worker is gone to `pending`, and says how many there
-/// were: the in-flight window of the run that died. A row is stale when its
-/// lease expired, or when `is_dead(claimed_by)` says its worker is known dead
-/// (a process on this host that no longer exists).
+/// were and how many of them may have been delivered: the in-flight window
+/// of the run that died, at most `window` rows per worker. A row is stale
+/// when its lease expired, or when `is_dead(claimed_by)` says its worker is
+/// known dead (a process on this host that no longer exists).
 pub async fn release_stale(
     store: &Store,
     campaign_id: i64,
     now: Millis,
     is_dead: impl Fn(&str) -> bool,
-) -> Result<u64> {
+    window: u64,
+) -> Result<Released> {
     let claimed: Vec<(i64, Option<String>, Option<Millis>)> = dispatch!(store, pool => {
         sqlx::query_as(
             "SELECT id, claimed_by, lease_until FROM sends WHERE campaign_id = $1 AND state = 'sending'",
@@ -537,12 +550,16 @@ pub async fn release_stale(
         .fetch_all(pool)
         .await?
     });
+    let mut per_worker: std::collections::HashMap<Option<String>, u64> = Default::default();
     let stale: Vec<i64> = claimed
         .into_iter()
         .filter(|(_, by, until)| {
             until.is_none_or(|u| u < now) || by.as_deref().is_none_or(&is_dead)
         })
-        .map(|(id, _, _)| id)
+        .map(|(id, by, _)| {
+            *per_worker.entry(by).or_default() += 1;
+            id
+        })
         .collect();
     for chunk in stale.chunks(500) {
         dispatch!(store, pool => {
@@ -559,7 +576,10 @@ pub async fn release_stale(
             qb.build().execute(pool).await?;
         });
     }
-    Ok(stale.len() as u64)
+    Ok(Released {
+        rows: stale.len() as u64,
+        possibly_delivered: per_worker.values().map(|n| (*n).min(window)).sum(),
+    })
 }
 
 /// When the earliest deferred row of a campaign is due, if any.
@@ -746,4 +766,24 @@ pub async fn troubles(store: &Store, campaign_id: i64) -> Result<Vec<Trouble>> {
         .fetch_all(pool)
         .await?)
     })
+}
+
+/// Records whether the messages of a campaign's rows still to be delivered
+/// carry open or click tracking (`sends.tracked`, migration 0006): the rows
+/// this run may deliver, composed with this run's settings. Rows already
+/// settled keep what they were sent with; rows another live run holds
+/// (`sending`) keep that run's value.
+pub async fn mark_tracked(store: &Store, campaign_id: i64, tracked: bool) -> Result<()> {
+    let _writer = sqlite_writer(store).await;
+    dispatch!(store, pool => {
+        sqlx::query(
+            "UPDATE sends SET tracked = $1 WHERE campaign_id = $2 AND state IN ('pending', 'deferred') \
+             AND (tracked IS NULL OR tracked <> $1)",
+        )
+        .bind(i64::from(tracked))
+        .bind(campaign_id)
+        .execute(pool)
+        .await?;
+    });
+    Ok(())
 }
