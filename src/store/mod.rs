@@ -20,6 +20,7 @@ pub mod consent;
 pub mod contacts;
 pub mod feedback;
 pub mod hygiene;
+pub mod runs;
 pub mod sends;
 pub mod status;
 pub mod track;
