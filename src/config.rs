@@ -126,6 +126,10 @@ pub struct SmtpConfig {
     /// How long a send keeps retrying a server it cannot reach before it
     /// stops (resumable, exit status 4).
     pub outage_timeout_secs: u64,
+    /// How long a claim on a send row is honoured without renewal: a live
+    /// process renews its claims every third of it; the rows of a process
+    /// that died are taken over by any other once it has passed.
+    pub lease_secs: u64,
 }
 impl Default for SmtpConfig {
     fn default() -> Self {
@@ -144,6 +148,7 @@ impl Default for SmtpConfig {
             pipelining: true,
             ca_file: None,
             outage_timeout_secs: 300,
+            lease_secs: 30,
         }
     }
 }

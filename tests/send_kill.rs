@@ -154,7 +154,11 @@ async fn killed_send_resumes_without_loss_or_duplicates_outside_the_window() {
         assert!(missing.is_empty(), "never received: {missing:?}");
         let duplicates: usize = received.values().map(|n| n - 1).sum();
         // Rows claimed by a killed run and not recorded are resent: at most
-        // 4 workers x 2 batches (one delivered, one being rendered) x 100.
+        // 4 workers x 2 batches (one delivered, one being rendered) x 100
+        // per killed run. A killed run's rows are taken over once their lease
+        // (30 s) expires, by whichever run claims then: the second run was
+        // killed before the first one's leases expired, so the last run
+        // takes over the rows of both.
         // Of those, only a message the server had accepted while its record
         // was not yet written reaches the recipient twice: at most four per
         // worker per kill, the message on the wire and three being recorded
@@ -165,12 +169,12 @@ async fn killed_send_resumes_without_loss_or_duplicates_outside_the_window() {
         let in_flight = report["in_flight_resent"].as_u64().unwrap() as usize;
         let picked_up = report["picked_up_again"].as_u64().unwrap() as usize;
         assert!(
-            picked_up <= 4 * 2 * 100,
-            "one run holds at most 800 claims: {picked_up}"
+            picked_up <= 2 * 4 * 2 * 100,
+            "one run holds at most 800 claims, two were killed: {picked_up}"
         );
         assert!(
-            in_flight <= 4 * 4 && in_flight <= picked_up,
-            "at most four per worker may have reached the server: {in_flight} of {picked_up}"
+            in_flight <= 2 * 4 * 4 && in_flight <= picked_up,
+            "at most four per worker of each killed process may have reached the server: {in_flight} of {picked_up}"
         );
         eprintln!(
             "{:?}: {duplicates} duplicates over 2 kills; last window {in_flight}",
@@ -185,59 +189,5 @@ async fn killed_send_resumes_without_loss_or_duplicates_outside_the_window() {
             RECIPIENTS,
             "only campaign recipients were mailed"
         );
-    }
-}
-
-/// Rows of dead workers go back to pending; of each worker's, at most the
-/// in-flight window may have been delivered (issue 16 item 12: the report
-/// counted every released claim as resent).
-#[tokio::test]
-async fn released_claims_count_only_the_window_as_possibly_delivered() {
-    for db in TestDb::all().await {
-        cartero::dispatch!(&db.store, pool => {
-            sqlx::query(
-                "INSERT INTO campaigns (slug, name, file_path, file_hash, created_at) VALUES ('k', 'K', 'k.toml', 'x', 1)",
-            )
-            .execute(pool)
-            .await
-            .unwrap();
-            for i in 0..9i64 {
-                sqlx::query(
-                    "INSERT INTO contacts (email, email_ascii, domain, status, created_at, updated_at) \
-                     VALUES ($1, $1, 'example.org', 'active', 1, 1)",
-                )
-                .bind(format!("u{i}@example.org"))
-                .execute(pool)
-                .await
-                .unwrap();
-                // Six rows held by worker a, two by b, one by nobody alive.
-                let by = match i {
-                    0..6 => Some("deadhost:1:1:0"),
-                    6..8 => Some("deadhost:1:1:1"),
-                    _ => None,
-                };
-                sqlx::query(
-                    "INSERT INTO sends (campaign_id, contact_id, email, state, claimed_by, lease_until, created_at, updated_at) \
-                     SELECT (SELECT id FROM campaigns WHERE slug = 'k'), id, email, 'sending', $2, 5, 1, 1 \
-                     FROM contacts WHERE email = $1",
-                )
-                .bind(format!("u{i}@example.org"))
-                .bind(by)
-                .execute(pool)
-                .await
-                .unwrap();
-            }
-        });
-        let id: i64 = cartero::dispatch!(&db.store, pool => {
-            sqlx::query_scalar("SELECT id FROM campaigns WHERE slug = 'k'").fetch_one(pool).await.unwrap()
-        });
-        let r = cartero::store::sends::release_stale(&db.store, id, 10, |_| true, 4)
-            .await
-            .unwrap();
-        assert_eq!((r.rows, r.possibly_delivered), (9, 4 + 2 + 1));
-        let pending: i64 = cartero::dispatch!(&db.store, pool => {
-            sqlx::query_scalar("SELECT COUNT(*) FROM sends WHERE state = 'pending'").fetch_one(pool).await.unwrap()
-        });
-        assert_eq!(pending, 9);
     }
 }

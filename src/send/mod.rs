@@ -24,10 +24,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::app::Clock;
 use crate::campaign::{Campaign, CampaignError, SegmentSpec};
 use crate::config::Config;
 use crate::domain::SkipReason;
-use crate::domain::time::{Millis, now_millis};
+use crate::domain::time::Millis;
 use crate::domain::token::{self, Keyring, Purpose, Subject};
 use crate::render::{DkimSigner, Envelope, MessageParts, Personal, RenderError, Renderer};
 use crate::segment::{Segment, SegmentError};
@@ -69,6 +70,14 @@ pub enum SendError {
         /// first one when the outage began, and is not told it twice.
         reason: String,
     },
+    /// The database did not confirm this process's claims within their
+    /// lease: another process may have taken the rows over, so this one
+    /// stops before it sends any of them twice.
+    #[error(
+        "this process could not renew its claims for {secs} s (smtp.lease_secs): it stopped \
+         so that no message goes out twice. Run the same command again to resume"
+    )]
+    LeaseLost { secs: u64 },
     #[error("{path}: cannot write to the outbox: {source}")]
     Outbox {
         path: String,
@@ -86,20 +95,21 @@ const CLAIM_BATCH: i64 = 100;
 /// message: the in-flight window per worker per crash (docs/SENDING.md).
 const IN_FLIGHT: usize = 4;
 /// Rows a worker claims at once under a rate limit. A worker holds two
-/// batches (one on the wire, the next rendered), and both must go out well
-/// within the lease, or another node would take the rows over while this
-/// one still sends them.
+/// batches (one on the wire, the next rendered); leases are renewed while
+/// it works, but small batches under a low rate keep the rows spread over
+/// the nodes and the in-flight claims of a dead node few.
 fn claim_size(rate_limit: f64, workers: usize) -> i64 {
     if rate_limit <= 0.0 {
         return CLAIM_BATCH;
     }
     let per_worker = rate_limit / workers.max(1) as f64;
-    let fit = (per_worker * LEASE.as_secs_f64() / 4.0 / 2.0).floor() as i64;
+    let fit = (per_worker * BATCH_SPAN.as_secs_f64() / 4.0 / 2.0).floor() as i64;
     fit.clamp(1, CLAIM_BATCH)
 }
 
-/// How long a claim is honoured before another run may take the row over.
-const LEASE: Duration = Duration::from_secs(300);
+/// Four times the time two claimed batches may take to go out at the rate
+/// limit (`claim_size`).
+const BATCH_SPAN: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone, Default)]
 pub struct SendOptions {
@@ -612,36 +622,84 @@ impl Outage {
     }
 }
 
-/// This process's name on its claims: host, pid and a start stamp, so a
-/// later run on the same host can tell that the claimant is dead.
-fn worker_identity() -> String {
-    format!("{}:{}:{}", host_name(), std::process::id(), now_millis())
+/// This process's name on its claims: a random UUID (v4) drawn once per
+/// process. Nothing is read back from it: a claim is honoured while its
+/// lease runs, and taken over by anyone after (`sends::claim`).
+pub fn worker_identity() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        use rand::RngCore;
+        let mut b = [0u8; 16];
+        rand::rngs::OsRng.fill_bytes(&mut b);
+        b[6] = (b[6] & 0x0f) | 0x40; // version 4
+        b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
+        let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+        format!(
+            "{}-{}-{}-{}-{}",
+            &h[..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..]
+        )
+    })
 }
 
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".into())
+/// The claims this process holds on a run, as far as it knows: until when
+/// the database last confirmed them (a claim, or a renewal). A worker
+/// delivers only while that moment is ahead: a process that could not
+/// renew (the database unreachable, the process stalled) stops before
+/// another one, which may have taken its rows over, sends them too.
+pub struct Lease {
+    held_until: std::sync::atomic::AtomicI64,
+    length: Duration,
+    clock: Arc<dyn Clock>,
 }
 
-/// True when `claimed_by` names a process on this host that no longer runs.
-fn claimant_is_dead(claimed_by: &str, me: &str) -> bool {
-    let mut parts = claimed_by.split(':');
-    let (Some(host), Some(pid)) = (parts.next(), parts.next()) else {
-        return true;
-    };
-    if host != host_name() {
-        return false; // another node: wait for its lease to expire
+impl Lease {
+    pub fn new(length: Duration, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            held_until: std::sync::atomic::AtomicI64::new(i64::MIN),
+            length,
+            clock,
+        }
     }
-    if claimed_by == me {
-        return false;
+
+    /// The time, from the clock the send runs on.
+    pub fn now(&self) -> Millis {
+        self.clock.now()
     }
-    match pid.parse::<u32>() {
-        Ok(p) if p == std::process::id() => true, // an earlier run in this process
-        Ok(p) => !std::path::Path::new(&format!("/proc/{p}")).exists(),
-        Err(_) => true,
+
+    /// Until when a claim or renewal made at `now` holds.
+    pub fn until_from(&self, now: Millis) -> Millis {
+        now.saturating_add(self.length.as_millis() as i64)
+    }
+
+    /// The database confirmed the claims until `until`.
+    pub fn confirmed(&self, until: Millis) {
+        self.held_until.fetch_max(until, Ordering::SeqCst);
+    }
+
+    /// Whether the claims still hold at `now`.
+    pub fn holds(&self, now: Millis) -> bool {
+        now < self.held_until.load(Ordering::SeqCst)
+    }
+}
+
+/// Renews this process's claims on `run_id` every third of the lease until
+/// `stop` is set.
+async fn keep_leases(store: Store, run_id: i64, lease: Arc<Lease>, stop: Arc<tokio::sync::Notify>) {
+    let every = (lease.length / 3).max(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = stop.notified() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let until = lease.until_from(lease.now());
+        match sends::renew(&store, run_id, worker_identity(), until).await {
+            Ok(_) => lease.confirmed(until),
+            Err(e) => tracing::warn!(error = %e, "could not renew this process's claims"),
+        }
     }
 }
 
@@ -654,13 +712,34 @@ async fn list_id_of(store: &Store, name: &str) -> Result<Option<i64>, StoreError
     }))
 }
 
-/// Sends (or resumes) a campaign.
+/// Sends (or resumes) a campaign, on the system clock.
 pub async fn send_campaign(
     store: &Store,
     cfg: &Config,
     campaign: Campaign,
     opts: &SendOptions,
     progress: Arc<dyn Progress>,
+) -> Result<SendReport, SendError> {
+    send_campaign_with_clock(
+        store,
+        cfg,
+        campaign,
+        opts,
+        progress,
+        Arc::new(crate::app::SystemClock),
+    )
+    .await
+}
+
+/// Sends (or resumes) a campaign's manual run, with time (claims, leases,
+/// retries) from `clock`.
+pub async fn send_campaign_with_clock(
+    store: &Store,
+    cfg: &Config,
+    campaign: Campaign,
+    opts: &SendOptions,
+    progress: Arc<dyn Progress>,
+    clock: Arc<dyn Clock>,
 ) -> Result<SendReport, SendError> {
     let started = Instant::now();
     let segment = resolve_segment(&campaign, cfg)?;
@@ -692,7 +771,7 @@ pub async fn send_campaign(
         );
     }
     let composer = Arc::new(Composer::new(campaign, cfg)?);
-    let now = now_millis();
+    let now = clock.now();
     let filter = SegmentFilter { segment, now };
 
     if opts.dry_run {
@@ -746,38 +825,46 @@ pub async fn send_campaign(
     )
     .await?;
     crate::store::campaigns::set_attribution_days(store, row.id, c.attribution_days).await?;
+    // The command line sends the campaign's manual run: created on first
+    // use, resumed after (docs/SENDING.md, runs).
+    let run =
+        crate::store::runs::get_or_create(store, row.id, "manual", crate::store::runs::MANUAL, now)
+            .await?;
     // The files changed since the last run: messages that could not be
     // rendered then are tried again.
     if before.is_some_and(|b| b.file_hash != hash) {
-        let n = sends::retry_render_failures(store, row.id, RENDER_FAILED, now).await?;
+        let n = sends::retry_render_failures(store, run.id, RENDER_FAILED, now).await?;
         if n > 0 {
             progress.notice(format!(
                 "the campaign's files changed: {n} messages that could not be rendered are tried again"
             ));
         }
     }
-    let started_now = sends::snapshot(store, row.id, list_id, &filter, now).await?;
+    let started_now = sends::snapshot(store, row.id, run.id, list_id, &filter, now).await?;
     let me = worker_identity();
-    let released = sends::release_stale(
-        store,
-        row.id,
-        now,
-        |by| claimant_is_dead(by, &me),
-        IN_FLIGHT as u64,
-    )
-    .await?;
-    if released.rows > 0 {
-        tracing::info!(
-            campaign = %c.slug,
-            rows = released.rows,
-            possibly_delivered = released.possibly_delivered,
-            "resuming: messages claimed by a run that stopped are sent again (the in-flight window)"
-        );
-    }
+    // Rows whose worker died are taken over when their lease expires, by
+    // `sends::claim`: counted here as the in-flight window.
+    let in_flight = Arc::new(AtomicU64::new(0));
+    let retry = cfg.smtp.clone().unwrap_or_default();
+    let lease = Arc::new(Lease::new(
+        Duration::from_secs(retry.lease_secs.max(1)),
+        clock.clone(),
+    ));
+    let renewals_stop = Arc::new(tokio::sync::Notify::new());
+    let renewals = tokio::spawn(keep_leases(
+        store.clone(),
+        run.id,
+        lease.clone(),
+        renewals_stop.clone(),
+    ));
     // Every message this run delivers is composed with this run's tracking
     // settings; `hygiene run --sunset-days` trusts silence only after them.
     sends::mark_tracked(store, row.id, composer.tracked()).await?;
-    let before = sends::tally(store, row.id).await?;
+    // Processes other than this one holding claims now: if their leases
+    // lapse, each of their workers had at most IN_FLIGHT messages at the
+    // server (the bound `in_flight_resent` reports).
+    let other_claimants = sends::claimants(store, run.id, worker_identity()).await?;
+    let before = sends::tally_run(store, run.id).await?;
     progress.start(before.open());
 
     let limiter = Arc::new(RateLimit::new(
@@ -790,20 +877,22 @@ pub async fn send_campaign(
         Transport::Smtp(s) => s.concurrency,
         Transport::Outbox(_) => 2,
     };
-    let retry = cfg.smtp.clone().unwrap_or_default();
     let mut waited = Duration::ZERO;
-    loop {
+    let result = loop {
         let mut tasks = tokio::task::JoinSet::new();
         let (recorder, recorder_task) = Recorder::start(store.clone());
-        for w in 0..workers {
+        for _ in 0..workers {
             let ctx = WorkerCtx {
                 store: store.clone(),
                 recorder: recorder.clone(),
                 composer: composer.clone(),
                 transport: transport.clone(),
                 campaign_id: row.id,
+                run_id: run.id,
                 list_id,
-                worker: format!("{me}:{w}"),
+                lease: lease.clone(),
+                clock: clock.clone(),
+                in_flight: in_flight.clone(),
                 outage: outage.clone(),
                 policy: cfg.policy.clone(),
                 suppressed: suppressed.clone(),
@@ -839,36 +928,51 @@ pub async fn send_campaign(
             // Rows the workers held and had not delivered go back to
             // pending: a resume sends them, and they are not the in-flight
             // window of a crash.
-            let ids: Vec<String> = (0..workers).map(|w| format!("{me}:{w}")).collect();
-            if let Err(release) = sends::release_claims(store, row.id, &ids).await {
+            if let Err(release) = sends::release_claims(store, run.id, &[me.to_string()]).await {
                 tracing::warn!(error = %release, "claims left for the next run to release");
             }
-            return Err(e);
+            break Err(e);
         }
-        // Deferred rows wait for their retry time unless asked not to.
-        let Some(next) = sends::next_retry_at(store, row.id).await? else {
-            break;
+        // Deferred rows wait for their retry time, and rows other workers
+        // hold for their lease (renewed while they live, taken over after),
+        // unless asked not to.
+        let next = match sends::next_due_at(store, run.id).await {
+            Ok(Some(next)) => next,
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e.into()),
         };
         if opts.no_wait {
-            break;
+            break Ok(());
         }
-        let wait = (next - now_millis()).max(0) as u64;
+        let wait = (next - clock.now()).clamp(0, 3_600_000) as u64;
         progress.message(format!(
-            "waiting {}s for deferred retries",
+            "waiting {}s for deferred retries or another process's claims",
             wait.div_ceil(1000)
         ));
         tokio::time::sleep(Duration::from_millis(wait)).await;
         waited += Duration::from_millis(wait);
+    };
+    renewals_stop.notify_one();
+    let _ = renewals.await;
+    result?;
+    let in_flight = in_flight.load(Ordering::Relaxed);
+    if in_flight > 0 {
+        tracing::warn!(
+            campaign = %c.slug,
+            in_flight,
+            "messages claimed by a process that stopped were sent again (the in-flight window)"
+        );
     }
-    let tally = sends::tally(store, row.id).await?;
+    let tally = sends::tally_run(store, run.id).await?;
     if tally.open() == 0 {
-        crate::store::campaigns::mark_finished(store, row.id, now_millis()).await?;
+        crate::store::runs::mark_finished(store, run.id, clock.now()).await?;
+        crate::store::campaigns::mark_finished(store, row.id, clock.now()).await?;
     }
     Ok(SendReport {
         campaign: composer.campaign.slug.clone(),
         started_now,
-        in_flight_resent: released.possibly_delivered,
-        picked_up_again: released.rows,
+        in_flight_resent: in_flight.min(other_claimants * (IN_FLIGHT * workers) as u64),
+        picked_up_again: in_flight,
         sent_this_run: sent.load(Ordering::Relaxed),
         suppressed_by_refusals: suppressed.load(Ordering::Relaxed),
         render_failures: std::mem::take(
@@ -918,8 +1022,12 @@ struct WorkerCtx {
     composer: Arc<Composer>,
     transport: Transport,
     campaign_id: i64,
+    run_id: i64,
     list_id: i64,
-    worker: String,
+    lease: Arc<Lease>,
+    clock: Arc<dyn Clock>,
+    /// Rows this run took over from a worker whose lease expired.
+    in_flight: Arc<AtomicU64>,
     outage: Option<Arc<Outage>>,
     policy: crate::config::PolicyConfig,
     /// Contacts suppressed by a refusal during this run.
@@ -987,6 +1095,8 @@ async fn hand_over(
 struct Prepared {
     skipped: Vec<(Claimed, SkipReason)>,
     composed: Vec<(Claimed, Result<Composed, RenderError>)>,
+    /// Rows of the batch taken over from a worker whose lease expired.
+    taken_over: u64,
 }
 
 /// Claims the next batch, re-checks each contact (state may have changed
@@ -995,14 +1105,17 @@ async fn prepare(
     store: Store,
     composer: Arc<Composer>,
     campaign_id: i64,
+    run_id: i64,
     list_id: i64,
-    worker: String,
     claim_size: i64,
+    lease: Arc<Lease>,
 ) -> Result<Prepared, SendError> {
-    let now = now_millis();
-    let lease_until = now + LEASE.as_millis() as i64;
-    let mut batch =
-        sends::claim(&store, campaign_id, &worker, claim_size, lease_until, now).await?;
+    let worker = worker_identity();
+    let now = lease.now();
+    let lease_until = lease.until_from(now);
+    let mut batch = sends::claim(&store, run_id, worker, claim_size, lease_until, now).await?;
+    lease.confirmed(lease_until);
+    let taken_over = batch.iter().filter(|r| r.taken_over).count() as u64;
     // Each row's random Message-ID is stored before its first attempt.
     let mut fresh = Vec::new();
     for row in batch.iter_mut().filter(|r| r.message_id.is_none()) {
@@ -1015,6 +1128,7 @@ async fn prepare(
         return Ok(Prepared {
             skipped: Vec::new(),
             composed: Vec::new(),
+            taken_over,
         });
     }
     let ids: Vec<i64> = batch.iter().map(|r| r.contact_id).collect();
@@ -1048,7 +1162,11 @@ async fn prepare(
     })
     .await
     .map_err(|e| SendError::Config(format!("render task failed: {e}")))?;
-    Ok(Prepared { skipped, composed })
+    Ok(Prepared {
+        skipped,
+        composed,
+        taken_over,
+    })
 }
 
 /// A 5xx from the server is a bounce given at once: classified and applied
@@ -1093,6 +1211,7 @@ pub fn preview_row(c: &Contact) -> Claimed {
         attempts: 0,
         created_at: 0,
         message_id: None,
+        taken_over: false,
     }
 }
 
@@ -1154,9 +1273,10 @@ async fn work(
             ctx.store.clone(),
             ctx.composer.clone(),
             ctx.campaign_id,
+            ctx.run_id,
             ctx.list_id,
-            ctx.worker.clone(),
             ctx.claim_size,
+            ctx.lease.clone(),
         ))
     };
     let mut next = Some(prepare_next(ctx));
@@ -1178,15 +1298,27 @@ async fn deliver_batches(
 ) -> Result<(), SendError> {
     while !ctx.stop.load(Ordering::Relaxed) {
         let Some(task) = next.take() else { break };
-        let Prepared { skipped, composed } = task
+        let Prepared {
+            skipped,
+            composed,
+            taken_over,
+        } = task
             .await
             .map_err(|e| SendError::Config(format!("render task failed: {e}")))??;
+        ctx.in_flight.fetch_add(taken_over, Ordering::Relaxed);
         if skipped.is_empty() && composed.is_empty() {
             break;
         }
         *next = Some(prepare_next(ctx));
         for (row, reason) in skipped {
-            hand_over(ctx, unwritten, &row, Outcome::Skipped(reason), now_millis()).await?;
+            hand_over(
+                ctx,
+                unwritten,
+                &row,
+                Outcome::Skipped(reason),
+                ctx.clock.now(),
+            )
+            .await?;
             ctx.progress.advance(1);
         }
         // Suppression is checked again just before delivery, for the rows
@@ -1211,7 +1343,7 @@ async fn deliver_batches(
                     if let Ok(mut all) = ctx.render_failures.lock() {
                         all.push(failure);
                     }
-                    hand_over(ctx, unwritten, &row, outcome, now_millis()).await?;
+                    hand_over(ctx, unwritten, &row, outcome, ctx.clock.now()).await?;
                     ctx.progress.advance(1);
                     continue;
                 }
@@ -1221,6 +1353,11 @@ async fn deliver_batches(
             let attempt = loop {
                 // After the rate limit's wait and after any reconnection:
                 // right before the message goes out.
+                if !ctx.lease.holds(ctx.clock.now()) {
+                    return Err(SendError::LeaseLost {
+                        secs: ctx.lease.length.as_secs(),
+                    });
+                }
                 if checked
                     .as_ref()
                     .is_none_or(|(at, _)| at.elapsed() >= SUPPRESSION_RECHECK)
@@ -1266,12 +1403,19 @@ async fn deliver_batches(
             let attempt = match attempt {
                 Ok(a) => a,
                 Err(reason) => {
-                    hand_over(ctx, unwritten, &row, Outcome::Skipped(reason), now_millis()).await?;
+                    hand_over(
+                        ctx,
+                        unwritten,
+                        &row,
+                        Outcome::Skipped(reason),
+                        ctx.clock.now(),
+                    )
+                    .await?;
                     ctx.progress.advance(1);
                     continue;
                 }
             };
-            let now = now_millis();
+            let now = ctx.clock.now();
             // Attempts including this one, when the server answered.
             let tried = row.attempts + 1;
             let retry_at = |attempts: i64| {
@@ -1345,7 +1489,7 @@ async fn dry_run(
     let existing = crate::store::campaigns::find(store, &composer.campaign.slug).await?;
     if let Some(row) = existing.filter(|r| r.started_at.is_some()) {
         already_started = true;
-        let now = now_millis();
+        let now = crate::domain::time::now_millis();
         let stored = sends::tally(store, row.id).await?;
         tally.accepted = stored.accepted;
         tally.failed = stored.failed;
@@ -1374,6 +1518,7 @@ async fn dry_run(
                     attempts: r.attempts,
                     created_at: r.created_at,
                     message_id: None,
+                    taken_over: false,
                 };
                 match composer.compose(row.id, &claimed, c) {
                     Ok(_) => tally.pending += 1,
@@ -1402,6 +1547,7 @@ async fn dry_run(
                     attempts: 0,
                     created_at: 0,
                     message_id: None,
+                    taken_over: false,
                 };
                 match composer.compose(0, &row, c) {
                     Ok(_) => tally.pending += 1,
@@ -1432,6 +1578,42 @@ async fn dry_run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    struct ManualClock(std::sync::atomic::AtomicI64);
+    impl Clock for ManualClock {
+        fn now(&self) -> Millis {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    #[test]
+    fn a_lease_holds_until_it_expires_and_a_renewal_extends_it() {
+        let clock = Arc::new(ManualClock(1_000.into()));
+        let lease = Lease::new(Duration::from_secs(30), clock.clone());
+        assert!(!lease.holds(clock.now()), "nothing claimed yet");
+        lease.confirmed(lease.until_from(clock.now()));
+        clock.0.store(30_999, Ordering::SeqCst);
+        assert!(lease.holds(clock.now()));
+        clock.0.store(31_000, Ordering::SeqCst);
+        assert!(!lease.holds(clock.now()), "expired at claim + 30 s");
+        // A renewal at 20 s holds to 50 s; an older confirmation arriving
+        // late never shortens it.
+        lease.confirmed(lease.until_from(20_000));
+        lease.confirmed(lease.until_from(1_000));
+        clock.0.store(49_999, Ordering::SeqCst);
+        assert!(lease.holds(clock.now()));
+        clock.0.store(50_000, Ordering::SeqCst);
+        assert!(!lease.holds(clock.now()));
+    }
+
+    #[test]
+    fn the_worker_identity_is_one_uuid_per_process() {
+        let id = worker_identity();
+        assert_eq!(id, worker_identity());
+        assert_eq!(id.len(), 36);
+        assert_eq!(id.as_bytes()[14], b'4', "version 4: {id}");
+        assert!(id.chars().all(|c| c == '-' || c.is_ascii_hexdigit()));
+    }
 
     #[test]
     fn claims_shrink_under_a_low_rate_limit() {

@@ -23,6 +23,7 @@ pub mod conversions;
 pub mod feedback;
 pub mod hygiene;
 pub mod requests;
+pub mod runs;
 pub mod sends;
 pub mod signup;
 pub mod status;

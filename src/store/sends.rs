@@ -4,9 +4,10 @@
 //! A send starts by snapshotting the segment into one row per recipient
 //! (`snapshot`). Workers `claim` small batches, marking them `sending` with
 //! their id and a lease, send outside any transaction, and their results
-//! are written in groups (`record_many`, fed by the send recorder). Rows still `sending` after their worker died
-//! are the in-flight window: `release_stale` hands them back as pending, and
-//! the count is reported. See docs/SENDING.md.
+//! are written in groups (`record_many`, fed by the send recorder). A live
+//! worker renews its leases (`renew`); rows still `sending` after their
+//! lease expired (the worker died) are the in-flight window: the next
+//! `claim` takes them over and the count is reported. See docs/SENDING.md.
 
 use std::collections::BTreeMap;
 
@@ -69,13 +70,15 @@ const STATE_SQL: &str = "CASE WHEN c.status <> 'active' THEN 'skipped' \
 const REASON_SQL: &str = "CASE WHEN c.status <> 'active' THEN c.status \
      WHEN NOT EXISTS (SELECT 1 FROM contact_lists cl WHERE cl.contact_id = c.id AND cl.list_id = ";
 
-/// Snapshots the recipients of a campaign, once: returns false when the
-/// campaign was already started (a resume). Suppressed contacts get a
+/// Snapshots the recipients of a campaign's run, once: returns false when
+/// the run was already started (a resume). Suppressed contacts get a
 /// `skipped` row with the reason, so the report can say who was left out and
-/// why. Runs in one transaction with the campaign's `started_at`.
+/// why. Runs in one transaction with the run's `started_at` (and the
+/// campaign's, the first time it is sent).
 pub async fn snapshot(
     store: &Store,
     campaign_id: i64,
+    run_id: i64,
     list_id: i64,
     filter: &dyn ContactFilter,
     now: Millis,
@@ -83,18 +86,20 @@ pub async fn snapshot(
     macro_rules! body {
         ($tx:expr, $push:ident) => {{
             let started: Option<Millis> =
-                sqlx::query_scalar("SELECT started_at FROM campaigns WHERE id = $1")
-                    .bind(campaign_id)
+                sqlx::query_scalar("SELECT started_at FROM campaign_runs WHERE id = $1")
+                    .bind(run_id)
                     .fetch_one(&mut *$tx)
                     .await?;
             if started.is_some() {
                 return Ok(false);
             }
             let mut qb = QueryBuilder::new(
-                "INSERT INTO sends (campaign_id, contact_id, email, state, skip_reason, created_at, updated_at) \
+                "INSERT INTO sends (campaign_id, run_id, contact_id, email, state, skip_reason, created_at, updated_at) \
                  SELECT ",
             );
             qb.push_bind(campaign_id);
+            qb.push(", ");
+            qb.push_bind(run_id);
             qb.push(", c.id, COALESCE(c.email_ascii, c.email), ");
             qb.push(STATE_SQL);
             qb.push_bind(list_id);
@@ -107,9 +112,14 @@ pub async fn snapshot(
             qb.push_bind(now);
             qb.push(" FROM contacts c WHERE (");
             filter.$push(&mut qb);
-            qb.push(") ORDER BY c.id ON CONFLICT (campaign_id, contact_id) DO NOTHING");
+            qb.push(") ORDER BY c.id ON CONFLICT (run_id, contact_id) DO NOTHING");
             qb.build().execute(&mut *$tx).await?;
-            sqlx::query("UPDATE campaigns SET started_at = $1 WHERE id = $2")
+            sqlx::query("UPDATE campaign_runs SET started_at = $1, state = 'sending' WHERE id = $2")
+                .bind(now)
+                .bind(run_id)
+                .execute(&mut *$tx)
+                .await?;
+            sqlx::query("UPDATE campaigns SET started_at = COALESCE(started_at, $1) WHERE id = $2")
                 .bind(now)
                 .bind(campaign_id)
                 .execute(&mut *$tx)
@@ -124,9 +134,9 @@ pub async fn snapshot(
         }
         Store::Postgres(p) => {
             let mut tx = p.begin().await?;
-            // Two nodes starting the same campaign: the second waits, then sees started_at.
-            sqlx::query("SELECT id FROM campaigns WHERE id = $1 FOR UPDATE")
-                .bind(campaign_id)
+            // Two nodes starting the same run: the second waits, then sees started_at.
+            sqlx::query("SELECT id FROM campaign_runs WHERE id = $1 FOR UPDATE")
+                .bind(run_id)
                 .execute(&mut *tx)
                 .await?;
             body!(tx, push_postgres);
@@ -200,6 +210,7 @@ pub async fn first_recipients(
     })
 }
 
+/// The state of every send row of a campaign, over all its runs.
 pub async fn tally(store: &Store, campaign_id: i64) -> Result<Tally> {
     let rows: Vec<(String, Option<String>, i64)> = dispatch!(store, pool => {
         sqlx::query_as(
@@ -209,6 +220,23 @@ pub async fn tally(store: &Store, campaign_id: i64) -> Result<Tally> {
         .fetch_all(pool)
         .await?
     });
+    tally_of(rows)
+}
+
+/// The state of one run's send rows.
+pub async fn tally_run(store: &Store, run_id: i64) -> Result<Tally> {
+    let rows: Vec<(String, Option<String>, i64)> = dispatch!(store, pool => {
+        sqlx::query_as(
+            "SELECT state, skip_reason, COUNT(*) FROM sends WHERE run_id = $1 GROUP BY state, skip_reason",
+        )
+        .bind(run_id)
+        .fetch_all(pool)
+        .await?
+    });
+    tally_of(rows)
+}
+
+fn tally_of(rows: Vec<(String, Option<String>, i64)>) -> Result<Tally> {
     let mut t = Tally::default();
     for (state, reason, n) in rows {
         let n = n as u64;
@@ -258,14 +286,21 @@ pub struct Claimed {
     /// kept in `sends.message_id` from before the first attempt, so a resend
     /// carries the same one and a bounce or complaint quoting it matches.
     pub message_id: Option<String>,
+    /// The row was claimed by a worker whose lease expired (a process that
+    /// died or stalled): its message may have reached the server already
+    /// (the in-flight window, docs/SENDING.md).
+    pub taken_over: bool,
 }
 
-/// Claims up to `n` rows that are due: pending, or deferred with their retry
-/// time passed. One short transaction; PostgreSQL nodes skip each other's
-/// locked rows, SQLite's single writer serialises the claim.
+/// Claims up to `n` rows of a run that are due: rows whose lease expired
+/// (their worker died or stalled: taken over), pending rows, and deferred
+/// rows whose retry time passed. The claim is a lease held by `worker` (the
+/// process's identity) until `lease_until`; a live worker extends it with
+/// `renew`. One short transaction; PostgreSQL nodes skip each other's locked
+/// rows, SQLite's single writer serialises the claim.
 pub async fn claim(
     store: &Store,
-    campaign_id: i64,
+    run_id: i64,
     worker: &str,
     n: i64,
     lease_until: Millis,
@@ -275,24 +310,25 @@ pub async fn claim(
         Store::Sqlite(_) => "",
         Store::Postgres(_) => " FOR UPDATE SKIP LOCKED",
     };
-    // Pending rows first, then deferred rows that are due, each in its own
-    // statement: one `state = 'pending' OR (state = 'deferred' AND ...)`
-    // with ORDER BY id made SQLite read and sort every row of the campaign
-    // on each claim (quadratic in the campaign's size). Each branch alone
-    // is a range of the `sends_work` index that LIMIT cuts short, in index
-    // order; the order of rows within a claim does not matter.
+    // Each kind of due row in its own statement: one `state = 'pending' OR
+    // (state = 'deferred' AND ...)` with ORDER BY id made SQLite read and
+    // sort every row of the campaign on each claim (quadratic in the
+    // campaign's size). Each branch alone is a range of the `sends_work`
+    // index that LIMIT cuts short, in index order; the order of rows within
+    // a claim does not matter.
     let claim_where = |due: &str| {
         format!(
             "UPDATE sends SET state = 'sending', claimed_by = $1, lease_until = $2, \
-             updated_at = $3 WHERE id IN (SELECT id FROM sends WHERE campaign_id = $4 AND {due} \
+             updated_at = $3 WHERE id IN (SELECT id FROM sends WHERE run_id = $4 AND {due} \
              LIMIT $5{lock}) RETURNING id, contact_id, email, attempts, created_at, message_id"
         )
     };
+    let expired = claim_where("state = 'sending' AND (lease_until IS NULL OR lease_until <= $3)");
     let pending = claim_where("state = 'pending'");
     let due = claim_where("state = 'deferred' AND next_attempt_at <= $3 ORDER BY next_attempt_at");
     let mut rows: Vec<Claimed> = Vec::new();
     let _writer = sqlite_writer(store).await;
-    for sql in [pending, due] {
+    for (sql, taken_over) in [(expired, true), (pending, false), (due, false)] {
         let want = n - rows.len() as i64;
         if want <= 0 {
             break;
@@ -302,7 +338,7 @@ pub async fn claim(
                 .bind(worker)
                 .bind(lease_until)
                 .bind(now)
-                .bind(campaign_id)
+                .bind(run_id)
                 .bind(want)
                 .fetch_all(pool)
                 .await?
@@ -315,6 +351,7 @@ pub async fn claim(
                         attempts: r.try_get("attempts")?,
                         created_at: r.try_get("created_at")?,
                         message_id: r.try_get("message_id")?,
+                        taken_over,
                     })
                 })
                 .collect::<std::result::Result<Vec<_>, sqlx::Error>>()?
@@ -323,6 +360,40 @@ pub async fn claim(
     }
     rows.sort_by_key(|c| c.id);
     Ok(rows)
+}
+
+/// How many processes other than `worker` hold claims of a run (their
+/// leases may be live or lapsed).
+pub async fn claimants(store: &Store, run_id: i64, worker: &str) -> Result<u64> {
+    let n: i64 = dispatch!(store, pool => {
+        sqlx::query_scalar(
+            "SELECT COUNT(DISTINCT claimed_by) FROM sends WHERE run_id = $1 AND state = 'sending' \
+             AND claimed_by IS NOT NULL AND claimed_by <> $2",
+        )
+        .bind(run_id)
+        .bind(worker)
+        .fetch_one(pool)
+        .await?
+    });
+    Ok(n.max(0) as u64)
+}
+
+/// Extends the lease of every row of a run that `worker` holds, to
+/// `lease_until`; returns how many it holds. A worker that stops renewing
+/// (killed, hung) loses its rows to whoever claims after the lease.
+pub async fn renew(store: &Store, run_id: i64, worker: &str, lease_until: Millis) -> Result<u64> {
+    let _writer = sqlite_writer(store).await;
+    Ok(dispatch!(store, pool => {
+        sqlx::query(
+            "UPDATE sends SET lease_until = $1 WHERE run_id = $2 AND state = 'sending' AND claimed_by = $3",
+        )
+        .bind(lease_until)
+        .bind(run_id)
+        .bind(worker)
+        .execute(pool)
+        .await?
+        .rows_affected()
+    }))
 }
 
 /// Stores Message-IDs for claimed rows that had none, in one statement
@@ -519,76 +590,16 @@ pub async fn record_many(conn: &mut RecordConn, results: &[(i64, &Outcome, Milli
     Ok(())
 }
 
-/// What `release_stale` handed back.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Released {
-    /// Rows a dead run had claimed and not recorded: all go back to pending.
-    pub rows: u64,
-    /// Of those, how many may have reached the server before the run died
-    /// (and so may arrive twice when sent again): at most `window` per dead
-    /// worker, whose other claimed rows had not been delivered.
-    pub possibly_delivered: u64,
-}
-
-/// Returns rows whose worker is gone to `pending`, and says how many there
-/// were and how many of them may have been delivered: the in-flight window
-/// of the run that died, at most `window` rows per worker. A row is stale
-/// when its lease expired, or when `is_dead(claimed_by)` says its worker is
-/// known dead (a process on this host that no longer exists).
-pub async fn release_stale(
-    store: &Store,
-    campaign_id: i64,
-    now: Millis,
-    is_dead: impl Fn(&str) -> bool,
-    window: u64,
-) -> Result<Released> {
-    let claimed: Vec<(i64, Option<String>, Option<Millis>)> = dispatch!(store, pool => {
-        sqlx::query_as(
-            "SELECT id, claimed_by, lease_until FROM sends WHERE campaign_id = $1 AND state = 'sending'",
-        )
-        .bind(campaign_id)
-        .fetch_all(pool)
-        .await?
-    });
-    let mut per_worker: std::collections::HashMap<Option<String>, u64> = Default::default();
-    let stale: Vec<i64> = claimed
-        .into_iter()
-        .filter(|(_, by, until)| {
-            until.is_none_or(|u| u < now) || by.as_deref().is_none_or(&is_dead)
-        })
-        .map(|(id, by, _)| {
-            *per_worker.entry(by).or_default() += 1;
-            id
-        })
-        .collect();
-    for chunk in stale.chunks(500) {
-        dispatch!(store, pool => {
-            let mut qb = QueryBuilder::new(
-                "UPDATE sends SET state = 'pending', claimed_by = NULL, lease_until = NULL, updated_at = ",
-            );
-            qb.push_bind(now);
-            qb.push(" WHERE state = 'sending' AND id IN (");
-            let mut sep = qb.separated(", ");
-            for id in chunk {
-                sep.push_bind(*id);
-            }
-            qb.push(")");
-            qb.build().execute(pool).await?;
-        });
-    }
-    Ok(Released {
-        rows: stale.len() as u64,
-        possibly_delivered: per_worker.values().map(|n| (*n).min(window)).sum(),
-    })
-}
-
-/// When the earliest deferred row of a campaign is due, if any.
-pub async fn next_retry_at(store: &Store, campaign_id: i64) -> Result<Option<Millis>> {
+/// When work of a run may next be due: the earliest retry time of a
+/// deferred row, or the earliest lease of a row another worker holds (taken
+/// over if it is not renewed). `None`: nothing is waiting.
+pub async fn next_due_at(store: &Store, run_id: i64) -> Result<Option<Millis>> {
     dispatch!(store, pool => {
         Ok(sqlx::query_scalar(
-            "SELECT MIN(next_attempt_at) FROM sends WHERE campaign_id = $1 AND state = 'deferred'",
+            "SELECT MIN(CASE WHEN state = 'deferred' THEN next_attempt_at ELSE COALESCE(lease_until, 0) END) \
+             FROM sends WHERE run_id = $1 AND state IN ('deferred', 'sending')",
         )
-        .bind(campaign_id)
+        .bind(run_id)
         .fetch_one(pool)
         .await?)
     })
@@ -627,16 +638,16 @@ pub async fn subscribed_among(
 /// stops on purpose (an SMTP outage that outlasted `smtp.outage_timeout_secs`)
 /// had not delivered them, so a resume sends them without counting them as
 /// the in-flight window. Returns how many there were.
-pub async fn release_claims(store: &Store, campaign_id: i64, workers: &[String]) -> Result<u64> {
+pub async fn release_claims(store: &Store, run_id: i64, workers: &[String]) -> Result<u64> {
     if workers.is_empty() {
         return Ok(0);
     }
     let _writer = sqlite_writer(store).await;
     Ok(dispatch!(store, pool => {
         let mut qb = QueryBuilder::new(
-            "UPDATE sends SET state = 'pending', claimed_by = NULL, lease_until = NULL WHERE campaign_id = ",
+            "UPDATE sends SET state = 'pending', claimed_by = NULL, lease_until = NULL WHERE run_id = ",
         );
-        qb.push_bind(campaign_id);
+        qb.push_bind(run_id);
         qb.push(" AND state = 'sending' AND claimed_by IN (");
         let mut sep = qb.separated(", ");
         for w in workers {
@@ -722,7 +733,7 @@ pub async fn open_rows(store: &Store, campaign_id: i64) -> Result<Vec<OpenRow>> 
 /// the campaign's files changed, so they may render now.
 pub async fn retry_render_failures(
     store: &Store,
-    campaign_id: i64,
+    run_id: i64,
     prefix: &str,
     now: Millis,
 ) -> Result<u64> {
@@ -731,11 +742,11 @@ pub async fn retry_render_failures(
     Ok(dispatch!(store, pool => {
         sqlx::query(
             "UPDATE sends SET state = 'pending', smtp_reply = NULL, updated_at = $1 \
-             WHERE campaign_id = $2 AND state = 'failed' AND smtp_code IS NULL \
+             WHERE run_id = $2 AND state = 'failed' AND smtp_code IS NULL \
              AND smtp_reply LIKE $3 ESCAPE '\\'",
         )
         .bind(now)
-        .bind(campaign_id)
+        .bind(run_id)
         .bind(&pattern)
         .execute(pool)
         .await?

@@ -99,6 +99,74 @@ impl TestDb {
     pub fn backend(&self) -> Backend {
         self.store.backend()
     }
+
+    /// Like [`TestDb::all`], but the databases are brought only up to the
+    /// migrations numbered below `before`: for tests of a migration over
+    /// existing data (finish with `store.migrate()`).
+    #[allow(dead_code)]
+    pub async fn all_before(before: i64) -> Vec<TestDb> {
+        let mut out = Vec::new();
+        for db in TestDb::all().await {
+            out.push(db.reset_to(before).await);
+        }
+        out
+    }
+
+    /// A fresh database of the same backend, migrated below `before`.
+    async fn reset_to(self, before: i64) -> TestDb {
+        let (store, url, dir, pg) = match self.backend() {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temporary directory");
+                let url = format!("sqlite://{}", dir.path().join("cartero.db").display());
+                let store = Store::connect(&url).await.expect("open SQLite store");
+                (store, url, Some(dir), None)
+            }
+            Backend::Postgres => {
+                let admin_url = std::env::var("CARTERO_TEST_PG_URL")
+                    .unwrap_or_else(|_| DEFAULT_ADMIN_URL.to_string());
+                let mut admin = sqlx::PgConnection::connect(&admin_url)
+                    .await
+                    .expect("PostgreSQL");
+                let name = unique_name();
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&mut admin)
+                    .await
+                    .expect("create test database");
+                let _ = admin.close().await;
+                let url = with_database(&admin_url, &name);
+                let store = Store::connect(&url).await.expect("open PostgreSQL store");
+                (store, url, None, Some((name, admin_url)))
+            }
+        };
+        let dir_name = match store.backend() {
+            Backend::Sqlite => "migrations/sqlite",
+            Backend::Postgres => "migrations/postgres",
+        };
+        let mut migrator = sqlx::migrate::Migrator::new(std::path::Path::new(&format!(
+            "{}/{dir_name}",
+            env!("CARGO_MANIFEST_DIR")
+        )))
+        .await
+        .expect("read migrations");
+        migrator.migrations = migrator
+            .migrations
+            .iter()
+            .filter(|m| m.version < before)
+            .cloned()
+            .collect::<Vec<_>>()
+            .into();
+        match &store {
+            Store::Sqlite(p) => migrator.run(p).await,
+            Store::Postgres(p) => migrator.run(p).await,
+        }
+        .expect("migrate");
+        TestDb {
+            store,
+            url,
+            _dir: dir,
+            pg,
+        }
+    }
 }
 
 impl Drop for TestDb {
