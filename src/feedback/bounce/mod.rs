@@ -608,6 +608,17 @@ fn hosts_in(text: &str) -> Vec<String> {
     out
 }
 
+/// The enhanced status code (RFC 3463) a server wrote right after its reply
+/// code in `diag` ("550 5.1.1 ...", "552-5.3.4 ..."), if specific (not X.0.0).
+fn server_status(diag: &str) -> Option<String> {
+    let reply = dsn::find_reply_code(diag)?;
+    diag.match_indices(reply.as_str()).find_map(|(at, _)| {
+        let rest = diag[at + 3..].trim_start_matches([' ', '-']);
+        let code = dsn::all_statuses(rest).into_iter().next()?;
+        (rest.starts_with(code.as_str()) && !code.ends_with(".0.0")).then_some(code)
+    })
+}
+
 fn squash(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -899,7 +910,21 @@ fn decide(
         return;
     }
 
-    let from_status = status.as_deref().and_then(reason::from_status);
+    // The reason's status evidence is the remote server's own code where
+    // it wrote one right after its reply code ("552 5.3.4 Message size
+    // exceeds ..."): a reporting MTA that derives its Status field from the
+    // reply code alone (Sendmail turns any 552 into 5.2.2, Exim writes
+    // 5.0.0) says less than the server did. The record keeps the chosen
+    // Status; only the reason is read from the server's code.
+    let server_code = server_status(&diag).filter(|c| {
+        status
+            .as_deref()
+            .is_some_and(|s| s.as_bytes()[0] == c.as_bytes()[0] && s != c)
+    });
+    let from_status = server_code
+        .as_deref()
+        .or(status.as_deref())
+        .and_then(reason::from_status);
     // The server's own words first (RFC 3464 Diagnostic-Code, or the prose
     // block of a non-DSN notice); the report's prose about the recipient
     // only when they say nothing, since MTAs add their own generic gloss
@@ -1032,6 +1057,28 @@ fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_servers_own_code_follows_its_reply_code() {
+        let s = |t: &str| server_status(t);
+        assert_eq!(
+            s("552 5.3.4 Message size exceeds").as_deref(),
+            Some("5.3.4")
+        );
+        assert_eq!(
+            s("550-5.2.1 The account is disabled").as_deref(),
+            Some("5.2.1")
+        );
+        // The first 550 is part of an address; the reply's is the one.
+        assert_eq!(
+            s("<u550x@a.example> 550 5.1.1 gone").as_deref(),
+            Some("5.1.1")
+        );
+        // No code after the reply code, or only "other or undefined".
+        assert_eq!(s("550 No such user here"), None);
+        assert_eq!(s("550 5.0.0 rejected"), None);
+        assert_eq!(s("mailbox is full: retry timeout exceeded"), None);
+    }
 
     const POSTFIX_DSN: &str = "From: MAILER-DAEMON@mx.example.org (Mail Delivery System)\nTo: bounces+s42@sender.example\nDelivered-To: bounces+s42@sender.example\nSubject: Undelivered Mail Returned to Sender\nMessage-Id: <r1@mx.example.org>\nMIME-Version: 1.0\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\n\n--B\nContent-Type: text/plain\n\n<nobody@example.org>: host mx.example.org[192.0.2.1] said: 550 5.1.1\n    <nobody@example.org>: Recipient address rejected: User unknown in local\n    recipient table (in reply to RCPT TO command)\n\n--B\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example.org\n\nFinal-Recipient: rfc822; nobody@example.org\nAction: failed\nStatus: 5.1.1\nRemote-MTA: dns; mx.example.org\nDiagnostic-Code: smtp; 550 5.1.1 <nobody@example.org>: Recipient address\n    rejected: User unknown in local recipient table\n\n--B\nContent-Type: message/rfc822\n\nFrom: news@sender.example\nTo: nobody@example.org\nMessage-ID: <orig1@sender.example>\nX-Cartero-Send: 42\nSubject: hi\n\nhello\n--B--\n";
 

@@ -480,6 +480,8 @@ pub enum Agent {
     OpenSmtpd,
     /// Ipswitch (now Progress) IMail Server, whose mailer is `SMTP32`.
     IMail,
+    /// Exim's bounce template (deliver.c).
+    Exim,
 }
 
 /// Which known mail system wrote the notice, from its sender and the
@@ -511,6 +513,10 @@ pub fn agent(mail: &Mail) -> Option<Agent> {
     // older releases).
     if notice.contains("this is the mailer-daemon, please do not reply to this") {
         return Some(Agent::OpenSmtpd);
+    }
+    // Exim's template, whatever the configuration's wording of the rest.
+    if notice.contains("this message was created automatically by mail delivery software") {
+        return Some(Agent::Exim);
     }
     None
 }
@@ -583,6 +589,25 @@ pub fn agent_reason(agent: Agent, folded: &str, notice: &str) -> Option<Verdict>
                 folded,
             )
         }
+        // Exim's own errors, written where no server replied: no router
+        // took the address ("Unrouteable address": a domain that does not
+        // resolve, or a local part no router accepts; either way nothing
+        // will deliver to it), or its hosts do not exist.
+        Agent::Exim => said(
+            &[
+                ("unrouteable address", Reason::HostUnknown),
+                ("unrouteable mail domain", Reason::HostUnknown),
+                (
+                    "all relevant mx records point to non-existent hosts",
+                    Reason::HostUnknown,
+                ),
+                (
+                    "all host address lookups failed permanently",
+                    Reason::HostUnknown,
+                ),
+            ],
+            folded,
+        ),
         // OpenSMTPD's mta.c error strings. A domain with neither MX nor
         // address records will not have them on the next try either, even
         // though OpenSMTPD keeps the message queued and calls it delayed.
@@ -596,6 +621,19 @@ pub fn agent_reason(agent: Agent, folded: &str, notice: &str) -> Option<Verdict>
                 return Some(Verdict {
                     reason: Reason::NotAccept,
                     permanent: Some(true),
+                });
+            }
+            // Its report gives each recipient the remote reply and never
+            // the SMTP stage (`rcpt: 550 No such user here`), so the stage
+            // cannot tell a refused mailbox from a content filter's
+            // answer: an unknown-user reply with no filter words is the
+            // mailbox (a real OpenSMTPD 6.8 bounce, tests/fixtures).
+            if super::reason::text_says(folded, Reason::UserUnknown)
+                && !super::reason::text_says(folded, Reason::Filtered)
+            {
+                return Some(Verdict {
+                    reason: Reason::UserUnknown,
+                    permanent: None,
                 });
             }
             said(
