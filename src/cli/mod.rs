@@ -19,6 +19,7 @@ pub mod contacts;
 pub mod feedback;
 pub mod hygiene;
 pub mod init;
+pub mod report;
 pub mod segment;
 pub mod serve;
 
@@ -67,6 +68,8 @@ pub enum Command {
     Serve(serve::Args),
     /// Start a new project: cartero.toml, a campaign, templates, sample contacts.
     Init(init::Args),
+    /// Campaign reports, KPIs, the contact database over time.
+    Report(report::Args),
 }
 
 /// Output format for commands whose output is data.
@@ -241,6 +244,7 @@ pub fn main() -> ExitCode {
             Command::Hygiene(a) => hygiene::run(a, &ctx).await,
             Command::Compliance(a) => compliance::run(a, &ctx).await,
             Command::Serve(a) => serve::run(a, &ctx).await,
+            Command::Report(a) => report::run(&ctx, a).await,
             Command::Init(a) => init::run(a),
         }
     });
