@@ -49,11 +49,16 @@ async fn rollups(store: &Store) -> Vec<String> {
         ),
     ] {
         let sql = format!(
-            "SELECT CAST({} AS TEXT) FROM {t} WHERE events <> 0",
+            "SELECT CAST({} AS TEXT) FROM {t} WHERE {} <> 0",
             cols.split(", ")
                 .map(|c| format!("CAST({c} AS TEXT)"))
                 .collect::<Vec<_>>()
-                .join(" || '|' || ")
+                .join(" || '|' || "),
+            if t == "report_uniques" {
+                "sends"
+            } else {
+                "events"
+            }
         );
         let rows: Vec<String> = cartero::dispatch!(store, pool => {
             sqlx::query_scalar(&sql).fetch_all(pool).await.unwrap()

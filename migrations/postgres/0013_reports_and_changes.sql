@@ -52,6 +52,23 @@ CREATE TABLE report_domains (
     PRIMARY KEY (campaign_id, domain, outcome)
 );
 
+CREATE TABLE report_uniques (
+    campaign_id BIGINT  NOT NULL REFERENCES campaigns(id),
+    kind        TEXT    NOT NULL,
+    machine     INTEGER NOT NULL CHECK (machine IN (0, 1, 2)),
+    sends       BIGINT  NOT NULL,
+    PRIMARY KEY (campaign_id, kind, machine)
+);
+
+CREATE TABLE report_link_totals (
+    campaign_id BIGINT  NOT NULL REFERENCES campaigns(id),
+    url         TEXT    NOT NULL,
+    machine     INTEGER NOT NULL CHECK (machine IN (0, 1)),
+    sends       BIGINT  NOT NULL,
+    events      BIGINT  NOT NULL,
+    PRIMARY KEY (campaign_id, url, machine)
+);
+
 -- events.data is JSON written by cartero; anything else counts as human
 -- and without a URL or reason rather than failing the insert.
 CREATE FUNCTION report_json_text(data TEXT, key TEXT) RETURNS TEXT AS $$
@@ -67,6 +84,35 @@ BEGIN
                CASE WHEN n.kind = 'click' THEN report_json_text(n.data, 'url') END AS url,
                CASE WHEN n.kind IN ('bounce_hard', 'bounce_soft') THEN report_json_text(n.data, 'reason') END AS reason
         FROM new_rows n WHERE n.campaign_id IS NOT NULL
+    ), k AS (
+        SELECT b.campaign_id, b.send_id, k.kind, b.machine, b.occurred_at
+        FROM b CROSS JOIN LATERAL
+             (SELECT b.kind AS kind UNION ALL SELECT 'bounce' WHERE b.kind IN ('bounce_hard', 'bounce_soft')) k
+        WHERE b.send_id IS NOT NULL
+    ), uniques AS (
+        -- Every sub-statement sees report_sends as it was before this
+        -- statement: a send counts once, on its first event.
+        INSERT INTO report_uniques AS t (campaign_id, kind, machine, sends)
+        SELECT x.campaign_id, x.kind, x.m, count(DISTINCT x.send_id)
+        FROM (SELECT k.campaign_id, k.send_id, k.kind, m.m FROM k
+              CROSS JOIN LATERAL (SELECT k.machine AS m UNION ALL SELECT 2) m) x
+        WHERE NOT EXISTS (SELECT 1 FROM report_sends r
+                          WHERE r.send_id = x.send_id AND r.kind = x.kind AND (x.m = 2 OR r.machine = x.m))
+        GROUP BY 1, 2, 3
+        ON CONFLICT (campaign_id, kind, machine) DO UPDATE SET sends = t.sends + EXCLUDED.sends
+        RETURNING 1
+    ), link_totals AS (
+        INSERT INTO report_link_totals AS t (campaign_id, url, machine, sends, events)
+        SELECT campaign_id, url, machine, count(DISTINCT new_send), count(*)
+        FROM (SELECT b.campaign_id, b.url, b.machine,
+                     CASE WHEN EXISTS (SELECT 1 FROM report_links r WHERE r.campaign_id = b.campaign_id
+                          AND r.url = b.url AND r.machine = b.machine AND r.send_id = b.send_id)
+                          THEN NULL ELSE b.send_id END AS new_send
+              FROM b WHERE b.kind = 'click' AND b.send_id IS NOT NULL AND b.url IS NOT NULL) x
+        GROUP BY 1, 2, 3
+        ON CONFLICT (campaign_id, url, machine) DO UPDATE
+            SET sends = t.sends + EXCLUDED.sends, events = t.events + EXCLUDED.events
+        RETURNING 1
     ), sends AS (
         INSERT INTO report_sends AS t (send_id, kind, machine, campaign_id, first_at, events)
         SELECT b.send_id, k.kind, b.machine, min(b.campaign_id), min(b.occurred_at), count(*)

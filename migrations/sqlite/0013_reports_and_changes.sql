@@ -67,6 +67,27 @@ CREATE TABLE report_domains (
     PRIMARY KEY (campaign_id, domain, outcome)
 );
 
+-- The unique counts themselves, kept beside report_sends so a report reads
+-- a few rows however many recipients engaged: sends per campaign, kind and
+-- human (0), machine (1) or either (2).
+CREATE TABLE report_uniques (
+    campaign_id INTEGER NOT NULL REFERENCES campaigns(id),
+    kind        TEXT    NOT NULL,
+    machine     INTEGER NOT NULL CHECK (machine IN (0, 1, 2)),
+    sends       INTEGER NOT NULL,
+    PRIMARY KEY (campaign_id, kind, machine)
+);
+
+-- Per link: sends that clicked it and clicks, human or machine.
+CREATE TABLE report_link_totals (
+    campaign_id INTEGER NOT NULL REFERENCES campaigns(id),
+    url         TEXT    NOT NULL,
+    machine     INTEGER NOT NULL CHECK (machine IN (0, 1)),
+    sends       INTEGER NOT NULL,
+    events      INTEGER NOT NULL,
+    PRIMARY KEY (campaign_id, url, machine)
+);
+
 CREATE TRIGGER events_report AFTER INSERT ON events WHEN NEW.campaign_id IS NOT NULL
 BEGIN
     INSERT INTO report_hourly (campaign_id, kind, machine, hour_at, events)
@@ -74,6 +95,25 @@ BEGIN
             CASE WHEN json_valid(NEW.data) AND json_extract(NEW.data, '$.class') IN ('prefetch', 'scanner') THEN 1 ELSE 0 END,
             NEW.occurred_at / 3600000 * 3600000, 1)
     ON CONFLICT (campaign_id, kind, machine, hour_at) DO UPDATE SET events = events + 1;
+
+    -- Before report_sends: a send counts once, on its first event.
+    INSERT INTO report_uniques (campaign_id, kind, machine, sends)
+    SELECT NEW.campaign_id, k.kind, m.m, 1
+    FROM (SELECT NEW.kind AS kind UNION ALL SELECT 'bounce' WHERE NEW.kind IN ('bounce_hard', 'bounce_soft')) k,
+         (SELECT CASE WHEN json_valid(NEW.data) AND json_extract(NEW.data, '$.class') IN ('prefetch', 'scanner') THEN 1 ELSE 0 END AS m UNION ALL SELECT 2) m
+    WHERE NEW.send_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM report_sends r
+        WHERE r.send_id = NEW.send_id AND r.kind = k.kind AND (m.m = 2 OR r.machine = m.m))
+    ON CONFLICT (campaign_id, kind, machine) DO UPDATE SET sends = sends + 1;
+
+    INSERT INTO report_link_totals (campaign_id, url, machine, sends, events)
+    SELECT NEW.campaign_id, json_extract(NEW.data, '$.url'), CASE WHEN json_valid(NEW.data) AND json_extract(NEW.data, '$.class') IN ('prefetch', 'scanner') THEN 1 ELSE 0 END,
+           CASE WHEN EXISTS (SELECT 1 FROM report_links r WHERE r.campaign_id = NEW.campaign_id
+                AND r.url = json_extract(NEW.data, '$.url') AND r.machine = CASE WHEN json_valid(NEW.data) AND json_extract(NEW.data, '$.class') IN ('prefetch', 'scanner') THEN 1 ELSE 0 END AND r.send_id = NEW.send_id)
+                THEN 0 ELSE 1 END, 1
+    WHERE NEW.kind = 'click' AND NEW.send_id IS NOT NULL AND json_valid(NEW.data)
+      AND json_type(NEW.data, '$.url') = 'text'
+    ON CONFLICT (campaign_id, url, machine) DO UPDATE
+        SET sends = sends + excluded.sends, events = events + 1;
 
     INSERT INTO report_sends (send_id, kind, machine, campaign_id, first_at, events)
     SELECT NEW.send_id, k.kind,

@@ -209,15 +209,18 @@ pub async fn load(store: &Store, name: &str) -> Result<CampaignReport> {
     }
 
     let uniques: Vec<(String, i32, i64)> = dispatch!(store, pool => {
-        sqlx::query_as("SELECT kind, machine, count(*) FROM report_sends WHERE campaign_id = $1 GROUP BY kind, machine")
-            .bind(id).fetch_all(pool).await?
-    });
-    let any: Vec<(String, i64)> = dispatch!(store, pool => {
-        sqlx::query_as("SELECT kind, count(DISTINCT send_id) FROM report_sends WHERE campaign_id = $1 \
-                        AND kind IN ('open', 'click') GROUP BY kind")
+        sqlx::query_as("SELECT kind, machine, sends FROM report_uniques WHERE campaign_id = $1")
             .bind(id).fetch_all(pool).await?
     });
     for (kind, machine, n) in uniques {
+        if machine == 2 {
+            match kind.as_str() {
+                "open" => r.opens.unique = n,
+                "click" => r.clicks.unique = n,
+                _ => {}
+            }
+            continue;
+        }
         let hits = match kind.as_str() {
             "open" => &mut r.opens,
             "click" => &mut r.clicks,
@@ -247,13 +250,6 @@ pub async fn load(store: &Store, name: &str) -> Result<CampaignReport> {
             hits.unique_machine = n;
         } else {
             hits.unique_human = n;
-        }
-    }
-    for (kind, n) in any {
-        match kind.as_str() {
-            "open" => r.opens.unique = n,
-            "click" => r.clicks.unique = n,
-            _ => {}
         }
     }
     let bounced_after_sent: i64 = dispatch!(store, pool => {
@@ -312,8 +308,7 @@ pub async fn load(store: &Store, name: &str) -> Result<CampaignReport> {
     r.curve = curve.into_values().collect();
 
     let links: Vec<(String, i32, i64, i64)> = dispatch!(store, pool => {
-        sqlx::query_as("SELECT url, machine, count(*), CAST(sum(events) AS BIGINT) FROM report_links WHERE campaign_id = $1 \
-                        GROUP BY url, machine")
+        sqlx::query_as("SELECT url, machine, sends, events FROM report_link_totals WHERE campaign_id = $1")
             .bind(id).fetch_all(pool).await?
     });
     let mut by_url: BTreeMap<String, Link> = BTreeMap::new();

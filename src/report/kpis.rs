@@ -321,8 +321,8 @@ pub async fn compute(
             .fetch_all(pool).await?
     });
     let uniques: Vec<(i64, String, i64)> = dispatch!(store, pool => {
-        sqlx::query_as("SELECT campaign_id, kind, count(*) FROM report_sends WHERE machine = 0 \
-                        AND kind IN ('open', 'click') GROUP BY campaign_id, kind")
+        sqlx::query_as("SELECT campaign_id, kind, sends FROM report_uniques WHERE machine = 0 \
+                        AND kind IN ('open', 'click')")
             .fetch_all(pool).await?
     });
     // (campaign, provider) -> sums; provider "all" holds the campaign total.

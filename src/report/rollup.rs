@@ -9,8 +9,10 @@ use crate::store::{Backend, Store, Tx};
 use super::Result;
 
 /// The rollup tables, in the order they are emptied and refilled.
-pub const TABLES: [&str; 5] = [
+pub const TABLES: [&str; 7] = [
     "report_hourly",
+    "report_uniques",
+    "report_link_totals",
     "report_sends",
     "report_links",
     "report_reasons",
@@ -60,6 +62,15 @@ fn statements(backend: Backend) -> Vec<String> {
               WHERE kind = 'click' AND campaign_id IS NOT NULL AND send_id IS NOT NULL) x \
              WHERE u IS NOT NULL GROUP BY 1, 2, 3, 4"
         ),
+        "INSERT INTO report_uniques (campaign_id, kind, machine, sends) \
+         SELECT campaign_id, kind, machine, count(*) FROM report_sends GROUP BY 1, 2, 3"
+            .to_string(),
+        "INSERT INTO report_uniques (campaign_id, kind, machine, sends) \
+         SELECT campaign_id, kind, 2, count(DISTINCT send_id) FROM report_sends GROUP BY 1, 2, 3"
+            .to_string(),
+        "INSERT INTO report_link_totals (campaign_id, url, machine, sends, events) \
+         SELECT campaign_id, url, machine, count(*), sum(events) FROM report_links GROUP BY 1, 2, 3"
+            .to_string(),
         format!(
             "INSERT INTO report_reasons (campaign_id, kind, reason, events) \
              SELECT campaign_id, kind, COALESCE({reason}, 'unknown'), count(*) FROM events \
