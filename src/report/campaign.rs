@@ -305,6 +305,16 @@ pub async fn load(store: &Store, name: &str) -> Result<CampaignReport> {
             (_, _) => p.clicks_machine += n,
         }
     }
+    // Every hour from the first to the last with a hit (a quiet hour is a
+    // zero, not a gap), at most 90 days of them.
+    if let (Some(&first), Some(&last)) = (curve.keys().next(), curve.keys().next_back()) {
+        for hour in first.max(0)..=last.min(first.max(0) + 24 * 90) {
+            curve.entry(hour).or_insert(HourPoint {
+                hour,
+                ..Default::default()
+            });
+        }
+    }
     r.curve = curve.into_values().collect();
 
     let links: Vec<(String, i32, i64, i64)> = dispatch!(store, pool => {

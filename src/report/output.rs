@@ -243,7 +243,7 @@ pub fn html_page(title: &str, charts: &[String], tables: &[Table]) -> String {
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <title>{t}</title><style>\
          body{{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1100px}}\
-         table{{border-collapse:collapse;margin:0 0 2em}}th,td{{padding:3px 10px;border-bottom:1px solid #ddd}}\
+         table{{border-collapse:collapse;margin:0 0 2em;display:block;overflow-x:auto;max-width:100%}}th,td{{padding:3px 10px;border-bottom:1px solid #ddd}}\
          td.n{{text-align:right;font-variant-numeric:tabular-nums}}th{{text-align:left;background:#f4f4f4}}\
          figure{{margin:0 0 2em}}</style></head><body><h1>{t}</h1>\n",
         t = escape(title)
