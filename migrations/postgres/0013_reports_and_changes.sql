@@ -71,9 +71,20 @@ CREATE TABLE report_link_totals (
 
 -- events.data is JSON written by cartero; anything else counts as human
 -- and without a URL or reason rather than failing the insert.
+-- PostgreSQL's JSON refuses \u0000 (a bounce's diagnostic may hold one):
+-- such rows take the slow path, which drops the escape and never fails.
+CREATE FUNCTION report_json_text_slow(data TEXT, key TEXT) RETURNS TEXT AS $$
+BEGIN
+    RETURN replace(data, '\u0000', '')::jsonb ->> key;
+EXCEPTION WHEN others THEN
+    RETURN NULL;
+END;
+$$ LANGUAGE plpgsql IMMUTABLE;
+
 CREATE FUNCTION report_json_text(data TEXT, key TEXT) RETURNS TEXT AS $$
     SELECT CASE WHEN left(data, 1) = '{' AND right(data, 1) = '}'
-                THEN data::jsonb ->> key END
+                THEN CASE WHEN strpos(data, '\u0000') = 0 THEN data::jsonb ->> key
+                          ELSE report_json_text_slow(data, key) END END
 $$ LANGUAGE sql IMMUTABLE;
 
 CREATE FUNCTION events_report() RETURNS trigger AS $$
