@@ -17,6 +17,7 @@ pub mod contacts;
 pub mod feedback;
 pub mod hygiene;
 pub mod render;
+pub mod report;
 pub mod segment;
 pub mod send;
 pub mod track;

@@ -236,6 +236,13 @@ async fn contacts_changes_summarises_and_details_a_period() {
                     "grant".into(),
                     "2".into()
                 ],
+                // The field-level change log: the two new contacts.
+                vec![
+                    today.clone(),
+                    "field:created".into(),
+                    "-".into(),
+                    "2".into()
+                ],
                 vec![today.clone(), "status".into(), "bounced".into(), "1".into()],
             ],
             "the old unsubscribe is outside the period"
@@ -245,12 +252,13 @@ async fn contacts_changes_summarises_and_details_a_period() {
         ]);
         let doc: serde_json::Value = serde_json::from_str(&detail).unwrap();
         let changes = doc["changes"].as_array().unwrap();
-        assert_eq!(changes.len(), 4);
+        // Two grants, two new contacts (the field-level log), two status changes.
+        assert_eq!(changes.len(), 6);
         assert_eq!(changes[0]["email"], "a@example.com");
         assert_eq!(changes[0]["old_value"], "active");
         assert_eq!(changes[0]["new_value"], "unsubscribed");
         assert_eq!(changes[0]["by_what"], "unsubscribe by cartero");
-        assert_eq!(changes[3]["by_what"], "bounce rule hard-bounce by cartero");
+        assert_eq!(changes[5]["by_what"], "bounce rule hard-bounce by cartero");
         assert!(doc["summary"][0]["week"].as_str().unwrap().contains("-W"));
         let table = p.ok(&["contacts", "changes", "--since", "7d", "--by", "week"]);
         assert!(

@@ -245,7 +245,12 @@ async fn changes(
             .entry((
                 period_of(r.occurred_at, by),
                 r.what.clone(),
-                r.new_value.clone().unwrap_or_else(|| "-".into()),
+                // A field's new values (names, addresses) are not a summary.
+                if r.what.starts_with("field:") {
+                    "-".into()
+                } else {
+                    r.new_value.clone().unwrap_or_else(|| "-".into())
+                },
             ))
             .or_default() += 1;
         if !detail {

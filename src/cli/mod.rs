@@ -22,6 +22,7 @@ pub mod form;
 pub mod hygiene;
 pub mod init;
 pub mod output;
+pub mod report;
 pub mod segment;
 pub mod serve;
 
@@ -74,6 +75,8 @@ pub enum Command {
     Form(form::Args),
     /// Create, revoke and list keys of the events API.
     ApiKey(api_key::Args),
+    /// Campaign reports, KPIs, the contact database over time.
+    Report(report::Args),
 }
 
 /// Output format for commands whose output is data.
@@ -248,6 +251,7 @@ pub fn main() -> ExitCode {
             Command::Hygiene(a) => hygiene::run(a, &ctx).await,
             Command::Compliance(a) => compliance::run(a, &ctx).await,
             Command::Serve(a) => serve::run(a, &ctx).await,
+            Command::Report(a) => report::run(&ctx, a).await,
             Command::Init(a) => init::run(a),
             Command::Form(a) => form::run(a, &ctx).await,
             Command::ApiKey(a) => api_key::run(a, &ctx).await,

@@ -566,6 +566,7 @@ pub async fn run(
 
     let mut tx = store.begin().await?;
     tx.expect_bulk_write().await?;
+    crate::store::changes::set_origin(&mut tx, &format!("contacts import {name}")).await?;
     let list_id = match &opts.list {
         Some(list) => Some(contacts::ensure_list(&mut tx, list, now).await?),
         None => None,

@@ -266,6 +266,9 @@ impl Ingestor {
             return run.message(tx, &input).await.map_err(err);
         }
         let mut tx = self.store.begin().await.map_err(err)?;
+        crate::store::changes::set_origin(&mut tx, &format!("feedback run: message {source_name}"))
+            .await
+            .map_err(err)?;
         let mut stage = consent::Stage::new();
         let mut summary = self.summary.clone();
         let mut run = Run {

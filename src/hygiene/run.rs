@@ -210,7 +210,11 @@ pub async fn run(
         let mut tx = if opts.dry_run {
             None
         } else {
-            Some(store.begin().await.map_err(store_err(after))?)
+            let mut tx = store.begin().await.map_err(store_err(after))?;
+            crate::store::changes::set_origin(&mut tx, "hygiene run")
+                .await
+                .map_err(store_err(after))?;
+            Some(tx)
         };
         for row in &rows {
             report.contacts += 1;

@@ -143,6 +143,7 @@ pub async fn erase(
     now: Millis,
 ) -> std::result::Result<Erasure, EraseError> {
     let mut tx = store.begin().await?;
+    super::changes::set_origin(&mut tx, &format!("contacts erase by {actor}")).await?;
     let mut appender = Appender::start_with(&mut tx, Some(keys)).await?;
     let row: Option<(String, String)> = dispatch_tx!(&mut tx, conn => {
         sqlx::query_as("SELECT email, status FROM contacts WHERE id = $1")
@@ -878,6 +879,11 @@ pub async fn stream_changes(
          SELECT a.occurred_at, a.contact_id, c.email, a.kind, NULL, NULL, \
                 a.actor || COALESCE(': ' || a.reason, '') \
          FROM compliance_actions a LEFT JOIN contacts c ON c.id = a.contact_id WHERE a.occurred_at >= $1 \
+         UNION ALL \
+         SELECT f.occurred_at, f.contact_id, c.email, 'field:' || f.field, f.old_value, f.new_value, \
+                COALESCE(f.origin, '(origin not recorded)') \
+         FROM contact_changes f JOIN contacts c ON c.id = f.contact_id \
+         WHERE f.occurred_at >= $1 AND f.field <> 'status' \
          ) x ORDER BY x.occurred_at";
     dispatch!(store, pool => {
         let mut rows = sqlx::query_as::<_, ChangeRow>(sql).bind(since).fetch(pool);

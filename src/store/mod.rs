@@ -16,6 +16,7 @@ use sqlx::{PgPool, SqlitePool};
 
 pub mod archive;
 pub mod campaigns;
+pub mod changes;
 pub mod compliance;
 pub mod consent;
 pub mod contacts;
@@ -134,7 +135,12 @@ const POOL_CACHE_KIB: u32 = 64 * 1024;
 impl Tx {
     pub async fn commit(self) -> Result<()> {
         match self {
-            Tx::Sqlite(t) => t.commit().await?,
+            Tx::Sqlite(mut t) => {
+                // Writes outside a transaction of ours (another tool's, a
+                // statement typed by hand) must not inherit this origin.
+                changes::clear_origin_sqlite(&mut t).await?;
+                t.commit().await?
+            }
             Tx::Postgres(t) => t.commit().await?,
         }
         Ok(())
@@ -319,7 +325,15 @@ impl Store {
     /// Starts a write transaction.
     pub async fn begin(&self) -> Result<Tx> {
         Ok(match self {
-            Store::Sqlite(p) => Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
+            Store::Sqlite(p) => {
+                let mut t = p.begin_with("BEGIN IMMEDIATE").await?;
+                // The change log's origin is per transaction: SQLite keeps
+                // it in a row (one writer at a time), cleared here so a
+                // writer that names none is not credited with the last
+                // one's (store::changes).
+                changes::clear_origin_sqlite(&mut t).await?;
+                Tx::Sqlite(t)
+            }
             Store::Postgres(p) => Tx::Postgres(p.begin().await?),
         })
     }

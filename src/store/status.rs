@@ -35,6 +35,28 @@ pub struct StatusChange {
 /// records it. Returns the `status_changes` id, or `None` when the status
 /// was no longer `from` (someone else changed it first): nothing is written.
 pub async fn change(tx: &mut Tx, c: &StatusChange) -> Result<Option<i64>> {
+    // The change log names the rule beside what the transaction is doing.
+    let outer = super::changes::origin(tx).await?;
+    let by = format!(
+        "{}{} by {}",
+        c.cause,
+        c.rule
+            .as_deref()
+            .map(|r| format!(" rule {r}"))
+            .unwrap_or_default(),
+        c.actor
+    );
+    let here = match &outer {
+        Some(o) => format!("{o}; {by}"),
+        None => by,
+    };
+    super::changes::set_origin(tx, &here).await?;
+    let out = change_inner(tx, c).await;
+    super::changes::set_origin(tx, outer.as_deref().unwrap_or("")).await?;
+    out
+}
+
+async fn change_inner(tx: &mut Tx, c: &StatusChange) -> Result<Option<i64>> {
     dispatch_tx!(tx, conn => {
         let updated = sqlx::query(
             "UPDATE contacts SET status = $1, status_reason = $2, updated_at = $3 WHERE id = $4 AND status = $5",

@@ -80,6 +80,11 @@ pub struct Outcome {
 /// gives consent again.
 pub async fn apply(store: &Store, r: &Request<'_>) -> Result<Outcome, StoreError> {
     let mut tx = store.begin().await?;
+    crate::store::changes::set_origin(
+        &mut tx,
+        &format!("HTTP {} ({})", r.method.as_str(), r.method.source()),
+    )
+    .await?;
     // Taken first: on PostgreSQL it serialises concurrent changes (two
     // one-click POSTs of the same message), so both cannot see "subscribed".
     let mut appender = Appender::start(&mut tx).await?;
