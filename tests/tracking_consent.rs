@@ -212,7 +212,7 @@ async fn opens_and_clicks_are_personal_only_with_consent_to_track() {
         let page = http.get(&prefs).send().await.unwrap().text().await.unwrap();
         assert!(page.contains("tracking:newsletter"), "{page}");
         let f = page.find("name=\"form\" value=\"").unwrap() + 19;
-        let tag = &page[f..f + 32];
+        let tag = &page[f..f + page[f..].find('"').unwrap()];
         let newsletter = scalar(&db, "SELECT id FROM lists WHERE name = 'newsletter'").await;
         let quiet = scalar(&db, "SELECT id FROM lists WHERE name = 'quiet'").await;
         let r = http
