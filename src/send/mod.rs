@@ -971,7 +971,10 @@ pub async fn send_campaign_with_clock(
     Ok(SendReport {
         campaign: composer.campaign.slug.clone(),
         started_now,
-        in_flight_resent: in_flight.min(other_claimants * (IN_FLIGHT * workers) as u64),
+        // Rows were taken over, so at least one process died, even when it
+        // claimed only after this one started.
+        in_flight_resent: in_flight
+            .min(other_claimants.max(u64::from(in_flight > 0)) * (IN_FLIGHT * workers) as u64),
         picked_up_again: in_flight,
         sent_this_run: sent.load(Ordering::Relaxed),
         suppressed_by_refusals: suppressed.load(Ordering::Relaxed),
