@@ -232,6 +232,9 @@ async fn classify(
             }
             verdicts.push(Some((r, verdict)));
         }
+        for (send, from, to) in &found {
+            b.found(*send, *from, *to);
+        }
         if let Some(latest) = hits.iter().map(|h| h.at).max() {
             b.forget_before(latest - 60_000);
         }
@@ -305,8 +308,50 @@ async fn write(
     }
     crate::store::tracking::insert_aggregate(&mut tx, &aggregate).await?;
     tx.commit().await?;
+    // The batch is stored: a failure here must not make the caller write
+    // it again, so it is only logged (the clicks stay, classified human).
+    if let Err(e) = reflag_after_commit(store, hits, &batch.bursts, bursts).await {
+        tracing::warn!("flagging a click burst again failed: {e}");
+    }
     let written = (batch.rows.len() + aggregate.len()) as u64;
     Ok((written, hits.len() as u64 - written))
+}
+
+/// With several writers (PostgreSQL), a click of a burst can sit in this
+/// batch's transaction while another writer finds the burst and flags what
+/// is committed, missing it. Every burst is remembered before its finder
+/// flags, so once this batch has committed, the bursts of its sends that
+/// another writer found are flagged again: whichever order the two commits
+/// take, one of the two flaggings sees the click. Usually there is none.
+async fn reflag_after_commit(
+    store: &Store,
+    hits: &[Hit],
+    own: &[(i64, Millis, Millis)],
+    bursts: &Mutex<ClickBursts>,
+) -> Result<(), StoreError> {
+    let mut sends: Vec<i64> = hits
+        .iter()
+        .filter(|h| h.kind == HitKind::Click && !own.iter().any(|b| b.0 == h.send_id))
+        .map(|h| h.send_id)
+        .collect();
+    if sends.is_empty() {
+        return Ok(());
+    }
+    sends.sort_unstable();
+    sends.dedup();
+    let known = bursts
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .found_for(&sends);
+    if known.is_empty() {
+        return Ok(());
+    }
+    let mut tx = store.begin().await?;
+    for (send, from, to) in known {
+        track::flag_click_burst(&mut tx, send, from, to, machine::LINKS_AT_ONCE_RULE).await?;
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 /// The address as `serve.ip_storage` says to keep it: whole, truncated to

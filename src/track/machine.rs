@@ -194,6 +194,11 @@ pub fn classify(s: &Signals<'_>) -> Verdict {
 pub struct ClickBursts {
     /// send -> (time, link) of its clicks within the window.
     recent: std::collections::HashMap<i64, Vec<(i64, u16)>>,
+    /// Bursts found lately: send -> (first, last click time). Another
+    /// writer may hold an earlier click of the burst in a transaction that
+    /// commits after the finder's flagging ran; it flags again after its
+    /// own commit ([`ClickBursts::found_for`]).
+    found: std::collections::HashMap<i64, (i64, i64)>,
 }
 
 impl ClickBursts {
@@ -217,10 +222,28 @@ impl ClickBursts {
         burst
     }
 
+    /// Remembers a burst of `send` from `from` to `to`, widening one
+    /// already known.
+    pub fn found(&mut self, send: i64, from: i64, to: i64) {
+        let e = self.found.entry(send).or_insert((from, to));
+        e.0 = e.0.min(from);
+        e.1 = e.1.max(to);
+    }
+
+    /// The known bursts of these sends, to flag again once a batch holding
+    /// their clicks has committed.
+    pub fn found_for(&self, sends: &[i64]) -> Vec<(i64, i64, i64)> {
+        sends
+            .iter()
+            .filter_map(|s| self.found.get(s).map(|(f, t)| (*s, *f, *t)))
+            .collect()
+    }
+
     /// Forgets sends with no click since `before` (bounds the memory).
     pub fn forget_before(&mut self, before: i64) {
         self.recent
             .retain(|_, c| c.iter().any(|(t, _)| *t >= before));
+        self.found.retain(|_, (_, to)| *to >= before);
     }
 
     pub fn len(&self) -> usize {
@@ -436,5 +459,21 @@ mod tests {
         assert_eq!(b.len(), 1);
         b.forget_before(100_000);
         assert!(b.is_empty());
+    }
+
+    /// A burst found by one writer is remembered for the others, widened by
+    /// a later find, kept apart per send, and forgotten with its clicks.
+    #[test]
+    fn a_found_burst_is_remembered_for_the_writers_that_commit_after() {
+        let mut b = ClickBursts::default();
+        assert!(b.found_for(&[2]).is_empty());
+        b.found(2, 5_000, 5_300);
+        b.found(2, 4_900, 5_600);
+        b.found(7, 1_000, 1_200);
+        assert_eq!(b.found_for(&[2, 3]), vec![(2, 4_900, 5_600)]);
+        b.forget_before(5_500);
+        assert_eq!(b.found_for(&[2, 7]), vec![(2, 4_900, 5_600)]);
+        b.forget_before(60_000);
+        assert!(b.found_for(&[2, 7]).is_empty());
     }
 }
