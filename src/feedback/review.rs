@@ -17,7 +17,7 @@ use crate::feedback::policy;
 use crate::store::consent::Evidence;
 use crate::store::feedback::{self as repo, Hold, HoldState};
 use crate::store::status;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, Tx};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReviewError {
@@ -48,16 +48,10 @@ fn kind_of(s: &str) -> Option<Kind> {
     }
 }
 
-/// Applies a held report as if its evidence had been strong: the operator
-/// vouches for it. The policy is decided on the contact's status now.
-pub async fn confirm(
-    store: &Store,
-    policy_cfg: &PolicyConfig,
-    id: i64,
-    actor: &str,
-    reason: Option<&str>,
-    now: Millis,
-) -> Result<Confirmed, ReviewError> {
+/// Opens a transaction holding the report's row, refused unless it is
+/// still held: a decision is final, and two operators deciding at once
+/// serialise on the row.
+async fn open_held(store: &Store, id: i64) -> Result<(Tx, Hold), ReviewError> {
     let mut tx = store.begin().await?;
     let hold = match repo::hold_for_update(&mut tx, id).await? {
         Some(h) => h,
@@ -73,6 +67,20 @@ pub async fn confirm(
             state: hold.state.as_str(),
         });
     }
+    Ok((tx, hold))
+}
+
+/// Applies a held report as if its evidence had been strong: the operator
+/// vouches for it. The policy is decided on the contact's status now.
+pub async fn confirm(
+    store: &Store,
+    policy_cfg: &PolicyConfig,
+    id: i64,
+    actor: &str,
+    reason: Option<&str>,
+    now: Millis,
+) -> Result<Confirmed, ReviewError> {
+    let (mut tx, hold) = open_held(store, id).await?;
     let kind = kind_of(&hold.kind)
         .ok_or_else(|| StoreError::Corrupt(format!("feedback_holds.kind {:?}", hold.kind)))?;
     let current = status::current(&mut tx, hold.contact_id)
@@ -142,21 +150,7 @@ pub async fn dismiss(
     reason: Option<&str>,
     now: Millis,
 ) -> Result<Hold, ReviewError> {
-    let mut tx = store.begin().await?;
-    let hold = match repo::hold_for_update(&mut tx, id).await? {
-        Some(h) => h,
-        None => {
-            tx.rollback().await?;
-            return Err(ReviewError::NotFound(id));
-        }
-    };
-    if hold.state != HoldState::Held {
-        tx.rollback().await?;
-        return Err(ReviewError::Decided {
-            id,
-            state: hold.state.as_str(),
-        });
-    }
+    let (mut tx, hold) = open_held(store, id).await?;
     repo::decide_hold(&mut tx, id, HoldState::Dismissed, actor, reason, now).await?;
     tx.commit().await?;
     Ok(hold)

@@ -30,11 +30,26 @@ pub fn add_utm_except(
     params: &[(String, String)],
     untracked: &dyn Fn(&str) -> bool,
 ) -> String {
-    // Even without parameters, script links are neutralised.
+    map_hrefs(html, &mut |url| match scheme(url) {
+        // Even without parameters, script links are neutralised.
+        Some(s) if SCRIPT_SCHEMES.contains(&s.as_str()) => Some("#".to_string()),
+        Some(s) if (s == "http" || s == "https") && !params.is_empty() && !untracked(url) => {
+            Some(with_params(url, params))
+        }
+        _ => None,
+    })
+}
+
+/// Calls `f` with the decoded URL of every `<a>` tag's href, in order, and
+/// puts what it returns in its place, escaped for the attribute's quoting;
+/// `None` leaves the tag as written. Everything else of the body is copied
+/// byte for byte. The one scanner of links, for UTM parameters and click
+/// tracking (`render::track`).
+pub(super) fn map_hrefs(html: &str, f: &mut dyn FnMut(&str) -> Option<String>) -> String {
     if find_ci(html, "<a").is_none() {
         return html.to_string();
     }
-    let mut out = String::with_capacity(html.len() + html.len() / 8);
+    let mut out = String::with_capacity(html.len() + html.len() / 4);
     let mut rest = html;
     while let Some(open) = find_ci(rest, "<a") {
         let after = &rest[open + 2..];
@@ -47,7 +62,17 @@ pub fn add_utm_except(
         let Some(close) = after.find('>') else { break };
         let tag = &after[..close];
         out.push_str(&rest[..open + 2]);
-        out.push_str(&rewrite_tag(tag, params, untracked));
+        match href_span(tag) {
+            Some((start, end, quote)) => match f(&decode_references(&tag[start..end])) {
+                Some(new) => {
+                    out.push_str(&tag[..start]);
+                    out.push_str(&escape_attribute(&new, quote));
+                    out.push_str(&tag[end..]);
+                }
+                None => out.push_str(tag),
+            },
+            None => out.push_str(tag),
+        }
         rest = &after[close..];
     }
     out.push_str(rest);
@@ -60,51 +85,41 @@ fn find_ci(hay: &str, needle: &str) -> Option<usize> {
         .position(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
-fn rewrite_tag(tag: &str, params: &[(String, String)], untracked: &dyn Fn(&str) -> bool) -> String {
-    let Some(h) = find_ci(tag, "href") else {
-        return tag.to_string();
-    };
-    let after = tag[h + 4..].trim_start();
-    let Some(after_eq) = after.strip_prefix('=') else {
-        return tag.to_string();
-    };
-    let value_start_rel = after_eq.len() - after_eq.trim_start().len();
-    let v = after_eq.trim_start();
-    let (quote, body) = match v.chars().next() {
-        Some(q @ ('"' | '\'')) => (Some(q), &v[1..]),
-        _ => (None, v),
-    };
-    let end = match quote {
-        Some(q) => body.find(q),
-        None => body
-            .find(|c: char| c.is_ascii_whitespace())
-            .or(Some(body.len())),
-    };
-    let Some(end) = end else {
-        return tag.to_string();
-    };
-    let raw = &body[..end];
-    let url = decode_references(raw);
-    let new_url = match scheme(&url) {
-        Some(s) if SCRIPT_SCHEMES.contains(&s.as_str()) => "#".to_string(),
-        Some(s) if (s == "http" || s == "https") && !params.is_empty() && !untracked(&url) => {
-            escape_attribute(&with_params(&url, params), quote)
+/// Byte range of the href value inside a tag's text (after `<a`), and the
+/// quote around it. `href` must be an attribute of its own: the value of a
+/// `data-href` before it is not the link.
+fn href_span(tag: &str) -> Option<(usize, usize, Option<char>)> {
+    let lower = tag.to_ascii_lowercase();
+    let mut from = 0;
+    loop {
+        let h = lower[from..].find("href")? + from;
+        from = h + 4;
+        if h > 0 && !tag.as_bytes()[h - 1].is_ascii_whitespace() {
+            continue;
         }
-        _ => return tag.to_string(),
-    };
-    let prefix_len = tag.len() - after_eq.len() + value_start_rel + usize::from(quote.is_some());
-    format!(
-        "{}{}{}",
-        &tag[..prefix_len],
-        new_url,
-        &tag[prefix_len + end..]
-    )
+        let Some(v) = tag[h + 4..].trim_start().strip_prefix('=') else {
+            continue;
+        };
+        let v = v.trim_start();
+        let start = tag.len() - v.len();
+        return match v.chars().next() {
+            Some(q @ ('"' | '\'')) => {
+                let end = v[1..].find(q)?;
+                Some((start + 1, start + 1 + end, Some(q)))
+            }
+            Some(_) => {
+                let end = v.find(|c: char| c.is_ascii_whitespace()).unwrap_or(v.len());
+                Some((start, start + end, None))
+            }
+            None => None,
+        };
+    }
 }
 
 /// The scheme of a URL as a browser reads it: leading C0 controls and
 /// spaces skipped, tabs and line breaks inside removed (URL Standard §4.4),
 /// lower-cased.
-fn scheme(url: &str) -> Option<String> {
+pub(super) fn scheme(url: &str) -> Option<String> {
     let cleaned: String = url
         .trim_start_matches(|c: char| c <= ' ')
         .chars()
@@ -264,6 +279,23 @@ mod tests {
         assert!(
             out.contains("https://shop.example/?utm_source=cartero"),
             "{out}"
+        );
+    }
+
+    #[test]
+    fn the_href_is_its_own_attribute_and_references_are_decoded() {
+        // A `data-href` before the real one is not the link.
+        let out = add_utm(
+            r#"<a data-href="https://d.example/" href='https://a.example/'>"#,
+            &p(),
+        );
+        assert_eq!(
+            out,
+            r#"<a data-href="https://d.example/" href='https://a.example/?utm_source=cartero&amp;utm_campaign=spring%20sale'>"#
+        );
+        assert_eq!(
+            decode_references("a&amp;b&#x27;c&#39;&nbsp;&"),
+            "a&b'c'&nbsp;&"
         );
     }
 

@@ -4,8 +4,8 @@
 //! open pixel `BASE/o/TOKEN.gif` goes before `</body>`. Links to cartero's
 //! own pages (under the base URL: unsubscribe, preferences) stay as they are.
 //!
-//! A small scanner over `<a ... href=...>`, like `links`: the rest of the
-//! body reaches the reader byte for byte. Pure: no I/O.
+//! Links are found by `links::map_hrefs`, the scanner UTM parameters use:
+//! the rest of the body reaches the reader byte for byte. Pure: no I/O.
 
 use crate::domain::token::{Keyring, Purpose, Subject};
 
@@ -40,137 +40,22 @@ pub fn apply(html: &str, t: &Tracking<'_>) -> String {
 }
 
 fn rewrite_links(html: &str, t: &Tracking<'_>) -> String {
-    let mut out = String::with_capacity(html.len() + html.len() / 4);
-    let mut rest = html;
     let mut index: u16 = 0;
-    while let Some(open) = find_ci(rest, "<a") {
-        let after = &rest[open + 2..];
-        if !after.starts_with(|c: char| c.is_ascii_whitespace()) {
-            out.push_str(&rest[..open + 2]);
-            rest = after;
-            continue;
+    super::links::map_hrefs(html, &mut |url| {
+        let web = matches!(super::links::scheme(url).as_deref(), Some("http" | "https"));
+        let ours =
+            url.starts_with(t.base_url) && url[t.base_url.len()..].starts_with(['/', '?', '#']);
+        if !web || ours || index == u16::MAX {
+            return None;
         }
-        let Some(close) = after.find('>') else { break };
-        out.push_str(&rest[..open + 2]);
-        let tag = &after[..close];
-        match href_span(tag) {
-            Some((start, end)) => {
-                let raw = &tag[start..end];
-                let url = unescape(raw);
-                let lower = url.to_ascii_lowercase();
-                let ours = url.starts_with(t.base_url)
-                    && url[t.base_url.len()..].starts_with(['/', '?', '#']);
-                if (lower.starts_with("http://") || lower.starts_with("https://"))
-                    && !ours
-                    && index < u16::MAX
-                {
-                    let token = t.keys.sign_click(t.send_id, index, &url);
-                    index += 1;
-                    out.push_str(&tag[..start]);
-                    out.push_str(&format!(
-                        "{}/c/{token}?u={}",
-                        t.base_url,
-                        form_urlencoded::byte_serialize(url.as_bytes()).collect::<String>()
-                    ));
-                    out.push_str(&tag[end..]);
-                } else {
-                    out.push_str(tag);
-                }
-            }
-            None => out.push_str(tag),
-        }
-        rest = &after[close..];
-    }
-    out.push_str(rest);
-    out
-}
-
-/// Byte range of the href value inside a tag's text (after `<a`).
-fn href_span(tag: &str) -> Option<(usize, usize)> {
-    let lower = tag.to_ascii_lowercase();
-    let mut from = 0;
-    loop {
-        let h = lower[from..].find("href")? + from;
-        from = h + 4;
-        // `href` must be an attribute name, not part of another (data-href).
-        if h > 0 && !tag.as_bytes()[h - 1].is_ascii_whitespace() {
-            continue;
-        }
-        let after = &tag[h + 4..];
-        let trimmed = after.trim_start();
-        let Some(v) = trimmed.strip_prefix('=') else {
-            continue;
-        };
-        let v_trim = v.trim_start();
-        let start = tag.len() - v_trim.len();
-        return match v_trim.chars().next() {
-            Some(q @ ('"' | '\'')) => {
-                let end = v_trim[1..].find(q)?;
-                Some((start + 1, start + 1 + end))
-            }
-            Some(_) => {
-                let end = v_trim
-                    .find(|c: char| c.is_ascii_whitespace())
-                    .unwrap_or(v_trim.len());
-                Some((start, start + end))
-            }
-            None => None,
-        };
-    }
-}
-
-/// The URL a browser follows for an attribute value: character references
-/// decoded (`&amp;` is `&`). Unknown named references stay as written.
-fn unescape(v: &str) -> String {
-    if !v.contains('&') {
-        return v.to_string();
-    }
-    let mut out = String::with_capacity(v.len());
-    let mut rest = v;
-    while let Some(i) = rest.find('&') {
-        out.push_str(&rest[..i]);
-        let r = &rest[i..];
-        let end = r.find(';').filter(|&e| e <= 10);
-        let decoded = end.and_then(|e| {
-            let name = &r[1..e];
-            let c = match name {
-                "amp" => Some('&'),
-                "quot" => Some('"'),
-                "apos" => Some('\''),
-                "lt" => Some('<'),
-                "gt" => Some('>'),
-                _ => {
-                    let n = if let Some(h) = name.strip_prefix("#x").or(name.strip_prefix("#X")) {
-                        u32::from_str_radix(h, 16).ok()
-                    } else if let Some(d) = name.strip_prefix('#') {
-                        d.parse().ok()
-                    } else {
-                        None
-                    };
-                    n.and_then(char::from_u32)
-                }
-            };
-            c.map(|c| (c, e))
-        });
-        match decoded {
-            Some((c, e)) => {
-                out.push(c);
-                rest = &r[e + 1..];
-            }
-            None => {
-                out.push('&');
-                rest = &r[1..];
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-fn find_ci(hay: &str, needle: &str) -> Option<usize> {
-    hay.as_bytes()
-        .windows(needle.len())
-        .position(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+        let token = t.keys.sign_click(t.send_id, index, url);
+        index += 1;
+        Some(format!(
+            "{}/c/{token}?u={}",
+            t.base_url,
+            form_urlencoded::byte_serialize(url.as_bytes()).collect::<String>()
+        ))
+    })
 }
 
 fn rfind_ci(hay: &str, needle: &str) -> Option<usize> {
@@ -244,6 +129,5 @@ mod tests {
         };
         let html = "<a href=\"https://x.example\">x</a>";
         assert_eq!(apply(html, &t), html);
-        assert_eq!(unescape("a&amp;b&#x27;c&#39;&nbsp;&"), "a&b'c'&nbsp;&");
     }
 }
