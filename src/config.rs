@@ -105,7 +105,7 @@ pub struct SmtpConfig {
     pub port: u16,
     pub tls: TlsMode,
     pub username: Option<String>,
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     /// Name sent in EHLO; defaults to the machine's host name.
     pub helo_name: Option<String>,
     /// Parallel SMTP connections, one per worker.
@@ -180,7 +180,7 @@ pub struct SenderConfig {
     /// Right-hand side of generated Message-IDs.
     pub message_id_domain: String,
     /// Key for signing tracking and VERP tokens. Set it with CARTERO_SENDER_SECRET.
-    pub secret: String,
+    pub secret: Secret,
     /// Id of `secret` written into every v1 token (0-255): give a new secret
     /// a new id and move the old one to `old_keys`.
     pub key_id: u8,
@@ -188,12 +188,62 @@ pub struct SenderConfig {
     pub old_keys: Vec<OldKeyConfig>,
 }
 
+/// A password or key from the configuration. It reads as a `str` where it
+/// is used, and prints as `[redacted]` in `Debug`, so a configuration
+/// logged or shown in an error never carries it. (The `secrecy` crate
+/// would also hide it from the code that must use it; every use here is a
+/// signature or a login, so only the printing needed closing.)
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl std::ops::Deref for Secret {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for Secret {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<&str> for Secret {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Secret(s)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Secret(s.to_string())
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "\"\""
+        } else {
+            "[redacted]"
+        })
+    }
+}
+
 /// A retired signing key (`[[sender.old_keys]]`).
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OldKeyConfig {
     pub id: u8,
-    pub secret: String,
+    pub secret: Secret,
     /// RFC 3339 instant after which links signed with it stop working.
     pub verify_until: String,
 }
@@ -344,7 +394,7 @@ impl Default for SenderConfig {
             base_url: "http://localhost:8080".into(),
             unsubscribe_mailto: "unsubscribe@bounces.localhost".into(),
             message_id_domain: "cartero.localhost".into(),
-            secret: String::new(),
+            secret: Secret::default(),
             key_id: 0,
             old_keys: Vec::new(),
         }
@@ -398,7 +448,7 @@ pub struct FeedbackConfig {
     pub imap_port: u16,
     pub imap_security: ImapSecurity,
     pub imap_user: String,
-    pub imap_password: String,
+    pub imap_password: Secret,
     pub imap_mailbox: String,
     /// IMAP folder processed messages are moved to; empty: flag them \Seen instead.
     pub imap_processed_folder: String,
@@ -448,7 +498,7 @@ impl Default for FeedbackConfig {
             imap_port: 993,
             imap_security: ImapSecurity::Tls,
             imap_user: String::new(),
-            imap_password: String::new(),
+            imap_password: Secret::default(),
             imap_mailbox: "INBOX".into(),
             imap_processed_folder: String::new(),
             imap_ca_file: None,
@@ -756,6 +806,29 @@ mod tests {
         let c = Config::from_str_with_env("", "cartero.toml", &[]).unwrap();
         assert_eq!(c.database.url, "sqlite://cartero.db");
         assert!(c.smtp.is_none());
+    }
+
+    /// A configuration printed with `{:?}` (a log line, an error's
+    /// context) carries no password or key, from the file or the
+    /// environment, and the secrets still read as themselves where used.
+    #[test]
+    fn debug_never_prints_a_secret() {
+        let text = "[sender]\nsecret = \"file-secret-0123456789\"\n\
+                    [[sender.old_keys]]\nid = 1\nsecret = \"old-secret-0123456789\"\nverify_until = \"2030-01-01T00:00:00Z\"\n\
+                    [smtp]\nhost = \"x\"\nusername = \"u\"\n\
+                    [feedback]\nimap_password = \"imap-secret-pw\"\n";
+        let env = vec![(
+            "CARTERO_SMTP_PASSWORD".to_string(),
+            "smtp-secret-pw".to_string(),
+        )];
+        let c = Config::from_str_with_env(text, "cartero.toml", &env).unwrap();
+        let shown = format!("{c:?}");
+        for secret in ["file-secret", "old-secret", "imap-secret", "smtp-secret"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("[redacted]"));
+        assert_eq!(&*c.sender.secret, "file-secret-0123456789");
+        assert_eq!(c.smtp.unwrap().password.as_deref(), Some("smtp-secret-pw"));
     }
 
     #[test]

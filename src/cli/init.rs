@@ -162,6 +162,6 @@ mod tests {
         assert_ne!(a, b);
         let cfg = crate::config::Config::from_str_with_env(&config(&a), "cartero.toml", &[])
             .expect("the generated cartero.toml is valid");
-        assert_eq!(cfg.sender.secret, a);
+        assert_eq!(&*cfg.sender.secret, a.as_str());
     }
 }

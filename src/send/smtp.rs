@@ -237,7 +237,7 @@ impl SmtpClient {
                     peer.ip()
                 )));
             }
-            let creds = Credentials::new(user.clone(), pass.clone());
+            let creds = Credentials::new(user.clone(), pass.to_string());
             conn.auth(&[Mechanism::Plain, Mechanism::Login], &creds)
                 .await
                 .map_err(|e| self.err(format!("authentication failed: {e}")))?;
