@@ -381,6 +381,15 @@ fn records(mail: &Mail, depth: u8, max: usize) -> Vec<Record> {
         return out;
     }
 
+    // A mailing-list manager's notice to a poster about its post (refused:
+    // not a subscriber, too big, an access rule; held for a moderator) is
+    // no failure of any address we sent to: the list address works, and
+    // the one address the notice names is the poster's. fml's notices keep
+    // Sisimai's reading (they name the poster), which is never one of ours.
+    if vendors::is_list_notice(mail) && vendors::fml_notice(mail, max).is_none() {
+        return Vec::new();
+    }
+
     // An automatic reply that does not present itself as a failure is read
     // as one before its prose is searched for addresses.
     if !vendors::presents_as_bounce(mail)
@@ -1335,6 +1344,38 @@ mod tests {
         assert_eq!(c.records[0].recipient.as_deref(), Some("neko@example.org"));
         assert_eq!(c.records[0].reason, Reason::Rejected);
         assert_eq!(c.records[0].kind, Kind::Soft);
+    }
+
+    #[test]
+    fn a_list_managers_notice_about_a_post_names_nobody() {
+        // mlmmj's refusal of a post by a non-subscriber, as it really sent
+        // it: no recipient of ours failed, so no record, and neither a null
+        // return path, an Auto-Submitted header nor a failure subject makes
+        // it an automatic reply or a bounce of the list or its owner.
+        let real = include_str!("../../../tests/fixtures/bounces/mlmmj-real-not-subscribed.eml");
+        let variants = [
+            real.to_string(),
+            format!("Return-Path: <>\nAuto-Submitted: auto-replied\n{real}"),
+            real.replace(
+                "Subject: =?utf-8?q?Post_to_team=40lists.example.org_denied:_weekly_news?=",
+                "Subject: Undelivered Mail Returned to Sender",
+            ),
+        ];
+        for v in &variants {
+            let c = classify(v.as_bytes());
+            assert!(
+                c.records
+                    .iter()
+                    .all(|r| r.kind == Kind::None && r.recipient.is_none()),
+                "{:?}",
+                c.records
+            );
+        }
+        // The same notice about a post to another list is not the list's
+        // own: its prose is read as before.
+        let other = real.replace("To: team@lists.example.org", "To: other@lists.example.org");
+        assert!(!vendors::is_list_notice(&Mail::parse(other.as_bytes())));
+        assert!(vendors::is_list_notice(&Mail::parse(real.as_bytes())));
     }
 
     #[test]

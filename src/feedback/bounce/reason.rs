@@ -909,9 +909,14 @@ const BLOCKED: &[&str] = &[
 ];
 
 const NETWORK_ERROR: &[&str] = &[
+    // connect(2)'s errors as strerror(3) words them (EHOSTUNREACH,
+    // ENETUNREACH, ENETDOWN, EHOSTDOWN): MTAs that write the OS error as the
+    // diagnostic (Courier: "<<< Network is down") report no reply at all.
     "no route to host",
     "host is unreachable",
     "network is unreachable",
+    "network is down",
+    "host is down",
     "host name lookup failure",
     "host not found, try again",
     "name server reply",

@@ -14,7 +14,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::address;
-use super::message::Mail;
+use super::message::{self, Mail};
 use super::reason::Reason;
 
 /// A failed address and the text the notice gives for it.
@@ -369,6 +369,53 @@ pub fn fml_notice(mail: &Mail, max: usize) -> Option<Vec<Found>> {
         });
     }
     (!found.is_empty()).then_some(found)
+}
+
+/// A mailing-list manager's own notice about a post, not a delivery
+/// report: it comes from the list's administrative address (`L+owner`,
+/// `L-owner`, `owner-L`, `L-request`, `L-admin`, `L-bounces`, `L+bounces-*`:
+/// mlmmj's as seen in a real run, the others as Mailman, Majordomo and fml
+/// document theirs) and returns
+/// a message that was addressed to the list `L` itself, at the same domain.
+/// A bounce relayed by a list is a DSN and never reaches this test.
+pub fn is_list_notice(mail: &Mail) -> bool {
+    let Some(from) = mail.header("from").and_then(address::first_in) else {
+        return false;
+    };
+    let Some((from_local, from_domain)) = from.split_once('@') else {
+        return false;
+    };
+    let Some(orig) = &mail.original else {
+        return false;
+    };
+    let h = message::parse_headers(orig);
+    ["to", "cc"]
+        .iter()
+        .filter_map(|n| message::header(&h, n))
+        .flat_map(address::find_all)
+        .any(|a| {
+            let Some((list, domain)) = a.split_once('@') else {
+                return false;
+            };
+            domain.eq_ignore_ascii_case(from_domain)
+                && !list.is_empty()
+                && is_list_admin(&from_local.to_ascii_lowercase(), &list.to_ascii_lowercase())
+        })
+}
+
+/// Whether `local` is one of the administrative local parts of list `list`.
+fn is_list_admin(local: &str, list: &str) -> bool {
+    if local.strip_prefix("owner-") == Some(list) {
+        return true;
+    }
+    let Some(rest) = local.strip_prefix(list) else {
+        return false;
+    };
+    matches!(
+        rest,
+        "+owner" | "-owner" | "-request" | "-admin" | "-bounces" | "+bounces"
+    ) || rest.starts_with("+bounces-")
+        || rest.starts_with("-bounces+")
 }
 
 /// A notice from an fml list's administrative address.
@@ -771,6 +818,31 @@ fn gmail_state(folded: &str) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn list_admin_addresses_are_the_list_managers_forms() {
+        for (local, list) in [
+            ("team+owner", "team"),
+            ("team-owner", "team"),
+            ("owner-team", "team"),
+            ("team-request", "team"),
+            ("team-admin", "team"),
+            ("team-bounces", "team"),
+            ("team+bounces-help", "team"),
+            ("team-bounces+news=news.example.com", "team"),
+        ] {
+            assert!(is_list_admin(local, list), "{local} of {list}");
+        }
+        for (local, list) in [
+            ("team", "team"),
+            ("teamx+owner", "team"),
+            ("reader", "team"),
+            ("postmaster", "team"),
+            ("mailer-daemon", "team"),
+        ] {
+            assert!(!is_list_admin(local, list), "{local} of {list}");
+        }
+    }
 
     #[test]
     fn exim_block_gives_each_address_its_error() {
