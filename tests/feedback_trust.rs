@@ -478,6 +478,53 @@ async fn valid_tokens_and_issued_message_ids_suppress_and_withdraw() {
     }
 }
 
+/// A contact that is a list or a group passes our message on; a member's
+/// bounce sent back with the message quotes our Message-ID but names the
+/// member: it is not about the contact, whose status stays. A bounce
+/// carrying the send's signed VERP token under another name is an alias
+/// or forward that kept our envelope: that failure is the contact's.
+#[tokio::test]
+async fn a_members_bounce_quoting_our_message_id_does_not_bounce_the_list() {
+    for db in TestDb::all().await {
+        let w = world(&db.store, 2).await;
+        let p = &w.people;
+        let mails = vec![
+            dsn(
+                "m1@x",
+                "bounces@shop.test",
+                "member@elsewhere.test",
+                &p[0].message_id,
+            ),
+            dsn(
+                "m2@x",
+                &verp(p[1].send),
+                "forwarded@elsewhere.test",
+                "unknown@x",
+            ),
+        ];
+        let handled = ingest_all(&db.store, &config(), &mails).await;
+        // The member is nobody here: the report is kept aside, unapplied.
+        assert!(
+            matches!(&handled[..], [Handled::KeptAside { reason }, Handled::Processed]
+                if reason.contains("member@elsewhere.test")),
+            "{handled:?}"
+        );
+        assert_eq!(status_of(&db.store, &p[0].email).await, "active");
+        assert_eq!(status_of(&db.store, &p[1].email).await, "bounced");
+        assert_eq!(
+            count(
+                &db.store,
+                &format!(
+                    "SELECT COUNT(*) FROM status_changes WHERE contact_id = {}",
+                    p[0].contact
+                )
+            )
+            .await,
+            0
+        );
+    }
+}
+
 #[tokio::test]
 async fn held_reports_are_confirmed_or_dismissed_by_an_operator() {
     for db in TestDb::all().await {

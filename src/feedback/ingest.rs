@@ -677,12 +677,16 @@ fn describe(rec: &Record) -> String {
 }
 
 /// Whether a send found by token or Message-ID is the one this record is
-/// about: a report about one recipient (a VERP envelope names one), or a
-/// record naming the send's own address.
-fn belongs(rec: &Record, send: &SendRef, actionable: usize) -> bool {
+/// about: a record naming the send's own address, or none; or, for a
+/// signed VERP token, a report about one recipient under another name (an
+/// alias or forward kept our envelope, so its failure is the contact's).
+/// A Message-ID proves only that the reporter saw the message: a list or
+/// group the contact is reaches others, and one member's bounce sent back
+/// with the message must not bounce the contact.
+fn belongs(rec: &Record, send: &SendRef, actionable: usize, by_token: bool) -> bool {
     match rec.named_recipient() {
         None => true,
-        Some(_) if actionable == 1 => true,
+        Some(_) if by_token && actionable == 1 => true,
         Some(r) => r.eq_ignore_ascii_case(&send.email),
     }
 }
@@ -713,7 +717,7 @@ async fn find_match(
         };
         if let Ok(send_id) = token::verify(secret, purpose, t)
             && let Some(send) = repo::send_by_id(tx, send_id).await?
-            && belongs(rec, &send, actionable)
+            && belongs(rec, &send, actionable, true)
         {
             return Ok(Some(Match {
                 contact_id: send.contact_id,
@@ -730,7 +734,7 @@ async fn find_match(
     if rec.kind != Kind::Unsubscribe
         && let Some(mid) = &c.original_message_id
         && let Some(send) = repo::send_by_message_id(tx, &text(mid)).await?
-        && belongs(rec, &send, actionable)
+        && belongs(rec, &send, actionable, false)
     {
         // Only a Message-ID nobody could guess proves the reporter saw the
         // message (issue 15: the derived `cartero.C.S.T@` IDs could be).
