@@ -72,9 +72,37 @@ fn confirm_link(raw: &str) -> String {
     rest[..end].to_string()
 }
 
-fn form_tag(page: &str) -> String {
-    let i = page.find("name=\"form\" value=\"").expect("a form tag") + 19;
-    page[i..i + 32].to_string()
+/// The value of the page's `form` field (its form token).
+fn form_token(page: &str) -> String {
+    let i = page.find("name=\"form\" value=\"").expect("a form token") + 19;
+    page[i..i + page[i..].find('"').unwrap()].to_string()
+}
+
+/// The confirmation link of the one mail in `outbox/signup`.
+fn outbox_confirm_link(p: &Project) -> String {
+    let files: Vec<_> = std::fs::read_dir(p.file("outbox/signup"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    confirm_link(&std::fs::read_to_string(&files[0]).unwrap())
+}
+
+/// No inline style, script or event handler: the CSP (style-src 'self',
+/// no script) would block them, and the page would arrive unstyled.
+fn assert_no_inline(page: &str) {
+    for bad in ["<style", " style=", "<script"] {
+        assert!(!page.contains(bad), "{bad} in {page}");
+    }
+    let handler = page.match_indices(" on").any(|(i, _)| {
+        let rest = &page[i + 3..];
+        let w = rest.len()
+            - rest
+                .trim_start_matches(|c: char| c.is_ascii_lowercase())
+                .len();
+        w > 0 && rest[w..].starts_with('=')
+    });
+    assert!(!handler, "an event handler in {page}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -140,10 +168,20 @@ async fn double_opt_in_through_postfix_grants_with_evidence() {
         }
         assert_eq!(counts(&db).await, (1, 0, 0, 0));
 
-        // A POST without the page's form tag, or from another site, is refused.
+        // A POST without the page's form token, with an altered one, or
+        // from another site, is refused.
         let r = http.post(&url).form(&[("x", "y")]).send().await.unwrap();
         assert_eq!(r.status(), 403);
-        let tag = form_tag(&page);
+        let tag = form_token(&page);
+        let (exp, mac) = tag.split_once('.').unwrap();
+        let forged = format!("{}.{mac}", exp.parse::<i64>().unwrap() + 1);
+        let r = http
+            .post(&url)
+            .form(&[("form", forged.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403);
         let r = http
             .post(&url)
             .header("origin", "https://evil.example")
@@ -420,6 +458,192 @@ async fn honeypot_limits_erasure_and_bad_input_store_nothing() {
         assert_eq!(limited, 3);
         assert_eq!(scalar(&db, "SELECT MAX(hits) FROM rate_limits").await, 15);
         assert_eq!(scalar(&db, "SELECT COUNT(*) FROM signups").await, 2);
+        s.stop().await;
+    }
+}
+
+/// The hosted sign-up page, the answer, the confirmation page and the
+/// confirmed page: templates of `templates/pages/` in the browser's
+/// language, with no inline style or script, overridable by the project;
+/// every form checked by its token and origin.
+#[tokio::test(flavor = "multi_thread")]
+async fn signup_pages_are_templates_in_the_browsers_language_and_their_forms_are_checked() {
+    for db in TestDb::all().await {
+        let p = project(&db, "");
+        p.write(
+            "templates/pages/confirmed.html",
+            "{% extends \"base.html\" %}{% block content %}<h1 id=\"ours\">OURS {{ list }}</h1>\
+             <p>{% if already %}{{ t.confirmed_already }}{% else %}{{ t.confirmed_text }}{% endif %}</p>{% endblock content %}",
+        );
+        let s = Served::start(&p, &db).await;
+        let http = client();
+        let es =
+            |r: reqwest::RequestBuilder| r.header("accept-language", "es-ES,es;q=0.9,en;q=0.5");
+
+        // The hosted form, in Spanish.
+        let r = es(http.get(format!("{}/subscribe/newsletter", s.base)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let csp = r.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            csp.contains("style-src 'self'") && csp.contains("default-src 'none'"),
+            "{csp}"
+        );
+        let page = r.text().await.unwrap();
+        assert!(page.contains("<html lang=\"es\">"), "{page}");
+        assert!(
+            page.contains("Suscribirse") && page.contains("Correo electrónico"),
+            "{page}"
+        );
+        assert!(page.contains(CONSENT), "{page}");
+        assert!(
+            page.contains("name=\"tracking\""),
+            "a personal list asks: {page}"
+        );
+        assert!(page.contains("class=\"hp\" aria-hidden=\"true\""), "{page}");
+        assert!(page.contains("/assets/pages.css"), "{page}");
+        assert_no_inline(&page);
+        let token = form_token(&page);
+        for missing in ["closed", "nope"] {
+            let r = http
+                .get(format!("{}/subscribe/{missing}", s.base))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 404, "{missing}");
+        }
+
+        // Its POST: a forged, empty or another list's token, a foreign
+        // origin, or no consent box is refused, and nothing is stored.
+        let sub = format!("{}/subscribe", s.base);
+        let post = |form: &str, origin: Option<&str>, consent: bool, list: &str| {
+            let mut fields = vec![
+                ("list", list.to_string()),
+                ("email", "eva@example.com".to_string()),
+                ("form", form.to_string()),
+            ];
+            if consent {
+                fields.push(("consent", "yes".into()));
+            }
+            let mut r = es(http.post(&sub)).form(&fields);
+            if let Some(o) = origin {
+                r = r.header("origin", o);
+            }
+            r
+        };
+        let (exp, mac) = token.split_once('.').unwrap();
+        let forged = format!("{exp}.{}", mac.chars().rev().collect::<String>());
+        for (form, origin, consent, status) in [
+            (forged.as_str(), None, true, 403),
+            ("", None, true, 403),
+            (token.as_str(), Some("https://evil.example"), true, 403),
+            (token.as_str(), None, false, 400),
+        ] {
+            let r = post(form, origin, consent, "newsletter")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), status, "{form} {origin:?} {consent}");
+            let page = r.text().await.unwrap();
+            assert!(page.contains("<html lang=\"es\">"), "{page}");
+            assert_no_inline(&page);
+        }
+        // A token served for one list does not post another.
+        let r = post(&token, None, true, "closed").send().await.unwrap();
+        assert_eq!(r.status(), 403);
+        assert_eq!(counts(&db).await, (0, 0, 0, 0));
+        assert!(!p.file("outbox/signup").exists());
+
+        // The real thing: the answer in Spanish, the mail in the outbox.
+        let r = post(&token, None, true, "newsletter").send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let page = r.text().await.unwrap();
+        assert!(
+            page.contains("Revise su correo") && page.contains("enlace de confirmación"),
+            "{page}"
+        );
+        assert_no_inline(&page);
+        assert_eq!(counts(&db).await, (1, 0, 0, 0));
+
+        // The confirmation page, in Spanish; its form is checked as every
+        // other: no token, a forged one, another page's, another site.
+        let url = s.url(&outbox_confirm_link(&p));
+        let page = es(http.get(&url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(page.contains("<html lang=\"es\">"), "{page}");
+        assert!(
+            page.contains("Confirme su suscripción") && page.contains("eva@example.com"),
+            "{page}"
+        );
+        assert_no_inline(&page);
+        let confirm_token = form_token(&page);
+        let (exp, mac) = confirm_token.split_once('.').unwrap();
+        let forged = format!("{}.{mac}", exp.parse::<i64>().unwrap() - 1);
+        for (form, origin) in [
+            (None, None),
+            (Some(forged.as_str()), None),
+            (Some(token.as_str()), None),
+            (Some(confirm_token.as_str()), Some("https://evil.example")),
+        ] {
+            let mut r = http.post(&url);
+            if let Some(o) = origin {
+                r = r.header("origin", o);
+            }
+            let r = match form {
+                Some(f) => r.form(&[("form", f)]),
+                None => r.form(&[("x", "y")]),
+            };
+            let r = es(r).send().await.unwrap();
+            assert_eq!(r.status(), 403, "{form:?} {origin:?}");
+            let page = r.text().await.unwrap();
+            assert!(page.contains("No permitido"), "{page}");
+        }
+        assert_eq!(counts(&db).await, (1, 0, 0, 0));
+
+        // Confirmed: the project's own confirmed.html, Spanish words.
+        let r = es(http.post(&url))
+            .header("origin", s.base.as_str())
+            .form(&[("form", confirm_token.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let page = r.text().await.unwrap();
+        assert!(
+            page.contains("<h1 id=\"ours\">OURS newsletter</h1>"),
+            "{page}"
+        );
+        assert!(page.contains("Gracias: ya está suscrito."), "{page}");
+        assert_eq!(
+            scalar(
+                &db,
+                "SELECT COUNT(*) FROM consent_events WHERE action = 'grant'"
+            )
+            .await,
+            1,
+            "no tracking box was ticked: the list's grant alone"
+        );
+        let page = es(http.get(&url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            page.contains("Esta suscripción ya estaba confirmada."),
+            "{page}"
+        );
         s.stop().await;
     }
 }
