@@ -300,10 +300,7 @@ async fn signup_confirm_and_stop_tracking(db: &TestDb, vp: Viewport) {
     assert_eq!(list_state(db, "ana@example.com", "newsletter").await, -1);
 
     // The mail in the outbox; its link in the browser; the button.
-    let files: Vec<_> = std::fs::read_dir(p.file("outbox/signup"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let files = common::serve::wait_for_files(&p.file("outbox/signup"), 1).await;
     assert_eq!(files.len(), 1);
     let raw = std::fs::read(&files[0]).unwrap();
     let msg = mail_parser::MessageParser::default().parse(&raw).unwrap();

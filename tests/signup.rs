@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::db::TestDb;
 use common::project::{Project, stderr};
-use common::serve::{PUBLIC_BASE, Served, client};
+use common::serve::{PUBLIC_BASE, Served, client, wait_for_files};
 use common::servers::Postfix;
 
 /// Every project of this file uses the same ledger key: the server appends
@@ -78,12 +78,10 @@ fn form_token(page: &str) -> String {
     page[i..i + page[i..].find('"').unwrap()].to_string()
 }
 
-/// The confirmation link of the one mail in `outbox/signup`.
-fn outbox_confirm_link(p: &Project) -> String {
-    let files: Vec<_> = std::fs::read_dir(p.file("outbox/signup"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+/// The confirmation link of the one mail in `outbox/signup`, once the
+/// background mailer has written it.
+async fn outbox_confirm_link(p: &Project) -> String {
+    let files = wait_for_files(&p.file("outbox/signup"), 1).await;
     assert_eq!(files.len(), 1, "{files:?}");
     confirm_link(&std::fs::read_to_string(&files[0]).unwrap())
 }
@@ -422,9 +420,7 @@ async fn honeypot_limits_erasure_and_bad_input_store_nothing() {
             .await
             .unwrap();
         assert_eq!(r.status(), 200);
-        let files: Vec<_> = std::fs::read_dir(p.file("outbox/signup"))
-            .unwrap()
-            .collect();
+        let files = wait_for_files(&p.file("outbox/signup"), 1).await;
         assert_eq!(files.len(), 1);
         assert_eq!(scalar(&db, "SELECT COUNT(*) FROM signups").await, 1);
         assert_eq!(
@@ -572,7 +568,7 @@ async fn signup_pages_are_templates_in_the_browsers_language_and_their_forms_are
 
         // The confirmation page, in Spanish; its form is checked as every
         // other: no token, a forged one, another page's, another site.
-        let url = s.url(&outbox_confirm_link(&p));
+        let url = s.url(&outbox_confirm_link(&p).await);
         let page = es(http.get(&url))
             .send()
             .await
@@ -643,6 +639,121 @@ async fn signup_pages_are_templates_in_the_browsers_language_and_their_forms_are
         assert!(
             page.contains("Esta suscripción ya estaba confirmada."),
             "{page}"
+        );
+        s.stop().await;
+    }
+}
+
+/// The confirmation mail leaves after the answer, from serve's background
+/// mailer: an SMTP server that accepts the connection and never speaks does
+/// not slow the answer or hold up a shutdown, and the pending row is the
+/// durable state: the next start (here on the outbox) sends it, with a link
+/// that confirms.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_confirmation_mail_leaves_after_the_answer_and_survives_a_restart() {
+    for db in TestDb::all().await {
+        // Accepts connections (the kernel's backlog) and never answers.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = silent.local_addr().unwrap().port();
+        let p = project(
+            &db,
+            &format!(
+                "\n[smtp]\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\ntimeout_secs = 120\n"
+            ),
+        );
+        let s = Served::start(&p, &db).await;
+        let http = client();
+        let started = std::time::Instant::now();
+        let r = http
+            .post(format!("{}/subscribe", s.base))
+            .form(&[("list", "newsletter"), ("email", "rosa@example.com")])
+            .send()
+            .await
+            .unwrap();
+        let took = started.elapsed();
+        assert_eq!(r.status(), 200);
+        // The SMTP client waits up to 120 s for the greeting: an answer
+        // that waited for the mail would take that long.
+        assert!(took < Duration::from_secs(10), "the answer took {took:?}");
+        // The mailer claims the row for its attempt (bounded wait).
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while scalar(&db, "SELECT mail_attempts FROM signups").await < 1 {
+            assert!(std::time::Instant::now() < deadline, "no attempt was made");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let stopping = std::time::Instant::now();
+        s.stop().await;
+        assert!(
+            stopping.elapsed() < Duration::from_secs(10),
+            "the shutdown waited for the hung SMTP server: {:?}",
+            stopping.elapsed()
+        );
+        drop(silent);
+        assert_eq!(
+            scalar(
+                &db,
+                "SELECT COUNT(*) FROM signups WHERE state = 'pending' AND mailed_at IS NULL"
+            )
+            .await,
+            1,
+            "the row is kept, unmailed"
+        );
+
+        // Its lease runs out (time passes), and serve starts again, now
+        // with the outbox as the transport: the mail goes out.
+        cartero::dispatch!(&db.store, pool => {
+            sqlx::query("UPDATE signups SET mail_due_at = mail_due_at - 3600000").execute(pool).await.unwrap();
+        });
+        let q = project(&db, "");
+        let s = Served::start(&q, &db).await;
+        let link = outbox_confirm_link(&q).await;
+        // The mailer records the mail after writing it, then counts it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while s
+            .metrics
+            .signups_pending
+            .load(std::sync::atomic::Ordering::Relaxed)
+            < 1
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the mail was not recorded"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert_eq!(
+            scalar(
+                &db,
+                "SELECT COUNT(*) FROM signups WHERE mailed_at IS NOT NULL"
+            )
+            .await,
+            1
+        );
+        assert_eq!(scalar(&db, "SELECT mail_attempts FROM signups").await, 2);
+        assert_eq!(
+            s.metrics
+                .signups_pending
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        let page = http.get(s.url(&link)).send().await.unwrap();
+        assert_eq!(page.status(), 200);
+        let page = page.text().await.unwrap();
+        assert!(page.contains("rosa@example.com"), "{page}");
+        let r = http
+            .post(s.url(&link))
+            .form(&[("form", form_token(&page).as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            scalar(
+                &db,
+                "SELECT COUNT(*) FROM signups WHERE state = 'confirmed'"
+            )
+            .await,
+            1
         );
         s.stop().await;
     }

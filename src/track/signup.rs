@@ -64,6 +64,8 @@ pub struct Forms {
     pub max_per_ip_per_hour: u32,
     /// `None`: `[signup] from` is empty, sign-up is off.
     mailer: Option<Mailer>,
+    /// Wakes the confirmation mailer ([`run_mailer`]) after a sign-up.
+    wake: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Forms {
@@ -170,6 +172,7 @@ impl Forms {
             lists: cfg.lists.clone(),
             max_per_ip_per_hour: s.max_per_ip_per_hour,
             mailer,
+            wake: tokio::sync::Notify::new(),
         })
     }
 
@@ -375,13 +378,13 @@ async fn subscribe_inner(
     json: bool,
 ) -> Outcome<()> {
     let forms = &s.app.settings.forms;
-    let Some(mailer) = &forms.mailer else {
+    if forms.mailer.is_none() {
         return Err(Ok(Invalid {
             status: StatusCode::NOT_FOUND,
             field: "list",
             message: "sign-up is not enabled here".into(),
         }));
-    };
+    }
     let now = s.app.clock.now();
     let ip = client_ip(s, peer, headers);
     // Counted before anything else, bots and honeypots included.
@@ -479,12 +482,9 @@ async fn subscribe_inner(
         s.metrics.signups_known.fetch_add(1, Ordering::Relaxed);
         return Ok(());
     }
-    let token = {
-        use rand::RngCore;
-        let mut b = [0u8; 32];
-        rand::rngs::OsRng.fill_bytes(&mut b);
-        b.iter().map(|b| format!("{b:02x}")).collect::<String>()
-    };
+    // A placeholder: each mailing attempt makes the token of its own link
+    // ([`mail_due`]), so this one is never mailed to anyone.
+    let token = new_token();
     let stored_ip = events::stored_ip(ip, s.app.settings.ip_storage);
     let ua = header_text(headers, "user-agent");
     let id = repo::insert(
@@ -503,21 +503,164 @@ async fn subscribe_inner(
     )
     .await
     .map_err(Err)?;
-    let url = format!(
-        "{}/confirm/{token}",
-        s.app.settings.base_url.as_str().trim_end_matches('/')
-    );
-    if let Err(e) = mailer.send(id, &email, name.as_deref(), list, &url).await {
-        tracing::error!("sign-up {id}: the confirmation mail failed: {e}");
-        return Err(Err(StoreError::Corrupt(format!(
-            "the confirmation mail could not be sent: {e}"
-        ))));
-    }
-    repo::mark_mailed(&s.app.store, id, s.app.clock.now())
-        .await
-        .map_err(Err)?;
-    s.metrics.signups_pending.fetch_add(1, Ordering::Relaxed);
+    // The mail leaves from the background mailer: a slow SMTP server does
+    // not slow this answer, and the stored row is what it works from.
+    tracing::debug!("sign-up {id} stored; its confirmation mail is due");
+    forms.wake.notify_one();
     Ok(())
+}
+
+fn new_token() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    b.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+// ------------------------------------------------------------ the mailer
+
+/// Attempts per sign-up before the mailer gives up on it.
+pub const MAIL_ATTEMPTS: i64 = 8;
+/// Sign-ups older than this are not mailed any more (the person has moved on).
+const MAIL_MAX_AGE: Millis = 3 * 24 * HOUR;
+/// How often the mailer looks for due rows besides being woken.
+const MAIL_POLL: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// When the attempt after attempt number `n` (1-based) may start: one
+/// minute, doubled each time, at most an hour. Also the lease of a claimed
+/// attempt: a node that dies mid-send leaves the row to be retried then.
+fn retry_delay(n: i64) -> Millis {
+    (60_000i64 << n.clamp(1, 7).saturating_sub(1)).min(HOUR)
+}
+
+/// One pass: claims every sign-up whose confirmation mail is due and sends
+/// it, each attempt with a new token (only its hash is stored, so a retry
+/// cannot rebuild an earlier link; one that reached the person but whose
+/// sending was not recorded stops working, and the new mail's works).
+/// Returns the mails sent.
+pub async fn mail_due(
+    app: &crate::app::App,
+    metrics: &super::Metrics,
+) -> Result<usize, StoreError> {
+    let Some(mailer) = &app.settings.forms.mailer else {
+        return Ok(0);
+    };
+    let now = app.clock.now();
+    let due = repo::due_unmailed(&app.store, now, now - MAIL_MAX_AGE, MAIL_ATTEMPTS, 50).await?;
+    let mut sent = 0;
+    for id in due {
+        let token = new_token();
+        let now = app.clock.now();
+        let Some(row) = repo::claim_unmailed(
+            &app.store,
+            id,
+            now,
+            now + retry_delay(0),
+            &sha256_hex(&token),
+        )
+        .await?
+        else {
+            continue;
+        };
+        let email = match EmailAddress::parse(&row.email) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!("sign-up {id}: the stored address does not parse ({e}); giving up");
+                repo::give_up_mail(&app.store, id, MAIL_ATTEMPTS).await?;
+                continue;
+            }
+        };
+        let url = format!(
+            "{}/confirm/{token}",
+            app.settings.base_url.as_str().trim_end_matches('/')
+        );
+        match mailer
+            .send(id, &email, row.name.as_deref(), &row.list_name, &url)
+            .await
+        {
+            Ok(()) => {
+                repo::mark_mailed(&app.store, id, app.clock.now()).await?;
+                metrics.signups_pending.fetch_add(1, Ordering::Relaxed);
+                sent += 1;
+            }
+            Err(e) if e.permanent => {
+                tracing::warn!(
+                    "sign-up {id}: the confirmation mail was refused for good: {}",
+                    e.message
+                );
+                repo::give_up_mail(&app.store, id, MAIL_ATTEMPTS).await?;
+            }
+            Err(e) => {
+                // The claim already moved the row's next attempt forward;
+                // push it to this attempt's back-off.
+                tracing::warn!(
+                    "sign-up {id}: the confirmation mail failed (attempt {} of {MAIL_ATTEMPTS}): {}",
+                    row.mail_attempts,
+                    e.message
+                );
+                repo::retry_mail_at(
+                    &app.store,
+                    id,
+                    app.clock.now() + retry_delay(row.mail_attempts),
+                )
+                .await?;
+            }
+        }
+    }
+    Ok(sent)
+}
+
+/// `cartero serve`'s confirmation mailer: a pass at start (rows a stopped
+/// node left), after each sign-up, and every [`MAIL_POLL`], until `cancel`.
+/// An attempt in progress at cancellation is abandoned rather than waited
+/// for (a hung SMTP server must not hold up a shutdown): its row keeps its
+/// lease and is tried again when that ends, by this node's next start or
+/// another node.
+pub async fn run_mailer(
+    app: crate::app::App,
+    metrics: std::sync::Arc<super::Metrics>,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    let forms = app.settings.forms.clone();
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = mail_due(&app, &metrics) => {
+                if let Err(e) = r {
+                    tracing::warn!("sign-up mailer: {e}");
+                }
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = forms.wake.notified() => {}
+            _ = tokio::time::sleep(MAIL_POLL) => {}
+        }
+    }
+}
+
+impl Forms {
+    /// Whether sign-up is on (`[signup] from` is set): serve runs the mailer.
+    pub fn mails(&self) -> bool {
+        self.mailer.is_some()
+    }
+}
+
+/// Why a confirmation mail was not sent.
+#[derive(Debug)]
+struct MailError {
+    /// The SMTP server refused it for good (5xx): no retry.
+    permanent: bool,
+    message: String,
+}
+
+impl From<String> for MailError {
+    fn from(message: String) -> Self {
+        Self {
+            permanent: false,
+            message,
+        }
+    }
 }
 
 /// Whether the address was erased: as written, or in the form contacts are
@@ -559,7 +702,7 @@ impl Mailer {
         name: Option<&str>,
         list: &str,
         url: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), MailError> {
         let mut ctx = tera::Context::new();
         ctx.insert("confirm_url", url);
         ctx.insert("list", list);
@@ -651,7 +794,11 @@ impl Mailer {
                 client.quit().await;
                 match attempt {
                     crate::send::Attempt::Accepted { .. } => Ok(()),
-                    other => Err(format!("{other:?}")),
+                    crate::send::Attempt::Permanent { code, reply } => Err(MailError {
+                        permanent: true,
+                        message: format!("{code:?} {reply}"),
+                    }),
+                    other => Err(format!("{other:?}").into()),
                 }
             }
             None => {
@@ -959,6 +1106,16 @@ mod tests {
             ..cfg
         };
         assert!(!snippet("https://n.example", "news", &plain).contains("name=\"tracking\""));
+    }
+
+    #[test]
+    fn retries_back_off_from_a_minute_to_an_hour() {
+        let d: Vec<Millis> = (0..=9).map(retry_delay).collect();
+        assert_eq!(d[0], 60_000, "the lease of a first attempt");
+        assert_eq!(&d[1..5], &[60_000, 120_000, 240_000, 480_000]);
+        assert_eq!(d[7], HOUR);
+        assert_eq!(d[9], HOUR);
+        assert!(d.windows(2).all(|w| w[0] <= w[1]));
     }
 
     #[test]
