@@ -383,6 +383,20 @@ async fn signup_confirm_and_stop_tracking(db: &TestDb, vp: Viewport) {
         0
     );
     assert_eq!(list_state(db, "ana@example.com", "newsletter").await, 1);
+    // On to the preference centre by the page's link: the consent to track
+    // is shown by what it means, now unticked.
+    b.submits(b.click("a[href^='../../p/']")).await;
+    assert_eq!(b.text("h1").await, "Your subscriptions");
+    let tracking = scalar(
+        db,
+        "SELECT id FROM lists WHERE name = 'tracking:newsletter'",
+    )
+    .await;
+    assert_eq!(
+        b.text(&format!("label[for=list-{tracking}]")).await,
+        "Let us see when you open and click (newsletter)"
+    );
+    assert!(!b.is_selected(&format!("#list-{tracking}")).await);
     b.quit().await;
     s.stop().await;
 }

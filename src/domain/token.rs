@@ -607,7 +607,7 @@ mod tests {
     }
 
     #[test]
-    fn form_tags_bind_to_the_token() {
+    fn form_tags_are_keyed_macs_of_their_label() {
         let ring = Keyring::new(0, KEY);
         let tag = ring.form_tag("abc");
         assert_eq!(tag.len(), 32);
