@@ -759,6 +759,53 @@ async fn the_confirmation_mail_leaves_after_the_answer_and_survives_a_restart() 
     }
 }
 
+/// An address the SMTP server refuses for good (550 at RCPT TO) is not
+/// retried: one attempt, then the mailer gives up on it; the row stays
+/// pending and unmailed, and the answer was the same as for any sign-up.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_permanent_refusal_ends_the_attempts() {
+    for db in TestDb::all().await {
+        let Some(pf) = Postfix::start() else { return };
+        let p = project(
+            &db,
+            &format!(
+                "\n[smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n",
+                pf.smtp_port_rejecting()
+            ),
+        );
+        let s = Served::start(&p, &db).await;
+        let r = client()
+            .post(format!("{}/subscribe", s.base))
+            .form(&[("list", "newsletter"), ("email", "nobody-here@example.org")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while scalar(&db, "SELECT mail_attempts FROM signups").await
+            < cartero::track::signup::MAIL_ATTEMPTS
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the mailer did not give up; log:\n{}",
+                pf.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            scalar(
+                &db,
+                "SELECT COUNT(*) FROM signups WHERE state = 'pending' AND mailed_at IS NULL"
+            )
+            .await,
+            1
+        );
+        // Without giving up, the second attempt would wait a minute: reaching
+        // the limit within the wait above is the mailer giving up.
+        s.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn the_form_snippet_is_labelled_and_posts_to_the_server() {
     let db = TestDb::sqlite().await;

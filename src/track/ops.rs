@@ -321,6 +321,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_counter_has_one_line_name_and_help() {
+        let m = super::super::Metrics::default();
+        m.signups_honeypot.fetch_add(2, Ordering::Relaxed);
+        let rows = counters(&m);
+        let mut names: Vec<&str> = rows.iter().map(|r| r.0).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), rows.len(), "a name appears twice");
+        for (name, help, _) in rows {
+            assert!(
+                name.starts_with("cartero_") && name.ends_with("_total"),
+                "{name}"
+            );
+            assert!(!help.is_empty() && !help.contains('\n'), "{name}");
+        }
+        assert!(rows.contains(&(
+            "cartero_signups_honeypot_total",
+            "Sign-ups with the honeypot filled: answered, nothing stored.",
+            2
+        )));
+    }
+
+    #[test]
     fn the_histogram_is_cumulative_and_routes_are_labels() {
         let h = HttpMetrics::default();
         h.observe("/o/{file}", 200, 0.0003);

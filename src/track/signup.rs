@@ -574,6 +574,8 @@ pub async fn mail_due(
             "{}/confirm/{token}",
             app.settings.base_url.as_str().trim_end_matches('/')
         );
+        // An SMTP reply may quote the address: logs never carry it.
+        let masked = |m: &str| m.replace(row.email.as_str(), "<address>");
         match mailer
             .send(id, &email, row.name.as_deref(), &row.list_name, &url)
             .await
@@ -586,7 +588,7 @@ pub async fn mail_due(
             Err(e) if e.permanent => {
                 tracing::warn!(
                     "sign-up {id}: the confirmation mail was refused for good: {}",
-                    e.message
+                    masked(&e.message)
                 );
                 repo::give_up_mail(&app.store, id, MAIL_ATTEMPTS).await?;
             }
@@ -596,7 +598,7 @@ pub async fn mail_due(
                 tracing::warn!(
                     "sign-up {id}: the confirmation mail failed (attempt {} of {MAIL_ATTEMPTS}): {}",
                     row.mail_attempts,
-                    e.message
+                    masked(&e.message)
                 );
                 repo::retry_mail_at(
                     &app.store,
