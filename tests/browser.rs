@@ -3,15 +3,17 @@
 //! desktop's (1280×800), on SQLite and PostgreSQL. Each step saves a
 //! screenshot under target/test-artefacts/ (`PAGE-VIEWPORT-BACKEND.png`).
 //!
-//! Not here yet: the sign-up form (issue 21's `/subscribe`), which another
-//! branch adds; its browser test belongs with it.
+//! The sign-up form is the hosted page (`/subscribe/{list}`): typed into,
+//! ticked, submitted; the confirmation mail read from the outbox, its link
+//! opened and its button clicked; then the footer link of a campaign
+//! message withdraws the consent to track.
 
 mod common;
 
 use common::browser::{Browser, DESKTOP, PHONE, Viewport};
 use common::db::TestDb;
 use common::project::Project;
-use common::serve::{Served, outbox};
+use common::serve::{PUBLIC_BASE, Served, outbox};
 
 async fn scalar(db: &TestDb, sql: &str) -> i64 {
     cartero::dispatch!(&db.store, pool => {
@@ -223,4 +225,187 @@ async fn the_pages_speak_spanish_to_a_spanish_browser() {
     b.screenshot("unsubscribe-phone-es").await;
     b.quit().await;
     s.stop().await;
+}
+
+async fn list_state(db: &TestDb, email: &str, list: &str) -> i64 {
+    scalar(
+        db,
+        &format!(
+            "SELECT COALESCE(MAX(cl.subscribed), -1) FROM contact_lists cl JOIN contacts c ON c.id = cl.contact_id \
+             JOIN lists l ON l.id = cl.list_id WHERE c.email = '{email}' AND l.name = '{list}'"
+        ),
+    )
+    .await
+}
+
+const CONSENT: &str = "Yes, send me the Shop newsletter. I can unsubscribe at any time.";
+
+async fn signup_confirm_and_stop_tracking(db: &TestDb, vp: Viewport) {
+    let backend = format!("{:?}", db.store.backend()).to_lowercase();
+    let shot = |page: &str| format!("{page}-{}-{backend}", vp.name);
+    let p = Project::new(
+        db,
+        &format!(
+            "[serve]\nlisten = \"127.0.0.1:0\"\nip_storage = \"full\"\n\n\
+             [signup]\nfrom = \"Shop <news@shop.example>\"\n\n\
+             [lists.newsletter]\nconsent_text = \"{CONSENT}\"\ntracking = \"personal\"\n"
+        ),
+    );
+    p.write(
+        "templates/c.html",
+        "<html><body><p>Hola {{ contact.first_name }}</p>\
+         <p><a href=\"https://shop.example/spring\">Spring</a></p>\
+         <p><a href=\"{{ tracking_optout_url }}\">Stop tracking me</a> \
+         <a href=\"{{ unsubscribe_url }}\">Unsubscribe</a></p></body></html>\n",
+    );
+    let s = Served::start(&p, db).await;
+    let Some(b) = Browser::start(vp, "en").await else {
+        return;
+    };
+
+    // The form: typed with key presses, both boxes ticked (one by its label).
+    b.goto(&format!("{}/subscribe/newsletter", s.base)).await;
+    assert_eq!(b.text("h1").await, "Subscribe");
+    assert!(
+        b.text("label[for=consent]")
+            .await
+            .contains("Shop newsletter")
+    );
+    fits(&b).await;
+    let font = b
+        .eval("return getComputedStyle(document.querySelector('button')).fontWeight")
+        .await;
+    assert_eq!(font, "600", "pages.css is applied");
+    let honeypot = b
+        .eval("return document.getElementById('website').getBoundingClientRect().right")
+        .await;
+    assert!(
+        honeypot.as_f64().unwrap() < 0.0,
+        "the honeypot is off-screen"
+    );
+    b.click("#email").await;
+    b.type_into("#email", "ana@example.com").await;
+    b.press("\u{E004}").await; // Tab to the name
+    assert_eq!(b.focused_id().await, "name");
+    b.press("Ana").await;
+    b.click("label[for=consent]").await;
+    b.click("#tracking").await;
+    assert!(b.is_selected("#consent").await && b.is_selected("#tracking").await);
+    b.screenshot(&shot("signup")).await;
+    b.submits(b.click("#subscribe")).await;
+    assert_eq!(b.text("h1").await, "Check your inbox");
+    assert!(b.text("main").await.contains("confirmation link"));
+    fits(&b).await;
+    b.screenshot(&shot("signup-sent")).await;
+    assert_eq!(list_state(db, "ana@example.com", "newsletter").await, -1);
+
+    // The mail in the outbox; its link in the browser; the button.
+    let files = common::serve::wait_for_files(&p.file("outbox/signup"), 1).await;
+    assert_eq!(files.len(), 1);
+    let raw = std::fs::read(&files[0]).unwrap();
+    let msg = mail_parser::MessageParser::default().parse(&raw).unwrap();
+    let body = msg.body_text(0).unwrap().into_owned();
+    let start = body
+        .find(&format!("{PUBLIC_BASE}/confirm/"))
+        .unwrap_or_else(|| panic!("no link in {body}"));
+    let link = body[start..].split_whitespace().next().unwrap().to_string();
+    b.goto(&s.url(&link)).await;
+    assert_eq!(b.text("h1").await, "Confirm your subscription");
+    assert!(b.text("dl").await.contains("ana@example.com"));
+    fits(&b).await;
+    b.screenshot(&shot("confirm")).await;
+    assert_eq!(list_state(db, "ana@example.com", "newsletter").await, -1);
+    b.submits(b.click("#confirm")).await;
+    assert_eq!(b.text("h1").await, "Subscription confirmed");
+    assert!(b.text("[role=status]").await.contains("you are subscribed"));
+    fits(&b).await;
+    b.screenshot(&shot("confirmed")).await;
+    assert_eq!(list_state(db, "ana@example.com", "newsletter").await, 1);
+    assert_eq!(
+        list_state(db, "ana@example.com", "tracking:newsletter").await,
+        1
+    );
+    assert_eq!(
+        scalar(
+            db,
+            "SELECT COUNT(*) FROM consent_events WHERE action = 'grant' AND method = 'double-opt-in'"
+        )
+        .await,
+        2
+    );
+    let ev = text(
+        db,
+        "SELECT e.evidence FROM consent_events e JOIN lists l ON l.id = e.list_id WHERE l.name = 'newsletter'",
+    )
+    .await
+    .unwrap();
+    let ev: serde_json::Value = serde_json::from_str(&ev).unwrap();
+    assert!(
+        ev["confirm_user_agent"]
+            .as_str()
+            .unwrap()
+            .contains("Chrome"),
+        "{ev}"
+    );
+    assert_eq!(
+        text(
+            db,
+            "SELECT first_name FROM contacts WHERE email = 'ana@example.com'"
+        )
+        .await
+        .as_deref(),
+        Some("Ana")
+    );
+    s.stop().await;
+
+    // A campaign to her; its footer link withdraws the consent to track.
+    p.ok(&["campaign", "send", "campaigns/c.toml"]);
+    let mail = outbox(&p);
+    let optout = mail["ana@example.com"]
+        .urls(&format!("{PUBLIC_BASE}/u/"))
+        .into_iter()
+        .find(|u| u.ends_with("/tracking"))
+        .expect("the footer link");
+    let s = Served::start(&p, db).await;
+    b.goto(&s.url(&optout)).await;
+    assert_eq!(b.text("h1").await, "Stop tracking my opens and clicks");
+    fits(&b).await;
+    b.screenshot(&shot("tracking")).await;
+    b.submits(b.click("#stop-tracking")).await;
+    assert!(
+        b.text("[role=status]")
+            .await
+            .contains("we no longer record your opens and clicks")
+    );
+    b.screenshot(&shot("tracking-stopped")).await;
+    assert_eq!(
+        list_state(db, "ana@example.com", "tracking:newsletter").await,
+        0
+    );
+    assert_eq!(list_state(db, "ana@example.com", "newsletter").await, 1);
+    // On to the preference centre by the page's link: the consent to track
+    // is shown by what it means, now unticked.
+    b.submits(b.click("a[href^='../../p/']")).await;
+    assert_eq!(b.text("h1").await, "Your subscriptions");
+    let tracking = scalar(
+        db,
+        "SELECT id FROM lists WHERE name = 'tracking:newsletter'",
+    )
+    .await;
+    assert_eq!(
+        b.text(&format!("label[for=list-{tracking}]")).await,
+        "Let us see when you open and click (newsletter)"
+    );
+    assert!(!b.is_selected(&format!("#list-{tracking}")).await);
+    b.quit().await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn sign_up_confirm_and_stop_tracking_by_keyboard_and_click_on_phone_and_desktop() {
+    for vp in [PHONE, DESKTOP] {
+        for db in TestDb::all().await {
+            signup_confirm_and_stop_tracking(&db, vp).await;
+        }
+    }
 }

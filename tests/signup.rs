@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::db::TestDb;
 use common::project::{Project, stderr};
-use common::serve::{PUBLIC_BASE, Served, client};
+use common::serve::{PUBLIC_BASE, Served, client, wait_for_files};
 use common::servers::Postfix;
 
 /// Every project of this file uses the same ledger key: the server appends
@@ -72,9 +72,35 @@ fn confirm_link(raw: &str) -> String {
     rest[..end].to_string()
 }
 
-fn form_tag(page: &str) -> String {
-    let i = page.find("name=\"form\" value=\"").expect("a form tag") + 19;
-    page[i..i + 32].to_string()
+/// The value of the page's `form` field (its form token).
+fn form_token(page: &str) -> String {
+    let i = page.find("name=\"form\" value=\"").expect("a form token") + 19;
+    page[i..i + page[i..].find('"').unwrap()].to_string()
+}
+
+/// The confirmation link of the one mail in `outbox/signup`, once the
+/// background mailer has written it.
+async fn outbox_confirm_link(p: &Project) -> String {
+    let files = wait_for_files(&p.file("outbox/signup"), 1).await;
+    assert_eq!(files.len(), 1, "{files:?}");
+    confirm_link(&std::fs::read_to_string(&files[0]).unwrap())
+}
+
+/// No inline style, script or event handler: the CSP (style-src 'self',
+/// no script) would block them, and the page would arrive unstyled.
+fn assert_no_inline(page: &str) {
+    for bad in ["<style", " style=", "<script"] {
+        assert!(!page.contains(bad), "{bad} in {page}");
+    }
+    let handler = page.match_indices(" on").any(|(i, _)| {
+        let rest = &page[i + 3..];
+        let w = rest.len()
+            - rest
+                .trim_start_matches(|c: char| c.is_ascii_lowercase())
+                .len();
+        w > 0 && rest[w..].starts_with('=')
+    });
+    assert!(!handler, "an event handler in {page}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -140,10 +166,20 @@ async fn double_opt_in_through_postfix_grants_with_evidence() {
         }
         assert_eq!(counts(&db).await, (1, 0, 0, 0));
 
-        // A POST without the page's form tag, or from another site, is refused.
+        // A POST without the page's form token, with an altered one, or
+        // from another site, is refused.
         let r = http.post(&url).form(&[("x", "y")]).send().await.unwrap();
         assert_eq!(r.status(), 403);
-        let tag = form_tag(&page);
+        let tag = form_token(&page);
+        let (exp, mac) = tag.split_once('.').unwrap();
+        let forged = format!("{}.{mac}", exp.parse::<i64>().unwrap() + 1);
+        let r = http
+            .post(&url)
+            .form(&[("form", forged.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403);
         let r = http
             .post(&url)
             .header("origin", "https://evil.example")
@@ -384,9 +420,7 @@ async fn honeypot_limits_erasure_and_bad_input_store_nothing() {
             .await
             .unwrap();
         assert_eq!(r.status(), 200);
-        let files: Vec<_> = std::fs::read_dir(p.file("outbox/signup"))
-            .unwrap()
-            .collect();
+        let files = wait_for_files(&p.file("outbox/signup"), 1).await;
         assert_eq!(files.len(), 1);
         assert_eq!(scalar(&db, "SELECT COUNT(*) FROM signups").await, 1);
         assert_eq!(
@@ -420,6 +454,354 @@ async fn honeypot_limits_erasure_and_bad_input_store_nothing() {
         assert_eq!(limited, 3);
         assert_eq!(scalar(&db, "SELECT MAX(hits) FROM rate_limits").await, 15);
         assert_eq!(scalar(&db, "SELECT COUNT(*) FROM signups").await, 2);
+        s.stop().await;
+    }
+}
+
+/// The hosted sign-up page, the answer, the confirmation page and the
+/// confirmed page: templates of `templates/pages/` in the browser's
+/// language, with no inline style or script, overridable by the project;
+/// every form checked by its token and origin.
+#[tokio::test(flavor = "multi_thread")]
+async fn signup_pages_are_templates_in_the_browsers_language_and_their_forms_are_checked() {
+    for db in TestDb::all().await {
+        let p = project(&db, "");
+        p.write(
+            "templates/pages/confirmed.html",
+            "{% extends \"base.html\" %}{% block content %}<h1 id=\"ours\">OURS {{ list }}</h1>\
+             <p>{% if already %}{{ t.confirmed_already }}{% else %}{{ t.confirmed_text }}{% endif %}</p>{% endblock content %}",
+        );
+        let s = Served::start(&p, &db).await;
+        let http = client();
+        let es =
+            |r: reqwest::RequestBuilder| r.header("accept-language", "es-ES,es;q=0.9,en;q=0.5");
+
+        // The hosted form, in Spanish.
+        let r = es(http.get(format!("{}/subscribe/newsletter", s.base)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let csp = r.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            csp.contains("style-src 'self'") && csp.contains("default-src 'none'"),
+            "{csp}"
+        );
+        let page = r.text().await.unwrap();
+        assert!(page.contains("<html lang=\"es\">"), "{page}");
+        assert!(
+            page.contains("Suscribirse") && page.contains("Correo electrónico"),
+            "{page}"
+        );
+        assert!(page.contains(CONSENT), "{page}");
+        assert!(
+            page.contains("name=\"tracking\""),
+            "a personal list asks: {page}"
+        );
+        assert!(page.contains("class=\"hp\" aria-hidden=\"true\""), "{page}");
+        assert!(page.contains("/assets/pages.css"), "{page}");
+        assert_no_inline(&page);
+        let token = form_token(&page);
+        for missing in ["closed", "nope"] {
+            let r = http
+                .get(format!("{}/subscribe/{missing}", s.base))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 404, "{missing}");
+        }
+
+        // Its POST: a forged, empty or another list's token, a foreign
+        // origin, or no consent box is refused, and nothing is stored.
+        let sub = format!("{}/subscribe", s.base);
+        let post = |form: &str, origin: Option<&str>, consent: bool, list: &str| {
+            let mut fields = vec![
+                ("list", list.to_string()),
+                ("email", "eva@example.com".to_string()),
+                ("form", form.to_string()),
+            ];
+            if consent {
+                fields.push(("consent", "yes".into()));
+            }
+            let mut r = es(http.post(&sub)).form(&fields);
+            if let Some(o) = origin {
+                r = r.header("origin", o);
+            }
+            r
+        };
+        let (exp, mac) = token.split_once('.').unwrap();
+        let forged = format!("{exp}.{}", mac.chars().rev().collect::<String>());
+        for (form, origin, consent, status) in [
+            (forged.as_str(), None, true, 403),
+            ("", None, true, 403),
+            (token.as_str(), Some("https://evil.example"), true, 403),
+            (token.as_str(), None, false, 400),
+        ] {
+            let r = post(form, origin, consent, "newsletter")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), status, "{form} {origin:?} {consent}");
+            let page = r.text().await.unwrap();
+            assert!(page.contains("<html lang=\"es\">"), "{page}");
+            assert_no_inline(&page);
+        }
+        // A token served for one list does not post another.
+        let r = post(&token, None, true, "closed").send().await.unwrap();
+        assert_eq!(r.status(), 403);
+        assert_eq!(counts(&db).await, (0, 0, 0, 0));
+        assert!(!p.file("outbox/signup").exists());
+
+        // The real thing: the answer in Spanish, the mail in the outbox.
+        let r = post(&token, None, true, "newsletter").send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let page = r.text().await.unwrap();
+        assert!(
+            page.contains("Revise su correo") && page.contains("enlace de confirmación"),
+            "{page}"
+        );
+        assert_no_inline(&page);
+        assert_eq!(counts(&db).await, (1, 0, 0, 0));
+
+        // The confirmation page, in Spanish; its form is checked as every
+        // other: no token, a forged one, another page's, another site.
+        let url = s.url(&outbox_confirm_link(&p).await);
+        let page = es(http.get(&url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(page.contains("<html lang=\"es\">"), "{page}");
+        assert!(
+            page.contains("Confirme su suscripción") && page.contains("eva@example.com"),
+            "{page}"
+        );
+        assert_no_inline(&page);
+        let confirm_token = form_token(&page);
+        let (exp, mac) = confirm_token.split_once('.').unwrap();
+        let forged = format!("{}.{mac}", exp.parse::<i64>().unwrap() - 1);
+        for (form, origin) in [
+            (None, None),
+            (Some(forged.as_str()), None),
+            (Some(token.as_str()), None),
+            (Some(confirm_token.as_str()), Some("https://evil.example")),
+        ] {
+            let mut r = http.post(&url);
+            if let Some(o) = origin {
+                r = r.header("origin", o);
+            }
+            let r = match form {
+                Some(f) => r.form(&[("form", f)]),
+                None => r.form(&[("x", "y")]),
+            };
+            let r = es(r).send().await.unwrap();
+            assert_eq!(r.status(), 403, "{form:?} {origin:?}");
+            let page = r.text().await.unwrap();
+            assert!(page.contains("No permitido"), "{page}");
+        }
+        assert_eq!(counts(&db).await, (1, 0, 0, 0));
+
+        // Confirmed: the project's own confirmed.html, Spanish words.
+        let r = es(http.post(&url))
+            .header("origin", s.base.as_str())
+            .form(&[("form", confirm_token.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let page = r.text().await.unwrap();
+        assert!(
+            page.contains("<h1 id=\"ours\">OURS newsletter</h1>"),
+            "{page}"
+        );
+        assert!(page.contains("Gracias: ya está suscrito."), "{page}");
+        assert_eq!(
+            scalar(
+                &db,
+                "SELECT COUNT(*) FROM consent_events WHERE action = 'grant'"
+            )
+            .await,
+            1,
+            "no tracking box was ticked: the list's grant alone"
+        );
+        let page = es(http.get(&url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            page.contains("Esta suscripción ya estaba confirmada."),
+            "{page}"
+        );
+        s.stop().await;
+    }
+}
+
+/// The confirmation mail leaves after the answer, from serve's background
+/// mailer: an SMTP server that accepts the connection and never speaks does
+/// not slow the answer or hold up a shutdown, and the pending row is the
+/// durable state: the next start (here on the outbox) sends it, with a link
+/// that confirms.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_confirmation_mail_leaves_after_the_answer_and_survives_a_restart() {
+    for db in TestDb::all().await {
+        // Accepts connections (the kernel's backlog) and never answers.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = silent.local_addr().unwrap().port();
+        let p = project(
+            &db,
+            &format!(
+                "\n[smtp]\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\ntimeout_secs = 120\n"
+            ),
+        );
+        let s = Served::start(&p, &db).await;
+        let http = client();
+        let started = std::time::Instant::now();
+        let r = http
+            .post(format!("{}/subscribe", s.base))
+            .form(&[("list", "newsletter"), ("email", "rosa@example.com")])
+            .send()
+            .await
+            .unwrap();
+        let took = started.elapsed();
+        assert_eq!(r.status(), 200);
+        // The SMTP client waits up to 120 s for the greeting: an answer
+        // that waited for the mail would take that long.
+        assert!(took < Duration::from_secs(10), "the answer took {took:?}");
+        // The mailer claims the row for its attempt (bounded wait).
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while scalar(&db, "SELECT mail_attempts FROM signups").await < 1 {
+            assert!(std::time::Instant::now() < deadline, "no attempt was made");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let stopping = std::time::Instant::now();
+        s.stop().await;
+        assert!(
+            stopping.elapsed() < Duration::from_secs(10),
+            "the shutdown waited for the hung SMTP server: {:?}",
+            stopping.elapsed()
+        );
+        drop(silent);
+        assert_eq!(
+            scalar(
+                &db,
+                "SELECT COUNT(*) FROM signups WHERE state = 'pending' AND mailed_at IS NULL"
+            )
+            .await,
+            1,
+            "the row is kept, unmailed"
+        );
+
+        // Its lease runs out (time passes), and serve starts again, now
+        // with the outbox as the transport: the mail goes out.
+        cartero::dispatch!(&db.store, pool => {
+            sqlx::query("UPDATE signups SET mail_due_at = mail_due_at - 3600000").execute(pool).await.unwrap();
+        });
+        let q = project(&db, "");
+        let s = Served::start(&q, &db).await;
+        let link = outbox_confirm_link(&q).await;
+        // The mailer records the mail after writing it, then counts it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while s
+            .metrics
+            .signups_pending
+            .load(std::sync::atomic::Ordering::Relaxed)
+            < 1
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the mail was not recorded"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert_eq!(
+            scalar(
+                &db,
+                "SELECT COUNT(*) FROM signups WHERE mailed_at IS NOT NULL"
+            )
+            .await,
+            1
+        );
+        assert_eq!(scalar(&db, "SELECT mail_attempts FROM signups").await, 2);
+        assert_eq!(
+            s.metrics
+                .signups_pending
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        let page = http.get(s.url(&link)).send().await.unwrap();
+        assert_eq!(page.status(), 200);
+        let page = page.text().await.unwrap();
+        assert!(page.contains("rosa@example.com"), "{page}");
+        let r = http
+            .post(s.url(&link))
+            .form(&[("form", form_token(&page).as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            scalar(
+                &db,
+                "SELECT COUNT(*) FROM signups WHERE state = 'confirmed'"
+            )
+            .await,
+            1
+        );
+        s.stop().await;
+    }
+}
+
+/// An address the SMTP server refuses for good (550 at RCPT TO) is not
+/// retried: one attempt, then the mailer gives up on it; the row stays
+/// pending and unmailed, and the answer was the same as for any sign-up.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_permanent_refusal_ends_the_attempts() {
+    for db in TestDb::all().await {
+        let Some(pf) = Postfix::start() else { return };
+        let p = project(
+            &db,
+            &format!(
+                "\n[smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n",
+                pf.smtp_port_rejecting()
+            ),
+        );
+        let s = Served::start(&p, &db).await;
+        let r = client()
+            .post(format!("{}/subscribe", s.base))
+            .form(&[("list", "newsletter"), ("email", "nobody-here@example.org")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while scalar(&db, "SELECT mail_attempts FROM signups").await
+            < cartero::track::signup::MAIL_ATTEMPTS
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the mailer did not give up; log:\n{}",
+                pf.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            scalar(
+                &db,
+                "SELECT COUNT(*) FROM signups WHERE state = 'pending' AND mailed_at IS NULL"
+            )
+            .await,
+            1
+        );
+        // Without giving up, the second attempt would wait a minute: reaching
+        // the limit within the wait above is the mailer giving up.
         s.stop().await;
     }
 }

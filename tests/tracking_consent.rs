@@ -2,9 +2,10 @@
 //! a `personal` list ties opens and clicks to a person only with their
 //! consent to track (the ledger list `tracking:LIST`), stores the others as
 //! counts per campaign and link; DNT and GPC make a hit aggregate but never
-//! stop an unsubscribe; the preference centre withdraws the consent to
-//! track without touching the consent to receive mail; a `none` list gets
-//! no pixel and no redirects.
+//! stop an unsubscribe; the preference centre and the footer link
+//! (`tracking_optout_url`) withdraw the consent to track without touching
+//! the consent to receive mail; a `none` list gets no pixel and no
+//! redirects.
 
 mod common;
 
@@ -210,7 +211,12 @@ async fn opens_and_clicks_are_personal_only_with_consent_to_track() {
         let token = &page[i..i + page[i..].find('"').unwrap()];
         let prefs = format!("{}/p/{token}", s.base);
         let page = http.get(&prefs).send().await.unwrap().text().await.unwrap();
-        assert!(page.contains("tracking:newsletter"), "{page}");
+        // Shown by what it means, not by its ledger name.
+        assert!(
+            page.contains(">Let us see when you open and click (newsletter)</label>"),
+            "{page}"
+        );
+        assert!(!page.contains(">tracking:newsletter<"), "{page}");
         let f = page.find("name=\"form\" value=\"").unwrap() + 19;
         let tag = &page[f..f + page[f..].find('"').unwrap()];
         let newsletter = scalar(&db, "SELECT id FROM lists WHERE name = 'newsletter'").await;
@@ -257,5 +263,195 @@ async fn opens_and_clicks_are_personal_only_with_consent_to_track() {
             .await,
             3
         );
+    }
+}
+
+fn form_token(page: &str) -> String {
+    let i = page.find("name=\"form\" value=\"").expect("a form token") + 19;
+    page[i..i + page[i..].find('"').unwrap()].to_string()
+}
+
+async fn ledger(db: &TestDb) -> i64 {
+    scalar(db, "SELECT COUNT(*) FROM consent_events").await
+}
+
+async fn states(db: &TestDb) -> Vec<String> {
+    texts(
+        db,
+        "SELECT l.name || '=' || CAST(cl.subscribed AS TEXT) FROM contact_lists cl JOIN lists l ON l.id = cl.list_id \
+         JOIN contacts c ON c.id = cl.contact_id WHERE c.email = 'ana@example.com' ORDER BY l.name",
+    )
+    .await
+}
+
+/// The footer link: a template's `tracking_optout_url` is the message's
+/// `/u/{token}/tracking`, never rewritten or given UTM parameters; GET
+/// shows a button and changes nothing; POST with the page's token withdraws
+/// `tracking:LIST` alone (ledger entry, method `tracking-link`), and
+/// without it, with a forged one or from another site changes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_footer_link_withdraws_the_consent_to_track_and_keeps_the_mail() {
+    for db in TestDb::all().await {
+        let p = Project::new(
+            &db,
+            "[serve]\nlisten = \"127.0.0.1:0\"\nip_storage = \"full\"\n\n\
+             [lists.newsletter]\ntracking = \"personal\"\n",
+        );
+        p.write(
+            "templates/c.html",
+            "<html><body><p>Hola {{ contact.first_name }}</p>\
+             <p><a href=\"https://shop.example/spring\">Spring</a></p>\
+             <p>{% if tracking_optout_url %}<a href=\"{{ tracking_optout_url }}\">Stop tracking me</a>{% endif %}</p>\
+             <p><a href=\"{{ unsubscribe_url }}\">Unsubscribe</a></p></body></html>\n",
+        );
+        let out = p.import("email,first_name\nana@example.com,Ana\n");
+        assert!(out.status.success(), "{}", stderr(&out));
+        p.write("t.csv", "email\nana@example.com\n");
+        p.ok(&[
+            "contacts",
+            "import",
+            "t.csv",
+            "--list",
+            "tracking:newsletter",
+            "--consent-source",
+            "form",
+        ]);
+        p.ok(&["campaign", "send", "campaigns/c.toml"]);
+        let ana = &outbox(&p)["ana@example.com"];
+        let links: Vec<String> = ana
+            .urls(&format!("{PUBLIC_BASE}/u/"))
+            .into_iter()
+            .filter(|u| u.ends_with("/tracking"))
+            .collect();
+        assert_eq!(links.len(), 1, "{}", ana.html);
+        let link = &links[0];
+        assert!(!link.contains("utm_") && !link.contains('?'), "{link}");
+        let unsub = ana.header("List-Unsubscribe").unwrap();
+        assert!(
+            unsub.contains(link.trim_end_matches("/tracking")),
+            "the unsubscribe link's own page: {unsub} {link}"
+        );
+        assert!(
+            ana.urls(&format!("{PUBLIC_BASE}/c/")).len() == 1,
+            "only Spring is rewritten"
+        );
+
+        let s = Served::start(&p, &db).await;
+        let http = client();
+        let url = s.url(link);
+        let before = ledger(&db).await;
+        assert_eq!(states(&db).await, ["newsletter=1", "tracking:newsletter=1"]);
+
+        // GET, twice: a page with a button, nothing changes.
+        let mut page = String::new();
+        for _ in 0..2 {
+            let r = http.get(&url).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            page = r.text().await.unwrap();
+        }
+        assert!(page.contains("Stop tracking my opens and clicks"), "{page}");
+        assert!(
+            page.contains("ana@example.com") && page.contains("id=\"stop-tracking\""),
+            "{page}"
+        );
+        // The preference centre link resolves from /u/TOKEN/tracking.
+        assert!(page.contains("href=\"../../p/"), "{page}");
+        assert_eq!(ledger(&db).await, before);
+
+        // Refused: no token, a forged one, another page's, another site.
+        let token = form_token(&page);
+        let (exp, mac) = token.split_once('.').unwrap();
+        let forged = format!("{exp}.{}{}", &mac[1..], &mac[..1]);
+        let unsub_page = http
+            .get(s.url(link.trim_end_matches("/tracking")))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let other = form_token(&unsub_page);
+        for (form, origin) in [
+            ("", None),
+            (forged.as_str(), None),
+            (other.as_str(), None),
+            (token.as_str(), Some("https://evil.example")),
+        ] {
+            let mut r = http.post(&url).form(&[("form", form)]);
+            if let Some(o) = origin {
+                r = r.header("origin", o);
+            }
+            assert_eq!(r.send().await.unwrap().status(), 403, "{form} {origin:?}");
+        }
+        let r = http
+            .post(&url)
+            .header("content-type", "text/plain")
+            .body("form=x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 415);
+        assert_eq!(ledger(&db).await, before);
+        assert_eq!(states(&db).await, ["newsletter=1", "tracking:newsletter=1"]);
+
+        // The withdrawal: tracking alone, with its evidence.
+        let r = http
+            .post(&url)
+            .header("user-agent", BROWSER)
+            .form(&[("form", token.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let page = r.text().await.unwrap();
+        assert!(
+            page.contains("we no longer record your opens and clicks"),
+            "{page}"
+        );
+        assert_eq!(states(&db).await, ["newsletter=1", "tracking:newsletter=0"]);
+        assert_eq!(ledger(&db).await, before + 1);
+        assert_eq!(
+            texts(
+                &db,
+                "SELECT e.method || ' ' || e.action || ' ' || l.name FROM consent_events e \
+                 JOIN lists l ON l.id = e.list_id ORDER BY e.id DESC LIMIT 1"
+            )
+            .await,
+            ["tracking-link withdraw tracking:newsletter"]
+        );
+        assert_eq!(
+            texts(
+                &db,
+                "SELECT status FROM contacts WHERE email = 'ana@example.com'"
+            )
+            .await,
+            ["active"]
+        );
+
+        // Again: harmless, and says so.
+        let r = http
+            .post(&url)
+            .form(&[("form", token.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(r.text().await.unwrap().contains("there is nothing to stop"));
+        assert_eq!(ledger(&db).await, before + 1);
+        // Spanish for a Spanish browser.
+        let page = http
+            .get(&url)
+            .header("accept-language", "es")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            page.contains("Dejar de registrar mis aperturas y clics"),
+            "{page}"
+        );
+        s.stop().await;
     }
 }

@@ -333,6 +333,15 @@ impl Server {
                 cancel.clone(),
             ))
         });
+        // The sign-up confirmation mails leave from here, not from the
+        // request (docs/TRACKING.md).
+        let mailer = app.settings.forms.mails().then(|| {
+            tokio::spawn(track::signup::run_mailer(
+                app.clone(),
+                metrics.clone(),
+                cancel.clone(),
+            ))
+        });
         let served = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
@@ -344,6 +353,9 @@ impl Server {
         writer.finish().await;
         if let Some(p) = poller {
             let _ = p.await;
+        }
+        if let Some(m) = mailer {
+            let _ = m.await;
         }
         app.store.close().await;
         served.map_err(AppError::Serve)

@@ -92,6 +92,27 @@ pub struct Personal {
     pub view_url: String,
 }
 
+impl Personal {
+    /// The footer link that withdraws the consent to track alone
+    /// (`cartero serve`'s `/u/{token}/tracking`, docs/TRACKING.md): the
+    /// unsubscribe link's page for it, so it needs no token of its own.
+    /// Empty without `[serve]` (then `view_url` is empty too: nothing
+    /// answers either) and where the unsubscribe URL is not a `/u/` link
+    /// (the public archive's stand-in).
+    pub fn tracking_optout_url(&self) -> String {
+        // `BASE/u/TOKEN`, BASE possibly with a path of its own.
+        let is_link = url::Url::parse(&self.unsubscribe_url).is_ok_and(|u| {
+            let seg: Vec<&str> = u.path_segments().into_iter().flatten().collect();
+            matches!(seg.as_slice(), [.., "u", token] if !token.is_empty())
+        });
+        if self.view_url.is_empty() || !is_link {
+            String::new()
+        } else {
+            format!("{}/tracking", self.unsubscribe_url)
+        }
+    }
+}
+
 /// The rendered text of one message, before MIME.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rendered {
@@ -189,6 +210,8 @@ impl Renderer {
         );
         ctx.insert("unsubscribe_url", &personal.unsubscribe_url);
         ctx.insert("view_url", &personal.view_url);
+        let tracking_optout_url = personal.tracking_optout_url();
+        ctx.insert("tracking_optout_url", &tracking_optout_url);
 
         let render_capped = |name: &str, path: &str, limit: usize| {
             let err = |message| RenderError::Render {
@@ -217,7 +240,8 @@ impl Renderer {
         // view-in-browser pages join it) never carry tracking parameters:
         // the message keeps one unsubscribe URL, its List-Unsubscribe's.
         let own = |url: &str| {
-            url == personal.unsubscribe_url || (!url.is_empty() && url == personal.view_url)
+            url == personal.unsubscribe_url
+                || (!url.is_empty() && (url == personal.view_url || url == tracking_optout_url))
         };
         let html = links::add_utm_except(&render(HTML, &self.html_path)?, &self.utm, &own);
         let text = if self.has_text {
@@ -309,6 +333,25 @@ mod tests {
             unsubscribe_url: "https://t.example/u/abc".into(),
             view_url: String::new(),
         }
+    }
+
+    #[test]
+    fn the_tracking_optout_link_is_the_unsubscribe_links_page_when_served() {
+        let mut p = Personal {
+            unsubscribe_url: "https://t.example/news/u/abc".into(),
+            view_url: "https://t.example/news/v/def".into(),
+        };
+        assert_eq!(
+            p.tracking_optout_url(),
+            "https://t.example/news/u/abc/tracking"
+        );
+        // No `[serve]`: nothing answers, so no link.
+        p.view_url.clear();
+        assert_eq!(p.tracking_optout_url(), "");
+        // The archive's stand-in: its unsubscribe URL is not a /u/ link.
+        p.view_url = "https://t.example/archive/x".into();
+        p.unsubscribe_url = "https://t.example/archive/x".into();
+        assert_eq!(p.tracking_optout_url(), "");
     }
 
     #[test]

@@ -80,6 +80,104 @@ pub async fn mark_mailed(store: &Store, id: i64, at: Millis) -> Result<()> {
     Ok(())
 }
 
+/// A pending sign-up whose confirmation mail is not sent yet, claimed for
+/// one attempt.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Unmailed {
+    pub id: i64,
+    pub list_name: String,
+    pub email: String,
+    pub name: Option<String>,
+    pub mail_attempts: i64,
+}
+
+/// Pending sign-ups whose mail is due at `now`: not sent, fewer than
+/// `max_attempts` tries, signed up at or after `oldest`. Oldest first.
+pub async fn due_unmailed(
+    store: &Store,
+    now: Millis,
+    oldest: Millis,
+    max_attempts: i64,
+    limit: i64,
+) -> Result<Vec<i64>> {
+    dispatch!(store, pool => {
+        Ok(sqlx::query_scalar::<_, i64>(
+            "SELECT id FROM signups WHERE state = 'pending' AND mailed_at IS NULL \
+             AND (mail_due_at IS NULL OR mail_due_at <= $1) AND mail_attempts < $2 \
+             AND signed_up_at >= $3 ORDER BY id LIMIT $4",
+        )
+        .bind(now)
+        .bind(max_attempts)
+        .bind(oldest)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?)
+    })
+}
+
+/// Claims sign-up `id` for one attempt if it is still due at `now`: counts
+/// the attempt, moves `mail_due_at` to `retry_at` (the lease: no other node
+/// takes it before then) and replaces the token's hash with `token_hash`,
+/// the token of the link this attempt mails. `None`: another node has it.
+pub async fn claim_unmailed(
+    store: &Store,
+    id: i64,
+    now: Millis,
+    retry_at: Millis,
+    token_hash: &str,
+) -> Result<Option<Unmailed>> {
+    let claimed = dispatch!(store, pool => {
+        sqlx::query(
+            "UPDATE signups SET mail_attempts = mail_attempts + 1, mail_due_at = $1, token_hash = $2 \
+             WHERE id = $3 AND state = 'pending' AND mailed_at IS NULL \
+             AND (mail_due_at IS NULL OR mail_due_at <= $4)",
+        )
+        .bind(retry_at)
+        .bind(token_hash)
+        .bind(id)
+        .bind(now)
+        .execute(pool)
+        .await?
+        .rows_affected()
+    });
+    if claimed != 1 {
+        return Ok(None);
+    }
+    dispatch!(store, pool => {
+        Ok(sqlx::query_as::<_, Unmailed>(
+            "SELECT s.id, l.name AS list_name, s.email, s.name, s.mail_attempts \
+             FROM signups s JOIN lists l ON l.id = s.list_id WHERE s.id = $1",
+        )
+        .bind(id)
+        .fetch_optional(pool)
+        .await?)
+    })
+}
+
+/// The next attempt for sign-up `id` not before `at` (after a failure).
+pub async fn retry_mail_at(store: &Store, id: i64, at: Millis) -> Result<()> {
+    dispatch!(store, pool => {
+        sqlx::query("UPDATE signups SET mail_due_at = $1 WHERE id = $2 AND mailed_at IS NULL")
+            .bind(at)
+            .bind(id)
+            .execute(pool)
+            .await?;
+    });
+    Ok(())
+}
+
+/// No more attempts for sign-up `id` (the server refused the address for good).
+pub async fn give_up_mail(store: &Store, id: i64, max_attempts: i64) -> Result<()> {
+    dispatch!(store, pool => {
+        sqlx::query("UPDATE signups SET mail_attempts = $1 WHERE id = $2")
+            .bind(max_attempts)
+            .bind(id)
+            .execute(pool)
+            .await?;
+    });
+    Ok(())
+}
+
 /// A stored sign-up.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Signup {

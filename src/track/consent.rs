@@ -24,6 +24,9 @@ pub enum Method {
     Page,
     /// The preference centre's form.
     Preferences,
+    /// The footer link that withdraws the consent to track
+    /// (`/u/{token}/tracking`).
+    TrackingLink,
 }
 
 impl Method {
@@ -32,6 +35,7 @@ impl Method {
             Self::OneClick => "one-click",
             Self::Page => "page",
             Self::Preferences => "preferences",
+            Self::TrackingLink => "tracking-link",
         }
     }
     fn source(self) -> &'static str {
@@ -39,6 +43,7 @@ impl Method {
             Self::OneClick => "List-Unsubscribe-Post one-click (RFC 8058)",
             Self::Page => "unsubscribe page",
             Self::Preferences => "preference centre",
+            Self::TrackingLink => "tracking opt-out link",
         }
     }
 }

@@ -279,6 +279,82 @@ const WORDS: &[(&str, &str, &str)] = &[
         "Thank you: you are subscribed.",
         "Gracias: ya está suscrito.",
     ),
+    (
+        "confirmed_already",
+        "This subscription was confirmed already.",
+        "Esta suscripción ya estaba confirmada.",
+    ),
+    (
+        "confirm_question",
+        "Do you want to receive this list at this address?",
+        "¿Quiere recibir esta lista en esta dirección?",
+    ),
+    ("signup_title", "Subscribe", "Suscribirse"),
+    ("signup_email", "Email address", "Correo electrónico"),
+    ("signup_name", "Name (optional)", "Nombre (opcional)"),
+    ("signup_consent", "I agree", "Acepto"),
+    (
+        "signup_tracking",
+        "Optional: you may record when I open your messages and which links I follow, to tailor them to me.",
+        "Opcional: pueden registrar cuándo abro sus mensajes y qué enlaces sigo, para adaptarlos a mí.",
+    ),
+    (
+        "signup_honeypot",
+        "Leave this field empty",
+        "Deje este campo vacío",
+    ),
+    ("signup_button", "Subscribe", "Suscribirme"),
+    ("signup_sent_title", "Check your inbox", "Revise su correo"),
+    (
+        "signup_sent_text",
+        "Thank you. If this address can be subscribed, a message with a confirmation link is on its way: you are subscribed once you follow it.",
+        "Gracias. Si esta dirección puede suscribirse, le llega un mensaje con un enlace de confirmación: quedará suscrito cuando lo siga.",
+    ),
+    (
+        "signup_invalid_title",
+        "Please check the form",
+        "Revise el formulario",
+    ),
+    (
+        "signup_invalid_text",
+        "The form could not be taken as sent. Go back, correct it and send it again.",
+        "No hemos podido aceptar el formulario tal como llegó. Vuelva atrás, corríjalo y envíelo de nuevo.",
+    ),
+    (
+        "signup_limited_text",
+        "Too many sign-ups from this network: please try again in an hour.",
+        "Demasiadas suscripciones desde esta red: inténtelo de nuevo dentro de una hora.",
+    ),
+    (
+        "tracking_label",
+        "Let us see when you open and click",
+        "Permitir que veamos cuándo abre y hace clic",
+    ),
+    (
+        "tracking_title",
+        "Stop tracking my opens and clicks",
+        "Dejar de registrar mis aperturas y clics",
+    ),
+    (
+        "tracking_question",
+        "Do you want us to stop recording when you open our messages and which links you follow? You keep receiving the list.",
+        "¿Quiere que dejemos de registrar cuándo abre nuestros mensajes y qué enlaces sigue? Seguirá recibiendo la lista.",
+    ),
+    (
+        "tracking_button",
+        "Stop tracking me",
+        "Dejar de registrarme",
+    ),
+    (
+        "tracking_done",
+        "Done: we no longer record your opens and clicks as yours. You still receive the list.",
+        "Hecho: ya no registramos sus aperturas y clics como suyos. Sigue recibiendo la lista.",
+    ),
+    (
+        "tracking_not_given",
+        "We do not record your opens and clicks as yours: there is nothing to stop. You still receive the list.",
+        "No registramos sus aperturas y clics como suyos: no hay nada que detener. Sigue recibiendo la lista.",
+    ),
 ];
 
 #[cfg(test)]

@@ -122,10 +122,15 @@ pub fn router(app: App, queue: EventQueue, metrics: Arc<Metrics>) -> Router {
         .route("/metrics", get(ops::metrics))
         .route("/assets/pages.css", get(stylesheet))
         .route("/u/{token}", get(unsubscribe_page).post(unsubscribe))
+        .route(
+            "/u/{token}/tracking",
+            get(tracking::optout_page).post(tracking::optout),
+        )
         .route("/o/{file}", get(open))
         .route("/c/{token}", get(click))
         .route("/p/{token}", get(preferences_page).post(preferences))
         .route("/subscribe", axum::routing::post(signup::subscribe))
+        .route("/subscribe/{list}", get(signup::signup_page))
         .route(
             "/confirm/{token}",
             get(signup::confirm_page_get).post(signup::confirm),
@@ -273,12 +278,30 @@ fn csrf_secret(s: &AppState) -> Vec<u8> {
         .into_bytes()
 }
 
+/// A form token for the page whose forms post under `purpose`.
+fn form_token(s: &AppState, purpose: &str) -> String {
+    csrf::issue(&csrf_secret(s), purpose, s.app.clock.now())
+}
+
 /// Refuses a form POST that a browser says came from another site, or
-/// whose token is not one this page was served with (or has expired).
+/// whose token (the field `form`) is not one this page was served with (or
+/// has expired). The one form-protection check of every form of `cartero
+/// serve`: the unsubscribe page, the preference centre, the tracking
+/// opt-out, the sign-up confirmation and the hosted sign-up page.
 fn check_form(
     s: &AppState,
     headers: &HeaderMap,
     fields: &[(String, String)],
+    purpose: &str,
+) -> Result<(), TrackError> {
+    check_form_token(s, headers, field(fields, "form").unwrap_or(""), purpose)
+}
+
+/// [`check_form`] for a token already taken out of its form.
+fn check_form_token(
+    s: &AppState,
+    headers: &HeaderMap,
+    token: &str,
     purpose: &str,
 ) -> Result<(), TrackError> {
     if !csrf::same_origin(headers, &s.app.settings.base_url) {
@@ -286,7 +309,6 @@ fn check_form(
             "the form was posted from another site",
         ));
     }
-    let token = field(fields, "form").unwrap_or("");
     csrf::check(&csrf_secret(s), purpose, token, s.app.clock.now()).map_err(|e| match e {
         csrf::CsrfError::Expired => TrackError::Forbidden("the form has expired; reload the page"),
         _ => TrackError::Forbidden("the form is not this page's; reload the page"),
@@ -420,10 +442,7 @@ async fn unsubscribe_page(
     ctx.insert("list", &t.list_name);
     ctx.insert("subscribed", &subscribed);
     ctx.insert("prefs_href", &prefs_href(&s, t.contact_id));
-    ctx.insert(
-        "csrf",
-        &csrf::issue(&csrf_secret(&s), &format!("u:{token}"), s.app.clock.now()),
-    );
+    ctx.insert("csrf", &form_token(&s, &format!("u:{token}")));
     Ok(html(
         StatusCode::OK,
         s.app.settings.pages.render("unsubscribe.html", lang, ctx),
@@ -683,7 +702,19 @@ async fn preferences_view(
         &lists
             .iter()
             .map(|l| {
-                serde_json::json!({"list_id": l.list_id, "name": l.name, "subscribed": l.subscribed})
+                // A consent to track is shown by what it means, not by its
+                // ledger name (`tracking:LIST`).
+                let label = match l.name.strip_prefix(signup::TRACKING_PREFIX) {
+                    Some(list) => format!("{} ({list})", lang.word("tracking_label")),
+                    None => l.name.clone(),
+                };
+                serde_json::json!({
+                    "list_id": l.list_id,
+                    "name": l.name,
+                    "label": label,
+                    "tracking": l.name.starts_with(signup::TRACKING_PREFIX),
+                    "subscribed": l.subscribed,
+                })
             })
             .collect::<Vec<_>>(),
     );
@@ -722,10 +753,7 @@ async fn preferences_view(
             .collect::<Vec<_>>(),
     );
     ctx.insert("notice", &notice.map(|k| lang.word(k)));
-    ctx.insert(
-        "csrf",
-        &csrf::issue(&csrf_secret(s), &format!("p:{token}"), s.app.clock.now()),
-    );
+    ctx.insert("csrf", &form_token(s, &format!("p:{token}")));
     Ok(html(
         StatusCode::OK,
         s.app.settings.pages.render("preferences.html", lang, ctx),

@@ -201,12 +201,11 @@ pub(super) async fn readyz(State(s): State<AppState>) -> Response {
     }
 }
 
-/// GET /metrics: Prometheus text exposition, version 0.0.4.
-pub(super) async fn metrics(State(s): State<AppState>) -> Response {
-    let m = &s.metrics;
+/// Every counter of [`super::Metrics`] for `/metrics`: (name, help, value),
+/// the one table the exposition is written from.
+fn counters(m: &super::Metrics) -> [(&'static str, &'static str, u64); 15] {
     let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-    let mut body = String::with_capacity(4096);
-    let counters: [(&str, &str, u64); 7] = [
+    [
         (
             "cartero_events_queued_total",
             "Opens and clicks put on the write queue.",
@@ -242,8 +241,53 @@ pub(super) async fn metrics(State(s): State<AppState>) -> Response {
             "Reads of the [feedback] bounce mailbox by serve.",
             get(&m.feedback_polls),
         ),
-    ];
-    for (name, help, v) in counters {
+        (
+            "cartero_signups_pending_total",
+            "Sign-ups stored and mailed a confirmation link.",
+            get(&m.signups_pending),
+        ),
+        (
+            "cartero_signups_confirmed_total",
+            "Sign-ups confirmed: the grant is in the ledger.",
+            get(&m.signups_confirmed),
+        ),
+        (
+            "cartero_signups_honeypot_total",
+            "Sign-ups with the honeypot filled: answered, nothing stored.",
+            get(&m.signups_honeypot),
+        ),
+        (
+            "cartero_signups_refused_total",
+            "Sign-ups of erased addresses: answered, nothing stored.",
+            get(&m.signups_refused),
+        ),
+        (
+            "cartero_signups_known_total",
+            "Sign-ups of addresses already on the list: answered, nothing sent.",
+            get(&m.signups_known),
+        ),
+        (
+            "cartero_signups_limited_total",
+            "Sign-ups refused by the per-IP limit.",
+            get(&m.signups_limited),
+        ),
+        (
+            "cartero_conversions_recorded_total",
+            "Conversions recorded by the events API.",
+            get(&m.conversions_recorded),
+        ),
+        (
+            "cartero_conversions_duplicate_total",
+            "Conversions ignored: their order id was recorded already.",
+            get(&m.conversions_duplicate),
+        ),
+    ]
+}
+
+/// GET /metrics: Prometheus text exposition, version 0.0.4.
+pub(super) async fn metrics(State(s): State<AppState>) -> Response {
+    let mut body = String::with_capacity(4096);
+    for (name, help, v) in counters(&s.metrics) {
         let _ = writeln!(
             body,
             "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
@@ -258,8 +302,7 @@ pub(super) async fn metrics(State(s): State<AppState>) -> Response {
         s.queue.depth(),
         s.queue.capacity(),
     );
-    body.push_str(&super::signup::metrics_lines(m));
-    m.http.write(&mut body);
+    s.metrics.http.write(&mut body);
     (
         [
             (
@@ -276,6 +319,29 @@ pub(super) async fn metrics(State(s): State<AppState>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_counter_has_one_line_name_and_help() {
+        let m = super::super::Metrics::default();
+        m.signups_honeypot.fetch_add(2, Ordering::Relaxed);
+        let rows = counters(&m);
+        let mut names: Vec<&str> = rows.iter().map(|r| r.0).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), rows.len(), "a name appears twice");
+        for (name, help, _) in rows {
+            assert!(
+                name.starts_with("cartero_") && name.ends_with("_total"),
+                "{name}"
+            );
+            assert!(!help.is_empty() && !help.contains('\n'), "{name}");
+        }
+        assert!(rows.contains(&(
+            "cartero_signups_honeypot_total",
+            "Sign-ups with the honeypot filled: answered, nothing stored.",
+            2
+        )));
+    }
 
     #[test]
     fn the_histogram_is_cumulative_and_routes_are_labels() {

@@ -44,6 +44,18 @@ pub const DEFAULTS: &[(&str, &str)] = &[
         include_str!("../../templates/pages/confirm.html"),
     ),
     (
+        "confirmed.html",
+        include_str!("../../templates/pages/confirmed.html"),
+    ),
+    (
+        "signup.html",
+        include_str!("../../templates/pages/signup.html"),
+    ),
+    (
+        "tracking.html",
+        include_str!("../../templates/pages/tracking.html"),
+    ),
+    (
         "archive.html",
         include_str!("../../templates/pages/archive.html"),
     ),

@@ -10,11 +10,20 @@
 //! already on the list get the same answer as a new sign-up, so the form
 //! tells nobody whether an address is known; each is counted.
 //!
-//! `POST /subscribe` is meant to be embedded on other sites (`cartero form
-//! snippet`), so it takes no CSRF token: a forged sign-up can only cause
-//! one confirmation mail, which the per-IP limit bounds. The confirmation
-//! POST is CSRF-protected (`csrf`). This module writes no consent row
-//! itself: the grant goes through `consent::Stage`.
+//! Every page is a template of `templates/pages/` (`signup.html`,
+//! `confirm.html`, `confirmed.html`, and `message.html` for the answer to a
+//! sign-up), in the browser's language.
+//!
+//! Forms: the confirmation button and the hosted sign-up page
+//! (`GET /subscribe/{list}`) carry a form token and are checked by
+//! `track::check_form`, as every other form of the server. A form embedded
+//! on another site (`cartero form snippet`) cannot carry a token this server
+//! issued and is posted cross-origin by design, so a `POST /subscribe`
+//! without a `form` field is taken as that form: it is bounded by the
+//! honeypot and the per-IP limit, and a forged sign-up can only cause one
+//! confirmation mail, since nothing is subscribed without the click in it
+//! (double opt-in). This module writes no consent row itself: the grant
+//! goes through `consent::Stage`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -29,12 +38,13 @@ use hmac::Mac;
 use lettre::message::Mailbox;
 use sha2::{Digest, Sha256};
 
-use super::{AppState, TrackError, client_ip, csrf, events, header_text, html};
+use super::i18n::Lang;
+use super::{AppState, TrackError, client_ip, events, header_text, html};
 use crate::config::{Config, ListConfig, SignupConfig, SmtpConfig, TrackingMode};
 use crate::consent::{Cause, EventRef, LedgerEffect, Operation, Stage, StatusTarget};
 use crate::domain::time::Millis;
 use crate::domain::{ContactStatus, EmailAddress};
-use crate::render::{DkimSigner, Envelope, MessageParts, Rendered, escape_html as esc};
+use crate::render::{DkimSigner, Envelope, MessageParts, Rendered, escape_html};
 use crate::store::consent::Evidence;
 use crate::store::feedback::NewEvent;
 use crate::store::{StoreError, contacts, signup as repo};
@@ -54,6 +64,8 @@ pub struct Forms {
     pub max_per_ip_per_hour: u32,
     /// `None`: `[signup] from` is empty, sign-up is off.
     mailer: Option<Mailer>,
+    /// Wakes the confirmation mailer ([`run_mailer`]) after a sign-up.
+    wake: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Forms {
@@ -160,6 +172,7 @@ impl Forms {
             lists: cfg.lists.clone(),
             max_per_ip_per_hour: s.max_per_ip_per_hour,
             mailer,
+            wake: tokio::sync::Notify::new(),
         })
     }
 
@@ -188,43 +201,43 @@ fn invalid(field: &'static str, message: impl Into<String>) -> Invalid {
     }
 }
 
-/// JSON for JSON clients, a page for browsers.
-fn answer(json: bool, status: StatusCode, field: Option<&str>, message: &str) -> Response {
+/// JSON for JSON clients (the English message), a page for browsers
+/// (`message.html`, in the browser's language, the English reason of a
+/// refusal under it).
+fn answer(
+    s: &AppState,
+    headers: &HeaderMap,
+    json: bool,
+    status: StatusCode,
+    field: Option<&str>,
+    message: &str,
+) -> Response {
     if json {
         let body = if status.is_success() {
             serde_json::json!({ "status": "ok", "message": message })
         } else {
             serde_json::json!({ "error": message, "field": field })
         };
-        super::conversions::json(status, &body)
-    } else {
-        let title = if status.is_success() {
-            "Check your inbox"
-        } else {
-            "Please check the form"
-        };
-        let text = match field {
-            Some(f) if !status.is_success() => format!("{f}: {message}"),
-            _ => message.to_string(),
-        };
-        html(
-            status,
-            page(
-                title,
-                &format!("<h1>{}</h1>\n<p>{}</p>", esc(title), esc(&text)),
-            ),
-        )
+        return super::conversions::json(status, &body);
     }
-}
-
-fn page(title: &str, body: &str) -> String {
-    format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <meta name=\"referrer\" content=\"no-referrer\">\
-         <title>{}</title><style>body{{font-family:system-ui,sans-serif;max-width:36rem;margin:2rem auto;\
-         padding:0 1rem;line-height:1.5}}button{{font-size:1rem;padding:.5rem 1rem}}</style></head><body>\n{body}\n</body></html>\n",
-        esc(title)
+    let lang = Lang::choose(None, headers);
+    let (title, text) = match status.as_u16() {
+        200..=299 => ("signup_sent_title", "signup_sent_text"),
+        404 => ("error_404_title", "error_404_text"),
+        429 => ("signup_invalid_title", "signup_limited_text"),
+        400..=499 => ("signup_invalid_title", "signup_invalid_text"),
+        _ => ("error_title", "error_503_text"),
+    };
+    let mut paragraphs = vec![lang.word(text).to_string()];
+    if let Some(f) = field.filter(|_| status.is_client_error()) {
+        paragraphs.push(format!("{}: {f}: {message}", lang.word("error_detail")));
+    }
+    let mut ctx = tera::Context::new();
+    ctx.insert("title", lang.word(title));
+    ctx.insert("paragraphs", &paragraphs);
+    html(
+        status,
+        s.app.settings.pages.render("message.html", lang, ctx),
     )
 }
 
@@ -245,6 +258,11 @@ struct SignupInput {
     tracking: bool,
     consent_version: Option<String>,
     website: Option<String>,
+    /// The form token of the hosted page; absent from an embedded form.
+    form: Option<String>,
+    /// The hosted page's consent box.
+    #[serde(deserialize_with = "flexible_bool")]
+    consent: bool,
 }
 
 fn flexible_bool<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
@@ -308,6 +326,8 @@ async fn read_input(s: &AppState, req: Request, json: bool) -> Result<SignupInpu
         tracking: get("tracking").is_some_and(|v| truthy(&v)),
         consent_version: get("consent_version"),
         website: get(HONEYPOT),
+        form: get("form"),
+        consent: get("consent").is_some_and(|v| truthy(&v)),
     })
 }
 
@@ -332,11 +352,13 @@ pub(super) async fn subscribe(
     let headers = req.headers().clone();
     let json = is_json(&headers);
     match subscribe_inner(&s, peer, &headers, req, json).await {
-        Ok(()) => answer(json, StatusCode::OK, None, ACCEPTED),
-        Err(Ok(i)) => answer(json, i.status, Some(i.field), &i.message),
+        Ok(()) => answer(&s, &headers, json, StatusCode::OK, None, ACCEPTED),
+        Err(Ok(i)) => answer(&s, &headers, json, i.status, Some(i.field), &i.message),
         Err(Err(e)) => {
             tracing::error!("sign-up: {e}");
             answer(
+                &s,
+                &headers,
                 json,
                 StatusCode::SERVICE_UNAVAILABLE,
                 None,
@@ -356,13 +378,13 @@ async fn subscribe_inner(
     json: bool,
 ) -> Outcome<()> {
     let forms = &s.app.settings.forms;
-    let Some(mailer) = &forms.mailer else {
+    if forms.mailer.is_none() {
         return Err(Ok(Invalid {
             status: StatusCode::NOT_FOUND,
             field: "list",
             message: "sign-up is not enabled here".into(),
         }));
-    };
+    }
     let now = s.app.clock.now();
     let ip = client_ip(s, peer, headers);
     // Counted before anything else, bots and honeypots included.
@@ -379,6 +401,21 @@ async fn subscribe_inner(
         }));
     }
     let input = read_input(s, req, json).await.map_err(Ok)?;
+    if let Some(token) = input.form.as_deref() {
+        // The hosted page: its token and origin are checked as every other
+        // form's, and its consent box must be ticked.
+        let list = input.list.as_deref().map(str::trim).unwrap_or("");
+        super::check_form_token(s, headers, token, &format!("s:{list}")).map_err(|e| {
+            Ok(Invalid {
+                status: StatusCode::FORBIDDEN,
+                field: "form",
+                message: e.to_string(),
+            })
+        })?;
+        if !input.consent {
+            return Err(Ok(invalid("consent", "the consent box is not ticked")));
+        }
+    }
     if input.website.as_deref().is_some_and(|v| !v.is_empty()) {
         s.metrics.signups_honeypot.fetch_add(1, Ordering::Relaxed);
         return Ok(());
@@ -445,12 +482,9 @@ async fn subscribe_inner(
         s.metrics.signups_known.fetch_add(1, Ordering::Relaxed);
         return Ok(());
     }
-    let token = {
-        use rand::RngCore;
-        let mut b = [0u8; 32];
-        rand::rngs::OsRng.fill_bytes(&mut b);
-        b.iter().map(|b| format!("{b:02x}")).collect::<String>()
-    };
+    // A placeholder: each mailing attempt makes the token of its own link
+    // ([`mail_due`]), so this one is never mailed to anyone.
+    let token = new_token();
     let stored_ip = events::stored_ip(ip, s.app.settings.ip_storage);
     let ua = header_text(headers, "user-agent");
     let id = repo::insert(
@@ -469,21 +503,166 @@ async fn subscribe_inner(
     )
     .await
     .map_err(Err)?;
-    let url = format!(
-        "{}/confirm/{token}",
-        s.app.settings.base_url.as_str().trim_end_matches('/')
-    );
-    if let Err(e) = mailer.send(id, &email, name.as_deref(), list, &url).await {
-        tracing::error!("sign-up {id}: the confirmation mail failed: {e}");
-        return Err(Err(StoreError::Corrupt(format!(
-            "the confirmation mail could not be sent: {e}"
-        ))));
-    }
-    repo::mark_mailed(&s.app.store, id, s.app.clock.now())
-        .await
-        .map_err(Err)?;
-    s.metrics.signups_pending.fetch_add(1, Ordering::Relaxed);
+    // The mail leaves from the background mailer: a slow SMTP server does
+    // not slow this answer, and the stored row is what it works from.
+    tracing::debug!("sign-up {id} stored; its confirmation mail is due");
+    forms.wake.notify_one();
     Ok(())
+}
+
+fn new_token() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    b.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+// ------------------------------------------------------------ the mailer
+
+/// Attempts per sign-up before the mailer gives up on it.
+pub const MAIL_ATTEMPTS: i64 = 8;
+/// Sign-ups older than this are not mailed any more (the person has moved on).
+const MAIL_MAX_AGE: Millis = 3 * 24 * HOUR;
+/// How often the mailer looks for due rows besides being woken.
+const MAIL_POLL: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// When the attempt after attempt number `n` (1-based) may start: one
+/// minute, doubled each time, at most an hour. Also the lease of a claimed
+/// attempt: a node that dies mid-send leaves the row to be retried then.
+fn retry_delay(n: i64) -> Millis {
+    (60_000i64 << n.clamp(1, 7).saturating_sub(1)).min(HOUR)
+}
+
+/// One pass: claims every sign-up whose confirmation mail is due and sends
+/// it, each attempt with a new token (only its hash is stored, so a retry
+/// cannot rebuild an earlier link; one that reached the person but whose
+/// sending was not recorded stops working, and the new mail's works).
+/// Returns the mails sent.
+pub async fn mail_due(
+    app: &crate::app::App,
+    metrics: &super::Metrics,
+) -> Result<usize, StoreError> {
+    let Some(mailer) = &app.settings.forms.mailer else {
+        return Ok(0);
+    };
+    let now = app.clock.now();
+    let due = repo::due_unmailed(&app.store, now, now - MAIL_MAX_AGE, MAIL_ATTEMPTS, 50).await?;
+    let mut sent = 0;
+    for id in due {
+        let token = new_token();
+        let now = app.clock.now();
+        let Some(row) = repo::claim_unmailed(
+            &app.store,
+            id,
+            now,
+            now + retry_delay(0),
+            &sha256_hex(&token),
+        )
+        .await?
+        else {
+            continue;
+        };
+        let email = match EmailAddress::parse(&row.email) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!("sign-up {id}: the stored address does not parse ({e}); giving up");
+                repo::give_up_mail(&app.store, id, MAIL_ATTEMPTS).await?;
+                continue;
+            }
+        };
+        let url = format!(
+            "{}/confirm/{token}",
+            app.settings.base_url.as_str().trim_end_matches('/')
+        );
+        // An SMTP reply may quote the address: logs never carry it.
+        let masked = |m: &str| m.replace(row.email.as_str(), "<address>");
+        match mailer
+            .send(id, &email, row.name.as_deref(), &row.list_name, &url)
+            .await
+        {
+            Ok(()) => {
+                repo::mark_mailed(&app.store, id, app.clock.now()).await?;
+                metrics.signups_pending.fetch_add(1, Ordering::Relaxed);
+                sent += 1;
+            }
+            Err(e) if e.permanent => {
+                tracing::warn!(
+                    "sign-up {id}: the confirmation mail was refused for good: {}",
+                    masked(&e.message)
+                );
+                repo::give_up_mail(&app.store, id, MAIL_ATTEMPTS).await?;
+            }
+            Err(e) => {
+                // The claim already moved the row's next attempt forward;
+                // push it to this attempt's back-off.
+                tracing::warn!(
+                    "sign-up {id}: the confirmation mail failed (attempt {} of {MAIL_ATTEMPTS}): {}",
+                    row.mail_attempts,
+                    masked(&e.message)
+                );
+                repo::retry_mail_at(
+                    &app.store,
+                    id,
+                    app.clock.now() + retry_delay(row.mail_attempts),
+                )
+                .await?;
+            }
+        }
+    }
+    Ok(sent)
+}
+
+/// `cartero serve`'s confirmation mailer: a pass at start (rows a stopped
+/// node left), after each sign-up, and every [`MAIL_POLL`], until `cancel`.
+/// An attempt in progress at cancellation is abandoned rather than waited
+/// for (a hung SMTP server must not hold up a shutdown): its row keeps its
+/// lease and is tried again when that ends, by this node's next start or
+/// another node.
+pub async fn run_mailer(
+    app: crate::app::App,
+    metrics: std::sync::Arc<super::Metrics>,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    let forms = app.settings.forms.clone();
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = mail_due(&app, &metrics) => {
+                if let Err(e) = r {
+                    tracing::warn!("sign-up mailer: {e}");
+                }
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = forms.wake.notified() => {}
+            _ = tokio::time::sleep(MAIL_POLL) => {}
+        }
+    }
+}
+
+impl Forms {
+    /// Whether sign-up is on (`[signup] from` is set): serve runs the mailer.
+    pub fn mails(&self) -> bool {
+        self.mailer.is_some()
+    }
+}
+
+/// Why a confirmation mail was not sent.
+#[derive(Debug)]
+struct MailError {
+    /// The SMTP server refused it for good (5xx): no retry.
+    permanent: bool,
+    message: String,
+}
+
+impl From<String> for MailError {
+    fn from(message: String) -> Self {
+        Self {
+            permanent: false,
+            message,
+        }
+    }
 }
 
 /// Whether the address was erased: as written, or in the form contacts are
@@ -525,7 +704,7 @@ impl Mailer {
         name: Option<&str>,
         list: &str,
         url: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), MailError> {
         let mut ctx = tera::Context::new();
         ctx.insert("confirm_url", url);
         ctx.insert("list", list);
@@ -543,8 +722,8 @@ impl Mailer {
                 "<html><body><p>Please confirm that you want to receive <strong>{}</strong>:</p>\
                  <p><a href=\"{}\">Confirm my subscription</a></p>\
                  <p>If you did not ask for this, ignore this message: you will get nothing else.</p></body></html>",
-                esc(list),
-                esc(url)
+                escape_html(list),
+                escape_html(url)
             ),
         };
         let text = match &self.text {
@@ -617,7 +796,11 @@ impl Mailer {
                 client.quit().await;
                 match attempt {
                     crate::send::Attempt::Accepted { .. } => Ok(()),
-                    other => Err(format!("{other:?}")),
+                    crate::send::Attempt::Permanent { code, reply } => Err(MailError {
+                        permanent: true,
+                        message: format!("{code:?} {reply}"),
+                    }),
+                    other => Err(format!("{other:?}").into()),
                 }
             }
             None => {
@@ -642,33 +825,21 @@ impl Mailer {
 
 // ------------------------------------------------------------ /confirm
 
-fn confirm_page(list: &str, email: &str, form_tag: &str) -> String {
-    page(
-        "Confirm your subscription",
-        &format!(
-            "<h1>Confirm your subscription</h1>\n<p>Subscribe <strong>{}</strong> to <strong>{}</strong>?</p>\n\
-             <form method=\"post\"><input type=\"hidden\" name=\"form\" value=\"{}\">\
-             <button type=\"submit\">Confirm</button></form>",
-            esc(email),
-            esc(list),
-            esc(form_tag)
-        ),
+/// `confirmed.html`: the grant is recorded (or was already).
+fn confirmed_page(s: &AppState, lang: Lang, list: &str, already: bool) -> Response {
+    let mut ctx = tera::Context::new();
+    ctx.insert("title", lang.word("confirmed_title"));
+    ctx.insert("list", list);
+    ctx.insert("already", &already);
+    html(
+        StatusCode::OK,
+        s.app.settings.pages.render("confirmed.html", lang, ctx),
     )
 }
 
-fn confirmed_page(list: &str, already: bool) -> String {
-    let text = if already {
-        format!(
-            "This subscription to <strong>{}</strong> was confirmed already.",
-            esc(list)
-        )
-    } else {
-        format!(
-            "Thank you: you are subscribed to <strong>{}</strong>.",
-            esc(list)
-        )
-    };
-    page("Subscribed", &format!("<h1>Subscribed</h1>\n<p>{text}</p>"))
+/// The form-token purpose of a confirmation page: bound to its link.
+fn confirm_purpose(token: &str) -> String {
+    format!("c:{token}")
 }
 
 fn token_hash(token: &str) -> Result<String, TrackError> {
@@ -686,19 +857,25 @@ fn token_hash(token: &str) -> Result<String, TrackError> {
 /// scanners follow every link in a message, mautic#9400).
 pub(super) async fn confirm_page_get(
     State(s): State<AppState>,
+    headers: HeaderMap,
     Path(token): Path<String>,
 ) -> Result<Response, TrackError> {
     let hash = token_hash(&token)?;
     let row = repo::by_token(&s.app.store, &hash)
         .await?
         .ok_or(TrackError::NotFound)?;
+    let lang = Lang::choose(None, &headers);
     if row.state == "confirmed" {
-        return Ok(html(StatusCode::OK, confirmed_page(&row.list_name, true)));
+        return Ok(confirmed_page(&s, lang, &row.list_name, true));
     }
-    let tag = s.app.settings.keys.form_tag(&token);
+    let mut ctx = tera::Context::new();
+    ctx.insert("title", lang.word("confirm_title"));
+    ctx.insert("email", &row.email);
+    ctx.insert("list", &row.list_name);
+    ctx.insert("csrf", &super::form_token(&s, &confirm_purpose(&token)));
     Ok(html(
         StatusCode::OK,
-        confirm_page(&row.list_name, &row.email, &tag),
+        s.app.settings.pages.render("confirm.html", lang, ctx),
     ))
 }
 
@@ -712,22 +889,10 @@ pub(super) async fn confirm(
     req: Request,
 ) -> Result<Response, TrackError> {
     let headers = req.headers().clone();
-    if !csrf::same_origin(&headers, &s.app.settings.base_url) {
-        return Err(TrackError::Forbidden(
-            "the form was posted from another site",
-        ));
-    }
     let hash = token_hash(&token)?;
     let fields = super::form_fields(&s, req).await?;
-    let tag = fields
-        .iter()
-        .find(|(k, _)| k == "form")
-        .map(|(_, v)| v.as_str());
-    if !tag.is_some_and(|t| s.app.settings.keys.check_form_tag(&token, t)) {
-        return Err(TrackError::Forbidden(
-            "the form is not this page's; reload the page",
-        ));
-    }
+    super::check_form(&s, &headers, &fields, &confirm_purpose(&token))?;
+    let lang = Lang::choose(None, &headers);
     let now = s.app.clock.now();
     let ip = events::stored_ip(client_ip(&s, peer, &headers), s.app.settings.ip_storage);
     let ua = header_text(&headers, "user-agent");
@@ -738,7 +903,7 @@ pub(super) async fn confirm(
         .ok_or(TrackError::NotFound)?;
     if row.state == "confirmed" {
         tx.rollback().await?;
-        return Ok(html(StatusCode::OK, confirmed_page(&row.list_name, true)));
+        return Ok(confirmed_page(&s, lang, &row.list_name, true));
     }
     let email = EmailAddress::parse(&row.email).map_err(|e| {
         StoreError::Corrupt(format!("sign-up {} holds {:?}: {e}", row.id, row.email))
@@ -749,13 +914,13 @@ pub(super) async fn confirm(
         // Erased since the sign-up: nothing is stored, the page is the same.
         tx.rollback().await?;
         s.metrics.signups_refused.fetch_add(1, Ordering::Relaxed);
-        return Ok(html(StatusCode::OK, confirmed_page(&row.list_name, false)));
+        return Ok(confirmed_page(&s, lang, &row.list_name, false));
     }
     let (contact_id, status) = repo::contact_for(&mut tx, &email, row.name.as_deref(), now).await?;
     if matches!(status, ContactStatus::Erased | ContactStatus::Merged) {
         tx.rollback().await?;
         s.metrics.signups_refused.fetch_add(1, Ordering::Relaxed);
-        return Ok(html(StatusCode::OK, confirmed_page(&row.list_name, false)));
+        return Ok(confirmed_page(&s, lang, &row.list_name, false));
     }
     let mut ledger = vec![LedgerEffect::Grant {
         list_id: row.list_id,
@@ -828,28 +993,45 @@ pub(super) async fn confirm(
     .await?;
     tx.commit().await?;
     s.metrics.signups_confirmed.fetch_add(1, Ordering::Relaxed);
-    Ok(html(StatusCode::OK, confirmed_page(&row.list_name, false)))
+    Ok(confirmed_page(&s, lang, &row.list_name, false))
 }
 
-/// The sign-up and conversion counters for `/metrics`.
-pub fn metrics_lines(m: &super::Metrics) -> String {
-    let mut out = String::new();
-    for (name, c) in [
-        ("signups_pending", &m.signups_pending),
-        ("signups_confirmed", &m.signups_confirmed),
-        ("signups_honeypot", &m.signups_honeypot),
-        ("signups_refused", &m.signups_refused),
-        ("signups_known", &m.signups_known),
-        ("signups_limited", &m.signups_limited),
-        ("conversions_recorded", &m.conversions_recorded),
-        ("conversions_duplicate", &m.conversions_duplicate),
-    ] {
-        out.push_str(&format!(
-            "# TYPE cartero_{name}_total counter\ncartero_{name}_total {}\n",
-            c.load(Ordering::Relaxed)
-        ));
+// ------------------------------------------------------------ GET /subscribe/{list}
+
+/// GET /subscribe/{list}: the list's sign-up form, hosted here
+/// (`signup.html`): the snippet's fields plus a form token and a consent box
+/// that must be ticked. 404 for a list that takes no sign-ups.
+pub(super) async fn signup_page(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(list): Path<String>,
+) -> Result<Response, TrackError> {
+    let forms = &s.app.settings.forms;
+    if forms.mailer.is_none() {
+        return Err(TrackError::NotFound);
     }
-    out
+    let cfg = forms
+        .lists
+        .get(&list)
+        .filter(|l| l.signup)
+        .ok_or(TrackError::NotFound)?;
+    let lang = Lang::choose(None, &headers);
+    let mut ctx = tera::Context::new();
+    ctx.insert("title", lang.word("signup_title"));
+    ctx.insert("list", &list);
+    // Relative to /subscribe/{list}, so it works under a path prefix.
+    ctx.insert("action", "../subscribe");
+    ctx.insert("consent_text", &cfg.consent_text);
+    ctx.insert(
+        "consent_version",
+        &(!cfg.consent_text.is_empty()).then(|| text_version(&cfg.consent_text)),
+    );
+    ctx.insert("tracking", &(cfg.tracking == TrackingMode::Personal));
+    ctx.insert("csrf", &super::form_token(&s, &format!("s:{list}")));
+    Ok(html(
+        StatusCode::OK,
+        s.app.settings.pages.render("signup.html", lang, ctx),
+    ))
 }
 
 // ------------------------------------------------------------ the snippet
@@ -864,8 +1046,8 @@ pub fn snippet(base_url: &str, list: &str, cfg: &ListConfig) -> String {
     let mut out = format!(
         "<form class=\"cartero-signup\" method=\"post\" action=\"{}\">\n\
          \x20 <input type=\"hidden\" name=\"list\" value=\"{}\">\n",
-        esc(&action),
-        esc(list)
+        escape_html(&action),
+        escape_html(list)
     );
     if !cfg.consent_text.is_empty() {
         out.push_str(&format!(
@@ -880,7 +1062,7 @@ pub fn snippet(base_url: &str, list: &str, cfg: &ListConfig) -> String {
          \x20 <input type=\"text\" id=\"cartero-name\" name=\"name\" autocomplete=\"name\"></p>\n",
     );
     if !cfg.consent_text.is_empty() {
-        out.push_str(&format!("  <p>{}</p>\n", esc(&cfg.consent_text)));
+        out.push_str(&format!("  <p>{}</p>\n", escape_html(&cfg.consent_text)));
     }
     if cfg.tracking == TrackingMode::Personal {
         out.push_str(
@@ -926,6 +1108,16 @@ mod tests {
             ..cfg
         };
         assert!(!snippet("https://n.example", "news", &plain).contains("name=\"tracking\""));
+    }
+
+    #[test]
+    fn retries_back_off_from_a_minute_to_an_hour() {
+        let d: Vec<Millis> = (0..=9).map(retry_delay).collect();
+        assert_eq!(d[0], 60_000, "the lease of a first attempt");
+        assert_eq!(&d[1..5], &[60_000, 120_000, 240_000, 480_000]);
+        assert_eq!(d[7], HOUR);
+        assert_eq!(d[9], HOUR);
+        assert!(d.windows(2).all(|w| w[0] <= w[1]));
     }
 
     #[test]

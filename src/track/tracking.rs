@@ -14,13 +14,28 @@
 //! The writer (`events::write`) asks [`split`] once per batch; an
 //! aggregate hit keeps its campaign, kind, time, link and classification,
 //! and loses the contact, the send, the IP and the user agent.
+//!
+//! The footer link `/u/{token}/tracking` (a template's
+//! `tracking_optout_url`) withdraws the consent to track alone: GET shows a
+//! button and changes nothing, POST (with the page's form token) withdraws
+//! `tracking:LIST` through the consent stage and leaves the consent to
+//! receive `LIST` as it is. It reuses the message's unsubscribe token: the
+//! holder of that link can already withdraw more (the list itself), so a
+//! second token would add no protection, and the send stage needs no change.
 
 use std::collections::{HashMap, HashSet};
 
-use axum::http::HeaderMap;
+use std::net::SocketAddr;
 
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+
+use super::i18n::Lang;
 use super::signup::{Forms, TRACKING_PREFIX};
+use super::{AppState, TrackError, consent};
 use crate::config::TrackingMode;
+use crate::domain::ConsentAction;
 use crate::store::track::NewHit;
 use crate::store::{Result, Tx, tracking as repo};
 
@@ -118,6 +133,122 @@ pub async fn split(
     }
     *rows = kept;
     Ok(aggregate)
+}
+
+// ------------------------------------------------------------ opt-out link
+
+/// The consents to track that the link at `token` names: `tracking:LIST`
+/// of the message's list, or every one for a contact-scoped token; with the
+/// contact, their address and the list's name.
+struct OptOut {
+    contact_id: i64,
+    email: String,
+    list: Option<String>,
+    send: Option<(i64, i64)>,
+    /// (ledger list id, subscribed) of each consent to track in scope.
+    consents: Vec<(i64, bool)>,
+}
+
+async fn optout_target(s: &AppState, token: &str) -> Result<OptOut, TrackError> {
+    let t = super::unsubscribe_target(s, token).await?;
+    let (_, _, lists) = crate::store::track::contact_consents(&s.app.store, t.contact_id)
+        .await?
+        .ok_or(TrackError::NotFound)?;
+    let own = t
+        .list_name
+        .as_ref()
+        .map(|l| format!("{TRACKING_PREFIX}{l}"));
+    let consents = lists
+        .iter()
+        .filter(|l| match &own {
+            Some(own) => l.name == *own,
+            None => l.name.starts_with(TRACKING_PREFIX),
+        })
+        .map(|l| (l.list_id, l.subscribed))
+        .collect();
+    Ok(OptOut {
+        contact_id: t.contact_id,
+        email: t.email,
+        list: t.list_name,
+        send: t.send,
+        consents,
+    })
+}
+
+fn optout_view(s: &AppState, token: &str, o: &OptOut, lang: Lang, done: Option<bool>) -> Response {
+    let mut ctx = tera::Context::new();
+    ctx.insert("title", lang.word("tracking_title"));
+    ctx.insert("email", &o.email);
+    ctx.insert("list", &o.list);
+    ctx.insert("consented", &o.consents.iter().any(|c| c.1));
+    ctx.insert("done", &done.is_some());
+    ctx.insert("already", &(done == Some(false)));
+    ctx.insert(
+        "prefs_href",
+        &format!("../{}", super::prefs_href(s, o.contact_id)),
+    );
+    ctx.insert("csrf", &super::form_token(s, &format!("t:{token}")));
+    super::html(
+        StatusCode::OK,
+        s.app.settings.pages.render("tracking.html", lang, ctx),
+    )
+}
+
+/// GET /u/{token}/tracking: what the consent to track is and a button to
+/// withdraw it; changes nothing.
+pub(super) async fn optout_page(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(token): Path<String>,
+) -> Result<Response, TrackError> {
+    let o = optout_target(&s, &token).await?;
+    let lang = super::contact_lang(&s, o.contact_id, &headers).await;
+    Ok(optout_view(&s, &token, &o, lang, None))
+}
+
+/// POST /u/{token}/tracking: withdraws the consent to track in scope
+/// (ledger entries with evidence, method `tracking-link`); the consent to
+/// receive mail is not touched. Repeating it changes nothing.
+pub(super) async fn optout(
+    State(s): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(token): Path<String>,
+    req: Request,
+) -> Result<Response, TrackError> {
+    let headers = req.headers().clone();
+    let mut o = optout_target(&s, &token).await?;
+    let fields = super::form_fields(&s, req).await?;
+    super::check_form(&s, &headers, &fields, &format!("t:{token}"))?;
+    let changes: Vec<consent::Change> = o
+        .consents
+        .iter()
+        .filter(|c| c.1)
+        .map(|c| consent::Change {
+            list_id: Some(c.0),
+            action: ConsentAction::Withdraw,
+        })
+        .collect();
+    let out = consent::apply(
+        &s.app.store,
+        &consent::Request {
+            contact_id: o.contact_id,
+            changes: &changes,
+            method: consent::Method::TrackingLink,
+            send: o.send,
+            ip: super::events::stored_ip(
+                super::client_ip(&s, peer, &headers),
+                s.app.settings.ip_storage,
+            ),
+            user_agent: super::header_text(&headers, "user-agent"),
+            at: s.app.clock.now(),
+        },
+    )
+    .await?;
+    for c in o.consents.iter_mut() {
+        c.1 = false;
+    }
+    let lang = super::contact_lang(&s, o.contact_id, &headers).await;
+    Ok(optout_view(&s, &token, &o, lang, Some(out.applied > 0)))
 }
 
 #[cfg(test)]

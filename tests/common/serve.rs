@@ -128,3 +128,25 @@ pub fn outbox(project: &Project) -> HashMap<String, Sent> {
     }
     out
 }
+
+/// The `n` files `cartero serve`'s background mailer writes into `dir`
+/// (the sign-up confirmations, `outbox/signup`), waiting for them: they
+/// leave after the answer. A bounded wait for the mailer, not a timing.
+pub async fn wait_for_files(dir: &std::path::Path, n: usize) -> Vec<std::path::PathBuf> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let files: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        // A file is complete once its name is final (the outbox writes
+        // through a temporary name and renames).
+        let done: Vec<_> = files
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+            .collect();
+        if done.len() >= n || std::time::Instant::now() > deadline {
+            return done;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+}
