@@ -271,6 +271,10 @@ async fn admin_pages_need_an_admin_key_and_show_what_the_cli_prints() {
             ("?after=x", "after"),
             ("?lists=offers", "lists"),
             ("?list=a&list=b", "list"),
+            (
+                "?contact=nobody%40example.com",
+                "no contact with this address",
+            ),
         ] {
             let r = get(&format!("/admin/compliance{query}"), Some(&admin_key), None)
                 .await
@@ -278,6 +282,59 @@ async fn admin_pages_need_an_admin_key_and_show_what_the_cli_prints() {
             assert_eq!(r.status(), 400, "{query}");
             assert!(r.text().await.unwrap().contains(named), "{query}");
         }
+
+        // A log of several CSV chunks (64 KiB each) streams whole and equal;
+        // the page shows the first hundred and links the next.
+        let mut bulk = String::from("email\n");
+        for i in 0..1500 {
+            bulk.push_str(&format!("bulk{i:04}@example.org\n"));
+        }
+        p.write("bulk.csv", &bulk);
+        p.ok(&[
+            "contacts",
+            "import",
+            "bulk.csv",
+            "--list",
+            "bulk",
+            "--consent-source",
+            "a long fair",
+        ]);
+        let served = get("/admin/compliance/log.csv", Some(&admin_key), None)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert!(served.len() > 3 * 64 * 1024, "{} bytes", served.len());
+        let printed = p.run(&["compliance", "log", "--format", "csv"]);
+        assert_eq!(served.as_ref(), printed.stdout.as_slice());
+        assert_eq!(served.iter().filter(|b| **b == b'\n').count(), 1 + 3 + 1500);
+        let page = get("/admin/compliance?list=bulk", Some(&admin_key), None)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(
+            page.matches("@example.org</td>").count(),
+            100,
+            "a page of a hundred"
+        );
+        assert!(page.contains("bulk0099@example.org") && !page.contains("bulk0100@example.org"));
+        let next = page
+            .split("href=\"/admin/compliance?")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .expect("a next-page link")
+            .replace("&amp;", "&");
+        assert!(next.starts_with("list=bulk&after="), "{next}");
+        let page2 = get(&format!("/admin/compliance?{next}"), Some(&admin_key), None)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(page2.contains("bulk0100@example.org") && !page2.contains("bulk0099@example.org"));
 
         // Read-only: nothing but GET on the pages.
         let r = http

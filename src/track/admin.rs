@@ -664,9 +664,15 @@ impl Query {
                 &self.contact,
             )
             .await?;
-            // No such contact: a filter nothing matches (id 0 is never a
-            // row), shown as an empty log, as the CLI's error says.
-            Some(found.map_or(0, |(id, _)| id))
+            // As `compliance log --contact` does: an address with no
+            // contact is an error, not an empty log that looks like one.
+            let (id, _) = found.ok_or_else(|| {
+                AdminError::BadQuery(format!(
+                    "contact {:?}: no contact with this address",
+                    self.contact
+                ))
+            })?;
+            Some(id)
         };
         Ok(LogFilter {
             since: instant("since", &self.since)?,
