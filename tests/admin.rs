@@ -153,7 +153,14 @@ async fn admin_pages_need_an_admin_key_and_show_what_the_cli_prints() {
             .unwrap();
         assert_eq!(r.status(), 401);
 
-        // A script with the admin key.
+        // A script with the admin key (the scheme in any case, RFC 9110 §11.1).
+        let r = http
+            .get(format!("{}/admin/reports", s.base))
+            .header("authorization", format!("bearer {admin_key}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
         let r = get("/admin/compliance", Some(&admin_key), None)
             .await
             .unwrap();

@@ -785,9 +785,9 @@ pub struct AuditLimits {
 }
 
 /// The default of `compliance audit --doi-pending-days`: a week is more
-/// than any person needs to click a confirmation link (the link itself
-/// expires sooner), so an older pending request is an address kept
-/// without consent.
+/// than any person needs to click a confirmation link, so an older pending
+/// request is an address kept without consent (the link does not expire:
+/// the row stays until someone deletes it).
 pub const DOI_PENDING_DAYS: u32 = 7;
 
 /// The longest a withdrawal may take to apply: Gmail's and Yahoo's bulk

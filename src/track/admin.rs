@@ -294,11 +294,13 @@ impl FromRequestParts<AppState> for Admin {
         let refused = AdminError::Unauthenticated { browser };
         let key = match authorization {
             Some(v) => {
+                // RFC 9110 §11.1: the scheme is case-insensitive.
                 let presented = v
                     .to_str()
                     .ok()
-                    .and_then(|v| v.strip_prefix("Bearer "))
-                    .map(str::trim);
+                    .and_then(|v| v.split_once(' '))
+                    .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                    .map(|(_, key)| key.trim());
                 match presented {
                     Some(p) => admin_key(s, p).await?,
                     None => None,
