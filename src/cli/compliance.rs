@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use super::Context;
 use crate::domain::ledger_key::LedgerKeys;
 use crate::domain::time::{Millis, now_millis, to_rfc3339};
-use crate::store::compliance::{self, LogFilter, LogRow};
+use crate::store::compliance::{self, LogFilter};
 use crate::store::consent::{self, Checkpoint};
 
 #[derive(Debug, clap::Args)]
@@ -68,7 +68,9 @@ pub enum Cmd {
     /// sent after a withdrawal, a send without consent recorded for the
     /// campaign's list, a withdrawal not applied to the list state, a
     /// withdrawal that took longer than two days to apply (with the median
-    /// and worst time from request to effect).
+    /// and worst time from request to effect), a double opt-in request
+    /// pending for longer than --doi-pending-days, a subscription resting
+    /// only on sign-ups that were never confirmed.
     ///
     /// Exit status: 0 no violation, 4 violations found, 1 error.
     #[command(
@@ -78,6 +80,10 @@ pub enum Cmd {
         /// Only sends and withdrawals from this instant (YYYY-MM-DD, RFC 3339, 7d).
         #[arg(long)]
         since: Option<String>,
+        /// A double opt-in request unconfirmed for longer than this many
+        /// days is a violation (the address is held without consent).
+        #[arg(long, value_name = "N", default_value_t = compliance::DOI_PENDING_DAYS)]
+        doi_pending_days: u32,
         #[arg(long, value_enum, default_value_t)]
         format: super::Format,
     },
@@ -200,6 +206,7 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
                 method,
                 action,
                 contact_id: None,
+                after_id: None,
             };
             let store = ctx.store(&cfg).await?;
             if let Some(email) = &contact {
@@ -219,13 +226,22 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
             store.close().await;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Audit { since, format } => {
+        Cmd::Audit {
+            since,
+            doi_pending_days,
+            format,
+        } => {
+            let now = now_millis();
             let since = since
                 .as_deref()
-                .map(|s| parse_instant("--since", s, now_millis()))
+                .map(|s| parse_instant("--since", s, now))
                 .transpose()?;
             let store = ctx.store(&cfg).await?;
-            let audit = compliance::audit(&store, since).await?;
+            let limits = compliance::AuditLimits {
+                doi_pending_days,
+                now,
+            };
+            let audit = compliance::audit(&store, since, limits).await?;
             store.close().await;
             print_audit(&audit, format)?;
             Ok(if audit.violations.is_empty() {
@@ -300,8 +316,8 @@ async fn write_log(
     match format {
         super::Format::Csv => {
             let mut w = csv::Writer::from_writer(out);
-            w.write_record(LOG_HEADER)?;
-            compliance::stream_log(store, filter, |r| match w.write_record(log_fields(&r)) {
+            w.write_record(compliance::LOG_CSV_HEADER)?;
+            compliance::stream_log(store, filter, |r| match w.write_record(r.csv_fields()) {
                 Ok(()) => true,
                 Err(e) => {
                     failed = Some(e.into());
@@ -373,64 +389,15 @@ async fn write_log(
     }
 }
 
-const LOG_HEADER: [&str; 14] = [
-    "id",
-    "occurred_at",
-    "email",
-    "list",
-    "action",
-    "source",
-    "method",
-    "text_version",
-    "ip",
-    "user_agent",
-    "campaign",
-    "send_id",
-    "evidence",
-    "erased_at",
-];
-
-fn log_fields(r: &LogRow) -> [String; 14] {
-    [
-        r.id.to_string(),
-        to_rfc3339(r.occurred_at),
-        r.email.clone(),
-        r.list.clone().unwrap_or_default(),
-        r.action.clone(),
-        r.source.clone(),
-        r.method.clone(),
-        r.text_version.clone().unwrap_or_default(),
-        r.ip.clone().unwrap_or_default(),
-        r.user_agent.clone().unwrap_or_default(),
-        r.campaign.clone().unwrap_or_default(),
-        r.send_id.map(|s| s.to_string()).unwrap_or_default(),
-        r.evidence.clone(),
-        r.erased_at.map(to_rfc3339).unwrap_or_default(),
-    ]
-}
-
 /// An instant on the command line: YYYY-MM-DD (UTC midnight), RFC 3339, or
 /// a span back from now (`7d`, `24h`).
 pub fn parse_instant(flag: &str, s: &str, now: Millis) -> anyhow::Result<Millis> {
-    use time::format_description::well_known::Rfc3339;
-    let s = s.trim();
-    for (suffix, unit) in [("d", 24 * 3600 * 1000), ("h", 3600 * 1000)] {
-        if let Some(n) = s.strip_suffix(suffix)
-            && let Ok(n) = n.parse::<i64>()
-        {
-            return Ok(now - n * unit);
-        }
-    }
-    if let Ok(t) = time::OffsetDateTime::parse(s, &Rfc3339) {
-        return Ok((t.unix_timestamp_nanos() / 1_000_000) as Millis);
-    }
-    let fmt = time::macros::format_description!("[year]-[month]-[day]");
-    if let Ok(d) = time::Date::parse(s, &fmt) {
-        return Ok((d.midnight().assume_utc().unix_timestamp_nanos() / 1_000_000) as Millis);
-    }
-    anyhow::bail!(
-        "{flag} {s:?}: expected YYYY-MM-DD, an RFC 3339 instant, or a span like 7d or 24h"
-    )
+    crate::domain::time::parse_instant(s, now).ok_or_else(|| {
+        anyhow::anyhow!(
+            "{flag} {:?}: expected YYYY-MM-DD, an RFC 3339 instant, or a span like 7d or 24h",
+            s.trim()
+        )
+    })
 }
 
 fn print_audit(a: &compliance::Audit, format: super::Format) -> anyhow::Result<()> {
@@ -451,6 +418,10 @@ fn print_audit(a: &compliance::Audit, format: super::Format) -> anyhow::Result<(
         dur(a.effect_median_ms),
         dur(a.effect_worst_ms),
         a.withdrawals_timed
+    );
+    println!(
+        "double opt-in pending {:>8} (unconfirmed for more than {} days)",
+        a.doi_pending, a.doi_pending_days
     );
     println!("violations           {:>9}", a.violations.len());
     for v in &a.violations {
@@ -495,6 +466,26 @@ fn print_audit(a: &compliance::Audit, format: super::Format) -> anyhow::Result<(
                 "slow-withdrawal: {email} asked at {}, applied at {} (ledger entry {entry_id}):                  more than 48 h",
                 to_rfc3339(*requested_at),
                 to_rfc3339(*applied_at)
+            ),
+            V::DoiPending {
+                signup_id,
+                list,
+                email,
+                signed_up_at,
+            } => format!(
+                "doi-pending: sign-up {signup_id} of {email} to {list} at {} is still unconfirmed \
+                 after {} days",
+                to_rfc3339(*signed_up_at),
+                a.doi_pending_days
+            ),
+            V::UnconfirmedSignupGrant {
+                email,
+                list,
+                entry_id,
+                signup_id,
+            } => format!(
+                "unconfirmed-signup-grant: {email} is subscribed to {list} on the grant of \
+                 sign-up {signup_id} (ledger entry {entry_id}), which was never confirmed"
             ),
         };
         println!("VIOLATION {}", cell(&line));

@@ -207,3 +207,8 @@ pub fn charts(r: &ContactsReport) -> Vec<String> {
         ],
     )]
 }
+
+/// The report as one HTML page (`--format html`, and `/admin/reports`).
+pub fn html(r: &ContactsReport) -> String {
+    super::output::html_page("Contacts", &charts(r), &tables(r))
+}

@@ -571,6 +571,11 @@ pub fn charts(r: &KpiReport) -> Vec<String> {
         .collect()
 }
 
+/// The report as one HTML page (`--format html`, and `/admin/reports`).
+pub fn html(r: &KpiReport) -> String {
+    super::output::html_page("KPIs", &charts(r), &tables(r))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,6 +12,7 @@ pub mod kpis;
 pub mod output;
 pub mod provider;
 pub mod rollup;
+pub mod view;
 
 use crate::store::StoreError;
 

@@ -77,3 +77,26 @@ pub async fn set_attribution_days(store: &Store, id: i64, days: u32) -> Result<(
     });
     Ok(())
 }
+
+/// A campaign as the admin pages list it.
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct CampaignListing {
+    pub slug: String,
+    pub name: String,
+    pub list_name: Option<String>,
+    pub created_at: Millis,
+    pub started_at: Option<Millis>,
+    pub finished_at: Option<Millis>,
+}
+
+/// Every campaign, the most recently started (or created) first.
+pub async fn list(store: &Store) -> Result<Vec<CampaignListing>> {
+    dispatch!(store, pool => {
+        Ok(sqlx::query_as::<_, CampaignListing>(
+            "SELECT slug, name, list_name, created_at, started_at, finished_at FROM campaigns \
+             ORDER BY COALESCE(started_at, created_at) DESC, id DESC",
+        )
+        .fetch_all(pool)
+        .await?)
+    })
+}

@@ -542,6 +542,8 @@ pub struct LogFilter {
     pub method: Option<String>,
     pub action: Option<String>,
     pub contact_id: Option<i64>,
+    /// Only entries with a larger id (the admin page's next page).
+    pub after_id: Option<i64>,
 }
 
 /// One entry of the consent log, with its evidence as stored.
@@ -564,6 +566,48 @@ pub struct LogRow {
     pub erased_at: Option<Millis>,
 }
 
+/// The header of the log as CSV (`compliance log --format csv` and the
+/// admin page's download write the same bytes).
+pub const LOG_CSV_HEADER: [&str; 14] = [
+    "id",
+    "occurred_at",
+    "email",
+    "list",
+    "action",
+    "source",
+    "method",
+    "text_version",
+    "ip",
+    "user_agent",
+    "campaign",
+    "send_id",
+    "evidence",
+    "erased_at",
+];
+
+impl LogRow {
+    /// The row's CSV fields, in [`LOG_CSV_HEADER`]'s order.
+    pub fn csv_fields(&self) -> [String; 14] {
+        use crate::domain::time::to_rfc3339;
+        [
+            self.id.to_string(),
+            to_rfc3339(self.occurred_at),
+            self.email.clone(),
+            self.list.clone().unwrap_or_default(),
+            self.action.clone(),
+            self.source.clone(),
+            self.method.clone(),
+            self.text_version.clone().unwrap_or_default(),
+            self.ip.clone().unwrap_or_default(),
+            self.user_agent.clone().unwrap_or_default(),
+            self.campaign.clone().unwrap_or_default(),
+            self.send_id.map(|s| s.to_string()).unwrap_or_default(),
+            self.evidence.clone(),
+            self.erased_at.map(to_rfc3339).unwrap_or_default(),
+        ]
+    }
+}
+
 /// Calls `row` for every matching ledger entry, oldest first, as the
 /// database streams them: a million entries are never held at once. Stops
 /// early when `row` returns false (its writer failed).
@@ -573,7 +617,46 @@ pub async fn stream_log(
     mut row: impl FnMut(LogRow) -> bool,
 ) -> Result<u64> {
     use futures::TryStreamExt;
-    let (ua, send) = match store.backend() {
+    let sql = log_sql(store.backend());
+    let mut n = 0u64;
+    dispatch!(store, pool => {
+        let mut rows = bind_log(sqlx::query_as::<_, LogRow>(&sql), f).fetch(pool);
+        while let Some(r) = rows.try_next().await? {
+            if !row(r) {
+                break;
+            }
+            n += 1;
+        }
+    });
+    Ok(n)
+}
+
+/// [`stream_log`] into a channel: the cursor waits while the channel is
+/// full, so a slow reader (an HTTP download) holds back the query rather
+/// than filling memory. Stops when the receiver is gone.
+pub async fn stream_log_into(
+    store: &Store,
+    f: &LogFilter,
+    tx: &tokio::sync::mpsc::Sender<LogRow>,
+) -> Result<u64> {
+    use futures::TryStreamExt;
+    let sql = log_sql(store.backend());
+    let mut n = 0u64;
+    dispatch!(store, pool => {
+        let mut rows = bind_log(sqlx::query_as::<_, LogRow>(&sql), f).fetch(pool);
+        while let Some(r) = rows.try_next().await? {
+            if tx.send(r).await.is_err() {
+                break;
+            }
+            n += 1;
+        }
+    });
+    Ok(n)
+}
+
+/// The log's query; [`bind_log`] binds a [`LogFilter`] to it.
+fn log_sql(backend: Backend) -> String {
+    let (ua, send) = match backend {
         Backend::Sqlite => (
             "CAST(json_extract(e.evidence, '$.user_agent') AS TEXT)",
             "CASE WHEN json_type(e.evidence, '$.send_id') = 'integer' \
@@ -585,7 +668,7 @@ pub async fn stream_log(
              THEN (e.evidence::jsonb ->> 'send_id')::bigint END",
         ),
     };
-    let sql = format!(
+    format!(
         "SELECT e.id, e.occurred_at, c.email, l.name AS list, e.action, e.source, e.method, \
          e.text_version, e.ip, {ua} AS user_agent, s.id AS send_id, cp.slug AS campaign, e.evidence, \
          e.erased_at \
@@ -596,28 +679,28 @@ pub async fn stream_log(
          WHERE ($1 IS NULL OR e.occurred_at >= $1) AND ($2 IS NULL OR e.occurred_at < $2) \
            AND ($3 IS NULL OR l.name = $3 OR e.list_id IS NULL) AND ($4 IS NULL OR cp.slug = $4) \
            AND ($5 IS NULL OR e.method = $5) AND ($6 IS NULL OR e.action = $6) \
-           AND ($7 IS NULL OR e.contact_id = $7) \
+           AND ($7 IS NULL OR e.contact_id = $7) AND ($8 IS NULL OR e.id > $8) \
          ORDER BY e.id"
-    );
-    let mut n = 0u64;
-    dispatch!(store, pool => {
-        let mut rows = sqlx::query_as::<_, LogRow>(&sql)
-            .bind(f.since)
-            .bind(f.until)
-            .bind(&f.list)
-            .bind(&f.campaign)
-            .bind(&f.method)
-            .bind(&f.action)
-            .bind(f.contact_id)
-            .fetch(pool);
-        while let Some(r) = rows.try_next().await? {
-            if !row(r) {
-                break;
-            }
-            n += 1;
-        }
-    });
-    Ok(n)
+    )
+}
+
+fn bind_log<'q, DB, O>(
+    q: sqlx::query::QueryAs<'q, DB, O, <DB as sqlx::Database>::Arguments<'q>>,
+    f: &'q LogFilter,
+) -> sqlx::query::QueryAs<'q, DB, O, <DB as sqlx::Database>::Arguments<'q>>
+where
+    DB: sqlx::Database,
+    Option<i64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    q.bind(f.since)
+        .bind(f.until)
+        .bind(f.list.clone())
+        .bind(f.campaign.clone())
+        .bind(f.method.clone())
+        .bind(f.action.clone())
+        .bind(f.contact_id)
+        .bind(f.after_id)
 }
 
 /// A promise the data shows was broken.
@@ -656,6 +739,22 @@ pub enum Violation {
         requested_at: Millis,
         applied_at: Millis,
     },
+    /// A double opt-in request still unconfirmed after the limit: an
+    /// address held without consent (the sign-up row keeps it).
+    DoiPending {
+        signup_id: i64,
+        list: String,
+        email: String,
+        signed_up_at: Millis,
+    },
+    /// Subscribed to a list whose only grants came from sign-ups, none of
+    /// which was confirmed: the double opt-in was skipped.
+    UnconfirmedSignupGrant {
+        email: String,
+        list: String,
+        entry_id: i64,
+        signup_id: i64,
+    },
 }
 
 /// What `audit` found.
@@ -669,18 +768,41 @@ pub struct Audit {
     pub withdrawals_timed: u64,
     pub effect_median_ms: Option<i64>,
     pub effect_worst_ms: Option<i64>,
+    /// The limit for a double opt-in request to stay unconfirmed.
+    pub doi_pending_days: u32,
+    /// Double opt-in requests pending for longer than that.
+    pub doi_pending: u64,
     pub violations: Vec<Violation>,
 }
+
+/// The limits `audit` holds the data to besides the fixed ones.
+#[derive(Debug, Clone, Copy)]
+pub struct AuditLimits {
+    /// A double opt-in request pending longer than this is a violation.
+    pub doi_pending_days: u32,
+    /// The audit's "now" (the tests' clock).
+    pub now: Millis,
+}
+
+/// The default of `compliance audit --doi-pending-days`: a week is more
+/// than any person needs to click a confirmation link, so an older pending
+/// request is an address kept without consent (the link does not expire:
+/// the row stays until someone deletes it).
+pub const DOI_PENDING_DAYS: u32 = 7;
 
 /// The longest a withdrawal may take to apply: Gmail's and Yahoo's bulk
 /// sender rules ask for two days (support.google.com/mail/answer/81126).
 pub const WITHDRAWAL_LIMIT_MS: i64 = 2 * 24 * 3600 * 1000;
 
-/// Checks the promises consent makes against what was recorded since `since`.
-pub async fn audit(store: &Store, since: Option<Millis>) -> Result<Audit> {
+/// Checks the promises consent makes against what was recorded since
+/// `since` (sends, withdrawals); the current state (withdrawals not
+/// applied, pending double opt-in, unconfirmed sign-up grants) whatever
+/// its age.
+pub async fn audit(store: &Store, since: Option<Millis>, limits: AuditLimits) -> Result<Audit> {
     use futures::TryStreamExt;
     let mut out = Audit {
         since,
+        doi_pending_days: limits.doi_pending_days,
         ..Default::default()
     };
     let from = since.unwrap_or(i64::MIN);
@@ -781,11 +903,67 @@ pub async fn audit(store: &Store, since: Option<Millis>) -> Result<Audit> {
             }
         }
     });
+    audit_signups(store, limits, &mut out).await?;
     latencies.sort_unstable();
     out.withdrawals_timed = latencies.len() as u64;
     out.effect_median_ms = latencies.get(latencies.len() / 2).copied();
     out.effect_worst_ms = latencies.last().copied();
     Ok(out)
+}
+
+/// The double opt-in half of [`audit`]: requests pending past the limit
+/// (unless a later sign-up of the same address to the same list was
+/// confirmed, which supersedes them), and subscriptions resting only on
+/// grants whose sign-up was never confirmed.
+async fn audit_signups(store: &Store, limits: AuditLimits, out: &mut Audit) -> Result<()> {
+    use futures::TryStreamExt;
+    let before = limits
+        .now
+        .saturating_sub(i64::from(limits.doi_pending_days) * 24 * 3600 * 1000);
+    let pending_sql = "SELECT s.id, l.name, s.email, s.signed_up_at FROM signups s \
+         JOIN lists l ON l.id = s.list_id WHERE s.state = 'pending' AND s.signed_up_at < $1 \
+         AND NOT EXISTS (SELECT 1 FROM signups t WHERE t.email = s.email AND t.list_id = s.list_id \
+                         AND t.state = 'confirmed' AND t.id > s.id) \
+         ORDER BY s.id";
+    // The sign-up a ledger grant names (the confirmation writes it in the
+    // evidence); NULL for grants of any other origin.
+    let signup = match store.backend() {
+        Backend::Sqlite => {
+            "CASE WHEN json_type(e.evidence, '$.signup_id') = 'integer' \
+             THEN json_extract(e.evidence, '$.signup_id') END"
+        }
+        Backend::Postgres => {
+            "CASE WHEN jsonb_typeof(e.evidence::jsonb -> 'signup_id') = 'number' \
+             THEN (e.evidence::jsonb ->> 'signup_id')::bigint END"
+        }
+    };
+    let grants = "FROM consent_events e WHERE e.contact_id = cl.contact_id \
+                  AND e.list_id = cl.list_id AND e.action = 'grant'";
+    let unconfirmed_sql = format!(
+        "SELECT * FROM (SELECT c.email, l.name, \
+           (SELECT e.id {grants} AND {signup} IS NOT NULL ORDER BY e.id DESC LIMIT 1) AS entry, \
+           (SELECT {signup} {grants} AND {signup} IS NOT NULL ORDER BY e.id DESC LIMIT 1) AS signup \
+         FROM contact_lists cl JOIN contacts c ON c.id = cl.contact_id JOIN lists l ON l.id = cl.list_id \
+         WHERE cl.subscribed = 1 \
+           AND NOT EXISTS (SELECT 1 {grants} AND ({signup} IS NULL OR EXISTS \
+               (SELECT 1 FROM signups g WHERE g.id = {signup} AND g.state = 'confirmed')))) x \
+         WHERE x.entry IS NOT NULL ORDER BY x.entry"
+    );
+    dispatch!(store, pool => {
+        let mut rows = sqlx::query_as::<_, (i64, String, String, Millis)>(pending_sql)
+            .bind(before)
+            .fetch(pool);
+        while let Some((signup_id, list, email, signed_up_at)) = rows.try_next().await? {
+            out.doi_pending += 1;
+            out.violations.push(Violation::DoiPending { signup_id, list, email, signed_up_at });
+        }
+        drop(rows);
+        let mut rows = sqlx::query_as::<_, (String, String, i64, i64)>(&unconfirmed_sql).fetch(pool);
+        while let Some((email, list, entry_id, signup_id)) = rows.try_next().await? {
+            out.violations.push(Violation::UnconfirmedSignupGrant { email, list, entry_id, signup_id });
+        }
+    });
+    Ok(())
 }
 
 /// The keys of an event's `data` that `purge` removes once they are older

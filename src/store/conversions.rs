@@ -5,12 +5,43 @@ use super::{Result, Store, StoreError};
 use crate::dispatch;
 use crate::domain::time::Millis;
 
+/// What an API key opens (migration 0018): one role per key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyRole {
+    /// `POST /api/events` and the postback URL (a shop's server).
+    Conversions,
+    /// The read-only admin pages under `/admin` (a compliance officer, an
+    /// analyst); never anything that writes.
+    AdminRead,
+}
+
+impl KeyRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyRole::Conversions => "conversions",
+            KeyRole::AdminRead => "admin-read",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "conversions" => Some(KeyRole::Conversions),
+            "admin-read" => Some(KeyRole::AdminRead),
+            _ => None,
+        }
+    }
+}
+
 /// A stored API key (never its secret).
 #[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
 pub struct ApiKey {
     pub id: i64,
     pub name: String,
     pub prefix: String,
+    /// `conversions` or `admin-read` (a CHECK constraint keeps it one of
+    /// them; [`ApiKey::role`] types it).
+    pub role: String,
     #[serde(skip)]
     pub secret_hash: String,
     pub created_at: Millis,
@@ -18,22 +49,34 @@ pub struct ApiKey {
     pub last_used_at: Option<Millis>,
 }
 
-const KEY_COLUMNS: &str = "id, name, prefix, secret_hash, created_at, revoked_at, last_used_at";
+impl ApiKey {
+    /// The key's role; a value the CHECK constraint would refuse is corrupt.
+    pub fn role(&self) -> Result<KeyRole> {
+        KeyRole::parse(&self.role).ok_or_else(|| {
+            StoreError::Corrupt(format!("API key {} has role {:?}", self.id, self.role))
+        })
+    }
+}
+
+const KEY_COLUMNS: &str =
+    "id, name, prefix, role, secret_hash, created_at, revoked_at, last_used_at";
 
 pub async fn create_key(
     store: &Store,
     name: &str,
     prefix: &str,
     secret_hash: &str,
+    role: KeyRole,
     now: Millis,
 ) -> Result<i64> {
     dispatch!(store, pool => {
         Ok(sqlx::query_scalar::<_, i64>(
-            "INSERT INTO api_keys (name, prefix, secret_hash, created_at) VALUES ($1,$2,$3,$4) RETURNING id",
+            "INSERT INTO api_keys (name, prefix, secret_hash, role, created_at) VALUES ($1,$2,$3,$4,$5) RETURNING id",
         )
         .bind(name)
         .bind(prefix)
         .bind(secret_hash)
+        .bind(role.as_str())
         .bind(now)
         .fetch_one(pool)
         .await?)

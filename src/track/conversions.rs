@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use super::AppState;
 use crate::domain::EmailAddress;
 use crate::domain::time::Millis;
-use crate::store::conversions::{self as repo, ApiKey, NewConversion};
+use crate::store::conversions::{self as repo, ApiKey, KeyRole, NewConversion};
 
 /// A refusal: status, the field at fault, what is wrong.
 #[derive(Debug)]
@@ -95,7 +95,7 @@ pub fn new_key() -> NewKey {
     NewKey { key, prefix, hash }
 }
 
-fn hash_key(key: &str) -> String {
+pub(super) fn hash_key(key: &str) -> String {
     Sha256::digest(key.as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -128,7 +128,7 @@ pub fn postback_sig(postback_secret: &str, query: &str) -> String {
         .collect()
 }
 
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+pub(super) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -144,7 +144,8 @@ async fn key_for(s: &AppState, prefix: &str) -> Result<ApiKey, ApiError> {
     let k = repo::key_by_prefix(&s.app.store, prefix)
         .await?
         .ok_or_else(unauthorized)?;
-    if k.revoked_at.is_some() {
+    // An admin key opens the admin pages only: it records no conversion.
+    if k.revoked_at.is_some() || k.role()? != KeyRole::Conversions {
         return Err(unauthorized());
     }
     Ok(k)

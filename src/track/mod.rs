@@ -13,6 +13,7 @@
 //! answer; errors become status codes in one place ([`TrackError`]) and
 //! pages in one middleware (`render_errors`), in the browser's language.
 
+pub mod admin;
 pub mod consent;
 pub mod conversions;
 pub mod csrf;
@@ -142,6 +143,7 @@ pub fn router(app: App, queue: EventQueue, metrics: Arc<Metrics>) -> Router {
         .route("/archive/feed.xml", get(public::feed))
         .route("/archive/{slug}", get(public::archived))
         .route("/sitemap.xml", get(public::sitemap))
+        .merge(admin::routes())
         .fallback(|| async { TrackError::NotFound })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
