@@ -17,7 +17,9 @@
 # Usage: bench/slow-domains.sh [N] [SLOW_SHARE_PERCENT] [SLOW_SECONDS] [CONCURRENCY]
 #        defaults: 1000 5 2 4
 # Env:   BIN (default: this tree's debug build, built first); ROUNDS (default 3);
-#        RETRY_BASE (default 5); PORT (default 42526); KEEP=1 keeps the temp dir.
+#        RETRY_BASE (default 5); PORT (default 42526); KEEP=1 keeps the temp dir;
+#        FAST_ONLY=1 runs the two all-fast runs only (the gate's cost, on a
+#        larger N where a run's start-up is not most of it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${1:-1000}"
@@ -131,6 +133,7 @@ printf '%-14s %9s %12s %10s %10s %6s %6s\n' run total_s fast_done_s retry_due re
 for _ in $(seq 1 "$ROUNDS"); do
     run all-fast/off "$TMP/fast.csv" 0
     run all-fast/on "$TMP/fast.csv" 1000
+    [[ "${FAST_ONLY:-}" == 1 ]] && continue
     run slow/on "$TMP/slow.csv" 1000
     run slow/off "$TMP/slow.csv" 0
 done
