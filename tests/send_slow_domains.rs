@@ -138,3 +138,55 @@ async fn other_domains_are_accepted_while_a_slow_domain_is_still_being_served() 
         assert_eq!(first_slow, FAST, "{order:?}");
     }
 }
+
+/// A server that, once reached, leaves a message unanswered past
+/// `smtp.data_timeout_secs` defers it: counted as an attempt, the reply says
+/// which step timed out, the summary counts it by reason, and the others
+/// are accepted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reply_that_never_comes_is_a_counted_deferral_after_its_timeout() {
+    for db in TestDb::all().await {
+        let recorder = SmtpRecorder::start_holding("hang.example.org");
+        let project = Project::new(
+            &db,
+            &format!(
+                "[smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nconcurrency = 2\n\
+                 data_timeout_secs = 1\nretry_base_secs = 600\n",
+                recorder.port()
+            ),
+        );
+        let out = project.import(
+            "email,first_name,city\nann@d1.example.org,Ann,A\nstuck@hang.example.org,Stu,B\n\
+             bob@d2.example.org,Bob,C\n",
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        let out = project.run(&[
+            "campaign",
+            "send",
+            "campaigns/c.toml",
+            "--no-wait",
+            "--format",
+            "json",
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        assert_eq!(report["tally"]["accepted"], 2, "{report}");
+        assert_eq!(report["tally"]["deferred"], 1, "{report}");
+        assert_eq!(
+            report["deferred_by_reason"]["no reply from the server in time (timeout)"], 1,
+            "{report}"
+        );
+        let (state, attempts, reply): (String, i64, Option<String>) = cartero::dispatch!(&db.store, pool => {
+            sqlx::query_as("SELECT state, attempts, smtp_reply FROM sends WHERE email = $1")
+                .bind("stuck@hang.example.org")
+                .fetch_one(pool)
+                .await
+                .unwrap()
+        });
+        assert_eq!((state.as_str(), attempts), ("deferred", 1), "{reply:?}");
+        assert_eq!(
+            reply.as_deref(),
+            Some("timed out: no reply to the message content within 1 s (smtp.data_timeout_secs)")
+        );
+    }
+}
