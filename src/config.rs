@@ -112,7 +112,19 @@ pub struct SmtpConfig {
     pub concurrency: usize,
     /// Global ceiling in messages per second; 0 means unlimited.
     pub rate_limit: f64,
+    /// Connecting, and waiting for the reply to each command.
     pub timeout_secs: u64,
+    /// Waiting for the reply after a message's content (the end of DATA):
+    /// the server may check the message before it answers.
+    pub data_timeout_secs: u64,
+    /// A recipient domain whose messages take longer than this on average
+    /// is slow, and gets at most `slow_domain_connections` messages in
+    /// flight while other domains have work (`send::domains`). 0: off.
+    pub slow_domain_ms: u64,
+    /// Messages in flight at once to a slow domain while other work waits.
+    pub slow_domain_connections: usize,
+    /// Fixed limits per recipient domain: `[smtp.domains."example.com"]`.
+    pub domains: std::collections::BTreeMap<String, DomainLimit>,
     /// Attempts before a message that keeps getting 4xx is failed.
     pub max_attempts: u32,
     /// First retry delay; doubles with each attempt.
@@ -143,6 +155,10 @@ impl Default for SmtpConfig {
             concurrency: 4,
             rate_limit: 0.0,
             timeout_secs: 30,
+            data_timeout_secs: 120,
+            slow_domain_ms: 1000,
+            slow_domain_connections: 1,
+            domains: Default::default(),
             max_attempts: 5,
             retry_base_secs: 60,
             pipelining: true,
@@ -151,6 +167,19 @@ impl Default for SmtpConfig {
             lease_secs: 30,
         }
     }
+}
+
+/// Fixed limits for one recipient domain (`[smtp.domains."example.com"]`),
+/// for a receiver that asks for them; a domain not named has none beyond
+/// the adaptive limit for slow domains.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DomainLimit {
+    /// Messages to the domain in flight at once across this process's
+    /// workers; 0 is no limit.
+    pub max_connections: usize,
+    /// Messages started to the domain per minute; 0 is no limit.
+    pub per_minute: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -712,6 +741,13 @@ impl Config {
             if smtp.rate_limit < 0.0 || !smtp.rate_limit.is_finite() {
                 return Err(invalid(
                     "smtp.rate_limit must be 0 (unlimited) or positive".into(),
+                ));
+            }
+            if smtp.slow_domain_connections == 0 {
+                return Err(invalid(
+                    "smtp.slow_domain_connections must be at least 1 (slow_domain_ms = 0 turns \
+                     the limit off)"
+                        .into(),
                 ));
             }
             if smtp.username.is_some() != smtp.password.is_some() {

@@ -309,12 +309,17 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
             };
             bar.finish_and_clear();
             let failed_by_reason = if report.tally.failed > 0 {
-                failures_by_reason(&store, &report.campaign).await?
+                failures_by_reason(&store, &report.campaign, "failed").await?
+            } else {
+                Default::default()
+            };
+            let deferred_by_reason = if report.tally.deferred > 0 {
+                failures_by_reason(&store, &report.campaign, "deferred").await?
             } else {
                 Default::default()
             };
             store.close().await;
-            print_report(&report, &failed_by_reason, format)?;
+            print_report(&report, &failed_by_reason, &deferred_by_reason, format)?;
             Ok(if report.tally.failed > 0 {
                 ExitCode::from(3)
             } else {
@@ -365,15 +370,17 @@ async fn smtp_auth_check(cfg: &Config) -> anyhow::Result<Option<String>> {
     }))
 }
 
-/// A campaign's failed sends counted by reason (`failure_reason`).
+/// A campaign's sends in `state` (failed or deferred) counted by reason
+/// (`failure_reason`).
 async fn failures_by_reason(
     store: &crate::store::Store,
     slug: &str,
+    state: &str,
 ) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
     let mut by_reason = std::collections::BTreeMap::new();
     if let Some(row) = crate::store::campaigns::find(store, slug).await? {
         for t in crate::store::sends::troubles(store, row.id).await? {
-            if t.state == "failed" {
+            if t.state == state {
                 *by_reason.entry(failure_reason(&t)).or_default() += 1;
             }
         }
@@ -397,6 +404,7 @@ fn skip_words(code: &str) -> &str {
 fn print_report(
     r: &SendReport,
     failed_by_reason: &std::collections::BTreeMap<String, u64>,
+    deferred_by_reason: &std::collections::BTreeMap<String, u64>,
     format: Format,
 ) -> anyhow::Result<()> {
     if format == Format::Json {
@@ -405,6 +413,10 @@ fn print_report(
             o.insert(
                 "failed_by_reason".into(),
                 serde_json::to_value(failed_by_reason)?,
+            );
+            o.insert(
+                "deferred_by_reason".into(),
+                serde_json::to_value(deferred_by_reason)?,
             );
         }
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -454,9 +466,12 @@ fn print_report(
         }
         if t.deferred > 0 {
             println!(
-                "deferred           {:>9}  (the server asked to try later: `campaign send` again, or wait)",
+                "deferred           {:>9}  (to try later: `campaign send` again, or wait)",
                 t.deferred
             );
+            for (reason, n) in deferred_by_reason {
+                println!("  {reason:<32} {n:>9}");
+            }
         }
         if t.pending + t.sending > 0 {
             println!("not sent yet       {:>9}", t.pending + t.sending);
@@ -531,6 +546,12 @@ fn failure_reason(t: &crate::store::sends::Trouble) -> String {
         (Some(code), _) => format!("server asked to try later (smtp {code})"),
         (None, Some(r)) if r.starts_with(crate::send::RENDER_FAILED) => {
             "could not be rendered".into()
+        }
+        (None, Some(r)) if r.starts_with(crate::send::smtp::TIMED_OUT) => {
+            "no reply from the server in time (timeout)".into()
+        }
+        (None, Some(r)) if r.starts_with(crate::send::domains::HELD_BACK) => {
+            "held back: the domain is slow or at its limit".into()
         }
         (None, Some(_)) => "no answer from the server".into(),
         (None, None) => "unknown".into(),

@@ -14,6 +14,7 @@
 //! unsubscribes during a long send is not mailed.
 
 pub mod auth;
+pub mod domains;
 pub mod outbox;
 pub mod recorder;
 pub mod smtp;
@@ -877,9 +878,15 @@ pub async fn send_campaign_with_clock(
         Transport::Smtp(s) => s.concurrency,
         Transport::Outbox(_) => 2,
     };
+    let gate = Arc::new(match &transport {
+        Transport::Smtp(s) => domains::DomainGate::new(s),
+        Transport::Outbox(_) => domains::DomainGate::unlimited(),
+    });
+    let lane = Arc::new(domains::Lane::default());
     let mut waited = Duration::ZERO;
     let result = loop {
         let mut tasks = tokio::task::JoinSet::new();
+        let crew = Arc::new(Crew::new(workers));
         let (recorder, recorder_task) = Recorder::start(store.clone());
         for _ in 0..workers {
             let ctx = WorkerCtx {
@@ -898,6 +905,9 @@ pub async fn send_campaign_with_clock(
                 suppressed: suppressed.clone(),
                 render_failures: render_failures.clone(),
                 limiter: limiter.clone(),
+                gate: gate.clone(),
+                lane: lane.clone(),
+                crew: crew.clone(),
                 progress: progress.clone(),
                 sent: sent.clone(),
                 stop: stop.clone(),
@@ -1037,6 +1047,12 @@ struct WorkerCtx {
     suppressed: Arc<AtomicU64>,
     render_failures: Arc<std::sync::Mutex<Vec<RenderFailure>>>,
     limiter: Arc<RateLimit>,
+    /// Which recipient domains may take a message now (`domains.rs`).
+    gate: Arc<domains::DomainGate>,
+    /// Messages the gate held back, for any worker of this process.
+    lane: Arc<domains::Lane<Ready>>,
+    /// The workers of this pass, to know when all of them are idle.
+    crew: Arc<Crew>,
     progress: Arc<dyn Progress>,
     sent: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
@@ -1263,6 +1279,97 @@ const SUPPRESSION_RECHECK: Duration = Duration::from_secs(1);
 /// up must not be retried forever.
 const MAX_DROPS: u32 = 3;
 
+/// A rendered message waiting to go out: the worker's own, or one the
+/// domain gate held back into the lane.
+pub(crate) struct Ready {
+    row: Claimed,
+    message: Composed,
+}
+
+/// How often a worker with nothing to do looks for due retries and held
+/// messages while the other workers of the process still deliver.
+const IDLE_POLL: Duration = Duration::from_millis(250);
+
+/// The workers of one pass, as far as ending it goes: a worker stops when
+/// every one of them is idle and nothing is held back.
+struct Crew {
+    /// Workers not yet stopped: all of them from the start, so that one
+    /// that finds nothing to claim before the others begin does not take
+    /// itself for the last.
+    live: std::sync::atomic::AtomicUsize,
+    idle: std::sync::atomic::AtomicUsize,
+}
+
+impl Crew {
+    fn new(workers: usize) -> Self {
+        Self {
+            live: workers.into(),
+            idle: 0.into(),
+        }
+    }
+}
+
+/// A worker's place in the crew: it leaves the crew when dropped.
+struct Member<'a> {
+    crew: &'a Crew,
+    idle: bool,
+}
+
+impl<'a> Member<'a> {
+    fn join(crew: &'a Crew) -> Self {
+        Self { crew, idle: false }
+    }
+    fn set_idle(&mut self, idle: bool) {
+        if idle != self.idle {
+            self.idle = idle;
+            if idle {
+                self.crew.idle.fetch_add(1, Ordering::SeqCst);
+            } else {
+                self.crew.idle.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+    fn all_idle(&self) -> bool {
+        self.crew.idle.load(Ordering::SeqCst) >= self.crew.live.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Member<'_> {
+    fn drop(&mut self) {
+        self.set_idle(false);
+        self.crew.live.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The suppression check right before delivery, reused for at most
+/// `SUPPRESSION_RECHECK` for the contacts it covered.
+#[derive(Default)]
+struct Recheck {
+    at: Option<Instant>,
+    covered: std::collections::HashSet<i64>,
+    gone: HashMap<i64, SkipReason>,
+}
+
+impl Recheck {
+    /// Why `contact` may no longer be mailed, if so. A new check covers
+    /// `contact` and the next ready messages (`others`).
+    async fn reason(
+        &mut self,
+        ctx: &WorkerCtx,
+        contact: i64,
+        others: impl FnOnce() -> Vec<i64>,
+    ) -> Result<Option<SkipReason>, SendError> {
+        let stale = self.at.is_none_or(|at| at.elapsed() >= SUPPRESSION_RECHECK);
+        if stale || !self.covered.contains(&contact) {
+            let ids: Vec<i64> = std::iter::once(contact).chain(others()).collect();
+            self.gone = sends::suppressed_among(&ctx.store, ctx.list_id, &ids).await?;
+            self.covered = ids.into_iter().collect();
+            self.at = Some(Instant::now());
+        }
+        Ok(self.gone.get(&contact).copied())
+    }
+}
+
 async fn work(
     ctx: &WorkerCtx,
     smtp: &mut Option<SmtpClient>,
@@ -1292,6 +1399,13 @@ async fn work(
     result
 }
 
+/// A worker's loop. It delivers the oldest ready message of the process
+/// whose domain the gate admits (`domains.rs`); when none is admitted it
+/// adds its next claimed batch to the ready messages, and when there is no
+/// more to claim it takes held-back messages beyond the slow-domain limit
+/// (the fixed limits still hold). An idle worker keeps claiming (due
+/// retries) while the others deliver, and stops when all are idle and
+/// nothing is ready.
 async fn deliver_batches(
     ctx: &WorkerCtx,
     smtp: &mut Option<SmtpClient>,
@@ -1299,21 +1413,189 @@ async fn deliver_batches(
     next: &mut Option<tokio::task::JoinHandle<Result<Prepared, SendError>>>,
     prepare_next: impl Fn(&WorkerCtx) -> tokio::task::JoinHandle<Result<Prepared, SendError>>,
 ) -> Result<(), SendError> {
+    let mut recheck = Recheck::default();
+    let mut member = Member::join(&ctx.crew);
+    // When this worker last found nothing to claim.
+    let mut claimed_nothing: Option<Instant> = None;
     while !ctx.stop.load(Ordering::Relaxed) {
-        let Some(task) = next.take() else { break };
-        let Prepared {
-            skipped,
-            composed,
-            taken_over,
-        } = task
-            .await
-            .map_err(|e| SendError::Config(format!("render task failed: {e}")))??;
-        ctx.in_flight.fetch_add(taken_over, Ordering::Relaxed);
-        if skipped.is_empty() && composed.is_empty() {
+        if next.is_none() && claimed_nothing.is_none_or(|t| t.elapsed() >= IDLE_POLL) {
+            *next = Some(prepare_next(ctx));
+        }
+        if let Some((_, ready, permit)) = ctx.lane.take(&ctx.gate, true) {
+            member.set_idle(false);
+            if !deliver(ctx, smtp, unwritten, &mut recheck, ready, permit).await? {
+                return Ok(());
+            }
+            continue;
+        }
+        if let Some(task) = next.take() {
+            let Prepared {
+                skipped,
+                composed,
+                taken_over,
+            } = task
+                .await
+                .map_err(|e| SendError::Config(format!("render task failed: {e}")))??;
+            ctx.in_flight.fetch_add(taken_over, Ordering::Relaxed);
+            if skipped.is_empty() && composed.is_empty() {
+                claimed_nothing = Some(Instant::now());
+            } else {
+                member.set_idle(false);
+                claimed_nothing = None;
+                *next = Some(prepare_next(ctx));
+                queue(ctx, unwritten, skipped, composed).await?;
+                continue;
+            }
+        }
+        // Nothing to claim: help with what the gate held back.
+        if let Some((_, ready, permit)) = ctx.lane.take(&ctx.gate, false) {
+            member.set_idle(false);
+            if !deliver(ctx, smtp, unwritten, &mut recheck, ready, permit).await? {
+                return Ok(());
+            }
+            continue;
+        }
+        member.set_idle(true);
+        if member.all_idle() && ctx.lane.is_empty() {
             break;
         }
-        *next = Some(prepare_next(ctx));
-        for (row, reason) in skipped {
+        // Others still deliver, or held messages wait for a fixed limit:
+        // look again soon, claiming retries that fall due meanwhile.
+        tokio::time::sleep(IDLE_POLL).await;
+    }
+    Ok(())
+}
+
+/// A claimed batch into the ready messages: skips and render failures are
+/// recorded at once; a message for a domain held back with
+/// `LANE_PER_DOMAIN` waiting already goes back to the database until about
+/// when the ones ahead of it are done (not an attempt).
+async fn queue(
+    ctx: &WorkerCtx,
+    unwritten: &mut VecDeque<Pending>,
+    skipped: Vec<(Claimed, SkipReason)>,
+    composed: Vec<(Claimed, Result<Composed, RenderError>)>,
+) -> Result<(), SendError> {
+    for (row, reason) in skipped {
+        hand_over(
+            ctx,
+            unwritten,
+            &row,
+            Outcome::Skipped(reason),
+            ctx.clock.now(),
+        )
+        .await?;
+        ctx.progress.advance(1);
+    }
+    for (row, message) in composed {
+        let message = match message {
+            Ok(m) => m,
+            Err(e) => {
+                // One contact's data broke the template: fail that
+                // message with the reason, keep the others going.
+                let failure = RenderFailure {
+                    contact: row.email.clone(),
+                    error: with_template_place(&e),
+                };
+                let outcome = Outcome::Failed {
+                    code: None,
+                    reply: format!("{RENDER_FAILED}{}", failure.error),
+                };
+                if let Ok(mut all) = ctx.render_failures.lock() {
+                    all.push(failure);
+                }
+                hand_over(ctx, unwritten, &row, outcome, ctx.clock.now()).await?;
+                ctx.progress.advance(1);
+                continue;
+            }
+        };
+        let domain = domains::domain_of(&row.email);
+        if let Err((ready, held, waiting)) =
+            ctx.lane.push(&ctx.gate, domain, Ready { row, message })
+        {
+            let now = ctx.clock.now();
+            let wait = (held.retry_in.max(Duration::from_secs(1)) * waiting as u32)
+                .min(Duration::from_secs(300));
+            let outcome = Outcome::Deferred {
+                code: None,
+                reply: held.reason,
+                retry_at: now + wait.as_millis() as i64,
+                counted: false,
+            };
+            hand_over(ctx, unwritten, &ready.row, outcome, now).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Delivers one message under its domain's permit and hands the result to
+/// the recorder. `Ok(false)`: another worker stopped the send meanwhile.
+#[allow(clippy::too_many_arguments)]
+async fn deliver(
+    ctx: &WorkerCtx,
+    smtp: &mut Option<SmtpClient>,
+    unwritten: &mut VecDeque<Pending>,
+    recheck: &mut Recheck,
+    ready: Ready,
+    permit: domains::Permit,
+) -> Result<bool, SendError> {
+    let Ready { row, message } = ready;
+    ctx.limiter.wait().await;
+    let mut drops = 0;
+    let attempt = loop {
+        // After the rate limit's wait and after any reconnection: right
+        // before the message goes out.
+        if !ctx.lease.holds(ctx.clock.now()) {
+            return Err(SendError::LeaseLost {
+                secs: ctx.lease.length.as_secs(),
+            });
+        }
+        if let Some(reason) = recheck
+            .reason(ctx, row.contact_id, || {
+                ctx.lane
+                    .peek(CLAIM_BATCH as usize, |r: &Ready| r.row.contact_id)
+            })
+            .await?
+        {
+            break Err(reason);
+        }
+        let started = Instant::now();
+        let attempt = match (&ctx.transport, smtp.as_mut()) {
+            (Transport::Smtp(_), Some(client)) => {
+                client.deliver(&message.envelope, &message.bytes).await
+            }
+            (Transport::Outbox(dir), _) => {
+                outbox::write(dir, &ctx.composer.campaign.slug, row.id, &message)?
+            }
+            (Transport::Smtp(_), None) => {
+                unreachable!("an SMTP worker always has a client")
+            }
+        };
+        // No answer for this recipient: not an attempt. Reconnect
+        // (waiting out an outage) and deliver the same message again.
+        if let (Attempt::Connection { reason }, Some(client), Some(outage)) =
+            (&attempt, smtp.as_mut(), &ctx.outage)
+        {
+            drops += 1;
+            if drops >= MAX_DROPS {
+                break Ok(attempt);
+            }
+            if !outage.reconnect(client, reason.clone(), &ctx.stop).await? {
+                // Another worker stopped the send; this row is
+                // released with the other claims.
+                return Ok(false);
+            }
+            continue;
+        }
+        // The domain's pace, for the gate: how long the server took to
+        // answer for this recipient (a timeout counts in full).
+        permit.answered(started.elapsed());
+        break Ok(attempt);
+    };
+    drop(permit);
+    let attempt = match attempt {
+        Ok(a) => a,
+        Err(reason) => {
             hand_over(
                 ctx,
                 unwritten,
@@ -1323,154 +1605,71 @@ async fn deliver_batches(
             )
             .await?;
             ctx.progress.advance(1);
+            return Ok(true);
         }
-        // Suppression is checked again just before delivery, for the rows
-        // not yet sent, at most every SUPPRESSION_RECHECK: a contact who
-        // unsubscribes while their message waits in a batch is not mailed.
-        let mut checked: Option<(Instant, HashMap<i64, SkipReason>)> = None;
-        let ids: Vec<i64> = composed.iter().map(|(r, _)| r.contact_id).collect();
-        for (i, (row, message)) in composed.into_iter().enumerate() {
-            let message = match message {
-                Ok(m) => m,
-                Err(e) => {
-                    // One contact's data broke the template: fail that
-                    // message with the reason, keep the others going.
-                    let failure = RenderFailure {
-                        contact: row.email.clone(),
-                        error: with_template_place(&e),
-                    };
-                    let outcome = Outcome::Failed {
-                        code: None,
-                        reply: format!("{RENDER_FAILED}{}", failure.error),
-                    };
-                    if let Ok(mut all) = ctx.render_failures.lock() {
-                        all.push(failure);
-                    }
-                    hand_over(ctx, unwritten, &row, outcome, ctx.clock.now()).await?;
-                    ctx.progress.advance(1);
-                    continue;
-                }
-            };
-            ctx.limiter.wait().await;
-            let mut drops = 0;
-            let attempt = loop {
-                // After the rate limit's wait and after any reconnection:
-                // right before the message goes out.
-                if !ctx.lease.holds(ctx.clock.now()) {
-                    return Err(SendError::LeaseLost {
-                        secs: ctx.lease.length.as_secs(),
-                    });
-                }
-                if checked
-                    .as_ref()
-                    .is_none_or(|(at, _)| at.elapsed() >= SUPPRESSION_RECHECK)
-                {
-                    let gone = sends::suppressed_among(&ctx.store, ctx.list_id, &ids[i..]).await?;
-                    checked = Some((Instant::now(), gone));
-                }
-                if let Some(reason) = checked
-                    .as_ref()
-                    .and_then(|(_, gone)| gone.get(&row.contact_id))
-                {
-                    break Err(*reason);
-                }
-                let attempt = match (&ctx.transport, smtp.as_mut()) {
-                    (Transport::Smtp(_), Some(client)) => {
-                        client.deliver(&message.envelope, &message.bytes).await
-                    }
-                    (Transport::Outbox(dir), _) => {
-                        outbox::write(dir, &ctx.composer.campaign.slug, row.id, &message)?
-                    }
-                    (Transport::Smtp(_), None) => {
-                        unreachable!("an SMTP worker always has a client")
-                    }
-                };
-                // No answer for this recipient: not an attempt. Reconnect
-                // (waiting out an outage) and deliver the same message again.
-                if let (Attempt::Connection { reason }, Some(client), Some(outage)) =
-                    (&attempt, smtp.as_mut(), &ctx.outage)
-                {
-                    drops += 1;
-                    if drops >= MAX_DROPS {
-                        break Ok(attempt);
-                    }
-                    if !outage.reconnect(client, reason.clone(), &ctx.stop).await? {
-                        // Another worker stopped the send; this row is
-                        // released with the other claims.
-                        return Ok(());
-                    }
-                    continue;
-                }
-                break Ok(attempt);
-            };
-            let attempt = match attempt {
-                Ok(a) => a,
-                Err(reason) => {
-                    hand_over(
-                        ctx,
-                        unwritten,
-                        &row,
-                        Outcome::Skipped(reason),
-                        ctx.clock.now(),
-                    )
-                    .await?;
-                    ctx.progress.advance(1);
-                    continue;
-                }
-            };
-            let now = ctx.clock.now();
-            // Attempts including this one, when the server answered.
-            let tried = row.attempts + 1;
-            let retry_at = |attempts: i64| {
-                let exp = (attempts.max(1) - 1).min(16) as u32;
-                now + (ctx.retry_base.as_millis() as i64).saturating_mul(1i64 << exp)
-            };
-            let outcome = match attempt {
-                Attempt::Accepted { code, reply } => Outcome::Accepted {
-                    message_id: message.message_id.clone(),
-                    code,
-                    reply,
-                },
-                Attempt::Permanent { code, reply } => {
-                    if code.is_some() {
-                        refused(ctx, &row, code, &reply, now).await?;
-                    }
-                    Outcome::Failed { code, reply }
-                }
-                Attempt::Transient { code, reply } if tried >= i64::from(ctx.max_attempts) => {
-                    Outcome::Failed {
-                        code,
-                        reply: format!("{reply} (gave up after {tried} attempts)"),
-                    }
-                }
-                Attempt::Transient { code, reply } => Outcome::Deferred {
-                    code,
-                    reply,
-                    retry_at: retry_at(tried),
-                    counted: true,
-                },
-                // The server was reachable, yet hung up on this message
-                // MAX_DROPS times: that is its answer, and it counts.
-                Attempt::Connection { reason } => Outcome::Deferred {
-                    code: None,
-                    reply: format!(
-                        "{reason} (the connection dropped {drops} times on this message)"
-                    ),
-                    retry_at: retry_at(tried),
-                    counted: true,
-                },
-            };
-            let done = !matches!(outcome, Outcome::Deferred { .. });
-            if matches!(outcome, Outcome::Accepted { .. }) {
-                ctx.sent.fetch_add(1, Ordering::Relaxed);
+    };
+    let now = ctx.clock.now();
+    // Attempts including this one, when the server answered.
+    let tried = row.attempts + 1;
+    let retry_at = |attempts: i64| {
+        let exp = (attempts.max(1) - 1).min(16) as u32;
+        now + (ctx.retry_base.as_millis() as i64).saturating_mul(1i64 << exp)
+    };
+    let outcome = match attempt {
+        Attempt::Accepted { code, reply } => Outcome::Accepted {
+            message_id: message.message_id.clone(),
+            code,
+            reply,
+        },
+        Attempt::Permanent { code, reply } => {
+            if code.is_some() {
+                refused(ctx, &row, code, &reply, now).await?;
             }
-            hand_over(ctx, unwritten, &row, outcome, now).await?;
-            if done {
-                ctx.progress.advance(1);
+            Outcome::Failed { code, reply }
+        }
+        Attempt::Transient { code, reply } if tried >= i64::from(ctx.max_attempts) => {
+            Outcome::Failed {
+                code,
+                reply: format!("{reply} (gave up after {tried} attempts)"),
             }
         }
+        Attempt::Transient { code, reply } => Outcome::Deferred {
+            code,
+            reply,
+            retry_at: retry_at(tried),
+            counted: true,
+        },
+        // The server was reached and left this recipient unanswered past
+        // its timeout: a deferral that counts, so that a domain that hangs
+        // on every message is not retried forever.
+        Attempt::TimedOut { reason } if tried >= i64::from(ctx.max_attempts) => Outcome::Failed {
+            code: None,
+            reply: format!("{reason} (gave up after {tried} attempts)"),
+        },
+        Attempt::TimedOut { reason } => Outcome::Deferred {
+            code: None,
+            reply: reason,
+            retry_at: retry_at(tried),
+            counted: true,
+        },
+        // The server was reachable, yet hung up on this message MAX_DROPS
+        // times: that is its answer, and it counts.
+        Attempt::Connection { reason } => Outcome::Deferred {
+            code: None,
+            reply: format!("{reason} (the connection dropped {drops} times on this message)"),
+            retry_at: retry_at(tried),
+            counted: true,
+        },
+    };
+    let done = !matches!(outcome, Outcome::Deferred { .. });
+    if matches!(outcome, Outcome::Accepted { .. }) {
+        ctx.sent.fetch_add(1, Ordering::Relaxed);
     }
-    Ok(())
+    hand_over(ctx, unwritten, &row, outcome, now).await?;
+    if done {
+        ctx.progress.advance(1);
+    }
+    Ok(true)
 }
 
 /// What a real run would do now, writing nothing. For a campaign not yet

@@ -53,6 +53,44 @@ pub enum Attempt {
     Connection {
         reason: String,
     },
+    /// The server was reached and then did not answer a command within its
+    /// timeout (`smtp.timeout_secs`, `smtp.data_timeout_secs`): a deferral,
+    /// so that a server that hangs on a recipient holds a worker for a
+    /// bounded time. The reply starts with [`TIMED_OUT`].
+    TimedOut {
+        reason: String,
+    },
+}
+
+/// What the reply of a send row starts with when the server did not answer
+/// in time (the summary counts these apart).
+pub const TIMED_OUT: &str = "timed out: ";
+
+/// How long to wait for each reply of a transaction.
+#[derive(Debug, Clone, Copy)]
+struct Timeouts {
+    /// Each command (MAIL, RCPT, DATA, RSET).
+    command: Duration,
+    /// The reply after the message content.
+    data: Duration,
+}
+
+/// One step of a transaction under its timeout: `Err` when the server did
+/// not answer in time.
+async fn within<T>(
+    limit: Duration,
+    what: &str,
+    key: &str,
+    step: impl std::future::Future<Output = Result<T, lettre::transport::smtp::Error>>,
+) -> Result<Result<T, lettre::transport::smtp::Error>, Attempt> {
+    tokio::time::timeout(limit, step)
+        .await
+        .map_err(|_| Attempt::TimedOut {
+            reason: format!(
+                "{TIMED_OUT}no reply to {what} within {} s (smtp.{key})",
+                limit.as_secs()
+            ),
+        })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -213,16 +251,22 @@ impl SmtpClient {
         };
         if want_tls {
             let tls = self.tls_parameters(&host)?;
-            conn.starttls(tls, &self.hello)
+            tokio::time::timeout(timeout, conn.starttls(tls, &self.hello))
                 .await
+                .map_err(|_| self.unreachable("no reply to STARTTLS in time (smtp.timeout_secs)"))?
                 .map_err(|e| self.err(format!("STARTTLS failed: {e}")))?;
         }
         // Before AUTH: a second EHLO resets the session (RFC 5321 4.1.4),
         // which must not undo an authentication.
         self.pipelining = self.cfg.pipelining
-            && match conn.command(Ehlo::new(self.hello.clone())).await {
-                Ok(reply) => offers_pipelining(&reply),
-                Err(e) => return Err(self.err(format!("EHLO failed: {e}"))),
+            && match tokio::time::timeout(timeout, conn.command(Ehlo::new(self.hello.clone())))
+                .await
+            {
+                Ok(Ok(reply)) => offers_pipelining(&reply),
+                Ok(Err(e)) => return Err(self.err(format!("EHLO failed: {e}"))),
+                Err(_) => {
+                    return Err(self.unreachable("no reply to EHLO in time (smtp.timeout_secs)"));
+                }
             };
         if let (Some(user), Some(pass)) = (&self.cfg.username, &self.cfg.password) {
             // Never the password in clear beyond loopback, whatever `tls`
@@ -238,9 +282,13 @@ impl SmtpClient {
                 )));
             }
             let creds = Credentials::new(user.clone(), pass.to_string());
-            conn.auth(&[Mechanism::Plain, Mechanism::Login], &creds)
-                .await
-                .map_err(|e| self.err(format!("authentication failed: {e}")))?;
+            tokio::time::timeout(
+                timeout,
+                conn.auth(&[Mechanism::Plain, Mechanism::Login], &creds),
+            )
+            .await
+            .map_err(|_| self.unreachable("no reply to AUTH in time (smtp.timeout_secs)"))?
+            .map_err(|e| self.err(format!("authentication failed: {e}")))?;
         }
         self.conn = Some(conn);
         Ok(())
@@ -269,39 +317,23 @@ impl SmtpClient {
                 reason: "not connected".into(),
             };
         };
-        let timeout = Duration::from_secs(self.cfg.timeout_secs.max(1) * 4);
-        if self.pipelining {
-            let result =
-                tokio::time::timeout(timeout, pipelined(conn, envelope, &env, bytes)).await;
-            return match result {
-                Err(_) => {
-                    self.conn = None;
-                    Attempt::Connection {
-                        reason: "timed out waiting for the server's reply".into(),
-                    }
-                }
-                Ok(Transaction::Done(attempt)) => attempt,
-                Ok(Transaction::Broken(attempt)) => {
-                    self.conn = None;
-                    attempt
-                }
-            };
-        }
-        let result = tokio::time::timeout(timeout, conn.send(&env, bytes)).await;
-        match result {
-            Err(_) => {
-                // The server may or may not have the message: this is the
-                // in-flight case. Drop the connection; the caller defers.
+        let limits = Timeouts {
+            command: Duration::from_secs(self.cfg.timeout_secs.max(1)),
+            data: Duration::from_secs(self.cfg.data_timeout_secs.max(1)),
+        };
+        let transaction = if self.pipelining {
+            pipelined(conn, envelope, &env, bytes, limits).await
+        } else {
+            one_by_one(conn, envelope, &env, bytes, limits).await
+        };
+        match transaction {
+            Transaction::Done(attempt) => attempt,
+            Transaction::Broken(attempt) => {
+                // A server that did not answer in time may or may not have
+                // the message (the in-flight case): the connection is
+                // dropped, never reused out of step.
                 self.conn = None;
-                Attempt::Connection {
-                    reason: "timed out waiting for the server's reply".into(),
-                }
-            }
-            Ok(Ok(resp)) => accepted(&resp),
-            Ok(Err(e)) => {
-                // lettre aborts the connection on any error; reconnect next time.
-                self.conn = None;
-                attempt_of(&e)
+                attempt
             }
         }
     }
@@ -342,21 +374,17 @@ fn attempt_of(e: &lettre::transport::smtp::Error) -> Attempt {
     }
 }
 
-/// One message as an RFC 2920 pipelined transaction: MAIL, RCPT and DATA in
-/// one write, their three replies, then the body and its reply. A refused
-/// command leaves the connection usable after RSET; anything that is not a
-/// server reply (a dropped connection, garbage) breaks it.
-async fn pipelined(
-    conn: &mut AsyncSmtpConnection,
+/// The MAIL parameters lettre's own `send` would use, or why the message
+/// cannot go to this server at all.
+fn mail_params(
+    conn: &AsyncSmtpConnection,
     envelope: &Envelope,
-    env: &LettreEnvelope,
     bytes: &[u8],
-) -> Transaction {
-    // The MAIL parameters lettre's own `send` would use.
+) -> Result<Vec<MailParameter>, Attempt> {
     let mut params = Vec::new();
     if !envelope.from.is_ascii() || !envelope.to.is_ascii() {
         if !conn.server_info().supports_feature(Extension::SmtpUtfEight) {
-            return Transaction::Done(Attempt::Permanent {
+            return Err(Attempt::Permanent {
                 code: None,
                 reply: "the address needs SMTPUTF8, which the server does not offer".into(),
             });
@@ -365,7 +393,7 @@ async fn pipelined(
     }
     if !bytes.is_ascii() {
         if !conn.server_info().supports_feature(Extension::EightBitMime) {
-            return Transaction::Done(Attempt::Permanent {
+            return Err(Attempt::Permanent {
                 code: None,
                 reply:
                     "the message has 8-bit content, which the server does not accept (no 8BITMIME)"
@@ -374,6 +402,80 @@ async fn pipelined(
         }
         params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
     }
+    Ok(params)
+}
+
+/// Ends a transaction the server refused part of: RSET (within the command
+/// timeout) keeps the connection for the next message.
+async fn reset(conn: &mut AsyncSmtpConnection, attempt: Attempt, limit: Duration) -> Transaction {
+    match within(limit, "RSET", "timeout_secs", conn.command(Rset)).await {
+        Ok(Ok(_)) => Transaction::Done(attempt),
+        Ok(Err(_)) | Err(_) => Transaction::Broken(attempt),
+    }
+}
+
+/// One message, one command at a time (no PIPELINING), each reply under its
+/// timeout. A refused command leaves the connection usable after RSET.
+async fn one_by_one(
+    conn: &mut AsyncSmtpConnection,
+    envelope: &Envelope,
+    env: &LettreEnvelope,
+    bytes: &[u8],
+    limits: Timeouts,
+) -> Transaction {
+    let params = match mail_params(conn, envelope, bytes) {
+        Ok(p) => p,
+        Err(attempt) => return Transaction::Done(attempt),
+    };
+    let mut commands = vec![(
+        "MAIL FROM",
+        Mail::new(env.from().cloned(), params).to_string(),
+    )];
+    for to in env.to() {
+        commands.push(("RCPT TO", Rcpt::new(to.clone(), Vec::new()).to_string()));
+    }
+    commands.push(("DATA", Data.to_string()));
+    for (what, command) in commands {
+        match within(limits.command, what, "timeout_secs", conn.command(command)).await {
+            Err(timed_out) => return Transaction::Broken(timed_out),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) if e.status().is_some() => {
+                return reset(conn, attempt_of(&e), limits.command).await;
+            }
+            Ok(Err(e)) => return Transaction::Broken(attempt_of(&e)),
+        }
+    }
+    match within(
+        limits.data,
+        "the message content",
+        "data_timeout_secs",
+        send_data(conn, bytes),
+    )
+    .await
+    {
+        Err(timed_out) => Transaction::Broken(timed_out),
+        Ok(Ok(reply)) => Transaction::Done(accepted(&reply)),
+        Ok(Err(e)) if e.status().is_some() => Transaction::Done(attempt_of(&e)),
+        Ok(Err(e)) => Transaction::Broken(attempt_of(&e)),
+    }
+}
+
+/// One message as an RFC 2920 pipelined transaction: MAIL, RCPT and DATA in
+/// one write, their three replies, then the body and its reply, each reply
+/// under its timeout. A refused command leaves the connection usable after
+/// RSET; anything that is not a server reply (a dropped connection, garbage,
+/// silence past the timeout) breaks it.
+async fn pipelined(
+    conn: &mut AsyncSmtpConnection,
+    envelope: &Envelope,
+    env: &LettreEnvelope,
+    bytes: &[u8],
+    limits: Timeouts,
+) -> Transaction {
+    let params = match mail_params(conn, envelope, bytes) {
+        Ok(p) => p,
+        Err(attempt) => return Transaction::Done(attempt),
+    };
     let mut commands = Mail::new(env.from().cloned(), params).to_string();
     for to in env.to() {
         commands.push_str(&Rcpt::new(to.clone(), Vec::new()).to_string());
@@ -383,24 +485,50 @@ async fn pipelined(
     // Every command gets a reply, refused or not; read them all before
     // judging, so the stream stays in step.
     let mut replies = Vec::with_capacity(2 + env.to().len());
-    replies.push(conn.command(commands).await);
-    for _ in 0..env.to().len() + 1 {
+    match within(
+        limits.command,
+        "MAIL FROM",
+        "timeout_secs",
+        conn.command(commands),
+    )
+    .await
+    {
+        Ok(reply) => replies.push(reply),
+        Err(timed_out) => return Transaction::Broken(timed_out),
+    }
+    for i in 0..env.to().len() + 1 {
         if replies
             .last()
             .is_some_and(|r| r.as_ref().is_err_and(|e| e.status().is_none()))
         {
             break;
         }
-        replies.push(conn.read_response().await);
+        let what = if i < env.to().len() {
+            "RCPT TO"
+        } else {
+            "DATA"
+        };
+        match within(limits.command, what, "timeout_secs", conn.read_response()).await {
+            Ok(reply) => replies.push(reply),
+            Err(timed_out) => return Transaction::Broken(timed_out),
+        }
     }
     let data_accepted =
         replies.len() == env.to().len() + 2 && replies.last().is_some_and(|r| r.is_ok());
     let refused = replies.iter().find_map(|r| r.as_ref().err());
     match refused {
-        None if data_accepted => match send_data(conn, bytes).await {
-            Ok(reply) => Transaction::Done(accepted(&reply)),
-            Err(e) if e.status().is_some() => Transaction::Done(attempt_of(&e)),
-            Err(e) => Transaction::Broken(attempt_of(&e)),
+        None if data_accepted => match within(
+            limits.data,
+            "the message content",
+            "data_timeout_secs",
+            send_data(conn, bytes),
+        )
+        .await
+        {
+            Err(timed_out) => Transaction::Broken(timed_out),
+            Ok(Ok(reply)) => Transaction::Done(accepted(&reply)),
+            Ok(Err(e)) if e.status().is_some() => Transaction::Done(attempt_of(&e)),
+            Ok(Err(e)) => Transaction::Broken(attempt_of(&e)),
         },
         Some(e) if e.status().is_none() => Transaction::Broken(attempt_of(e)),
         refused => {
@@ -412,13 +540,21 @@ async fn pipelined(
             };
             // A server that took DATA despite a refused recipient waits
             // for a body: an empty one ends that transaction.
-            if data_accepted && conn.message(b"").await.is_err() {
+            if data_accepted
+                && !matches!(
+                    within(
+                        limits.data,
+                        "an empty message",
+                        "data_timeout_secs",
+                        conn.message(b"")
+                    )
+                    .await,
+                    Ok(Ok(_))
+                )
+            {
                 return Transaction::Broken(attempt);
             }
-            match conn.command(Rset).await {
-                Ok(_) => Transaction::Done(attempt),
-                Err(_) => Transaction::Broken(attempt),
-            }
+            reset(conn, attempt, limits.command).await
         }
     }
 }

@@ -292,9 +292,9 @@ pub struct Claimed {
     pub taken_over: bool,
 }
 
-/// Claims up to `n` rows of a run that are due: rows whose lease expired
-/// (their worker died or stalled: taken over), pending rows, and deferred
-/// rows whose retry time passed. The claim is a lease held by `worker` (the
+/// Claims up to `n` rows of a run that are due, in this order: rows whose
+/// lease expired (their worker died or stalled: taken over), deferred rows
+/// whose retry time passed, and pending rows. The claim is a lease held by `worker` (the
 /// process's identity) until `lease_until`; a live worker extends it with
 /// `renew`. One short transaction; PostgreSQL nodes skip each other's locked
 /// rows, SQLite's single writer serialises the claim.
@@ -328,7 +328,10 @@ pub async fn claim(
     let due = claim_where("state = 'deferred' AND next_attempt_at <= $3 ORDER BY next_attempt_at");
     let mut rows: Vec<Claimed> = Vec::new();
     let _writer = sqlite_writer(store).await;
-    for (sql, taken_over) in [(expired, true), (pending, false), (due, false)] {
+    // Retries that fell due go before rows never tried: they have waited
+    // already, and a send with a long queue of pending rows must not hold
+    // them back until its end (issue 16, item 10).
+    for (sql, taken_over) in [(expired, true), (due, false), (pending, false)] {
         let want = n - rows.len() as i64;
         if want <= 0 {
             break;

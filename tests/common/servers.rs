@@ -1197,10 +1197,59 @@ pub struct SmtpRecorder {
     connections: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    hold: Arc<Hold>,
+}
+
+/// Messages to one domain that the recorder does not answer (the reply to
+/// the end of DATA) until [`SmtpRecorder::release`]: a slow or hanging
+/// receiver, without timings.
+#[derive(Default)]
+struct Hold {
+    domain: Option<String>,
+    released: std::sync::Mutex<bool>,
+    changed: std::sync::Condvar,
+    /// Messages waiting for their reply now.
+    waiting: AtomicUsize,
+}
+
+impl Hold {
+    fn applies(&self, rcpts: &[String]) -> bool {
+        self.domain.as_ref().is_some_and(|d| {
+            rcpts
+                .iter()
+                .any(|r| r.to_ascii_lowercase().ends_with(&format!("@{d}")))
+        })
+    }
+
+    fn wait(&self) {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let mut released = self.released.lock().unwrap_or_else(|p| p.into_inner());
+        while !*released {
+            released = self
+                .changed
+                .wait(released)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl SmtpRecorder {
     pub fn start() -> Self {
+        Self::start_with_hold(None)
+    }
+
+    /// A recorder that accepts messages to `domain` only once
+    /// [`release`](Self::release)d: until then each waits for its reply.
+    pub fn start_holding(domain: &str) -> Self {
+        Self::start_with_hold(Some(domain.to_ascii_lowercase()))
+    }
+
+    fn start_with_hold(domain: Option<String>) -> Self {
+        let hold = Arc::new(Hold {
+            domain,
+            ..Hold::default()
+        });
         let port = free_port();
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port)).expect("bind recorder");
         listener.set_nonblocking(true).expect("nonblocking");
@@ -1208,16 +1257,20 @@ impl SmtpRecorder {
         let connections = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (received, connections, stop) =
-                (received.clone(), connections.clone(), stop.clone());
+            let (received, connections, stop, hold) = (
+                received.clone(),
+                connections.clone(),
+                stop.clone(),
+                hold.clone(),
+            );
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     match listener.accept() {
                         Ok((stream, _)) => {
                             connections.fetch_add(1, Ordering::Relaxed);
-                            let received = received.clone();
+                            let (received, hold) = (received.clone(), hold.clone());
                             std::thread::spawn(move || {
-                                let _ = smtp_session(stream, &received);
+                                let _ = smtp_session(stream, &received, &hold);
                             });
                         }
                         Err(_) => std::thread::sleep(Duration::from_millis(5)),
@@ -1231,11 +1284,23 @@ impl SmtpRecorder {
             connections,
             stop,
             thread: Some(thread),
+            hold,
         }
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Messages to the held domain waiting for their reply now.
+    pub fn held(&self) -> usize {
+        self.hold.waiting.load(Ordering::SeqCst)
+    }
+
+    /// Answers the held messages, and every later one at once.
+    pub fn release(&self) {
+        *self.hold.released.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.hold.changed.notify_all();
     }
 
     /// Every message accepted so far, in arrival order.
@@ -1265,6 +1330,7 @@ impl SmtpRecorder {
 
 impl Drop for SmtpRecorder {
     fn drop(&mut self) {
+        self.release();
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -1284,6 +1350,7 @@ fn path_arg(rest: &str) -> String {
 fn smtp_session(
     stream: std::net::TcpStream,
     received: &std::sync::Mutex<Vec<Received>>,
+    hold: &Hold,
 ) -> std::io::Result<()> {
     use std::io::{BufRead as _, BufReader};
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
@@ -1341,6 +1408,9 @@ fn smtp_session(
                         &line[..]
                     };
                     data.extend_from_slice(unstuffed);
+                }
+                if hold.applies(&rcpts) {
+                    hold.wait();
                 }
                 received
                     .lock()
