@@ -17,14 +17,19 @@
 # Env:   PG_URL   server to create the scratch database on
 #                 (default postgres://postgres@127.0.0.1:5432; set PG_URL=none to skip)
 #        KEEP=1   keep the temp dir (CSV, databases, logs)
+#        CARTERO_BIN  a built binary instead of building the release one
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS="${1:-1000000}"
 RUNS="${2:-3}"
 PG_URL="${PG_URL:-postgres://postgres@127.0.0.1:5432}"
 
-cargo build --release --quiet
-BIN="$PWD/target/release/cartero"
+if [[ -n "${CARTERO_BIN:-}" ]]; then
+    BIN="$CARTERO_BIN"   # a release binary built earlier (the tree may have moved on)
+else
+    cargo build --release --quiet
+    BIN="$PWD/target/release/cartero"
+fi
 TMP="$(mktemp -d)"
 PGDB="cartero_bench_import_$$"
 cleanup() {

@@ -455,3 +455,52 @@ async fn the_footer_link_withdraws_the_consent_to_track_and_keeps_the_mail() {
         s.stop().await;
     }
 }
+
+/// A consent to track left over is no subscription: a contact whose only
+/// mail list goes by one-click unsubscribe becomes `unsubscribed`, though
+/// `tracking:LIST` is still granted, and the next send skips them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_consent_to_track_left_over_keeps_nobody_subscribed() {
+    for db in TestDb::all().await {
+        let p = Project::new(
+            &db,
+            "[serve]\nlisten = \"127.0.0.1:0\"\n\n[lists.newsletter]\ntracking = \"personal\"\n",
+        );
+        let out = p.import("email,first_name,city\nana@example.com,Ana,Madrid\n");
+        assert!(out.status.success(), "{}", stderr(&out));
+        p.write("t.csv", "email\nana@example.com\n");
+        p.ok(&[
+            "contacts",
+            "import",
+            "t.csv",
+            "--list",
+            "tracking:newsletter",
+            "--consent-source",
+            "form",
+        ]);
+        p.ok(&["campaign", "send", "campaigns/c.toml"]);
+        let lu = outbox(&p)["ana@example.com"]
+            .header("List-Unsubscribe")
+            .unwrap();
+        let url = lu[1..lu.find('>').unwrap()].to_string();
+        let s = Served::start(&p, &db).await;
+        let r = client()
+            .post(s.url(&url))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("List-Unsubscribe=One-Click")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        s.stop().await;
+        assert_eq!(states(&db).await, ["newsletter=0", "tracking:newsletter=1"]);
+        assert_eq!(
+            texts(
+                &db,
+                "SELECT status FROM contacts WHERE email = 'ana@example.com'"
+            )
+            .await,
+            ["unsubscribed"]
+        );
+    }
+}

@@ -82,15 +82,38 @@ pub async fn contact_consents(
     })
 }
 
-/// A contact's consent state per list, inside a transaction: (list, subscribed).
-pub async fn list_states(tx: &mut Tx, contact_id: i64) -> Result<Vec<(i64, bool)>> {
-    let rows: Vec<(i64, i64)> = dispatch_tx!(tx, conn => {
-        sqlx::query_as("SELECT list_id, subscribed FROM contact_lists WHERE contact_id = $1")
-            .bind(contact_id)
-            .fetch_all(&mut *conn)
-            .await?
+/// A contact's consent state per list, inside a transaction.
+pub async fn list_states(tx: &mut Tx, contact_id: i64) -> Result<Vec<ListState>> {
+    let rows: Vec<(i64, i64, String)> = dispatch_tx!(tx, conn => {
+        sqlx::query_as(
+            "SELECT cl.list_id, cl.subscribed, l.name FROM contact_lists cl \
+             JOIN lists l ON l.id = cl.list_id WHERE cl.contact_id = $1",
+        )
+        .bind(contact_id)
+        .fetch_all(&mut *conn)
+        .await?
     });
-    Ok(rows.into_iter().map(|(l, s)| (l, s != 0)).collect())
+    Ok(rows
+        .into_iter()
+        .map(|(list_id, s, name)| ListState {
+            list_id,
+            subscribed: s != 0,
+            mail: !name.starts_with(TRACKING_LIST_PREFIX),
+        })
+        .collect())
+}
+
+/// The ledger list of the consent to track of a list is `tracking:LIST`: a
+/// purpose of its own, not a list that mail goes to.
+pub const TRACKING_LIST_PREFIX: &str = "tracking:";
+
+/// A contact's consent on one ledger list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListState {
+    pub list_id: i64,
+    pub subscribed: bool,
+    /// A list mail goes to, not a consent to track (`tracking:LIST`).
+    pub mail: bool,
 }
 
 /// What the event writer needs of a send.

@@ -98,9 +98,13 @@ pub async fn apply(store: &Store, r: &Request<'_>) -> Result<Outcome, StoreError
     let mut first_event = None;
     for c in r.changes {
         let needed = match (c.action, c.list_id) {
-            (ConsentAction::Withdraw, Some(l)) => states.iter().any(|&(id, s)| id == l && s),
-            (ConsentAction::Withdraw, None) => states.iter().any(|&(_, s)| s),
-            (ConsentAction::Grant, Some(l)) => states.iter().any(|&(id, s)| id == l && !s),
+            (ConsentAction::Withdraw, Some(l)) => {
+                states.iter().any(|s| s.list_id == l && s.subscribed)
+            }
+            (ConsentAction::Withdraw, None) => states.iter().any(|s| s.subscribed),
+            (ConsentAction::Grant, Some(l)) => {
+                states.iter().any(|s| s.list_id == l && !s.subscribed)
+            }
             (ConsentAction::Grant, None) => false,
             // A recipient never restores: that is an operator's reversal.
             (ConsentAction::Restore, _) => false,
@@ -158,8 +162,8 @@ pub async fn apply(store: &Store, r: &Request<'_>) -> Result<Outcome, StoreError
             .await?;
         let granted = c.action == ConsentAction::Grant;
         for s in states.iter_mut() {
-            if c.list_id.is_none_or(|l| l == s.0) {
-                s.1 = granted;
+            if c.list_id.is_none_or(|l| l == s.list_id) {
+                s.subscribed = granted;
             }
         }
         out.applied += 1;
@@ -176,13 +180,15 @@ pub async fn apply(store: &Store, r: &Request<'_>) -> Result<Outcome, StoreError
 async fn status_after(
     tx: &mut crate::store::Tx,
     r: &Request<'_>,
-    states: &[(i64, bool)],
+    states: &[track::ListState],
     event_id: i64,
 ) -> Result<Option<(ContactStatus, ContactStatus)>, StoreError> {
     let Some(current) = status::current(tx, r.contact_id).await? else {
         return Ok(None);
     };
-    let any = states.iter().any(|&(_, s)| s);
+    // Only a list mail goes to keeps a contact subscribed: a consent to
+    // track left over (`tracking:LIST`) is no reason to mail anyone.
+    let any = states.iter().any(|s| s.subscribed && s.mail);
     let (to, cause, rule) = match (current, any) {
         (ContactStatus::Active, false) => (
             ContactStatus::Unsubscribed,

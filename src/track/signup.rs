@@ -51,7 +51,7 @@ use crate::store::{StoreError, contacts, signup as repo};
 
 /// The prefix of the ledger list that holds a list's consent to track
 /// (a purpose of its own: `tracking:newsletter` beside `newsletter`).
-pub const TRACKING_PREFIX: &str = "tracking:";
+pub const TRACKING_PREFIX: &str = crate::store::track::TRACKING_LIST_PREFIX;
 
 /// The form field that must stay empty (people do not see it).
 pub const HONEYPOT: &str = "website";
