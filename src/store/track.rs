@@ -103,8 +103,9 @@ pub async fn list_states(tx: &mut Tx, contact_id: i64) -> Result<Vec<ListState>>
         .collect())
 }
 
-/// The ledger list of the consent to track of a list is `tracking:LIST`: a
-/// purpose of its own, not a list that mail goes to.
+/// The prefix of the ledger list that holds a list's consent to track
+/// (`tracking:newsletter` beside `newsletter`): a purpose of its own, not
+/// a list that mail goes to.
 pub const TRACKING_LIST_PREFIX: &str = "tracking:";
 
 /// A contact's consent on one ledger list.

@@ -706,7 +706,10 @@ async fn preferences_view(
             .map(|l| {
                 // A consent to track is shown by what it means, not by its
                 // ledger name (`tracking:LIST`).
-                let label = match l.name.strip_prefix(signup::TRACKING_PREFIX) {
+                let label = match l
+                    .name
+                    .strip_prefix(crate::store::track::TRACKING_LIST_PREFIX)
+                {
                     Some(list) => format!("{} ({list})", lang.word("tracking_label")),
                     None => l.name.clone(),
                 };
@@ -714,7 +717,7 @@ async fn preferences_view(
                     "list_id": l.list_id,
                     "name": l.name,
                     "label": label,
-                    "tracking": l.name.starts_with(signup::TRACKING_PREFIX),
+                    "tracking": l.name.starts_with(crate::store::track::TRACKING_LIST_PREFIX),
                     "subscribed": l.subscribed,
                 })
             })

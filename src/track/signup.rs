@@ -47,11 +47,8 @@ use crate::domain::{ContactStatus, EmailAddress};
 use crate::render::{DkimSigner, Envelope, MessageParts, Rendered, escape_html};
 use crate::store::consent::Evidence;
 use crate::store::feedback::NewEvent;
+use crate::store::track::TRACKING_LIST_PREFIX;
 use crate::store::{StoreError, contacts, signup as repo};
-
-/// The prefix of the ledger list that holds a list's consent to track
-/// (a purpose of its own: `tracking:newsletter` beside `newsletter`).
-pub const TRACKING_PREFIX: &str = crate::store::track::TRACKING_LIST_PREFIX;
 
 /// The form field that must stay empty (people do not see it).
 pub const HONEYPOT: &str = "website";
@@ -115,11 +112,11 @@ impl Forms {
         let bad =
             |key: &'static str, message: String| crate::app::AppError::Setting { key, message };
         for name in cfg.lists.keys() {
-            if name.trim().is_empty() || name.starts_with(TRACKING_PREFIX) {
+            if name.trim().is_empty() || name.starts_with(TRACKING_LIST_PREFIX) {
                 return Err(bad(
                     "lists",
                     format!(
-                        "{name:?} cannot name a list (empty, or starts with {TRACKING_PREFIX:?})"
+                        "{name:?} cannot name a list (empty, or starts with {TRACKING_LIST_PREFIX:?})"
                     ),
                 ));
             }
@@ -926,9 +923,12 @@ pub(super) async fn confirm(
         list_id: row.list_id,
     }];
     if row.tracking == 1 {
-        let tracking_list =
-            contacts::ensure_list(&mut tx, &format!("{TRACKING_PREFIX}{}", row.list_name), now)
-                .await?;
+        let tracking_list = contacts::ensure_list(
+            &mut tx,
+            &format!("{TRACKING_LIST_PREFIX}{}", row.list_name),
+            now,
+        )
+        .await?;
         ledger.push(LedgerEffect::Grant {
             list_id: tracking_list,
         });

@@ -32,11 +32,12 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 
 use super::i18n::Lang;
-use super::signup::{Forms, TRACKING_PREFIX};
+use super::signup::Forms;
 use super::{AppState, TrackError, consent};
 use crate::config::TrackingMode;
 use crate::domain::ConsentAction;
 use crate::store::track::NewHit;
+use crate::store::track::TRACKING_LIST_PREFIX;
 use crate::store::{Result, Tx, tracking as repo};
 
 /// The client asked not to be tracked: `DNT: 1` or Global Privacy Control
@@ -102,15 +103,15 @@ pub async fn split(
     let consents: HashSet<(i64, String)> = if personal.is_empty() {
         HashSet::new()
     } else {
-        repo::tracking_consents(tx, &personal, TRACKING_PREFIX).await?
+        repo::tracking_consents(tx, &personal, TRACKING_LIST_PREFIX).await?
     };
     let mut kept = Vec::with_capacity(rows.len());
     let mut aggregate = Vec::new();
     for (row, &dnt) in std::mem::take(rows).into_iter().zip(private) {
         let list = lists.get(&row.campaign_id).cloned().flatten();
-        let consented = list
-            .as_ref()
-            .is_some_and(|l| consents.contains(&(row.contact_id, format!("{TRACKING_PREFIX}{l}"))));
+        let consented = list.as_ref().is_some_and(|l| {
+            consents.contains(&(row.contact_id, format!("{TRACKING_LIST_PREFIX}{l}")))
+        });
         match aggregate_reason(mode(row.campaign_id), consented, dnt) {
             None => kept.push(row),
             Some(reason) => {
@@ -157,12 +158,12 @@ async fn optout_target(s: &AppState, token: &str) -> Result<OptOut, TrackError> 
     let own = t
         .list_name
         .as_ref()
-        .map(|l| format!("{TRACKING_PREFIX}{l}"));
+        .map(|l| format!("{TRACKING_LIST_PREFIX}{l}"));
     let consents = lists
         .iter()
         .filter(|l| match &own {
             Some(own) => l.name == *own,
-            None => l.name.starts_with(TRACKING_PREFIX),
+            None => l.name.starts_with(TRACKING_LIST_PREFIX),
         })
         .map(|l| (l.list_id, l.subscribed))
         .collect();
