@@ -48,17 +48,7 @@ async fn opens_and_clicks_are_personal_only_with_consent_to_track() {
             "email,first_name,city\nana@example.com,Ana,Madrid\nbob@example.com,Bob,Lisboa\n",
         );
         assert!(out.status.success(), "{}", stderr(&out));
-        // Ana consents to tracking (a sign-up's checkbox does the same: tests/signup.rs).
-        p.write("t.csv", "email\nana@example.com\n");
-        p.ok(&[
-            "contacts",
-            "import",
-            "t.csv",
-            "--list",
-            "tracking:newsletter",
-            "--consent-source",
-            "form",
-        ]);
+        ana_consents_to_tracking(&p);
         p.ok(&[
             "contacts",
             "import",
@@ -271,6 +261,21 @@ fn form_token(page: &str) -> String {
     page[i..i + page[i..].find('"').unwrap()].to_string()
 }
 
+/// Ana's consent to track the newsletter, granted as an import with
+/// evidence (a sign-up's checkbox does the same: tests/signup.rs).
+fn ana_consents_to_tracking(p: &Project) {
+    p.write("t.csv", "email\nana@example.com\n");
+    p.ok(&[
+        "contacts",
+        "import",
+        "t.csv",
+        "--list",
+        "tracking:newsletter",
+        "--consent-source",
+        "form",
+    ]);
+}
+
 async fn ledger(db: &TestDb) -> i64 {
     scalar(db, "SELECT COUNT(*) FROM consent_events").await
 }
@@ -306,16 +311,7 @@ async fn the_footer_link_withdraws_the_consent_to_track_and_keeps_the_mail() {
         );
         let out = p.import("email,first_name\nana@example.com,Ana\n");
         assert!(out.status.success(), "{}", stderr(&out));
-        p.write("t.csv", "email\nana@example.com\n");
-        p.ok(&[
-            "contacts",
-            "import",
-            "t.csv",
-            "--list",
-            "tracking:newsletter",
-            "--consent-source",
-            "form",
-        ]);
+        ana_consents_to_tracking(&p);
         p.ok(&["campaign", "send", "campaigns/c.toml"]);
         let ana = &outbox(&p)["ana@example.com"];
         let links: Vec<String> = ana
@@ -458,7 +454,7 @@ async fn the_footer_link_withdraws_the_consent_to_track_and_keeps_the_mail() {
 
 /// A consent to track left over is no subscription: a contact whose only
 /// mail list goes by one-click unsubscribe becomes `unsubscribed`, though
-/// `tracking:LIST` is still granted, and the next send skips them.
+/// `tracking:LIST` is still granted.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_consent_to_track_left_over_keeps_nobody_subscribed() {
     for db in TestDb::all().await {
@@ -468,16 +464,7 @@ async fn a_consent_to_track_left_over_keeps_nobody_subscribed() {
         );
         let out = p.import("email,first_name,city\nana@example.com,Ana,Madrid\n");
         assert!(out.status.success(), "{}", stderr(&out));
-        p.write("t.csv", "email\nana@example.com\n");
-        p.ok(&[
-            "contacts",
-            "import",
-            "t.csv",
-            "--list",
-            "tracking:newsletter",
-            "--consent-source",
-            "form",
-        ]);
+        ana_consents_to_tracking(&p);
         p.ok(&["campaign", "send", "campaigns/c.toml"]);
         let lu = outbox(&p)["ana@example.com"]
             .header("List-Unsubscribe")
