@@ -311,7 +311,11 @@ fn fqdn(domain: &str) -> Option<Name> {
     if ascii.is_empty() {
         return None;
     }
-    Name::from_ascii(format!("{ascii}.")).ok()
+    // From its labels, not `Name::from_ascii`: that reads `\` as an
+    // escape, so a domain ending in a backslash became a relative name
+    // (found by the property test below). A label is what the address has.
+    let name = Name::from_labels(ascii.split('.').map(str::as_bytes)).ok()?;
+    name.is_fqdn().then_some(name)
 }
 
 /// The MX targets mail can go to, by preference then name, without the
@@ -504,6 +508,9 @@ mod tests {
         );
         assert_eq!(fqdn("example.org.").unwrap().to_ascii(), "example.org.");
         assert!(fqdn("").is_none());
+        // A backslash is a character of the label, not an escape.
+        assert!(fqdn("\\").is_some_and(|n| n.is_fqdn()));
+        assert!(fqdn("a\\.example").is_some_and(|n| n.is_fqdn() && n.num_labels() == 2));
         assert!(fqdn(&format!("{}.org", "a".repeat(64))).is_none());
     }
 
