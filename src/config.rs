@@ -52,6 +52,8 @@ pub struct Config {
     pub lists: std::collections::BTreeMap<String, ListConfig>,
     /// `[signup]`: the double opt-in confirmation mail and the form limits.
     pub signup: SignupConfig,
+    /// `[schedule]`: `cartero serve`'s scheduler (docs/SCHEDULING.md).
+    pub schedule: ScheduleConfig,
     /// Where the file was read from; relative paths in it resolve against its folder.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -346,6 +348,26 @@ impl Default for ListConfig {
     }
 }
 
+/// `[schedule]`: the scheduler inside `cartero serve` (docs/SCHEDULING.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScheduleConfig {
+    /// Whether `cartero serve` sends campaigns with `schedule` or `send_at`.
+    /// Every node may: an occurrence runs once, its rows are claimed once.
+    pub enabled: bool,
+    /// Seconds between looks at the campaign files and the open runs.
+    pub interval_secs: u64,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval_secs: 15,
+        }
+    }
+}
+
 /// `[signup]`: the confirmation mail of double opt-in and the form's limits.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -629,8 +651,9 @@ impl ComplianceConfig {
 
 /// The sections an environment override may name, longest first so that a
 /// section whose name prefixes another's cannot steal its variables.
-const SECTIONS: [&str; 12] = [
+const SECTIONS: [&str; 13] = [
     "compliance",
+    "schedule",
     "database",
     "project",
     "feedback",

@@ -18,6 +18,7 @@ pub mod feedback;
 pub mod hygiene;
 pub mod render;
 pub mod report;
+pub mod schedule;
 pub mod segment;
 pub mod send;
 pub mod track;

@@ -84,6 +84,26 @@ pub struct Settings {
     /// Reading the bounce mailbox of `[feedback]` every
     /// `feedback.interval_secs`; `None` when that is 0.
     pub feedback: Option<FeedbackPoll>,
+    /// Sending the campaigns that say `schedule` or `send_at`, every
+    /// `schedule.interval_secs`; `None` when `schedule.enabled` is false.
+    pub schedule: Option<SchedulePoll>,
+}
+
+/// What serve's scheduler needs: the interval and the configuration the
+/// send path reads (campaign and template folders, SMTP, sender).
+#[derive(Clone)]
+pub struct SchedulePoll {
+    pub interval: std::time::Duration,
+    pub config: Arc<Config>,
+}
+
+impl std::fmt::Debug for SchedulePoll {
+    // The configuration holds passwords and the signing secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SchedulePoll")
+            .field("interval", &self.interval)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What serve's feedback poller needs: the interval, and the configuration
@@ -165,6 +185,10 @@ impl Settings {
             forms: Arc::new(track::signup::Forms::from_config(cfg)?),
             feedback: (cfg.feedback.interval_secs > 0).then(|| FeedbackPoll {
                 interval: std::time::Duration::from_secs(cfg.feedback.interval_secs),
+                config: Arc::new(cfg.clone()),
+            }),
+            schedule: cfg.schedule.enabled.then(|| SchedulePoll {
+                interval: std::time::Duration::from_secs(cfg.schedule.interval_secs.max(1)),
                 config: Arc::new(cfg.clone()),
             }),
         })
@@ -342,6 +366,17 @@ impl Server {
                 cancel.clone(),
             ))
         });
+        // Campaigns with `schedule` or `send_at` are sent from here
+        // (docs/SCHEDULING.md).
+        let scheduler = app.settings.schedule.clone().map(|poll| {
+            let s = crate::schedule::Scheduler {
+                store: app.store.clone(),
+                config: poll.config,
+                clock: app.clock.clone(),
+                interval: poll.interval,
+            };
+            tokio::spawn(s.run(cancel.clone()))
+        });
         let served = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
@@ -356,6 +391,9 @@ impl Server {
         }
         if let Some(m) = mailer {
             let _ = m.await;
+        }
+        if let Some(s) = scheduler {
+            let _ = s.await;
         }
         app.store.close().await;
         served.map_err(AppError::Serve)

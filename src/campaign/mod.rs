@@ -13,7 +13,10 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::config::line_col;
+
+pub mod timing;
 use crate::segment::{Segment, SegmentError};
+pub use timing::{Missed, Timing, When};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CampaignError {
@@ -65,6 +68,16 @@ struct CampaignFile {
     public: bool,
     /// One sentence for the archive, its feed and search engines.
     description: Option<String>,
+    /// A cron expression: the campaign sends by itself on each occurrence
+    /// (`cartero serve`'s scheduler; `timing.rs`).
+    schedule: Option<Spanned<String>>,
+    /// The IANA time zone `schedule` (or a `send_at` without offset) is in.
+    timezone: Option<Spanned<String>>,
+    /// One instant: the campaign sends by itself then.
+    send_at: Option<Spanned<toml::value::Datetime>>,
+    /// "send" (default) or "skip": an occurrence missed while cartero was down.
+    missed: Option<Spanned<String>>,
+    missed_after_minutes: Option<Spanned<i64>>,
 }
 
 #[derive(Debug)]
@@ -201,6 +214,9 @@ pub struct Campaign {
     /// stand-in contact (docs/SERVE.md).
     pub public: bool,
     pub description: Option<String>,
+    /// `schedule` or `send_at`: when the campaign sends by itself; `None`
+    /// for a campaign sent only by `cartero campaign send`.
+    pub when: Option<When>,
 }
 
 /// Headers cartero writes itself; a campaign may not replace them.
@@ -468,6 +484,25 @@ impl Campaign {
                 }
             },
         };
+        let when = timing::parse(timing::Keys {
+            schedule: file
+                .schedule
+                .as_ref()
+                .map(|v| (v.get_ref().as_str(), at(v.span()))),
+            timezone: file
+                .timezone
+                .as_ref()
+                .map(|v| (v.get_ref().as_str(), at(v.span()))),
+            send_at: file.send_at.as_ref().map(|v| (v.get_ref(), at(v.span()))),
+            missed: file
+                .missed
+                .as_ref()
+                .map(|v| (v.get_ref().as_str(), at(v.span()))),
+            missed_after_minutes: file
+                .missed_after_minutes
+                .as_ref()
+                .map(|v| (*v.get_ref(), at(v.span()))),
+        })?;
         use sha2::Digest;
         let file_hash = sha2::Sha256::digest(text.as_bytes())
             .iter()
@@ -496,6 +531,7 @@ impl Campaign {
             attribution_days,
             public: file.public,
             description: file.description,
+            when,
         })
     }
 }

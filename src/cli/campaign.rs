@@ -69,7 +69,8 @@ pub enum Cmd {
     ///
     /// Exit status: 0 done; 1 error (nothing or part sent, resumable);
     /// 3 some messages failed; 4 the SMTP server could not be reached for
-    /// smtp.outage_timeout_secs, the send stopped and resumes when run again.
+    /// smtp.outage_timeout_secs, the send stopped and resumes when run again;
+    /// 5 the campaign was paused or cancelled (`campaign pause|cancel`).
     #[command(
         after_help = "Examples:\n  cartero campaign send campaigns/welcome.toml --dry-run\n  cartero campaign send campaigns/welcome.toml"
     )]
@@ -84,6 +85,121 @@ pub enum Cmd {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
+    /// Pause a campaign: every node stops claiming its messages within
+    /// seconds (messages on the wire finish); its scheduled occurrences wait.
+    #[command(
+        after_help = "Examples:\n  cartero campaign pause weekly --reason \"wrong price in the subject\"\n  cartero campaign resume weekly"
+    )]
+    Pause {
+        /// The campaign's id (its file name without .toml) or its file.
+        campaign: String,
+        /// Why, recorded and shown by `schedule list`.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Resume a paused campaign: `cartero serve` goes on with its scheduled
+    /// runs; a manual send resumes with `campaign send` again.
+    Resume {
+        /// The campaign's id (its file name without .toml) or its file.
+        campaign: String,
+    },
+    /// Cancel a campaign's open runs: what is not yet sent is skipped
+    /// (reason `cancelled`) and never sent by that run; future occurrences
+    /// of a schedule still run (remove `schedule` from the file to stop them).
+    Cancel {
+        /// The campaign's id (its file name without .toml) or its file.
+        campaign: String,
+        /// Why, recorded on each cancelled run.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+/// A campaign's id from the argument of status, pause, resume and cancel:
+/// a file names the campaign by its id; a bare id is used as it is.
+fn slug_of(cfg: &Config, campaign: &str) -> anyhow::Result<String> {
+    Ok(
+        if campaign.ends_with(".toml") || std::path::Path::new(campaign).is_file() {
+            load(cfg, std::path::Path::new(campaign))?.slug
+        } else {
+            campaign.to_string()
+        },
+    )
+}
+
+/// `campaign pause|resume|cancel`.
+async fn control(
+    ctx: &Context,
+    cfg: &Config,
+    campaign: &str,
+    action: Control,
+) -> anyhow::Result<ExitCode> {
+    let slug = slug_of(cfg, campaign)?;
+    let store = ctx.store(cfg).await?;
+    let now = crate::domain::time::now_millis();
+    let row = match crate::store::campaigns::find(&store, &slug).await? {
+        Some(r) => r,
+        // A campaign not sent or scheduled yet can be paused ahead of its
+        // first occurrence when named by its file.
+        None if campaign.ends_with(".toml") && matches!(action, Control::Pause(_)) => {
+            let c = load(cfg, std::path::Path::new(campaign))?;
+            crate::store::campaigns::ensure(
+                &store,
+                &c.slug,
+                &c.name,
+                &c.path.display().to_string(),
+                &c.file_hash,
+                Some(&c.list),
+                now,
+            )
+            .await?
+        }
+        None => anyhow::bail!(
+            "no campaign {slug:?} has been sent or scheduled yet (name its file to pause it ahead)"
+        ),
+    };
+    let msg = match action {
+        Control::Pause(reason) => {
+            let reason = reason.unwrap_or_else(|| "paused from the command line".into());
+            if crate::store::campaigns::set_paused(&store, row.id, Some(&reason), now).await? {
+                format!(
+                    "paused {slug}: no node claims its messages from now on (those on the wire finish);                      `cartero campaign resume {slug}` goes on"
+                )
+            } else {
+                format!("{slug} was already paused")
+            }
+        }
+        Control::Resume => {
+            if crate::store::campaigns::set_paused(&store, row.id, None, now).await? {
+                format!(
+                    "resumed {slug}: `cartero serve` goes on with its scheduled runs;                      run `cartero campaign send` again for a manual send"
+                )
+            } else {
+                format!("{slug} was not paused")
+            }
+        }
+        Control::Cancel(reason) => {
+            let reason = reason.unwrap_or_else(|| "cancelled from the command line".into());
+            let (runs, rows) =
+                crate::store::runs::cancel_open(&store, row.id, &reason, now).await?;
+            if runs == 0 {
+                format!("{slug} has no run in progress: nothing to cancel")
+            } else {
+                format!(
+                    "cancelled {runs} run(s) of {slug}: {rows} messages not yet sent are skipped                      (messages on the wire finish)"
+                )
+            }
+        }
+    };
+    store.close().await;
+    println!("{msg}");
+    Ok(ExitCode::SUCCESS)
+}
+
+enum Control {
+    Pause(Option<String>),
+    Resume,
+    Cancel(Option<String>),
 }
 
 fn load(cfg: &Config, file: &std::path::Path) -> anyhow::Result<Campaign> {
@@ -104,6 +220,9 @@ async fn contact_by_email(store: &crate::store::Store, email: &str) -> anyhow::R
 /// `campaign send` stopped because the SMTP server stayed unreachable for
 /// `smtp.outage_timeout_secs`; running it again resumes.
 pub const EXIT_OUTAGE: u8 = 4;
+/// `campaign send` stopped because the campaign was paused or cancelled
+/// (`campaign pause|cancel`, from any node).
+pub const EXIT_HALTED: u8 = 5;
 
 struct Bar(indicatif::ProgressBar);
 
@@ -247,6 +366,13 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
             failed,
             format,
         } => status(ctx, &cfg, &campaign, failed, format).await,
+        Cmd::Pause { campaign, reason } => {
+            control(ctx, &cfg, &campaign, Control::Pause(reason)).await
+        }
+        Cmd::Resume { campaign } => control(ctx, &cfg, &campaign, Control::Resume).await,
+        Cmd::Cancel { campaign, reason } => {
+            control(ctx, &cfg, &campaign, Control::Cancel(reason)).await
+        }
         Cmd::Preview {
             file,
             contact,
@@ -296,7 +422,11 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
                 bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
             }
             let progress = Arc::new(Bar(bar.clone()));
-            let opts = SendOptions { dry_run, no_wait };
+            let opts = SendOptions {
+                dry_run,
+                no_wait,
+                ..SendOptions::default()
+            };
             let report = match send_campaign(&store, &cfg, campaign, &opts, progress).await {
                 Ok(r) => r,
                 Err(e @ crate::send::SendError::Outage { .. }) => {
@@ -320,7 +450,9 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
             };
             store.close().await;
             print_report(&report, &failed_by_reason, &deferred_by_reason, format)?;
-            Ok(if report.tally.failed > 0 {
+            Ok(if report.halted.is_some() {
+                ExitCode::from(EXIT_HALTED)
+            } else if report.tally.failed > 0 {
                 ExitCode::from(3)
             } else {
                 ExitCode::SUCCESS
@@ -397,6 +529,7 @@ fn skip_words(code: &str) -> &str {
         "erased" => "erased on request",
         "sunset" => "stopped reading (sunset)",
         "no_consent" => "no consent for this list",
+        "cancelled" => "cancelled (campaign cancel)",
         other => other,
     }
 }
@@ -450,6 +583,19 @@ fn print_report(
             r.campaign,
             r.transport
         );
+        match r.halted {
+            Some(crate::send::Halt::Paused) => println!(
+                "PAUSED: `cartero campaign resume {}`, then `campaign send` again, goes on",
+                r.campaign
+            ),
+            Some(crate::send::Halt::Cancelled) => {
+                println!("CANCELLED: what was not sent is skipped (reason: cancelled)")
+            }
+            Some(crate::send::Halt::Shutdown) => {
+                println!("STOPPED: shutting down; the same command resumes")
+            }
+            None => {}
+        }
         println!(
             "accepted           {:>9}  (taken by the mail server; bounces may still come back)",
             t.accepted
@@ -575,12 +721,7 @@ async fn status(
     failed: bool,
     format: Format,
 ) -> anyhow::Result<ExitCode> {
-    // A file names the campaign by its id; a bare id is used as it is.
-    let slug = if campaign.ends_with(".toml") || std::path::Path::new(campaign).is_file() {
-        load(cfg, std::path::Path::new(campaign))?.slug
-    } else {
-        campaign.to_string()
-    };
+    let slug = slug_of(cfg, campaign)?;
     let store = ctx.store(cfg).await?;
     let row = crate::store::campaigns::find(&store, &slug)
         .await?

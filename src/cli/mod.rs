@@ -23,6 +23,7 @@ pub mod hygiene;
 pub mod init;
 pub mod output;
 pub mod report;
+pub mod schedule;
 pub mod segment;
 pub mod serve;
 
@@ -57,7 +58,7 @@ pub enum Command {
     Contacts(contacts::Args),
     /// Count and sample segments.
     Segment(segment::Args),
-    /// Check, preview and send campaigns.
+    /// Check, preview, send, pause, resume and cancel campaigns; see where a send stands.
     Campaign(campaign::Args),
     /// Read bounces, complaints and unsubscribe mails.
     Feedback(feedback::Args),
@@ -77,6 +78,8 @@ pub enum Command {
     ApiKey(api_key::Args),
     /// Campaign reports, KPIs, the contact database over time.
     Report(report::Args),
+    /// List the campaigns `cartero serve` delivers by itself, and when (a cron schedule, or one instant).
+    Schedule(schedule::Args),
 }
 
 /// Output format for commands whose output is data.
@@ -246,6 +249,7 @@ pub fn main() -> ExitCode {
             Command::Contacts(a) => contacts::run(a, &ctx).await,
             Command::Segment(a) => segment::run(a, &ctx).await,
             Command::Campaign(a) => campaign::run(a, &ctx).await,
+            Command::Schedule(a) => schedule::run(a, &ctx).await,
             Command::Feedback(a) => feedback::run(a, &ctx).await,
             Command::Address(a) => address::run(a, &ctx).await,
             Command::Hygiene(a) => hygiene::run(a, &ctx).await,

@@ -63,16 +63,19 @@ pub enum SkipReason {
     Erased,
     Sunset,
     NoConsent,
+    /// `cartero campaign cancel` stopped the run before this row was sent.
+    Cancelled,
 }
 
 impl SkipReason {
-    pub const ALL: [SkipReason; 6] = [
+    pub const ALL: [SkipReason; 7] = [
         Self::Unsubscribed,
         Self::Bounced,
         Self::Complained,
         Self::Erased,
         Self::Sunset,
         Self::NoConsent,
+        Self::Cancelled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -83,6 +86,7 @@ impl SkipReason {
             Self::Erased => "erased",
             Self::Sunset => "sunset",
             Self::NoConsent => "no_consent",
+            Self::Cancelled => "cancelled",
         }
     }
 }

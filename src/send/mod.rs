@@ -118,7 +118,39 @@ pub struct SendOptions {
     pub dry_run: bool,
     /// Stop after the first pass instead of waiting for deferred retries.
     pub no_wait: bool,
+    /// The run to send; `None`: the campaign's manual run (the command line).
+    pub run: Option<RunOf>,
+    /// Stops the send (claims released, nothing lost) when cancelled: the
+    /// service's shutdown.
+    pub cancel: Option<tokio_util::sync::CancellationToken>,
+    /// The process's shared rate limiter and domain gate; `None`: this send's own.
+    pub limits: Option<SharedLimits>,
 }
+
+/// Which run of a campaign a send works on (`campaign_runs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunOf {
+    /// `schedule` or `send_at` (the scheduler), `manual` (the command line).
+    pub trigger: String,
+    /// The occurrence's instant in RFC 3339 (UTC), or `manual`.
+    pub occurrence: String,
+}
+
+/// Why a send stopped before its run was done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Halt {
+    /// `cartero campaign pause`: resumes with `campaign resume`.
+    Paused,
+    /// `cartero campaign cancel`: the run's unsent rows were skipped.
+    Cancelled,
+    /// The process is shutting down; another run (or node) picks it up.
+    Shutdown,
+}
+
+/// How often a send asks the database whether its run was paused or
+/// cancelled (by any node): the "within seconds" of `campaign pause`.
+const CONTROL_POLL: Duration = Duration::from_secs(1);
 
 /// What a send did, for the terminal and for scripts.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -146,6 +178,9 @@ pub struct SendReport {
     pub waiting_secs: f64,
     pub transport: String,
     pub dry_run: bool,
+    /// Set when the send stopped before its run was done: paused,
+    /// cancelled, or shut down.
+    pub halted: Option<Halt>,
 }
 
 /// A recipient whose message did not render, and why (the template's
@@ -507,28 +542,92 @@ impl Composer {
 
 /// A global messages-per-second ceiling shared by the workers: each message
 /// reserves the next free slot, so the rate holds however many workers run.
-struct RateLimit {
-    interval: Option<Duration>,
+/// In `cartero serve` one limiter serves every run of the process, and its
+/// rate is the configured one divided by the nodes alive (`set_nodes`), so
+/// the rate holds across runs and across nodes.
+pub struct RateLimit {
+    /// The configured interval between two messages, in nanoseconds; 0: no limit.
+    base_nanos: u64,
+    /// The interval in force: `base_nanos` times the nodes sharing the rate.
+    interval_nanos: AtomicU64,
     next: tokio::sync::Mutex<Instant>,
 }
 
 impl RateLimit {
-    fn new(per_sec: f64) -> Self {
+    pub fn new(per_sec: f64) -> Self {
+        let base_nanos = if per_sec > 0.0 {
+            (1e9 / per_sec).round().max(1.0) as u64
+        } else {
+            0
+        };
         Self {
-            interval: (per_sec > 0.0).then(|| Duration::from_secs_f64(1.0 / per_sec)),
+            base_nanos,
+            interval_nanos: AtomicU64::new(base_nanos),
             next: tokio::sync::Mutex::new(Instant::now()),
         }
     }
+
+    /// The rate is shared by `nodes` processes: each takes its part.
+    pub fn set_nodes(&self, nodes: u64) {
+        self.interval_nanos.store(
+            self.base_nanos.saturating_mul(nodes.max(1)),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Messages a second this process may send now; `None`: no limit.
+    pub fn per_sec(&self) -> Option<f64> {
+        match self.interval_nanos.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(1e9 / n as f64),
+        }
+    }
+
     async fn wait(&self) {
-        let Some(step) = self.interval else { return };
+        let step = self.interval_nanos.load(Ordering::Relaxed);
+        if step == 0 {
+            return;
+        }
         let at = {
             let mut next = self.next.lock().await;
             let now = Instant::now();
             let at = (*next).max(now);
-            *next = at + step;
+            *next = at + Duration::from_nanos(step);
             at
         };
         tokio::time::sleep_until(at.into()).await;
+    }
+}
+
+/// The limits every run of one process shares: the rate limiter and the
+/// recipient-domain gate (`cartero serve` makes one for all its runs; the
+/// command line's send makes its own).
+#[derive(Clone)]
+pub struct SharedLimits {
+    pub limiter: Arc<RateLimit>,
+    pub gate: Arc<domains::DomainGate>,
+}
+
+impl SharedLimits {
+    pub fn for_config(cfg: &Config) -> Self {
+        match &cfg.smtp {
+            Some(s) => Self {
+                limiter: Arc::new(RateLimit::new(s.rate_limit)),
+                gate: Arc::new(domains::DomainGate::new(s)),
+            },
+            None => Self {
+                limiter: Arc::new(RateLimit::new(0.0)),
+                gate: Arc::new(domains::DomainGate::unlimited()),
+            },
+        }
+    }
+}
+
+impl std::fmt::Debug for SharedLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedLimits")
+            .field("per_sec", &self.limiter.per_sec())
+            .finish_non_exhaustive()
     }
 }
 
@@ -687,6 +786,48 @@ impl Lease {
     }
 }
 
+fn halted_now(h: &std::sync::Mutex<Option<Halt>>) -> Option<Halt> {
+    *h.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Asks the database every `CONTROL_POLL` whether the run may go on; on a
+/// pause or cancel (from any node), or when `cancel` fires, records why,
+/// stops the workers and wakes the send's wait.
+async fn watch_control(
+    store: Store,
+    run_id: i64,
+    cancel: Option<tokio_util::sync::CancellationToken>,
+    halted: Arc<std::sync::Mutex<Option<Halt>>>,
+    stop: Arc<AtomicBool>,
+    wake: Arc<tokio::sync::Notify>,
+) {
+    use crate::store::runs::Control;
+    let cancelled = async {
+        match &cancel {
+            Some(c) => c.cancelled().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(cancelled);
+    let why = loop {
+        tokio::select! {
+            _ = &mut cancelled => break Halt::Shutdown,
+            _ = tokio::time::sleep(CONTROL_POLL) => {}
+        }
+        match crate::store::runs::control(&store, run_id).await {
+            Ok(Control::Go) | Ok(Control::Over) => {}
+            Ok(Control::Paused { .. }) => break Halt::Paused,
+            Ok(Control::Cancelled) => break Halt::Cancelled,
+            // The lease renewal notices a database that is gone.
+            Err(e) => tracing::debug!(error = %e, "could not read the run's state"),
+        }
+    };
+    *halted.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+    stop.store(true, Ordering::Relaxed);
+    // A permit is kept if the send is not waiting yet.
+    wake.notify_one();
+}
+
 /// Renews this process's claims on `run_id` every third of the lease until
 /// `stop` is set.
 async fn keep_leases(store: Store, run_id: i64, lease: Arc<Lease>, stop: Arc<tokio::sync::Notify>) {
@@ -827,10 +968,43 @@ pub async fn send_campaign_with_clock(
     .await?;
     crate::store::campaigns::set_attribution_days(store, row.id, c.attribution_days).await?;
     // The command line sends the campaign's manual run: created on first
-    // use, resumed after (docs/SENDING.md, runs).
-    let run =
-        crate::store::runs::get_or_create(store, row.id, "manual", crate::store::runs::MANUAL, now)
-            .await?;
+    // use, resumed after; the scheduler names its occurrence's run
+    // (docs/SENDING.md, runs).
+    let run = match &opts.run {
+        None => {
+            crate::store::runs::get_or_create(
+                store,
+                row.id,
+                "manual",
+                crate::store::runs::MANUAL,
+                now,
+            )
+            .await?
+        }
+        Some(r) => {
+            crate::store::runs::get_or_create(store, row.id, &r.trigger, &r.occurrence, now).await?
+        }
+    };
+    // A paused campaign or a cancelled run sends nothing, and takes no
+    // snapshot: a resume sends to the list as it is then.
+    match crate::store::runs::control(store, run.id).await? {
+        crate::store::runs::Control::Go => {}
+        other => {
+            let halted = match other {
+                crate::store::runs::Control::Paused { .. } => Some(Halt::Paused),
+                crate::store::runs::Control::Cancelled => Some(Halt::Cancelled),
+                _ => None,
+            };
+            return Ok(SendReport {
+                campaign: c.slug.clone(),
+                tally: sends::tally_run(store, run.id).await?,
+                elapsed_secs: started.elapsed().as_secs_f64(),
+                transport: transport.describe(),
+                halted,
+                ..SendReport::default()
+            });
+        }
+    }
     // The files changed since the last run: messages that could not be
     // rendered then are tried again.
     if before.is_some_and(|b| b.file_hash != hash) {
@@ -858,6 +1032,18 @@ pub async fn send_campaign_with_clock(
         lease.clone(),
         renewals_stop.clone(),
     ));
+    // A pause or cancel from any node, or this process's shutdown, stops
+    // the workers within `CONTROL_POLL`.
+    let halted = Arc::new(std::sync::Mutex::new(None::<Halt>));
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let watch = tokio::spawn(watch_control(
+        store.clone(),
+        run.id,
+        opts.cancel.clone(),
+        halted.clone(),
+        stop.clone(),
+        wake.clone(),
+    ));
     // Every message this run delivers is composed with this run's tracking
     // settings; `hygiene run --sunset-days` trusts silence only after them.
     sends::mark_tracked(store, row.id, composer.tracked()).await?;
@@ -868,9 +1054,11 @@ pub async fn send_campaign_with_clock(
     let before = sends::tally_run(store, run.id).await?;
     progress.start(before.open());
 
-    let limiter = Arc::new(RateLimit::new(
-        cfg.smtp.as_ref().map(|s| s.rate_limit).unwrap_or(0.0),
-    ));
+    let limits = opts
+        .limits
+        .clone()
+        .unwrap_or_else(|| SharedLimits::for_config(cfg));
+    let limiter = limits.limiter.clone();
     let sent = Arc::new(AtomicU64::new(0));
     let suppressed = Arc::new(AtomicU64::new(0));
     let render_failures = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -878,10 +1066,7 @@ pub async fn send_campaign_with_clock(
         Transport::Smtp(s) => s.concurrency,
         Transport::Outbox(_) => 2,
     };
-    let gate = Arc::new(match &transport {
-        Transport::Smtp(s) => domains::DomainGate::new(s),
-        Transport::Outbox(_) => domains::DomainGate::unlimited(),
-    });
+    let gate = limits.gate.clone();
     let lane = Arc::new(domains::Lane::default());
     let mut waited = Duration::ZERO;
     let result = loop {
@@ -943,6 +1128,9 @@ pub async fn send_campaign_with_clock(
             }
             break Err(e);
         }
+        if halted_now(&halted).is_some() {
+            break Ok(());
+        }
         // Deferred rows wait for their retry time, and rows other workers
         // hold for their lease (renewed while they live, taken over after),
         // unless asked not to.
@@ -959,12 +1147,38 @@ pub async fn send_campaign_with_clock(
             "waiting {}s for deferred retries or another process's claims",
             wait.div_ceil(1000)
         ));
-        tokio::time::sleep(Duration::from_millis(wait)).await;
+        // A pause, cancel or shutdown ends the wait too.
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+            _ = wake.notified() => {}
+        }
         waited += Duration::from_millis(wait);
+        if halted_now(&halted).is_some() {
+            break Ok(());
+        }
     };
+    watch.abort();
     renewals_stop.notify_one();
     let _ = renewals.await;
     result?;
+    // The workers may have stopped because claims found the run paused or
+    // cancelled before the watcher's next look.
+    let halted = match halted_now(&halted) {
+        Some(h) => Some(h),
+        None => match crate::store::runs::control(store, run.id).await? {
+            crate::store::runs::Control::Paused { .. } => Some(Halt::Paused),
+            crate::store::runs::Control::Cancelled => Some(Halt::Cancelled),
+            _ => None,
+        },
+    };
+    if halted.is_some() {
+        // Rows this process claimed and did not deliver go back: to pending
+        // for a resume, or skipped for a cancel.
+        sends::release_claims(store, run.id, &[me.to_string()]).await?;
+        if halted == Some(Halt::Cancelled) {
+            crate::store::runs::skip_unsent(store, run.id, clock.now()).await?;
+        }
+    }
     let in_flight = in_flight.load(Ordering::Relaxed);
     if in_flight > 0 {
         tracing::warn!(
@@ -974,7 +1188,7 @@ pub async fn send_campaign_with_clock(
         );
     }
     let tally = sends::tally_run(store, run.id).await?;
-    if tally.open() == 0 {
+    if tally.open() == 0 && halted != Some(Halt::Cancelled) {
         crate::store::runs::mark_finished(store, run.id, clock.now()).await?;
         crate::store::campaigns::mark_finished(store, row.id, clock.now()).await?;
     }
@@ -998,6 +1212,7 @@ pub async fn send_campaign_with_clock(
         waiting_secs: waited.as_secs_f64(),
         transport: transport.describe(),
         dry_run: false,
+        halted,
     })
 }
 
@@ -1774,6 +1989,7 @@ async fn dry_run(
         waiting_secs: 0.0,
         transport: transport.describe(),
         dry_run: true,
+        halted: None,
     })
 }
 

@@ -100,3 +100,70 @@ pub async fn list(store: &Store) -> Result<Vec<CampaignListing>> {
         .await?)
     })
 }
+
+/// The campaign with `slug`, created (as `upsert` would) when it does not
+/// exist; an existing row is left as it is, so the file hash a send compares
+/// against stays the one of its last send.
+pub async fn ensure(
+    store: &Store,
+    slug: &str,
+    name: &str,
+    file_path: &str,
+    file_hash: &str,
+    list_name: Option<&str>,
+    now: Millis,
+) -> Result<CampaignRow> {
+    dispatch!(store, pool => {
+        sqlx::query(
+            "INSERT INTO campaigns (slug, name, file_path, file_hash, list_name, created_at) \
+             VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT (slug) DO NOTHING",
+        )
+        .bind(slug)
+        .bind(name)
+        .bind(file_path)
+        .bind(file_hash)
+        .bind(list_name)
+        .bind(now)
+        .execute(pool)
+        .await?;
+    });
+    find(store, slug)
+        .await?
+        .ok_or_else(|| super::StoreError::Corrupt(format!("campaign {slug:?} vanished")))
+}
+
+/// Whether a campaign is paused: since when, and why.
+pub async fn paused(store: &Store, id: i64) -> Result<Option<(Millis, Option<String>)>> {
+    let row: Option<(Option<Millis>, Option<String>)> = dispatch!(store, pool => {
+        sqlx::query_as("SELECT paused_at, paused_reason FROM campaigns WHERE id = $1")
+            .bind(id)
+            .fetch_optional(pool)
+            .await?
+    });
+    Ok(row.and_then(|(at, why)| at.map(|at| (at, why))))
+}
+
+/// Pauses (`Some(reason)`) or resumes (`None`) a campaign. Returns whether
+/// anything changed: pausing a paused campaign keeps its first pause.
+pub async fn set_paused(store: &Store, id: i64, pause: Option<&str>, now: Millis) -> Result<bool> {
+    let changed = dispatch!(store, pool => {
+        match pause {
+            Some(reason) => sqlx::query(
+                "UPDATE campaigns SET paused_at = $1, paused_reason = $2 WHERE id = $3 AND paused_at IS NULL",
+            )
+            .bind(now)
+            .bind(reason)
+            .bind(id)
+            .execute(pool)
+            .await?,
+            None => sqlx::query(
+                "UPDATE campaigns SET paused_at = NULL, paused_reason = NULL WHERE id = $1 AND paused_at IS NOT NULL",
+            )
+            .bind(id)
+            .execute(pool)
+            .await?,
+        }
+        .rows_affected()
+    });
+    Ok(changed > 0)
+}

@@ -265,7 +265,7 @@ fn tally_of(rows: Vec<(String, Option<String>, i64)>) -> Result<Tally> {
 /// (not taken) and keeps the busy handler for other processes.
 static SQLITE_WRITER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-async fn sqlite_writer(store: &Store) -> Option<tokio::sync::MutexGuard<'static, ()>> {
+pub(crate) async fn sqlite_writer(store: &Store) -> Option<tokio::sync::MutexGuard<'static, ()>> {
     match store {
         Store::Sqlite(_) => Some(SQLITE_WRITER.lock().await),
         Store::Postgres(_) => None,
@@ -316,11 +316,13 @@ pub async fn claim(
     // campaign's size). Each branch alone is a range of the `sends_work`
     // index that LIMIT cuts short, in index order; the order of rows within
     // a claim does not matter.
+    // A paused campaign or a cancelled run: no row is claimed, on any node.
+    let claimable = super::runs::claimable_sql("$4");
     let claim_where = |due: &str| {
         format!(
             "UPDATE sends SET state = 'sending', claimed_by = $1, lease_until = $2, \
-             updated_at = $3 WHERE id IN (SELECT id FROM sends WHERE run_id = $4 AND {due} \
-             LIMIT $5{lock}) RETURNING id, contact_id, email, attempts, created_at, message_id"
+             updated_at = $3 WHERE id IN (SELECT id FROM sends WHERE run_id = $4 AND {claimable} \
+             AND {due} LIMIT $5{lock}) RETURNING id, contact_id, email, attempts, created_at, message_id"
         )
     };
     let expired = claim_where("state = 'sending' AND (lease_until IS NULL OR lease_until <= $3)");
