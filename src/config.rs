@@ -398,6 +398,12 @@ pub struct ServeConfig {
     /// Contact attributes a contact may correct in the preference centre
     /// (the name always may).
     pub editable_attributes: Vec<String>,
+    /// Failed admin sign-ins (login form or `Authorization: Bearer`) a
+    /// client IP, or a key, may have in one window before further attempts
+    /// are answered 429. Counted in the database across every node.
+    pub admin_login_max_failures: u32,
+    /// The window of `admin_login_max_failures`, seconds (at most 3600).
+    pub admin_login_window_secs: u64,
 }
 impl Default for ServeConfig {
     fn default() -> Self {
@@ -412,6 +418,8 @@ impl Default for ServeConfig {
             batch_size: 1_000,
             trusted_proxies: Vec::new(),
             editable_attributes: Vec::new(),
+            admin_login_max_failures: 10,
+            admin_login_window_secs: 900,
         }
     }
 }

@@ -35,6 +35,51 @@ pub async fn hit(
     })
 }
 
+/// The count of `bucket`'s window starting at `window_start`, without
+/// counting anything (0 when the window has no row).
+pub async fn hits(store: &Store, bucket: &str, window_start: Millis) -> Result<i64> {
+    dispatch!(store, pool => {
+        Ok(sqlx::query_scalar::<_, i64>(
+            "SELECT COALESCE(MAX(hits), 0) FROM rate_limits WHERE bucket = $1 AND window_start = $2",
+        )
+        .bind(bucket)
+        .bind(window_start)
+        .fetch_one(pool)
+        .await?)
+    })
+}
+
+/// [`hit`] for the buckets whose names start with `scope`: only that
+/// scope's windows older than `forget_before` are deleted on the way, so a
+/// limit with shorter windows never resets another's counts.
+pub async fn hit_scoped(
+    store: &Store,
+    scope: &str,
+    bucket: &str,
+    window_start: Millis,
+    forget_before: Millis,
+) -> Result<i64> {
+    // A scope is a fixed name of ours, without LIKE's wildcards.
+    debug_assert!(bucket.starts_with(scope) && !scope.contains(['%', '_']));
+    let pattern = format!("{scope}%");
+    dispatch!(store, pool => {
+        sqlx::query("DELETE FROM rate_limits WHERE bucket LIKE $1 AND window_start < $2")
+            .bind(&pattern)
+            .bind(forget_before)
+            .execute(pool)
+            .await?;
+        Ok(sqlx::query_scalar::<_, i64>(
+            "INSERT INTO rate_limits (bucket, window_start, hits) VALUES ($1, $2, 1) \
+             ON CONFLICT (bucket, window_start) DO UPDATE SET hits = rate_limits.hits + 1 \
+             RETURNING hits",
+        )
+        .bind(bucket)
+        .bind(window_start)
+        .fetch_one(pool)
+        .await?)
+    })
+}
+
 /// A new pending sign-up.
 #[derive(Debug, Clone)]
 pub struct NewSignup<'a> {

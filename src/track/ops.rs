@@ -203,7 +203,7 @@ pub(super) async fn readyz(State(s): State<AppState>) -> Response {
 
 /// Every counter of [`super::Metrics`] for `/metrics`: (name, help, value),
 /// the one table the exposition is written from.
-fn counters(m: &super::Metrics) -> [(&'static str, &'static str, u64); 15] {
+fn counters(m: &super::Metrics) -> [(&'static str, &'static str, u64); 17] {
     let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
     [
         (
@@ -280,6 +280,16 @@ fn counters(m: &super::Metrics) -> [(&'static str, &'static str, u64); 15] {
             "cartero_conversions_duplicate_total",
             "Conversions ignored: their order id was recorded already.",
             get(&m.conversions_duplicate),
+        ),
+        (
+            "cartero_admin_login_failures_total",
+            "Admin sign-ins with a key that opens nothing.",
+            get(&m.admin_login_failures),
+        ),
+        (
+            "cartero_admin_logins_limited_total",
+            "Admin sign-ins refused (429) after too many failures.",
+            get(&m.admin_logins_limited),
         ),
     ]
 }
