@@ -824,3 +824,108 @@ async fn the_form_snippet_is_labelled_and_posts_to_the_server() {
     let out = p.run(&["form", "snippet", "unknown"]);
     assert!(stderr(&out).contains("[lists.unknown]"), "{}", stderr(&out));
 }
+
+/// The mailer gives up (Postfix refuses the addresses for good); /metrics
+/// and `signup status` count the given-up mails, one of them also past the
+/// mailer's three days; `signup retry` re-queues both, and serve (now with
+/// the outbox) sends them.
+#[tokio::test(flavor = "multi_thread")]
+async fn given_up_confirmation_mails_are_counted_and_requeued() {
+    for db in TestDb::all().await {
+        let Some(pf) = Postfix::start() else { return };
+        let p = project(
+            &db,
+            &format!(
+                "\n[smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n",
+                pf.smtp_port_rejecting()
+            ),
+        );
+        let s = Served::start(&p, &db).await;
+        let http = client();
+        for email in ["nobody-here@example.org", "nobody-either@example.org"] {
+            let r = http
+                .post(format!("{}/subscribe", s.base))
+                .form(&[("list", "newsletter"), ("email", email)])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while scalar(&db, "SELECT MIN(mail_attempts) FROM signups").await
+            < cartero::track::signup::MAIL_ATTEMPTS
+        {
+            assert!(std::time::Instant::now() < deadline, "{}", pf.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let m = http
+            .get(format!("{}/metrics", s.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(m.contains("\ncartero_signup_mails_given_up 2\n"), "{m}");
+        s.stop().await;
+        // One of them was made five days ago: past the mailer's three days too.
+        cartero::dispatch!(&db.store, pool => {
+            sqlx::query("UPDATE signups SET signed_up_at = signed_up_at - 5 * 86400000 \
+                         WHERE email = 'nobody-either@example.org'")
+                .execute(pool).await.unwrap();
+        });
+        let status = p.ok(&["signup", "status", "--format", "csv"]);
+        assert!(status.contains("\nnewsletter,0,0,2,"), "{status}");
+
+        let bad = p.run(&["signup", "retry", "--list", "nope"]);
+        assert_eq!(bad.status.code(), Some(1));
+        assert!(stderr(&bad).contains("--list \"nope\""), "{}", stderr(&bad));
+        let out = p.ok(&["signup", "retry", "--list", "newsletter"]);
+        assert!(out.starts_with("re-queued 2 confirmation mails"), "{out}");
+        assert_eq!(
+            scalar(&db, "SELECT COUNT(*) FROM signups WHERE mail_attempts = 0 AND mail_due_at IS NULL AND mail_requeued_at IS NOT NULL").await,
+            2
+        );
+        let out = p.ok(&["signup", "retry"]);
+        assert!(
+            out.starts_with("re-queued 0 "),
+            "nothing is given up now: {out}"
+        );
+
+        // The transport is fixed (the outbox here): both go out.
+        let q = project(&db, "");
+        let s = Served::start(&q, &db).await;
+        let files = wait_for_files(&q.file("outbox/signup"), 2).await;
+        assert_eq!(files.len(), 2, "{files:?}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while scalar(
+            &db,
+            "SELECT COUNT(*) FROM signups WHERE mailed_at IS NOT NULL",
+        )
+        .await
+            < 2
+        {
+            assert!(std::time::Instant::now() < deadline, "not recorded");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let m = http
+            .get(format!("{}/metrics", s.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(m.contains("\ncartero_signup_mails_given_up 0\n"), "{m}");
+        s.stop().await;
+        // The sign-ups keep the time they were made.
+        assert_eq!(
+            scalar(
+                &db,
+                "SELECT COUNT(*) FROM signups WHERE signed_up_at < mail_requeued_at - 4 * 86400000"
+            )
+            .await,
+            1
+        );
+    }
+}

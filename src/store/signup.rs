@@ -137,7 +137,8 @@ pub struct Unmailed {
 }
 
 /// Pending sign-ups whose mail is due at `now`: not sent, fewer than
-/// `max_attempts` tries, signed up at or after `oldest`. Oldest first.
+/// `max_attempts` tries, signed up (or re-queued by `signup retry`) at or
+/// after `oldest`. Oldest first.
 pub async fn due_unmailed(
     store: &Store,
     now: Millis,
@@ -149,7 +150,7 @@ pub async fn due_unmailed(
         Ok(sqlx::query_scalar::<_, i64>(
             "SELECT id FROM signups WHERE state = 'pending' AND mailed_at IS NULL \
              AND (mail_due_at IS NULL OR mail_due_at <= $1) AND mail_attempts < $2 \
-             AND signed_up_at >= $3 ORDER BY id LIMIT $4",
+             AND COALESCE(mail_requeued_at, signed_up_at) >= $3 ORDER BY id LIMIT $4",
         )
         .bind(now)
         .bind(max_attempts)
@@ -355,4 +356,88 @@ pub async fn contact_for(
         .await?
     });
     Ok((id, ContactStatus::Active))
+}
+
+/// The condition of a pending sign-up whose confirmation mail the mailer
+/// gave up on: never sent, and its attempts ran out (`$1`) or its time did
+/// (signed up, or re-queued, before `$2`).
+const GIVEN_UP: &str = "s.state = 'pending' AND s.mailed_at IS NULL \
+     AND (s.mail_attempts >= $1 OR COALESCE(s.mail_requeued_at, s.signed_up_at) < $2)";
+
+/// The pending sign-ups of one list, by where their confirmation mail is.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct PendingByList {
+    pub list: String,
+    /// Not mailed yet, and the mailer will still try.
+    pub queued: i64,
+    /// Mailed; the person has not confirmed.
+    pub mailed: i64,
+    /// Not mailed, and the mailer gave up (`signup retry` re-queues them).
+    pub given_up: i64,
+    /// The oldest pending sign-up of the list.
+    pub oldest: Millis,
+}
+
+/// [`PendingByList`] for every list with a pending sign-up, by list name.
+/// `max_attempts` and `oldest` as the mailer uses them.
+pub async fn pending_by_list(
+    store: &Store,
+    max_attempts: i64,
+    oldest: Millis,
+) -> Result<Vec<PendingByList>> {
+    let sql = format!(
+        "SELECT l.name AS list, \
+           SUM(CASE WHEN s.mailed_at IS NULL AND NOT ({GIVEN_UP}) THEN 1 ELSE 0 END) AS queued, \
+           SUM(CASE WHEN s.mailed_at IS NOT NULL THEN 1 ELSE 0 END) AS mailed, \
+           SUM(CASE WHEN {GIVEN_UP} THEN 1 ELSE 0 END) AS given_up, \
+           MIN(s.signed_up_at) AS oldest \
+         FROM signups s JOIN lists l ON l.id = s.list_id WHERE s.state = 'pending' \
+         GROUP BY l.name ORDER BY l.name"
+    );
+    dispatch!(store, pool => {
+        Ok(sqlx::query_as::<_, PendingByList>(&sql)
+            .bind(max_attempts)
+            .bind(oldest)
+            .fetch_all(pool)
+            .await?)
+    })
+}
+
+/// How many confirmation mails the mailer gave up on (for `/metrics`).
+pub async fn given_up(store: &Store, max_attempts: i64, oldest: Millis) -> Result<i64> {
+    let sql = format!("SELECT COUNT(*) FROM signups s WHERE {GIVEN_UP}");
+    dispatch!(store, pool => {
+        Ok(sqlx::query_scalar::<_, i64>(&sql)
+            .bind(max_attempts)
+            .bind(oldest)
+            .fetch_one(pool)
+            .await?)
+    })
+}
+
+/// Re-queues the confirmation mails the mailer gave up on (of one list, by
+/// name, or all): attempts back to 0, due now, `mail_requeued_at = now`.
+/// Returns how many.
+pub async fn requeue_given_up(
+    store: &Store,
+    list: Option<&str>,
+    max_attempts: i64,
+    oldest: Millis,
+    now: Millis,
+) -> Result<u64> {
+    let sql = format!(
+        "UPDATE signups SET mail_attempts = 0, mail_due_at = NULL, mail_requeued_at = $3 \
+         WHERE id IN (SELECT s.id FROM signups s JOIN lists l ON l.id = s.list_id \
+                      WHERE {GIVEN_UP} AND COALESCE($4, l.name) = l.name)"
+    );
+    dispatch!(store, pool => {
+        Ok(sqlx::query(&sql)
+            .bind(max_attempts)
+            .bind(oldest)
+            .bind(now)
+            .bind(list)
+            .execute(pool)
+            .await?
+            .rows_affected())
+    })
 }

@@ -312,6 +312,24 @@ pub(super) async fn metrics(State(s): State<AppState>) -> Response {
         s.queue.depth(),
         s.queue.capacity(),
     );
+    // Read from the database, so every node reports the same figure.
+    if s.app.settings.forms.mails() {
+        let now = s.app.clock.now();
+        let horizon = now - super::signup::MAIL_MAX_AGE;
+        match crate::store::signup::given_up(&s.app.store, super::signup::MAIL_ATTEMPTS, horizon)
+            .await
+        {
+            Ok(n) => {
+                let _ = writeln!(
+                    body,
+                    "# HELP cartero_signup_mails_given_up Unconfirmed sign-ups whose confirmation mail \
+                     the mailer gave up on (`cartero signup retry` re-queues them).\n\
+                     # TYPE cartero_signup_mails_given_up gauge\ncartero_signup_mails_given_up {n}"
+                );
+            }
+            Err(e) => tracing::warn!("metrics: the given-up sign-up mails cannot be counted: {e}"),
+        }
+    }
     s.metrics.http.write(&mut body);
     (
         [

@@ -518,8 +518,9 @@ fn new_token() -> String {
 
 /// Attempts per sign-up before the mailer gives up on it.
 pub const MAIL_ATTEMPTS: i64 = 8;
-/// Sign-ups older than this are not mailed any more (the person has moved on).
-const MAIL_MAX_AGE: Millis = 3 * 24 * HOUR;
+/// Sign-ups older than this are not mailed any more (the person has moved
+/// on); `signup retry` gives a sign-up this long again from the re-queue.
+pub const MAIL_MAX_AGE: Millis = 3 * 24 * HOUR;
 /// How often the mailer looks for due rows besides being woken.
 const MAIL_POLL: std::time::Duration = std::time::Duration::from_secs(15);
 
