@@ -360,6 +360,9 @@ pub struct SignupConfig {
     /// Sign-ups accepted per client IP per hour, counted in the database
     /// across every node.
     pub max_per_ip_per_hour: u32,
+    /// `cartero serve` deletes sign-ups left unconfirmed this many days
+    /// (`signup purge`), every hour; 0: never (the default).
+    pub purge_pending_after_days: u32,
 }
 impl Default for SignupConfig {
     fn default() -> Self {
@@ -369,6 +372,7 @@ impl Default for SignupConfig {
             html_template: None,
             text_template: None,
             max_per_ip_per_hour: 20,
+            purge_pending_after_days: 0,
         }
     }
 }

@@ -362,6 +362,7 @@ impl Server {
                 cancel.clone(),
             ))
         });
+        let purger = tokio::spawn(track::signup::run_purger(app.clone(), cancel.clone()));
         let served = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
@@ -377,6 +378,7 @@ impl Server {
         if let Some(m) = mailer {
             let _ = m.await;
         }
+        let _ = purger.await;
         app.store.close().await;
         served.map_err(AppError::Serve)
     }

@@ -74,7 +74,7 @@ pub enum Command {
     Init(init::Args),
     /// Print embeddable sign-up forms.
     Form(form::Args),
-    /// Sign-ups waiting for their confirmation: status, retry their mails.
+    /// Sign-ups waiting for their confirmation: status, purge, retry their mails.
     Signup(signup::Args),
     /// Create, revoke and list keys of the events API.
     ApiKey(api_key::Args),

@@ -441,3 +441,77 @@ pub async fn requeue_given_up(
             .rows_affected())
     })
 }
+
+/// Pending (never confirmed) sign-ups made before `before`.
+pub async fn count_pending_before(store: &Store, before: Millis) -> Result<i64> {
+    dispatch!(store, pool => {
+        Ok(sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM signups WHERE state = 'pending' AND signed_up_at < $1",
+        )
+        .bind(before)
+        .fetch_one(pool)
+        .await?)
+    })
+}
+
+/// What a purge of stale pending sign-ups did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PendingPurge {
+    /// Sign-ups made before this instant were purged.
+    pub cutoff: Millis,
+    pub signups: u64,
+    /// The purge's row in `compliance_actions` (0: nothing was recorded).
+    #[serde(skip)]
+    pub action_id: i64,
+    /// The purged rows' ids (their confirmation mails in the outbox are
+    /// named by them).
+    #[serde(skip)]
+    pub ids: Vec<i64>,
+}
+
+/// Deletes the pending (never confirmed) sign-ups made before `cutoff`,
+/// and with them the address, name, IP and user agent they hold, and
+/// records the purge in `compliance_actions` (kind `purge`, reason
+/// `pending-signups`) in the same transaction; with `record_empty` false a
+/// purge that found nothing is not recorded (`cartero serve` runs it every
+/// hour on every node).
+pub async fn purge_pending(
+    store: &Store,
+    cutoff: Millis,
+    actor: &str,
+    now: Millis,
+    record_empty: bool,
+) -> Result<PendingPurge> {
+    let mut tx = store.begin().await?;
+    let ids: Vec<i64> = dispatch_tx!(&mut tx, conn => {
+        sqlx::query_scalar(
+            "DELETE FROM signups WHERE state = 'pending' AND signed_up_at < $1 RETURNING id",
+        )
+        .bind(cutoff)
+        .fetch_all(&mut *conn)
+        .await?
+    });
+    let mut out = PendingPurge {
+        cutoff,
+        signups: ids.len() as u64,
+        action_id: 0,
+        ids,
+    };
+    if out.signups > 0 || record_empty {
+        let details =
+            serde_json::to_string(&out).map_err(|e| super::StoreError::Corrupt(e.to_string()))?;
+        out.action_id = dispatch_tx!(&mut tx, conn => {
+            sqlx::query_scalar(
+                "INSERT INTO compliance_actions (kind, actor, reason, details, occurred_at) \
+                 VALUES ('purge', $1, 'pending-signups', $2, $3) RETURNING id",
+            )
+            .bind(actor)
+            .bind(&details)
+            .bind(now)
+            .fetch_one(&mut *conn)
+            .await?
+        });
+    }
+    tx.commit().await?;
+    Ok(out)
+}
