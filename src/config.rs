@@ -382,6 +382,9 @@ pub struct SignupConfig {
     /// Sign-ups accepted per client IP per hour, counted in the database
     /// across every node.
     pub max_per_ip_per_hour: u32,
+    /// `cartero serve` deletes sign-ups left unconfirmed this many days
+    /// (`signup purge`), every hour; 0: never (the default).
+    pub purge_pending_after_days: u32,
 }
 impl Default for SignupConfig {
     fn default() -> Self {
@@ -391,6 +394,7 @@ impl Default for SignupConfig {
             html_template: None,
             text_template: None,
             max_per_ip_per_hour: 20,
+            purge_pending_after_days: 0,
         }
     }
 }
@@ -420,6 +424,12 @@ pub struct ServeConfig {
     /// Contact attributes a contact may correct in the preference centre
     /// (the name always may).
     pub editable_attributes: Vec<String>,
+    /// Failed admin sign-ins (login form or `Authorization: Bearer`) a
+    /// client IP, or a key, may have in one window before further attempts
+    /// are answered 429. Counted in the database across every node.
+    pub admin_login_max_failures: u32,
+    /// The window of `admin_login_max_failures`, seconds (at most 3600).
+    pub admin_login_window_secs: u64,
 }
 impl Default for ServeConfig {
     fn default() -> Self {
@@ -434,6 +444,8 @@ impl Default for ServeConfig {
             batch_size: 1_000,
             trusted_proxies: Vec::new(),
             editable_attributes: Vec::new(),
+            admin_login_max_failures: 10,
+            admin_login_window_secs: 900,
         }
     }
 }

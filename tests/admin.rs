@@ -551,3 +551,141 @@ async fn scalar(db: &TestDb, sql: &str) -> i64 {
         sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
     })
 }
+
+/// Failed admin sign-ins are limited per client IP and per key, counted in
+/// the database so that two nodes on one database share the count: after
+/// `admin_login_max_failures` failures the next attempt, a right key
+/// included, is a 429 with `Retry-After` (never a 500), counted in
+/// /metrics; another client and another key still sign in at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_admin_sign_ins_are_limited_per_client_and_key_across_nodes() {
+    for db in TestDb::all().await {
+        let p = Project::new(
+            &db,
+            "[serve]\nlisten = \"127.0.0.1:0\"\ntrusted_proxies = [\"127.0.0.1\"]\n\
+             admin_login_max_failures = 3\nadmin_login_window_secs = 3600\n",
+        );
+        let dpo = field(
+            &p.ok(&["api-key", "create", "--role", "admin-read", "dpo"]),
+            "key",
+        )
+        .to_string();
+        let auditor = field(
+            &p.ok(&["api-key", "create", "--role", "admin-read", "auditor"]),
+            "key",
+        )
+        .to_string();
+        // Two nodes on one database.
+        let one = Served::start(&p, &db).await;
+        let two = Served::start(&p, &db).await;
+        let http = client();
+        let token = form_token(
+            &http
+                .get(format!("{}/admin/login", one.base))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap(),
+        );
+        let login = |node: &Served, client_ip: &str, key: &str| {
+            http.post(format!("{}/admin/login", node.base))
+                .header("origin", PUBLIC_BASE)
+                .header("x-forwarded-for", client_ip)
+                .form(&[("form", token.as_str()), ("token", key)])
+                .send()
+        };
+
+        // Client A guesses three times on node one.
+        for guess in ["hunter2", "ck_000000000000_nope", "ck_zz_zz"] {
+            let r = login(&one, "203.0.113.5", guess).await.unwrap();
+            assert_eq!(r.status(), 401, "{guess}");
+        }
+        // Then the right key from A, on node two: refused, and told when.
+        let r = login(&two, "203.0.113.5", &dpo).await.unwrap();
+        assert_eq!(r.status(), 429);
+        assert!(r.headers().get("set-cookie").is_none());
+        let retry: u64 = r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=3600).contains(&retry), "{retry}");
+        assert!(r.text().await.unwrap().contains("Too many failed sign-ins"));
+        // A script from A with a Bearer header is refused as well.
+        let r = http
+            .get(format!("{}/admin/reports", two.base))
+            .header("authorization", format!("Bearer {dpo}"))
+            .header("x-forwarded-for", "203.0.113.5")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 429);
+        assert!(r.headers().contains_key("retry-after"));
+        // Client B is not slowed by A: the right key signs in at once.
+        let r = login(&one, "198.51.100.9", &dpo).await.unwrap();
+        assert_eq!(r.status(), 303);
+
+        // The key: three wrong secrets under dpo's prefix from three clients.
+        let prefix = &dpo[..dpo.len() - dpo.rsplit('_').next().unwrap().len()];
+        for (i, ip) in ["192.0.2.1", "192.0.2.2", "192.0.2.3"].iter().enumerate() {
+            let r = login(&one, ip, &format!("{prefix}wrongsecret{i}"))
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 401);
+        }
+        let r = login(&two, "192.0.2.50", &dpo).await.unwrap();
+        assert_eq!(r.status(), 429, "the key is over its limit");
+        let r = http
+            .get(format!("{}/admin/reports", one.base))
+            .header("authorization", format!("Bearer {dpo}"))
+            .header("x-forwarded-for", "192.0.2.51")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 429);
+        // Another key from a clean client is not affected.
+        let r = login(&two, "192.0.2.50", &auditor).await.unwrap();
+        assert_eq!(r.status(), 303);
+
+        // Counted where they happened.
+        let metrics = |node: &Served| {
+            let url = format!("{}/metrics", node.base);
+            let http = http.clone();
+            async move { http.get(url).send().await.unwrap().text().await.unwrap() }
+        };
+        let m1 = metrics(&one).await;
+        let m2 = metrics(&two).await;
+        assert!(
+            m1.contains("cartero_admin_login_failures_total 6\n"),
+            "{m1}"
+        );
+        assert!(
+            m1.contains("cartero_admin_logins_limited_total 1\n"),
+            "{m1}"
+        );
+        assert!(
+            m2.contains("cartero_admin_logins_limited_total 3\n"),
+            "{m2}"
+        );
+        // The counters hold keyed hashes, never an address or a prefix.
+        let stored = scalar(
+            &db,
+            "SELECT COUNT(*) FROM rate_limits WHERE bucket LIKE 'admin-login:%'",
+        )
+        .await;
+        assert_eq!(stored, 5, "A, the three key guessers, and dpo's key");
+        let leaks = scalar(
+            &db,
+            &format!(
+                "SELECT COUNT(*) FROM rate_limits WHERE bucket LIKE '%203.0.113%' OR bucket LIKE '%{}%'",
+                &prefix[3..15]
+            ),
+        )
+        .await;
+        assert_eq!(leaks, 0);
+        one.stop().await;
+        two.stop().await;
+    }
+}

@@ -50,6 +50,12 @@ async fn text(db: &TestDb, sql: &str) -> String {
     })
 }
 
+async fn text_rows(db: &TestDb, sql: &str) -> Vec<String> {
+    cartero::dispatch!(&db.store, pool => {
+        sqlx::query_scalar::<_, String>(sql).fetch_all(pool).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
+    })
+}
+
 async fn counts(db: &TestDb) -> (i64, i64, i64, i64) {
     (
         scalar(db, "SELECT COUNT(*) FROM signups").await,
@@ -823,4 +829,273 @@ async fn the_form_snippet_is_labelled_and_posts_to_the_server() {
     assert!(!out.status.success());
     let out = p.run(&["form", "snippet", "unknown"]);
     assert!(stderr(&out).contains("[lists.unknown]"), "{}", stderr(&out));
+}
+
+/// Sign-ups never confirmed: `signup purge --older-than` deletes the old
+/// pending rows (and their mails in the outbox), keeps confirmed and recent
+/// ones, records the purge, and `compliance audit` stops naming them;
+/// `--dry-run` changes nothing; a bad age is refused by name.
+#[tokio::test(flavor = "multi_thread")]
+async fn stale_pending_signups_are_purged_recorded_and_leave_the_audit() {
+    for db in TestDb::all().await {
+        let p = project(&db, "");
+        let s = Served::start(&p, &db).await;
+        let http = client();
+        for email in ["ana@example.com", "bob@example.com", "carla@example.com"] {
+            let r = http
+                .post(format!("{}/subscribe", s.base))
+                .form(&[("list", "newsletter"), ("email", email)])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+        }
+        let files = wait_for_files(&p.file("outbox/signup"), 3).await;
+        assert_eq!(files.len(), 3);
+        let mail_of = |who: &str| {
+            files
+                .iter()
+                .find(|f| std::fs::read_to_string(f).unwrap().contains(who))
+                .unwrap_or_else(|| panic!("no mail to {who}"))
+                .clone()
+        };
+        // Carla confirms.
+        let carla_mail = mail_of("carla@");
+        let link = confirm_link(&std::fs::read_to_string(&carla_mail).unwrap());
+        let page = http
+            .get(s.url(&link))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let r = http
+            .post(s.url(&link))
+            .form(&[("form", form_token(&page).as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        s.stop().await;
+        // Dan signs up too, later (not mailed: serve is stopped).
+        cartero::dispatch!(&db.store, pool => {
+            sqlx::query(
+                "INSERT INTO signups (token_hash, list_id, email, state, signed_up_at) \
+                 SELECT 'dan', list_id, 'dan@example.com', 'pending', signed_up_at FROM signups LIMIT 1",
+            )
+            .execute(pool).await.unwrap();
+            // Forty days pass for everyone but Dan.
+            sqlx::query("UPDATE signups SET signed_up_at = signed_up_at - 3456000000, \
+                         confirmed_at = confirmed_at - 3456000000 WHERE email <> 'dan@example.com'")
+                .execute(pool).await.unwrap();
+        });
+        let audit = p.run(&["compliance", "audit"]);
+        assert_eq!(audit.status.code(), Some(4), "{}", stderr(&audit));
+        let report = common::project::stdout(&audit);
+        assert!(
+            report.contains("ana@example.com") && report.contains("bob@example.com"),
+            "{report}"
+        );
+
+        let status = p.ok(&["signup", "status", "--format", "json"]);
+        let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+        assert_eq!(v[0]["list"], "newsletter", "{status}");
+        assert_eq!(v[0]["mailed"], 2, "{status}");
+        assert_eq!(v[0]["queued"], 1, "Dan's mail is still to go: {status}");
+
+        let bad = p.run(&["signup", "purge", "--older-than", "soon"]);
+        assert_eq!(bad.status.code(), Some(1));
+        assert!(
+            stderr(&bad).contains("--older-than \"soon\""),
+            "{}",
+            stderr(&bad)
+        );
+        let bad = p.run(&["signup", "purge", "--older-than=-3d"]);
+        assert_eq!(bad.status.code(), Some(1), "a cut-off in the future");
+
+        let dry = p.ok(&["signup", "purge", "--older-than", "30d", "--dry-run"]);
+        assert!(dry.starts_with("2 unconfirmed sign-ups"), "{dry}");
+        assert_eq!(scalar(&db, "SELECT COUNT(*) FROM signups").await, 4);
+        assert_eq!(
+            scalar(&db, "SELECT COUNT(*) FROM compliance_actions").await,
+            0
+        );
+
+        let out = p.ok(&["signup", "purge", "--older-than", "30d", "--actor", "dpo"]);
+        assert!(out.starts_with("deleted 2 unconfirmed sign-ups"), "{out}");
+        assert_eq!(
+            text_rows(&db, "SELECT email FROM signups ORDER BY email").await,
+            ["carla@example.com", "dan@example.com"]
+        );
+        // Their mails are gone from the outbox; Carla's stays.
+        let left = wait_for_files(&p.file("outbox/signup"), 0).await;
+        assert_eq!(left, vec![carla_mail.clone()], "{left:?}");
+        assert_eq!(
+            text(
+                &db,
+                "SELECT kind || ' ' || actor || ' ' || reason FROM compliance_actions"
+            )
+            .await,
+            "purge dpo pending-signups"
+        );
+        let details: serde_json::Value =
+            serde_json::from_str(&text(&db, "SELECT details FROM compliance_actions").await)
+                .unwrap();
+        assert_eq!(details["signups"], 2, "{details}");
+        let audit = p.run(&["compliance", "audit"]);
+        assert_eq!(
+            audit.status.code(),
+            Some(0),
+            "{}",
+            common::project::stdout(&audit)
+        );
+        assert!(!common::project::stdout(&audit).contains("ana@example.com"));
+        let changes = p.ok(&["contacts", "changes", "--since", "1d", "--detail"]);
+        assert!(changes.contains("purge"), "{changes}");
+        // Again: nothing left to purge, and that run is recorded too.
+        let out = p.ok(&["signup", "purge", "--older-than", "30d"]);
+        assert!(out.starts_with("deleted 0 unconfirmed sign-ups"), "{out}");
+    }
+}
+
+/// `[signup] purge_pending_after_days`: `cartero serve` purges on its own,
+/// as the actor `serve`.
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_purges_stale_signups_when_configured() {
+    for db in TestDb::all().await {
+        let p = project(&db, "purge_pending_after_days = 30");
+        let s = Served::start(&p, &db).await;
+        let r = client()
+            .post(format!("{}/subscribe", s.base))
+            .form(&[("list", "newsletter"), ("email", "ana@example.com")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        wait_for_files(&p.file("outbox/signup"), 1).await;
+        s.stop().await;
+        assert_eq!(scalar(&db, "SELECT COUNT(*) FROM signups").await, 1);
+        cartero::dispatch!(&db.store, pool => {
+            sqlx::query("UPDATE signups SET signed_up_at = signed_up_at - 2678400000")
+                .execute(pool).await.unwrap();
+        });
+        let s = Served::start(&p, &db).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while scalar(&db, "SELECT COUNT(*) FROM signups").await > 0 {
+            assert!(std::time::Instant::now() < deadline, "not purged");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        s.stop().await;
+        assert_eq!(
+            text(&db, "SELECT actor || ' ' || reason FROM compliance_actions").await,
+            "serve pending-signups"
+        );
+        assert!(wait_for_files(&p.file("outbox/signup"), 0).await.is_empty());
+    }
+}
+
+/// The mailer gives up (Postfix refuses the addresses for good); /metrics
+/// and `signup status` count the given-up mails, one of them also past the
+/// mailer's three days; `signup retry` re-queues both, and serve (now with
+/// the outbox) sends them.
+#[tokio::test(flavor = "multi_thread")]
+async fn given_up_confirmation_mails_are_counted_and_requeued() {
+    for db in TestDb::all().await {
+        let Some(pf) = Postfix::start() else { return };
+        let p = project(
+            &db,
+            &format!(
+                "\n[smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n",
+                pf.smtp_port_rejecting()
+            ),
+        );
+        let s = Served::start(&p, &db).await;
+        let http = client();
+        for email in ["nobody-here@example.org", "nobody-either@example.org"] {
+            let r = http
+                .post(format!("{}/subscribe", s.base))
+                .form(&[("list", "newsletter"), ("email", email)])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while scalar(&db, "SELECT MIN(mail_attempts) FROM signups").await
+            < cartero::track::signup::MAIL_ATTEMPTS
+        {
+            assert!(std::time::Instant::now() < deadline, "{}", pf.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let m = http
+            .get(format!("{}/metrics", s.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(m.contains("\ncartero_signup_mails_given_up 2\n"), "{m}");
+        s.stop().await;
+        // One of them was made five days ago: past the mailer's three days too.
+        cartero::dispatch!(&db.store, pool => {
+            sqlx::query("UPDATE signups SET signed_up_at = signed_up_at - 5 * 86400000 \
+                         WHERE email = 'nobody-either@example.org'")
+                .execute(pool).await.unwrap();
+        });
+        let status = p.ok(&["signup", "status", "--format", "csv"]);
+        assert!(status.contains("\nnewsletter,0,0,2,"), "{status}");
+
+        let bad = p.run(&["signup", "retry", "--list", "nope"]);
+        assert_eq!(bad.status.code(), Some(1));
+        assert!(stderr(&bad).contains("--list \"nope\""), "{}", stderr(&bad));
+        let out = p.ok(&["signup", "retry", "--list", "newsletter"]);
+        assert!(out.starts_with("re-queued 2 confirmation mails"), "{out}");
+        assert_eq!(
+            scalar(&db, "SELECT COUNT(*) FROM signups WHERE mail_attempts = 0 AND mail_due_at IS NULL AND mail_requeued_at IS NOT NULL").await,
+            2
+        );
+        let out = p.ok(&["signup", "retry"]);
+        assert!(
+            out.starts_with("re-queued 0 "),
+            "nothing is given up now: {out}"
+        );
+
+        // The transport is fixed (the outbox here): both go out.
+        let q = project(&db, "");
+        let s = Served::start(&q, &db).await;
+        let files = wait_for_files(&q.file("outbox/signup"), 2).await;
+        assert_eq!(files.len(), 2, "{files:?}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while scalar(
+            &db,
+            "SELECT COUNT(*) FROM signups WHERE mailed_at IS NOT NULL",
+        )
+        .await
+            < 2
+        {
+            assert!(std::time::Instant::now() < deadline, "not recorded");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let m = http
+            .get(format!("{}/metrics", s.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(m.contains("\ncartero_signup_mails_given_up 0\n"), "{m}");
+        s.stop().await;
+        // The sign-ups keep the time they were made.
+        assert_eq!(
+            scalar(
+                &db,
+                "SELECT COUNT(*) FROM signups WHERE signed_up_at < mail_requeued_at - 4 * 86400000"
+            )
+            .await,
+            1
+        );
+    }
 }

@@ -452,11 +452,15 @@ async fn the_footer_link_withdraws_the_consent_to_track_and_keeps_the_mail() {
     }
 }
 
-/// A consent to track left over is no subscription: a contact whose only
-/// mail list goes by one-click unsubscribe becomes `unsubscribed`, though
-/// `tracking:LIST` is still granted.
+/// Leaving a list ends its consent to track: one-click on Ana's message
+/// withdraws `newsletter` and, in the same transaction, `tracking:newsletter`
+/// with a ledger entry of its own that says why; she becomes `unsubscribed`.
+/// Re-subscribing in the preference centre does not bring the consent to
+/// track back (it must be asked again), a form that grants it while leaving
+/// the list grants nothing, and leaving from the preference centre ends a
+/// consent to track given again.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_consent_to_track_left_over_keeps_nobody_subscribed() {
+async fn leaving_a_list_withdraws_its_consent_to_track() {
     for db in TestDb::all().await {
         let p = Project::new(
             &db,
@@ -471,7 +475,10 @@ async fn a_consent_to_track_left_over_keeps_nobody_subscribed() {
             .unwrap();
         let url = lu[1..lu.find('>').unwrap()].to_string();
         let s = Served::start(&p, &db).await;
-        let r = client()
+        let http = client();
+        let before = ledger(&db).await;
+        assert_eq!(states(&db).await, ["newsletter=1", "tracking:newsletter=1"]);
+        let r = http
             .post(s.url(&url))
             .header("content-type", "application/x-www-form-urlencoded")
             .body("List-Unsubscribe=One-Click")
@@ -479,8 +486,42 @@ async fn a_consent_to_track_left_over_keeps_nobody_subscribed() {
             .await
             .unwrap();
         assert_eq!(r.status(), 200);
-        s.stop().await;
-        assert_eq!(states(&db).await, ["newsletter=0", "tracking:newsletter=1"]);
+        assert_eq!(states(&db).await, ["newsletter=0", "tracking:newsletter=0"]);
+        assert_eq!(ledger(&db).await, before + 2);
+        let entries = texts(
+            &db,
+            "SELECT e.method || ' ' || e.action || ' ' || l.name || ' ' || CAST(e.occurred_at AS TEXT) \
+             FROM consent_events e JOIN lists l ON l.id = e.list_id ORDER BY e.id DESC LIMIT 2",
+        )
+        .await;
+        let at = entries[0].rsplit(' ').next().unwrap().to_string();
+        assert_eq!(
+            entries,
+            [
+                format!("one-click withdraw tracking:newsletter {at}"),
+                format!("one-click withdraw newsletter {at}"),
+            ],
+            "one request, one instant, an entry each"
+        );
+        let evidence = texts(
+            &db,
+            "SELECT evidence FROM consent_events ORDER BY id DESC LIMIT 2",
+        )
+        .await;
+        let (own, list): (serde_json::Value, serde_json::Value) = (
+            serde_json::from_str(&evidence[0]).unwrap(),
+            serde_json::from_str(&evidence[1]).unwrap(),
+        );
+        assert!(
+            own.to_string().contains("no mail from it is left to track"),
+            "{own}"
+        );
+        assert_eq!(
+            own.to_string().contains("event_id"),
+            list.to_string().contains("event_id"),
+            "the same evidence of the request: {own} {list}"
+        );
+        assert!(!list.to_string().contains("left to track"), "{list}");
         assert_eq!(
             texts(
                 &db,
@@ -489,5 +530,90 @@ async fn a_consent_to_track_left_over_keeps_nobody_subscribed() {
             .await,
             ["unsubscribed"]
         );
+        // Repeated: nothing more.
+        let r = http
+            .post(s.url(&url))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("List-Unsubscribe=One-Click")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(ledger(&db).await, before + 2);
+
+        // The preference centre, from the unsubscribe page's link.
+        let page = http
+            .get(s.url(&url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let at = page.find("href=\"../p/").expect("a preferences link") + 9;
+        let prefs = format!(
+            "{}/{}",
+            s.base,
+            &page[at..at + page[at..].find('"').unwrap()]
+        );
+        let id_of = |name: &str| {
+            let db = &db;
+            let sql = format!("SELECT id FROM lists WHERE name = '{name}'");
+            async move { scalar(db, &sql).await.to_string() }
+        };
+        let (news, track) = (
+            id_of("newsletter").await,
+            id_of("tracking:newsletter").await,
+        );
+        let save = |lists: Vec<String>| {
+            let http = http.clone();
+            let prefs = prefs.clone();
+            async move {
+                let page = http.get(&prefs).send().await.unwrap().text().await.unwrap();
+                let mut form = vec![
+                    ("form".to_string(), form_token(&page)),
+                    ("action".to_string(), "save".to_string()),
+                ];
+                form.extend(lists.into_iter().map(|l| ("list".to_string(), l)));
+                let r = http
+                    .post(&prefs)
+                    .header("origin", PUBLIC_BASE)
+                    .form(&form)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+            }
+        };
+        // Tracking alone, without the list: nothing to track, nothing granted.
+        let n = ledger(&db).await;
+        save(vec![track.clone()]).await;
+        assert_eq!(states(&db).await, ["newsletter=0", "tracking:newsletter=0"]);
+        assert_eq!(ledger(&db).await, n);
+        // Back on the list: the consent to track is not brought back.
+        save(vec![news.clone()]).await;
+        assert_eq!(states(&db).await, ["newsletter=1", "tracking:newsletter=0"]);
+        assert_eq!(ledger(&db).await, n + 1);
+        // Both in one form: granted, the list first whatever the order.
+        save(vec![track.clone(), news.clone()]).await;
+        assert_eq!(states(&db).await, ["newsletter=1", "tracking:newsletter=1"]);
+        // Leaving from the preference centre ends it again, with its entry.
+        save(vec![track.clone()]).await;
+        assert_eq!(states(&db).await, ["newsletter=0", "tracking:newsletter=0"]);
+        assert_eq!(
+            texts(
+                &db,
+                "SELECT e.method || ' ' || e.action || ' ' || l.name FROM consent_events e \
+                 JOIN lists l ON l.id = e.list_id ORDER BY e.id DESC LIMIT 2"
+            )
+            .await,
+            [
+                "preferences withdraw tracking:newsletter",
+                "preferences withdraw newsletter"
+            ]
+        );
+        s.stop().await;
+        let verify = p.ok(&["compliance", "verify"]);
+        assert!(verify.contains("ledger verifies"), "{verify}");
     }
 }

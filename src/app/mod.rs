@@ -84,6 +84,8 @@ pub struct Settings {
     /// Reading the bounce mailbox of `[feedback]` every
     /// `feedback.interval_secs`; `None` when that is 0.
     pub feedback: Option<FeedbackPoll>,
+    /// `serve.admin_login_max_failures` and `serve.admin_login_window_secs`.
+    pub admin_login: track::admin::LoginLimit,
     /// Sending the campaigns that say `schedule` or `send_at`, every
     /// `schedule.interval_secs`; `None` when `schedule.enabled` is false.
     pub schedule: Option<SchedulePoll>,
@@ -183,6 +185,24 @@ impl Settings {
             batch_size: positive("serve.batch_size", serve.batch_size)?,
             trusted_proxies,
             forms: Arc::new(track::signup::Forms::from_config(cfg)?),
+            admin_login: track::admin::LoginLimit {
+                max_failures: positive(
+                    "serve.admin_login_max_failures",
+                    serve.admin_login_max_failures as usize,
+                )? as u32,
+                window_ms: match serve.admin_login_window_secs {
+                    // At most an hour: the sign-up limit's clean-up of the
+                    // shared `rate_limits` table forgets windows older than
+                    // the hour before the current one.
+                    s @ 1..=3600 => s as Millis * 1000,
+                    _ => {
+                        return Err(AppError::Setting {
+                            key: "serve.admin_login_window_secs",
+                            message: "must be between 1 and 3600".into(),
+                        });
+                    }
+                },
+            },
             feedback: (cfg.feedback.interval_secs > 0).then(|| FeedbackPoll {
                 interval: std::time::Duration::from_secs(cfg.feedback.interval_secs),
                 config: Arc::new(cfg.clone()),
@@ -377,6 +397,7 @@ impl Server {
             };
             tokio::spawn(s.run(cancel.clone()))
         });
+        let purger = tokio::spawn(track::signup::run_purger(app.clone(), cancel.clone()));
         let served = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
@@ -395,6 +416,7 @@ impl Server {
         if let Some(s) = scheduler {
             let _ = s.await;
         }
+        let _ = purger.await;
         app.store.close().await;
         served.map_err(AppError::Serve)
     }
@@ -502,6 +524,23 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("serve.trusted_proxies:"), "{e}");
+        for bad in [
+            "admin_login_window_secs = 0",
+            "admin_login_window_secs = 3601",
+        ] {
+            let e = Settings::from_config(&cfg(&format!("[serve]\n{bad}\n")))
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("serve.admin_login_window_secs:"), "{e}");
+        }
+        let e = Settings::from_config(&cfg("[serve]\nadmin_login_max_failures = 0\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("serve.admin_login_max_failures:"), "{e}");
+        let ok = Settings::from_config(&cfg("[serve]\n"))
+            .unwrap()
+            .admin_login;
+        assert_eq!((ok.max_failures, ok.window_ms), (10, 900_000));
         let e = Settings::from_config(&cfg(
             "[serve]\n[[sender.old_keys]]\nid = 1\nsecret = \"x\"\nverify_until = \"soon\"\n",
         ));

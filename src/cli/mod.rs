@@ -26,6 +26,7 @@ pub mod report;
 pub mod schedule;
 pub mod segment;
 pub mod serve;
+pub mod signup;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -74,6 +75,8 @@ pub enum Command {
     Init(init::Args),
     /// Print embeddable sign-up forms.
     Form(form::Args),
+    /// Sign-ups waiting for their confirmation: status, purge, retry their mails.
+    Signup(signup::Args),
     /// Create, revoke and list keys of the events API.
     ApiKey(api_key::Args),
     /// Campaign reports, KPIs, the contact database over time.
@@ -258,6 +261,7 @@ pub fn main() -> ExitCode {
             Command::Report(a) => report::run(&ctx, a).await,
             Command::Init(a) => init::run(a),
             Command::Form(a) => form::run(a, &ctx).await,
+            Command::Signup(a) => signup::run(a, &ctx).await,
             Command::ApiKey(a) => api_key::run(a, &ctx).await,
         }
     });

@@ -35,6 +35,51 @@ pub async fn hit(
     })
 }
 
+/// The count of `bucket`'s window starting at `window_start`, without
+/// counting anything (0 when the window has no row).
+pub async fn hits(store: &Store, bucket: &str, window_start: Millis) -> Result<i64> {
+    dispatch!(store, pool => {
+        Ok(sqlx::query_scalar::<_, i64>(
+            "SELECT COALESCE(MAX(hits), 0) FROM rate_limits WHERE bucket = $1 AND window_start = $2",
+        )
+        .bind(bucket)
+        .bind(window_start)
+        .fetch_one(pool)
+        .await?)
+    })
+}
+
+/// [`hit`] for the buckets whose names start with `scope`: only that
+/// scope's windows older than `forget_before` are deleted on the way, so a
+/// limit with shorter windows never resets another's counts.
+pub async fn hit_scoped(
+    store: &Store,
+    scope: &str,
+    bucket: &str,
+    window_start: Millis,
+    forget_before: Millis,
+) -> Result<i64> {
+    // A scope is a fixed name of ours, without LIKE's wildcards.
+    debug_assert!(bucket.starts_with(scope) && !scope.contains(['%', '_']));
+    let pattern = format!("{scope}%");
+    dispatch!(store, pool => {
+        sqlx::query("DELETE FROM rate_limits WHERE bucket LIKE $1 AND window_start < $2")
+            .bind(&pattern)
+            .bind(forget_before)
+            .execute(pool)
+            .await?;
+        Ok(sqlx::query_scalar::<_, i64>(
+            "INSERT INTO rate_limits (bucket, window_start, hits) VALUES ($1, $2, 1) \
+             ON CONFLICT (bucket, window_start) DO UPDATE SET hits = rate_limits.hits + 1 \
+             RETURNING hits",
+        )
+        .bind(bucket)
+        .bind(window_start)
+        .fetch_one(pool)
+        .await?)
+    })
+}
+
 /// A new pending sign-up.
 #[derive(Debug, Clone)]
 pub struct NewSignup<'a> {
@@ -92,7 +137,8 @@ pub struct Unmailed {
 }
 
 /// Pending sign-ups whose mail is due at `now`: not sent, fewer than
-/// `max_attempts` tries, signed up at or after `oldest`. Oldest first.
+/// `max_attempts` tries, signed up (or re-queued by `signup retry`) at or
+/// after `oldest`. Oldest first.
 pub async fn due_unmailed(
     store: &Store,
     now: Millis,
@@ -104,7 +150,7 @@ pub async fn due_unmailed(
         Ok(sqlx::query_scalar::<_, i64>(
             "SELECT id FROM signups WHERE state = 'pending' AND mailed_at IS NULL \
              AND (mail_due_at IS NULL OR mail_due_at <= $1) AND mail_attempts < $2 \
-             AND signed_up_at >= $3 ORDER BY id LIMIT $4",
+             AND COALESCE(mail_requeued_at, signed_up_at) >= $3 ORDER BY id LIMIT $4",
         )
         .bind(now)
         .bind(max_attempts)
@@ -310,4 +356,162 @@ pub async fn contact_for(
         .await?
     });
     Ok((id, ContactStatus::Active))
+}
+
+/// The condition of a pending sign-up whose confirmation mail the mailer
+/// gave up on: never sent, and its attempts ran out (`$1`) or its time did
+/// (signed up, or re-queued, before `$2`).
+const GIVEN_UP: &str = "s.state = 'pending' AND s.mailed_at IS NULL \
+     AND (s.mail_attempts >= $1 OR COALESCE(s.mail_requeued_at, s.signed_up_at) < $2)";
+
+/// The pending sign-ups of one list, by where their confirmation mail is.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct PendingByList {
+    pub list: String,
+    /// Not mailed yet, and the mailer will still try.
+    pub queued: i64,
+    /// Mailed; the person has not confirmed.
+    pub mailed: i64,
+    /// Not mailed, and the mailer gave up (`signup retry` re-queues them).
+    pub given_up: i64,
+    /// The oldest pending sign-up of the list.
+    pub oldest: Millis,
+}
+
+/// [`PendingByList`] for every list with a pending sign-up, by list name.
+/// `max_attempts` and `oldest` as the mailer uses them.
+pub async fn pending_by_list(
+    store: &Store,
+    max_attempts: i64,
+    oldest: Millis,
+) -> Result<Vec<PendingByList>> {
+    let sql = format!(
+        "SELECT l.name AS list, \
+           SUM(CASE WHEN s.mailed_at IS NULL AND NOT ({GIVEN_UP}) THEN 1 ELSE 0 END) AS queued, \
+           SUM(CASE WHEN s.mailed_at IS NOT NULL THEN 1 ELSE 0 END) AS mailed, \
+           SUM(CASE WHEN {GIVEN_UP} THEN 1 ELSE 0 END) AS given_up, \
+           MIN(s.signed_up_at) AS oldest \
+         FROM signups s JOIN lists l ON l.id = s.list_id WHERE s.state = 'pending' \
+         GROUP BY l.name ORDER BY l.name"
+    );
+    dispatch!(store, pool => {
+        Ok(sqlx::query_as::<_, PendingByList>(&sql)
+            .bind(max_attempts)
+            .bind(oldest)
+            .fetch_all(pool)
+            .await?)
+    })
+}
+
+/// How many confirmation mails the mailer gave up on (for `/metrics`).
+pub async fn given_up(store: &Store, max_attempts: i64, oldest: Millis) -> Result<i64> {
+    let sql = format!("SELECT COUNT(*) FROM signups s WHERE {GIVEN_UP}");
+    dispatch!(store, pool => {
+        Ok(sqlx::query_scalar::<_, i64>(&sql)
+            .bind(max_attempts)
+            .bind(oldest)
+            .fetch_one(pool)
+            .await?)
+    })
+}
+
+/// Re-queues the confirmation mails the mailer gave up on (of one list, by
+/// name, or all): attempts back to 0, due now, `mail_requeued_at = now`.
+/// Returns how many.
+pub async fn requeue_given_up(
+    store: &Store,
+    list: Option<&str>,
+    max_attempts: i64,
+    oldest: Millis,
+    now: Millis,
+) -> Result<u64> {
+    let sql = format!(
+        "UPDATE signups SET mail_attempts = 0, mail_due_at = NULL, mail_requeued_at = $3 \
+         WHERE id IN (SELECT s.id FROM signups s JOIN lists l ON l.id = s.list_id \
+                      WHERE {GIVEN_UP} AND COALESCE($4, l.name) = l.name)"
+    );
+    dispatch!(store, pool => {
+        Ok(sqlx::query(&sql)
+            .bind(max_attempts)
+            .bind(oldest)
+            .bind(now)
+            .bind(list)
+            .execute(pool)
+            .await?
+            .rows_affected())
+    })
+}
+
+/// Pending (never confirmed) sign-ups made before `before`.
+pub async fn count_pending_before(store: &Store, before: Millis) -> Result<i64> {
+    dispatch!(store, pool => {
+        Ok(sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM signups WHERE state = 'pending' AND signed_up_at < $1",
+        )
+        .bind(before)
+        .fetch_one(pool)
+        .await?)
+    })
+}
+
+/// What a purge of stale pending sign-ups did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PendingPurge {
+    /// Sign-ups made before this instant were purged.
+    pub cutoff: Millis,
+    pub signups: u64,
+    /// The purge's row in `compliance_actions` (0: nothing was recorded).
+    #[serde(skip)]
+    pub action_id: i64,
+    /// The purged rows' ids (their confirmation mails in the outbox are
+    /// named by them).
+    #[serde(skip)]
+    pub ids: Vec<i64>,
+}
+
+/// Deletes the pending (never confirmed) sign-ups made before `cutoff`,
+/// and with them the address, name, IP and user agent they hold, and
+/// records the purge in `compliance_actions` (kind `purge`, reason
+/// `pending-signups`) in the same transaction; with `record_empty` false a
+/// purge that found nothing is not recorded (`cartero serve` runs it every
+/// hour on every node).
+pub async fn purge_pending(
+    store: &Store,
+    cutoff: Millis,
+    actor: &str,
+    now: Millis,
+    record_empty: bool,
+) -> Result<PendingPurge> {
+    let mut tx = store.begin().await?;
+    let ids: Vec<i64> = dispatch_tx!(&mut tx, conn => {
+        sqlx::query_scalar(
+            "DELETE FROM signups WHERE state = 'pending' AND signed_up_at < $1 RETURNING id",
+        )
+        .bind(cutoff)
+        .fetch_all(&mut *conn)
+        .await?
+    });
+    let mut out = PendingPurge {
+        cutoff,
+        signups: ids.len() as u64,
+        action_id: 0,
+        ids,
+    };
+    if out.signups > 0 || record_empty {
+        let details =
+            serde_json::to_string(&out).map_err(|e| super::StoreError::Corrupt(e.to_string()))?;
+        out.action_id = dispatch_tx!(&mut tx, conn => {
+            sqlx::query_scalar(
+                "INSERT INTO compliance_actions (kind, actor, reason, details, occurred_at) \
+                 VALUES ('purge', $1, 'pending-signups', $2, $3) RETURNING id",
+            )
+            .bind(actor)
+            .bind(&details)
+            .bind(now)
+            .fetch_one(&mut *conn)
+            .await?
+        });
+    }
+    tx.commit().await?;
+    Ok(out)
 }

@@ -93,12 +93,17 @@ pub async fn list_states(tx: &mut Tx, contact_id: i64) -> Result<Vec<ListState>>
         .fetch_all(&mut *conn)
         .await?
     });
+    let by_name: std::collections::HashMap<&str, i64> =
+        rows.iter().map(|(id, _, n)| (n.as_str(), *id)).collect();
     Ok(rows
-        .into_iter()
+        .iter()
         .map(|(list_id, s, name)| ListState {
-            list_id,
-            subscribed: s != 0,
+            list_id: *list_id,
+            subscribed: *s != 0,
             mail: !name.starts_with(TRACKING_LIST_PREFIX),
+            tracking_of: name
+                .strip_prefix(TRACKING_LIST_PREFIX)
+                .and_then(|l| by_name.get(l).copied()),
         })
         .collect())
 }
@@ -115,6 +120,9 @@ pub struct ListState {
     pub subscribed: bool,
     /// A list mail goes to, not a consent to track (`tracking:LIST`).
     pub mail: bool,
+    /// For a consent to track (`tracking:LIST`), the mail list `LIST` when
+    /// the contact has a consent state for it.
+    pub tracking_of: Option<i64>,
 }
 
 /// What the event writer needs of a send.

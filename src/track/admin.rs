@@ -18,11 +18,13 @@
 //! pages reuse what the CLI prints (`report::view`, `report::kpis::html`,
 //! the log's CSV record), so the browser and the terminal never disagree.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::LazyLock;
+use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequestParts, Path, RawQuery, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, RawQuery, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -32,7 +34,7 @@ use sha2::{Digest, Sha256};
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use super::conversions::{ct_eq, hash_key};
-use super::{AppState, check_form, csrf, csrf_secret, field, form_fields};
+use super::{AppState, check_form, client_ip, csrf, csrf_secret, events, field, form_fields};
 use crate::domain::time::{Millis, parse_instant, to_rfc3339};
 use crate::domain::token::Keyring;
 use crate::report::ReportError;
@@ -84,6 +86,10 @@ pub enum AdminError {
     /// `Authorization`) is sent to the login page; anything else gets 401.
     #[error("authentication required")]
     Unauthenticated { browser: bool },
+    /// Too many failed sign-ins from this client or for this key: try
+    /// again after this many seconds.
+    #[error("too many failed sign-ins")]
+    Limited { retry_after_secs: u64 },
     #[error("{0}")]
     BadQuery(String),
     #[error("not found")]
@@ -120,6 +126,15 @@ impl IntoResponse for AdminError {
                 );
                 r
             }
+            AdminError::Limited { retry_after_secs } => {
+                let mut r = text(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!("too many failed sign-ins: try again in {retry_after_secs} seconds\n"),
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+                r
+            }
             AdminError::BadQuery(m) => text(StatusCode::BAD_REQUEST, format!("{m}\n")),
             AdminError::NotFound | AdminError::Report(ReportError::NoCampaign(_)) => {
                 text(StatusCode::NOT_FOUND, "not found\n".into())
@@ -151,26 +166,131 @@ struct Admin {
     key_name: String,
 }
 
-/// The stored key a presented `ck_<prefix>_<secret>` names, if it is a
-/// live admin key. Every failure is the same `None`: unknown, revoked,
-/// another role and a wrong secret look alike.
-async fn admin_key(s: &AppState, presented: &str) -> Result<Option<ApiKey>, StoreError> {
-    let Some(prefix) = presented
+/// The prefix of a presented `ck_<prefix>_<secret>` (12 hex digits), the
+/// part that names the stored key.
+fn key_prefix(presented: &str) -> Option<&str> {
+    let prefix = presented
         .strip_prefix("ck_")
         .and_then(|r| r.split_once('_'))
-        .map(|(p, _)| p)
-    else {
-        return Ok(None);
+        .map(|(p, _)| p)?;
+    (prefix.len() == 12 && prefix.bytes().all(|b| b.is_ascii_hexdigit())).then_some(prefix)
+}
+
+/// What a presented key turned out to be.
+enum KeyCheck {
+    /// A live admin key.
+    Admin(ApiKey),
+    /// Anything else: unknown, revoked, another role and a wrong secret
+    /// look alike to the client. `named` says whether the prefix named a
+    /// stored key (whose bucket then counts the failure).
+    Refused { named: bool },
+}
+
+/// The stored key a presented `ck_<prefix>_<secret>` names, if it is a
+/// live admin key.
+async fn admin_key(s: &AppState, presented: &str) -> Result<KeyCheck, StoreError> {
+    let Some(prefix) = key_prefix(presented) else {
+        return Ok(KeyCheck::Refused { named: false });
     };
-    if prefix.len() != 12 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Ok(None);
-    }
     let Some(k) = keys::key_by_prefix(&s.app.store, prefix).await? else {
-        return Ok(None);
+        return Ok(KeyCheck::Refused { named: false });
     };
     let secret_ok = ct_eq(hash_key(presented).as_bytes(), k.secret_hash.as_bytes());
     let live = k.revoked_at.is_none() && k.role()? == KeyRole::AdminRead;
-    Ok((secret_ok && live).then_some(k))
+    Ok(if secret_ok && live {
+        KeyCheck::Admin(k)
+    } else {
+        KeyCheck::Refused { named: true }
+    })
+}
+
+// ------------------------------------------------------------ sign-in limit
+
+/// `serve.admin_login_max_failures` failed sign-ins per client IP, and per
+/// key, in a fixed window of `serve.admin_login_window_secs`; then every
+/// attempt from that client or for that key, a right one included, is
+/// answered 429 until the window ends (otherwise the 429s would tell a
+/// guesser which guess was right). The counts live in the database's
+/// `rate_limits` table, shared by every node (docs/SERVE.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginLimit {
+    pub max_failures: u32,
+    pub window_ms: Millis,
+}
+
+/// The `rate_limits` buckets of admin sign-ins start with this.
+const LIMIT_SCOPE: &str = "admin-login:";
+
+/// A keyed hash of `value` as a bucket name: the table holds neither the
+/// client's address nor a key's prefix.
+fn limit_bucket(s: &AppState, kind: &str, value: &str) -> String {
+    let mut m = Hmac::<Sha256>::new_from_slice(s.app.settings.keys.current_secret())
+        .expect("HMAC accepts any key length");
+    m.update(b"cartero admin sign-in limit v1\0");
+    m.update(kind.as_bytes());
+    m.update(b"\0");
+    m.update(value.as_bytes());
+    let out = m.finalize().into_bytes();
+    let hex: String = out[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{LIMIT_SCOPE}{kind}:{hex}")
+}
+
+/// One sign-in attempt (the login form's or a `Bearer` header's), counted
+/// against the limit: refused at once when the client or the key is over
+/// it, else the key is checked and a failure counted.
+async fn sign_in(s: &AppState, ip: IpAddr, presented: &str) -> Result<ApiKey, AdminError> {
+    let limit = s.app.settings.admin_login;
+    let now = s.app.clock.now();
+    let window = now - now.rem_euclid(limit.window_ms);
+    let ip_bucket = limit_bucket(s, "ip", &ip.to_string());
+    let key_bucket = key_prefix(presented).map(|p| limit_bucket(s, "key", p));
+    let max = i64::from(limit.max_failures);
+    let over_ip = repo_hits(s, &ip_bucket, window).await? >= max;
+    let over_key = match &key_bucket {
+        Some(b) if !over_ip => repo_hits(s, b, window).await? >= max,
+        _ => false,
+    };
+    if over_ip || over_key {
+        s.metrics
+            .admin_logins_limited
+            .fetch_add(1, Ordering::Relaxed);
+        // One line, at warn, without the key: the client as
+        // `serve.ip_storage` would store it.
+        let client = events::stored_ip(ip, s.app.settings.ip_storage)
+            .unwrap_or_else(|| "(not stored)".into());
+        tracing::warn!(
+            "admin: sign-in refused: too many failed attempts {} in this window (client {client})",
+            if over_ip {
+                "from this client"
+            } else {
+                "for this key"
+            }
+        );
+        let left_ms = (window + limit.window_ms - now).max(1);
+        return Err(AdminError::Limited {
+            retry_after_secs: (left_ms as u64).div_ceil(1000),
+        });
+    }
+    match admin_key(s, presented).await? {
+        KeyCheck::Admin(k) => Ok(k),
+        KeyCheck::Refused { named } => {
+            s.metrics
+                .admin_login_failures
+                .fetch_add(1, Ordering::Relaxed);
+            let forget = window - limit.window_ms;
+            let store = &s.app.store;
+            crate::store::signup::hit_scoped(store, LIMIT_SCOPE, &ip_bucket, window, forget)
+                .await?;
+            if let (true, Some(b)) = (named, &key_bucket) {
+                crate::store::signup::hit_scoped(store, LIMIT_SCOPE, b, window, forget).await?;
+            }
+            Err(AdminError::Unauthenticated { browser: false })
+        }
+    }
+}
+
+async fn repo_hits(s: &AppState, bucket: &str, window: Millis) -> Result<i64, StoreError> {
+    crate::store::signup::hits(&s.app.store, bucket, window).await
 }
 
 /// The key of session cookies: derived from the current signing key, so
@@ -301,9 +421,16 @@ impl FromRequestParts<AppState> for Admin {
                     .and_then(|v| v.split_once(' '))
                     .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
                     .map(|(_, key)| key.trim());
-                match presented {
-                    Some(p) => admin_key(s, p).await?,
-                    None => None,
+                let peer = parts
+                    .extensions
+                    .get::<ConnectInfo<SocketAddr>>()
+                    .map(|c| c.0)
+                    .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+                let ip = client_ip(s, peer, headers);
+                match sign_in(s, ip, presented.unwrap_or("")).await {
+                    Ok(k) => Some(k),
+                    Err(AdminError::Unauthenticated { .. }) => None,
+                    Err(e) => return Err(e),
                 }
             }
             None => match cookie(headers, COOKIE) {
@@ -447,19 +574,38 @@ async fn login_page(State(s): State<AppState>) -> Response {
 
 /// POST /admin/login: a form token and same-origin post first, then the
 /// key; a live admin key gets a session cookie and goes to the reports.
-async fn login(State(s): State<AppState>, req: Request) -> Result<Response, super::TrackError> {
+async fn login(
+    State(s): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Result<Response, super::TrackError> {
     let headers = req.headers().clone();
     let fields = form_fields(&s, req).await?;
     check_form(&s, &headers, &fields, "admin-login")?;
     let presented = field(&fields, "token").unwrap_or("").trim();
-    let Some(k) = admin_key(&s, presented).await? else {
-        return Ok(login_form(
-            &s,
-            StatusCode::UNAUTHORIZED,
-            Some(
-                "That key does not open the admin pages (unknown, revoked, or not an admin-read key).",
-            ),
-        ));
+    let k = match sign_in(&s, client_ip(&s, peer, &headers), presented).await {
+        Ok(k) => k,
+        Err(AdminError::Unauthenticated { .. }) => {
+            return Ok(login_form(
+                &s,
+                StatusCode::UNAUTHORIZED,
+                Some(
+                    "That key does not open the admin pages (unknown, revoked, or not an admin-read key).",
+                ),
+            ));
+        }
+        Err(AdminError::Limited { retry_after_secs }) => {
+            let notice = format!(
+                "Too many failed sign-ins: try again in {} minutes.",
+                retry_after_secs.div_ceil(60)
+            );
+            let mut r = login_form(&s, StatusCode::TOO_MANY_REQUESTS, Some(&notice));
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            return Ok(r);
+        }
+        Err(AdminError::Store(e)) => return Err(e.into()),
+        Err(_) => return Err(super::TrackError::NotFound),
     };
     let now = s.app.clock.now();
     keys::touch_key(&s.app.store, k.id, now).await?;

@@ -83,6 +83,13 @@ pub struct Outcome {
 /// "Unsubscribed" as a contact status means no list consent left: it is
 /// set then (from `active` only), and lifted when the preference centre
 /// gives consent again.
+///
+/// Leaving list `L` also withdraws the consent to track `tracking:L`, with
+/// a ledger entry of its own: with no mail from `L` there is nothing left
+/// to track, and a consent kept on file would tie the hits of a later
+/// re-subscription to the person without asking again. For the same
+/// reason a consent to track is granted only while its list's mail is
+/// (docs/TRACKING.md, "The purpose of its own").
 pub async fn apply(store: &Store, r: &Request<'_>) -> Result<Outcome, StoreError> {
     let mut tx = store.begin().await?;
     crate::store::changes::set_origin(
@@ -96,15 +103,26 @@ pub async fn apply(store: &Store, r: &Request<'_>) -> Result<Outcome, StoreError
     let mut states = track::list_states(&mut tx, r.contact_id).await?;
     let mut out = Outcome::default();
     let mut first_event = None;
-    for c in r.changes {
+    // Withdrawals first, then the mail lists' grants, then the consents to
+    // track: whether a grant of `tracking:L` stands depends on `L` as the
+    // rest of the request leaves it, whatever order the form sent.
+    let is_mail =
+        |l: Option<i64>| l.is_none_or(|l| states.iter().any(|s| s.list_id == l && s.mail));
+    let mut changes: Vec<Change> = r.changes.to_vec();
+    changes.sort_by_key(|c| (c.action != ConsentAction::Withdraw, !is_mail(c.list_id)));
+    for c in &changes {
         let needed = match (c.action, c.list_id) {
             (ConsentAction::Withdraw, Some(l)) => {
                 states.iter().any(|s| s.list_id == l && s.subscribed)
             }
             (ConsentAction::Withdraw, None) => states.iter().any(|s| s.subscribed),
-            (ConsentAction::Grant, Some(l)) => {
-                states.iter().any(|s| s.list_id == l && !s.subscribed)
-            }
+            (ConsentAction::Grant, Some(l)) => states.iter().any(|s| {
+                s.list_id == l
+                    && !s.subscribed
+                    && s.tracking_of
+                        .is_none_or(|m| states.iter().any(|t| t.list_id == m && t.subscribed))
+                    && (s.mail || s.tracking_of.is_some())
+            }),
             (ConsentAction::Grant, None) => false,
             // A recipient never restores: that is an operator's reversal.
             (ConsentAction::Restore, _) => false,
@@ -136,17 +154,23 @@ pub async fn apply(store: &Store, r: &Request<'_>) -> Result<Outcome, StoreError
         )
         .await?;
         // GDPR Art. 7(1) and 7(3): what proves the change, kept with it.
-        let evidence = Evidence {
-            source: r.method.source().into(),
-            method: r.method.as_str().into(),
-            ip: r.ip.clone(),
-            text_version: None,
-            details: serde_json::json!({
+        let evidence = |reason: Option<String>| {
+            let mut details = serde_json::json!({
                 "event_id": event_id,
                 "send_id": r.send.map(|s| s.0),
                 "campaign_id": r.send.map(|s| s.1),
                 "user_agent": r.user_agent,
-            }),
+            });
+            if let Some(reason) = reason {
+                details["reason"] = serde_json::Value::String(reason);
+            }
+            Evidence {
+                source: r.method.source().into(),
+                method: r.method.as_str().into(),
+                ip: r.ip.clone(),
+                text_version: None,
+                details,
+            }
         };
         appender
             .append(
@@ -156,7 +180,7 @@ pub async fn apply(store: &Store, r: &Request<'_>) -> Result<Outcome, StoreError
                     list_id: c.list_id,
                     action: c.action,
                     occurred_at: r.at,
-                    evidence,
+                    evidence: evidence(None),
                 },
             )
             .await?;
@@ -168,6 +192,31 @@ pub async fn apply(store: &Store, r: &Request<'_>) -> Result<Outcome, StoreError
         }
         out.applied += 1;
         first_event.get_or_insert(event_id);
+        // Leaving a list's mail ends its consent to track, in this
+        // transaction, as an entry of its own that says why.
+        if let (ConsentAction::Withdraw, Some(l)) = (c.action, c.list_id) {
+            for t in states
+                .iter_mut()
+                .filter(|t| t.tracking_of == Some(l) && t.subscribed)
+            {
+                appender
+                    .append(
+                        &mut tx,
+                        &ConsentEntry {
+                            contact_id: r.contact_id,
+                            list_id: Some(t.list_id),
+                            action: ConsentAction::Withdraw,
+                            occurred_at: r.at,
+                            evidence: evidence(Some(format!(
+                                "follows the withdrawal from list {l}: no mail from it is left to track"
+                            ))),
+                        },
+                    )
+                    .await?;
+                t.subscribed = false;
+                out.applied += 1;
+            }
+        }
     }
     // The status follows the final state of the lists.
     if let Some(event_id) = first_event {

@@ -78,6 +78,10 @@ pub struct Metrics {
     pub conversions_duplicate: AtomicU64,
     /// Reads of the bounce mailbox by serve's feedback poller.
     pub feedback_polls: AtomicU64,
+    /// Admin sign-ins (login form or `Bearer`) with a key that opens nothing.
+    pub admin_login_failures: AtomicU64,
+    /// Admin sign-ins refused by the failure limit (429).
+    pub admin_logins_limited: AtomicU64,
     /// Requests by route and status, and their latency.
     pub http: ops::HttpMetrics,
 }

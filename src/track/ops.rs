@@ -203,7 +203,7 @@ pub(super) async fn readyz(State(s): State<AppState>) -> Response {
 
 /// Every counter of [`super::Metrics`] for `/metrics`: (name, help, value),
 /// the one table the exposition is written from.
-fn counters(m: &super::Metrics) -> [(&'static str, &'static str, u64); 15] {
+fn counters(m: &super::Metrics) -> [(&'static str, &'static str, u64); 17] {
     let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
     [
         (
@@ -281,6 +281,16 @@ fn counters(m: &super::Metrics) -> [(&'static str, &'static str, u64); 15] {
             "Conversions ignored: their order id was recorded already.",
             get(&m.conversions_duplicate),
         ),
+        (
+            "cartero_admin_login_failures_total",
+            "Admin sign-ins with a key that opens nothing.",
+            get(&m.admin_login_failures),
+        ),
+        (
+            "cartero_admin_logins_limited_total",
+            "Admin sign-ins refused (429) after too many failures.",
+            get(&m.admin_logins_limited),
+        ),
     ]
 }
 
@@ -302,6 +312,24 @@ pub(super) async fn metrics(State(s): State<AppState>) -> Response {
         s.queue.depth(),
         s.queue.capacity(),
     );
+    // Read from the database, so every node reports the same figure.
+    if s.app.settings.forms.mails() {
+        let now = s.app.clock.now();
+        let horizon = now - super::signup::MAIL_MAX_AGE;
+        match crate::store::signup::given_up(&s.app.store, super::signup::MAIL_ATTEMPTS, horizon)
+            .await
+        {
+            Ok(n) => {
+                let _ = writeln!(
+                    body,
+                    "# HELP cartero_signup_mails_given_up Unconfirmed sign-ups whose confirmation mail \
+                     the mailer gave up on (`cartero signup retry` re-queues them).\n\
+                     # TYPE cartero_signup_mails_given_up gauge\ncartero_signup_mails_given_up {n}"
+                );
+            }
+            Err(e) => tracing::warn!("metrics: the given-up sign-up mails cannot be counted: {e}"),
+        }
+    }
     s.metrics.http.write(&mut body);
     (
         [

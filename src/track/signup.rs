@@ -63,6 +63,10 @@ pub struct Forms {
     mailer: Option<Mailer>,
     /// Wakes the confirmation mailer ([`run_mailer`]) after a sign-up.
     wake: tokio::sync::Notify,
+    /// `[signup] purge_pending_after_days`, in ms; `None`: off.
+    pub purge_pending_after: Option<Millis>,
+    /// The outbox, where confirmation mails go without `[smtp]`.
+    outbox: PathBuf,
 }
 
 impl std::fmt::Debug for Forms {
@@ -170,6 +174,9 @@ impl Forms {
             max_per_ip_per_hour: s.max_per_ip_per_hour,
             mailer,
             wake: tokio::sync::Notify::new(),
+            purge_pending_after: (s.purge_pending_after_days > 0)
+                .then(|| i64::from(s.purge_pending_after_days) * 24 * HOUR),
+            outbox: cfg.resolve(&cfg.outbox.dir),
         })
     }
 
@@ -518,8 +525,9 @@ fn new_token() -> String {
 
 /// Attempts per sign-up before the mailer gives up on it.
 pub const MAIL_ATTEMPTS: i64 = 8;
-/// Sign-ups older than this are not mailed any more (the person has moved on).
-const MAIL_MAX_AGE: Millis = 3 * 24 * HOUR;
+/// Sign-ups older than this are not mailed any more (the person has moved
+/// on); `signup retry` gives a sign-up this long again from the re-queue.
+pub const MAIL_MAX_AGE: Millis = 3 * 24 * HOUR;
 /// How often the mailer looks for due rows besides being woken.
 const MAIL_POLL: std::time::Duration = std::time::Duration::from_secs(15);
 
@@ -634,6 +642,65 @@ pub async fn run_mailer(
             _ = cancel.cancelled() => break,
             _ = forms.wake.notified() => {}
             _ = tokio::time::sleep(MAIL_POLL) => {}
+        }
+    }
+}
+
+// ------------------------------------------------------------ stale sign-ups
+
+/// Deletes the pending sign-ups made before `cutoff` (the rows, and with
+/// them the address, name, IP and user agent they hold), records the purge
+/// (`compliance_actions`) and removes their confirmation mails from the
+/// outbox (`OUTBOX/signup/ID.eml`), which hold the address too.
+pub async fn purge_pending(
+    store: &crate::store::Store,
+    outbox: &std::path::Path,
+    cutoff: Millis,
+    actor: &str,
+    now: Millis,
+    record_empty: bool,
+) -> Result<repo::PendingPurge, StoreError> {
+    let p = repo::purge_pending(store, cutoff, actor, now, record_empty).await?;
+    for id in &p.ids {
+        let file = outbox.join("signup").join(format!("{id}.eml"));
+        match std::fs::remove_file(&file) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!("sign-up purge: {}: {e}", file.display()),
+        }
+    }
+    Ok(p)
+}
+
+/// How often `cartero serve` purges stale sign-ups when
+/// `[signup] purge_pending_after_days` is set.
+const PURGE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// `cartero serve`'s purge of stale sign-ups: at start and every
+/// [`PURGE_EVERY`], until `cancel`. Every node runs it; the deletes are
+/// idempotent, and only a purge that deleted something is recorded.
+pub async fn run_purger(app: crate::app::App, cancel: tokio_util::sync::CancellationToken) {
+    let Some(age) = app.settings.forms.purge_pending_after else {
+        return;
+    };
+    let mut tick = tokio::time::interval(PURGE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let now = app.clock.now();
+        let outbox = &app.settings.forms.outbox;
+        match purge_pending(&app.store, outbox, now - age, "serve", now, false).await {
+            Ok(p) if p.signups > 0 => tracing::info!(
+                "sign-up purge: {} unconfirmed sign-ups older than {} days deleted (compliance action {})",
+                p.signups,
+                age / (24 * HOUR),
+                p.action_id
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("sign-up purge: {e}"),
         }
     }
 }
