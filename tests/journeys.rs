@@ -536,7 +536,9 @@ async fn every_shipped_journey_passes_journey_check() {
         assert!(out.contains(&format!("{}: ok", f.display())), "{out}");
     }
     assert!(
-        out.contains("3 messages") || out.contains("4 messages"),
+        out.contains(
+            "journey \"welcome-series\": on signup_confirmed \"newsletter\", 9 steps, 4 of them send a message"
+        ),
         "{out}"
     );
 
@@ -622,5 +624,114 @@ async fn journey_status_prints_steps_and_exits_as_a_table_csv_and_json() {
         let o = p.run(&["journey", "status", "nope"]);
         assert!(!o.status.success());
         assert!(stderr(&o).contains("nope.toml"), "{}", stderr(&o));
+    }
+}
+
+/// The welcome series' trigger through the real path: a sign-up and its
+/// confirmation over HTTP to `cartero serve` (the same app the binary
+/// runs), then a tick of the journeys read from the project's campaigns
+/// folder (the shipped example copied in), and `cartero journey status`
+/// and `journey tick` on the same database.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signup_confirmed_through_serve_enters_the_shipped_welcome_series() {
+    use common::serve::{Served, client, wait_for_files};
+    const LEDGER_KEY: &str = "journeys-test-ledger-key-0123456789abcdef";
+    for db in TestDb::all().await {
+        let keys = cartero::domain::ledger_key::LedgerKeys::new(LEDGER_KEY, &[]).unwrap();
+        cartero::store::consent::install_keys(Some(keys));
+        let p = Project::new(
+            &db,
+            &format!(
+                "[serve]\nlisten = \"127.0.0.1:0\"\n\n[compliance]\nledger_key = \"{LEDGER_KEY}\"\n\n\
+                 [signup]\nfrom = \"Shop <news@shop.example>\"\n\n\
+                 [lists.newsletter]\nconsent_text = \"Yes, send me the newsletter.\"\n"
+            ),
+        );
+        p.write(
+            "campaigns/welcome-series.toml",
+            &std::fs::read_to_string(repo_dir().join("campaigns/welcome-series.toml")).unwrap(),
+        );
+        for f in std::fs::read_dir(repo_dir().join("templates/welcome-series")).unwrap() {
+            let f = f.unwrap().path();
+            let name = f.file_name().unwrap().to_string_lossy().into_owned();
+            p.write(
+                &format!("templates/welcome-series/{name}"),
+                &std::fs::read_to_string(&f).unwrap(),
+            );
+        }
+
+        let s = Served::start(&p, &db).await;
+        let http = client();
+        let r = http
+            .post(format!("{}/subscribe", s.base))
+            .form(&[
+                ("list", "newsletter"),
+                ("email", "alice@example.org"),
+                ("name", "Alice"),
+                ("website", ""),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let files = wait_for_files(&p.file("outbox/signup"), 1).await;
+        let raw = std::fs::read_to_string(&files[0]).unwrap();
+        let msg = mail_parser::MessageParser::default()
+            .parse(raw.as_bytes())
+            .unwrap();
+        let body = msg.body_text(0).unwrap().into_owned();
+        let start = body
+            .find("https://news.shop.example/confirm/")
+            .expect("a confirmation link");
+        let link = body[start..].split_whitespace().next().unwrap().to_string();
+        let url = s.url(&link);
+        let page = http.get(&url).send().await.unwrap().text().await.unwrap();
+        let i = page.find("name=\"form\" value=\"").expect("a form token") + 19;
+        let token = &page[i..i + page[i..].find('"').unwrap()];
+        let r = http
+            .post(&url)
+            .form(&[("form", token)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        s.stop().await;
+
+        let journeys: Vec<Journey> =
+            cartero::campaign::journey::load_dir(&p.file("campaigns"), &p.file("templates"))
+                .unwrap()
+                .into_iter()
+                .map(|j| j.unwrap())
+                .collect();
+        assert_eq!(journeys.len(), 1, "c.toml is a campaign, not a journey");
+        let now = cartero::domain::time::now_millis();
+        let r = tick(&db.store, &journeys, now + 1000).await.unwrap();
+        assert_eq!((r.enrolled, r.sends), (1, 1), "{r:?}");
+        assert_eq!(
+            sent(&db.store, "welcome-series.welcome").await,
+            ["alice@example.org"]
+        );
+
+        let json: serde_json::Value = serde_json::from_str(&p.ok(&[
+            "journey",
+            "status",
+            "welcome-series",
+            "--format",
+            "json",
+        ]))
+        .unwrap();
+        let waiting = json
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "step-2")
+            .unwrap();
+        assert_eq!(waiting["contacts"], 1, "{json}");
+        // A tick by hand: nothing more is due, nobody enters twice.
+        let json: serde_json::Value =
+            serde_json::from_str(&p.ok(&["journey", "tick", "--format", "json"])).unwrap();
+        assert_eq!(json["journeys"], 1, "{json}");
+        assert_eq!(json["enrolled"], 0, "{json}");
+        assert_eq!(json["sends"], 0, "{json}");
     }
 }

@@ -159,7 +159,7 @@ pub fn check(path: &Path, templates: &Path) -> Result<String, String> {
         other => other.name().to_string(),
     };
     Ok(format!(
-        "journey {:?}: on {trigger}, {} steps, {sends} messages{}",
+        "journey {:?}: on {trigger}, {} steps, {sends} of them send a message{}",
         j.slug,
         j.steps.len(),
         if j.reentry { ", re-entry allowed" } else { "" }
