@@ -40,7 +40,7 @@ pub enum Cmd {
     },
     /// Move every journey of the campaigns folder once, now: enrol, apply
     /// exits and due steps, create the pending sends of send steps.
-    /// `cartero serve` does this by itself; this is for a run by hand.
+    /// A run by hand (`cartero serve` is to run it on its own clock).
     #[command(after_help = "Example:\n  cartero journey tick --format json")]
     Tick {
         #[arg(long, value_enum, default_value_t)]
