@@ -18,6 +18,8 @@ pub mod timing;
 use crate::segment::{Segment, SegmentError};
 pub use timing::{Missed, Timing, When};
 
+pub mod journey;
+
 #[derive(Debug, thiserror::Error)]
 pub enum CampaignError {
     #[error("{path}: cannot read: {source}")]
@@ -78,6 +80,10 @@ struct CampaignFile {
     /// "send" (default) or "skip": an occurrence missed while cartero was down.
     missed: Option<Spanned<String>>,
     missed_after_minutes: Option<Spanned<i64>>,
+    /// Steps belong to journey files (docs/JOURNEYS.md): named here only
+    /// to say so at their place.
+    #[serde(rename = "step")]
+    steps: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Debug)]
@@ -287,77 +293,58 @@ impl Campaign {
         Self::parse(&text, path, templates_dir)
     }
 
-    pub fn parse(text: &str, path: &Path, templates_dir: &Path) -> Result<Self, CampaignError> {
-        let p = path.display().to_string();
-        let at = |span: Range<usize>| {
-            let (line, col) = line_col(text, span.start);
-            Location {
-                path: p.clone(),
-                line,
-                col,
-                offset: span.start,
-            }
-        };
-        let file: CampaignFile = toml::from_str(text).map_err(|e| {
-            let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
-            CampaignError::At {
-                path: p.clone(),
-                line,
-                col,
-                message: e.message().trim().to_string(),
-            }
+    /// The campaign with id `slug` in the file at `path`: the file's own
+    /// campaign, or a journey's send step (`JOURNEY.STEP`). For readers that
+    /// know a send's campaign by its stored id and file (view in browser).
+    pub fn load_slug(path: &Path, templates_dir: &Path, slug: &str) -> Result<Self, CampaignError> {
+        let text = std::fs::read_to_string(path).map_err(|source| CampaignError::Read {
+            path: path.display().to_string(),
+            source,
         })?;
+        if !journey::is_journey(&text) {
+            return Self::parse(&text, path, templates_dir);
+        }
+        let j = journey::Journey::parse(&text, path, templates_dir)?;
+        j.step_campaign(slug).cloned().ok_or_else(|| {
+            Source::new(&text, path).at(0..0).error(format!(
+                "journey {:?} has no send step with the campaign id {slug:?}",
+                j.slug
+            ))
+        })
+    }
 
-        let slug = match &file.id {
-            Some(id) => {
-                let v = id.get_ref();
-                if !is_safe_slug(v) {
-                    return Err(at(id.span())
-                        .error(format!("`id` {v:?} is not a safe identifier: {SLUG_RULE}")));
-                }
-                v.clone()
-            }
-            None => {
-                let stem = path
-                    .file_stem()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_else(|| "campaign".into());
-                if !is_safe_slug(&stem) {
-                    return Err(at(0..0).error(format!(
-                        "the file name {stem:?} cannot be the campaign's id ({SLUG_RULE}); \
-                         set `id` in the file"
-                    )));
-                }
-                stem
-            }
-        };
+    pub fn parse(text: &str, path: &Path, templates_dir: &Path) -> Result<Self, CampaignError> {
+        let src = Source::new(text, path);
+        let at = |span: Range<usize>| src.at(span);
+        // A journey file's own keys are checked by `journey`; before the
+        // campaign's required keys, so a journey is not told it lacks `subject`.
+        if let Ok(JourneyMarker { journey: Some(j) }) = toml::from_str::<JourneyMarker>(text) {
+            return Err(at(j.span()).error(
+                "this is a journey file ([journey]): check it with `cartero journey check`; \
+                 it is sent by its steps, not as a campaign",
+            ));
+        }
+        let file: CampaignFile = src.deserialize()?;
+        if let Some(j) = &file.steps {
+            return Err(at(j.span()).error(
+                "`[[step]]` belongs to a journey file, which needs a [journey] table (docs/JOURNEYS.md)",
+            ));
+        }
+
+        let slug = slug_of(&at, file.id.as_ref(), path)?;
         if file.name.get_ref().trim().is_empty() {
             return Err(at(file.name.span()).error("`name` is empty"));
         }
-        let mailbox = |v: &Spanned<String>, key: &str| -> Result<Mailbox, CampaignError> {
-            v.get_ref().parse::<Mailbox>().map_err(|e| {
-                at(v.span()).error(format!(
-                    "`{key}` is not a valid address ({e}): {:?}",
-                    v.get_ref()
-                ))
-            })
-        };
-        let from = mailbox(&file.from, "from")?;
+        let from = mailbox(&at, &file.from, "from")?;
         let reply_to = file
             .reply_to
             .as_ref()
-            .map(|r| mailbox(r, "reply_to"))
+            .map(|r| mailbox(&at, r, "reply_to"))
             .transpose()?;
         if file.list.get_ref().trim().is_empty() {
             return Err(at(file.list.span()).error("`list` is empty"));
         }
-        let subject = file.subject.get_ref();
-        if subject.trim().is_empty() {
-            return Err(at(file.subject.span()).error("`subject` is empty"));
-        }
-        if subject.contains(['\r', '\n']) {
-            return Err(at(file.subject.span()).error("`subject` must be one line"));
-        }
+        let subject = check_subject(&at, &file.subject)?;
 
         let segment = match &file.segment {
             None => SegmentSpec::All,
@@ -376,114 +363,15 @@ impl Campaign {
         };
 
         let template = file.template.get_ref();
-        let resolve = |v: &Spanned<String>| -> Result<PathBuf, CampaignError> {
-            let name = v.get_ref();
-            let rel = Path::new(name);
-            if rel.is_absolute()
-                || rel
-                    .components()
-                    .any(|c| matches!(c, std::path::Component::ParentDir))
-            {
-                return Err(at(v.span()).error(format!(
-                    "template {name:?} must be a path inside the templates folder"
-                )));
-            }
-            let full = templates_dir.join(rel);
-            if !full.is_file() {
-                return Err(at(v.span()).error(format!(
-                    "template {name:?} not found (looked for {})",
-                    full.display()
-                )));
-            }
-            // A symbolic link (of the file or of a folder on the way) is
-            // followed only to a file inside the templates folder: a link
-            // to /etc/passwd must not be mailed. The resolved path is what
-            // the renderer reads.
-            let real = std::fs::canonicalize(&full)
-                .and_then(|f| Ok((f, std::fs::canonicalize(templates_dir)?)))
-                .map_err(|e| at(v.span()).error(format!("template {name:?}: {e}")))?;
-            if !real.0.starts_with(&real.1) {
-                return Err(at(v.span()).error(format!(
-                    "template {name:?} is a link to {}, outside the templates folder {}",
-                    real.0.display(),
-                    real.1.display()
-                )));
-            }
-            Ok(real.0)
-        };
-        let html_template = resolve(&template.html)?;
-        let text_template = template.text.as_ref().map(resolve).transpose()?;
-
-        let mut utm = Vec::new();
-        for (k, v) in &file.utm {
-            let key = match k.as_str() {
-                "source" | "medium" | "campaign" | "term" | "content" => format!("utm_{k}"),
-                other => {
-                    return Err(at(v.span()).error(format!(
-                        "unknown UTM parameter {other:?}: use source, medium, campaign, term or content"
-                    )));
-                }
-            };
-            utm.push((key, v.get_ref().clone()));
-        }
-
-        let mut headers = Vec::new();
-        if file.headers.len() > MAX_HEADERS {
-            let (k, _) = file.headers.iter().nth(MAX_HEADERS).expect("counted");
-            return Err(
-                at(k.span()).error(format!("a campaign may set at most {MAX_HEADERS} headers"))
-            );
-        }
-        for (k, v) in &file.headers {
-            let name = k.get_ref();
-            let valid_name = !name.is_empty()
-                && name.len() <= 76
-                && name.bytes().all(|b| b.is_ascii_graphic() && b != b':');
-            if !valid_name {
-                return Err(at(k.span()).error(format!("{name:?} is not a valid header name")));
-            }
-            let lower = name.to_ascii_lowercase();
-            if RESERVED_HEADERS.contains(&lower.as_str()) {
-                return Err(at(k.span()).error(format!(
-                    "header {name:?} is written by cartero or the servers on the way, and cannot be set here"
-                )));
-            }
-            if RESERVED_PREFIXES.iter().any(|p| lower.starts_with(p)) {
-                return Err(at(k.span()).error(format!(
-                    "header {name:?}: Resent-* fields are for resending, not for a campaign"
-                )));
-            }
-            let value = v.get_ref();
-            if value.contains(['\r', '\n']) {
-                return Err(at(v.span()).error(format!("header {name:?} must be one line")));
-            }
-            if let Some(c) = value.chars().find(|c| c.is_control() && *c != '\t') {
-                return Err(at(v.span()).error(format!(
-                    "header {name:?} holds the control character {:?}",
-                    c
-                )));
-            }
-            // "Name: value" on one line; cartero does not fold custom values.
-            if name.len() + 2 + value.len() > MAX_LINE {
-                return Err(at(v.span()).error(format!(
-                    "header {name:?} is longer than {MAX_LINE} characters on its line (RFC 5322 §2.1.1)"
-                )));
-            }
-            headers.push((name.clone(), v.get_ref().clone()));
-        }
-
-        let attribution_days = match &file.attribution_days {
-            None => DEFAULT_ATTRIBUTION_DAYS,
-            Some(d) => match u32::try_from(*d.get_ref()) {
-                Ok(v) if (1..=365).contains(&v) => v,
-                _ => {
-                    return Err(at(d.span()).error(format!(
-                        "`attribution_days` must be a whole number of days from 1 to 365, not {}",
-                        d.get_ref()
-                    )));
-                }
-            },
-        };
+        let html_template = resolve_template(&at, templates_dir, &template.html)?;
+        let text_template = template
+            .text
+            .as_ref()
+            .map(|t| resolve_template(&at, templates_dir, t))
+            .transpose()?;
+        let utm = check_utm(&at, &file.utm)?;
+        let headers = check_headers(&at, &file.headers)?;
+        let attribution_days = check_attribution_days(&at, file.attribution_days.as_ref())?;
         let when = timing::parse(timing::Keys {
             schedule: file
                 .schedule
@@ -503,17 +391,12 @@ impl Campaign {
                 .as_ref()
                 .map(|v| (*v.get_ref(), at(v.span()))),
         })?;
-        use sha2::Digest;
-        let file_hash = sha2::Sha256::digest(text.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
 
         Ok(Campaign {
             path: path.to_path_buf(),
             slug,
             name: file.name.into_inner(),
-            subject: subject.clone(),
+            subject,
             subject_at: at(file.subject.span()),
             from,
             reply_to,
@@ -527,13 +410,253 @@ impl Campaign {
             tracking: file.tracking,
             utm,
             headers,
-            file_hash,
+            file_hash: file_hash(text),
             attribution_days,
             public: file.public,
             description: file.description,
             when,
         })
     }
+}
+
+/// Only whether a file has a `[journey]` table, and where.
+#[derive(Deserialize)]
+struct JourneyMarker {
+    journey: Option<Spanned<toml::Value>>,
+}
+
+/// A file's text and name, for locations of its values. Campaign and
+/// journey files share it, so both report file:line:col the same way.
+pub(crate) struct Source<'a> {
+    pub text: &'a str,
+    pub path: String,
+}
+
+impl<'a> Source<'a> {
+    pub fn new(text: &'a str, path: &Path) -> Self {
+        Source {
+            text,
+            path: path.display().to_string(),
+        }
+    }
+
+    pub fn at(&self, span: Range<usize>) -> Location {
+        let (line, col) = line_col(self.text, span.start);
+        Location {
+            path: self.path.clone(),
+            line,
+            col,
+            offset: span.start,
+        }
+    }
+
+    /// The file as `T`; a TOML error (syntax, unknown key, wrong type) at
+    /// its place.
+    pub fn deserialize<T: serde::de::DeserializeOwned>(&self) -> Result<T, CampaignError> {
+        toml::from_str(self.text).map_err(|e| {
+            let (line, col) = e
+                .span()
+                .map(|s| line_col(self.text, s.start))
+                .unwrap_or((1, 1));
+            CampaignError::At {
+                path: self.path.clone(),
+                line,
+                col,
+                message: e.message().trim().to_string(),
+            }
+        })
+    }
+}
+
+type At<'a> = dyn Fn(Range<usize>) -> Location + 'a;
+
+/// The campaign's id: `id` when given, else the file name without `.toml`.
+pub(crate) fn slug_of(
+    at: &At<'_>,
+    id: Option<&Spanned<String>>,
+    path: &Path,
+) -> Result<String, CampaignError> {
+    match id {
+        Some(id) => {
+            let v = id.get_ref();
+            if !is_safe_slug(v) {
+                return Err(at(id.span())
+                    .error(format!("`id` {v:?} is not a safe identifier: {SLUG_RULE}")));
+            }
+            Ok(v.clone())
+        }
+        None => {
+            let stem = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "campaign".into());
+            if !is_safe_slug(&stem) {
+                return Err(at(0..0).error(format!(
+                    "the file name {stem:?} cannot be the campaign's id ({SLUG_RULE}); \
+                     set `id` in the file"
+                )));
+            }
+            Ok(stem)
+        }
+    }
+}
+
+pub(crate) fn mailbox(
+    at: &At<'_>,
+    v: &Spanned<String>,
+    key: &str,
+) -> Result<Mailbox, CampaignError> {
+    v.get_ref().parse::<Mailbox>().map_err(|e| {
+        at(v.span()).error(format!(
+            "`{key}` is not a valid address ({e}): {:?}",
+            v.get_ref()
+        ))
+    })
+}
+
+pub(crate) fn check_subject(at: &At<'_>, v: &Spanned<String>) -> Result<String, CampaignError> {
+    let subject = v.get_ref();
+    if subject.trim().is_empty() {
+        return Err(at(v.span()).error("`subject` is empty"));
+    }
+    if subject.contains(['\r', '\n']) {
+        return Err(at(v.span()).error("`subject` must be one line"));
+    }
+    Ok(subject.clone())
+}
+
+/// A template name, resolved inside `templates_dir`.
+pub(crate) fn resolve_template(
+    at: &At<'_>,
+    templates_dir: &Path,
+    v: &Spanned<String>,
+) -> Result<PathBuf, CampaignError> {
+    let name = v.get_ref();
+    let rel = Path::new(name);
+    if rel.is_absolute()
+        || rel
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(at(v.span()).error(format!(
+            "template {name:?} must be a path inside the templates folder"
+        )));
+    }
+    let full = templates_dir.join(rel);
+    if !full.is_file() {
+        return Err(at(v.span()).error(format!(
+            "template {name:?} not found (looked for {})",
+            full.display()
+        )));
+    }
+    // A symbolic link (of the file or of a folder on the way) is
+    // followed only to a file inside the templates folder: a link
+    // to /etc/passwd must not be mailed. The resolved path is what
+    // the renderer reads.
+    let real = std::fs::canonicalize(&full)
+        .and_then(|f| Ok((f, std::fs::canonicalize(templates_dir)?)))
+        .map_err(|e| at(v.span()).error(format!("template {name:?}: {e}")))?;
+    if !real.0.starts_with(&real.1) {
+        return Err(at(v.span()).error(format!(
+            "template {name:?} is a link to {}, outside the templates folder {}",
+            real.0.display(),
+            real.1.display()
+        )));
+    }
+    Ok(real.0)
+}
+
+pub(crate) fn check_utm(
+    at: &At<'_>,
+    utm: &BTreeMap<String, Spanned<String>>,
+) -> Result<Vec<(String, String)>, CampaignError> {
+    let mut out = Vec::new();
+    for (k, v) in utm {
+        let key = match k.as_str() {
+            "source" | "medium" | "campaign" | "term" | "content" => format!("utm_{k}"),
+            other => {
+                return Err(at(v.span()).error(format!(
+                    "unknown UTM parameter {other:?}: use source, medium, campaign, term or content"
+                )));
+            }
+        };
+        out.push((key, v.get_ref().clone()));
+    }
+    Ok(out)
+}
+
+pub(crate) fn check_headers(
+    at: &At<'_>,
+    headers: &BTreeMap<Spanned<String>, Spanned<String>>,
+) -> Result<Vec<(String, String)>, CampaignError> {
+    let mut out = Vec::new();
+    if headers.len() > MAX_HEADERS {
+        let (k, _) = headers.iter().nth(MAX_HEADERS).expect("counted");
+        return Err(at(k.span()).error(format!("a campaign may set at most {MAX_HEADERS} headers")));
+    }
+    for (k, v) in headers {
+        let name = k.get_ref();
+        let valid_name = !name.is_empty()
+            && name.len() <= 76
+            && name.bytes().all(|b| b.is_ascii_graphic() && b != b':');
+        if !valid_name {
+            return Err(at(k.span()).error(format!("{name:?} is not a valid header name")));
+        }
+        let lower = name.to_ascii_lowercase();
+        if RESERVED_HEADERS.contains(&lower.as_str()) {
+            return Err(at(k.span()).error(format!(
+                "header {name:?} is written by cartero or the servers on the way, and cannot be set here"
+            )));
+        }
+        if RESERVED_PREFIXES.iter().any(|p| lower.starts_with(p)) {
+            return Err(at(k.span()).error(format!(
+                "header {name:?}: Resent-* fields are for resending, not for a campaign"
+            )));
+        }
+        let value = v.get_ref();
+        if value.contains(['\r', '\n']) {
+            return Err(at(v.span()).error(format!("header {name:?} must be one line")));
+        }
+        if let Some(c) = value.chars().find(|c| c.is_control() && *c != '\t') {
+            return Err(at(v.span()).error(format!(
+                "header {name:?} holds the control character {:?}",
+                c
+            )));
+        }
+        // "Name: value" on one line; cartero does not fold custom values.
+        if name.len() + 2 + value.len() > MAX_LINE {
+            return Err(at(v.span()).error(format!(
+                "header {name:?} is longer than {MAX_LINE} characters on its line (RFC 5322 §2.1.1)"
+            )));
+        }
+        out.push((name.clone(), v.get_ref().clone()));
+    }
+    Ok(out)
+}
+
+pub(crate) fn check_attribution_days(
+    at: &At<'_>,
+    d: Option<&Spanned<i64>>,
+) -> Result<u32, CampaignError> {
+    match d {
+        None => Ok(DEFAULT_ATTRIBUTION_DAYS),
+        Some(d) => match u32::try_from(*d.get_ref()) {
+            Ok(v) if (1..=365).contains(&v) => Ok(v),
+            _ => Err(at(d.span()).error(format!(
+                "`attribution_days` must be a whole number of days from 1 to 365, not {}",
+                d.get_ref()
+            ))),
+        },
+    }
+}
+
+/// SHA-256 of a file's text, to notice edits between runs.
+pub(crate) fn file_hash(text: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[cfg(test)]

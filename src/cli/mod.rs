@@ -21,6 +21,7 @@ pub mod feedback;
 pub mod form;
 pub mod hygiene;
 pub mod init;
+pub mod journey;
 pub mod output;
 pub mod report;
 pub mod schedule;
@@ -61,6 +62,8 @@ pub enum Command {
     Segment(segment::Args),
     /// Check, preview, send, pause, resume and cancel campaigns; see where a send stands.
     Campaign(campaign::Args),
+    /// Journeys: check the files, the status of one, a tick by hand.
+    Journey(journey::Args),
     /// Read bounces, complaints and unsubscribe mails.
     Feedback(feedback::Args),
     /// Check email addresses.
@@ -253,6 +256,7 @@ pub fn main() -> ExitCode {
             Command::Segment(a) => segment::run(a, &ctx).await,
             Command::Campaign(a) => campaign::run(a, &ctx).await,
             Command::Schedule(a) => schedule::run(a, &ctx).await,
+            Command::Journey(a) => journey::run(a, &ctx).await,
             Command::Feedback(a) => feedback::run(a, &ctx).await,
             Command::Address(a) => address::run(a, &ctx).await,
             Command::Hygiene(a) => hygiene::run(a, &ctx).await,

@@ -21,6 +21,9 @@
 //!   skips them all; a skipped occurrence is recorded as a run in state
 //!   `skipped` with the reason, so no node sends it later.
 
+/// Journeys: contacts moved through steps on the caller's clock.
+pub mod journey;
+
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

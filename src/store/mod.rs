@@ -23,6 +23,7 @@ pub mod contacts;
 pub mod conversions;
 pub mod feedback;
 pub mod hygiene;
+pub mod journeys;
 pub mod nodes;
 pub mod requests;
 pub mod runs;

@@ -109,6 +109,28 @@ pub async fn create_as(
     })
 }
 
+/// Marks a run started (`sending`), once: a journey step's run, which
+/// takes rows one by one rather than from a snapshot. The campaign is
+/// stamped started too, the first time.
+pub async fn mark_started(store: &Store, run_id: i64, campaign_id: i64, now: Millis) -> Result<()> {
+    dispatch!(store, pool => {
+        sqlx::query(
+            "UPDATE campaign_runs SET started_at = $1, state = 'sending' \
+             WHERE id = $2 AND started_at IS NULL",
+        )
+        .bind(now)
+        .bind(run_id)
+        .execute(pool)
+        .await?;
+        sqlx::query("UPDATE campaigns SET started_at = COALESCE(started_at, $1) WHERE id = $2")
+            .bind(now)
+            .bind(campaign_id)
+            .execute(pool)
+            .await?;
+    });
+    Ok(())
+}
+
 /// The runs of a campaign, oldest first.
 pub async fn of_campaign(store: &Store, campaign_id: i64) -> Result<Vec<RunRow>> {
     dispatch!(store, pool => {

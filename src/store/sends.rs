@@ -146,6 +146,54 @@ pub async fn snapshot(
     Ok(true)
 }
 
+/// One pending row for one contact in a run, inside `tx` (a journey's send
+/// step: no list is snapshotted). A suppressed contact gets a `skipped` row
+/// with the reason, as in a snapshot. Unique per run and contact: a second
+/// call returns the row already there. Returns the row's id.
+pub async fn insert_one(
+    tx: &mut super::Tx,
+    campaign_id: i64,
+    run_id: i64,
+    list_id: i64,
+    contact_id: i64,
+    now: Millis,
+) -> Result<i64> {
+    macro_rules! body {
+        ($conn:expr, $db:ty) => {{
+            let mut qb = QueryBuilder::<$db>::new(
+                "INSERT INTO sends (campaign_id, run_id, contact_id, email, state, skip_reason, created_at, updated_at) \
+                 SELECT ",
+            );
+            qb.push_bind(campaign_id);
+            qb.push(", ");
+            qb.push_bind(run_id);
+            qb.push(", c.id, COALESCE(c.email_ascii, c.email), ");
+            qb.push(STATE_SQL);
+            qb.push_bind(list_id);
+            qb.push(" AND cl.subscribed = 1) THEN 'skipped' ELSE 'pending' END, ");
+            qb.push(REASON_SQL);
+            qb.push_bind(list_id);
+            qb.push(" AND cl.subscribed = 1) THEN 'no_consent' ELSE NULL END, ");
+            qb.push_bind(now);
+            qb.push(", ");
+            qb.push_bind(now);
+            qb.push(" FROM contacts c WHERE c.id = ");
+            qb.push_bind(contact_id);
+            qb.push(" ON CONFLICT (run_id, contact_id) DO NOTHING");
+            qb.build().execute(&mut *$conn).await?;
+            sqlx::query_scalar::<_, i64>("SELECT id FROM sends WHERE run_id = $1 AND contact_id = $2")
+                .bind(run_id)
+                .bind(contact_id)
+                .fetch_one(&mut *$conn)
+                .await?
+        }};
+    }
+    Ok(match tx {
+        super::Tx::Sqlite(t) => body!(&mut **t, Sqlite),
+        super::Tx::Postgres(t) => body!(&mut **t, Postgres),
+    })
+}
+
 /// What a snapshot would hold, without writing it: each matching contact
 /// with its skip reason, if any (for dry runs).
 pub async fn preview(

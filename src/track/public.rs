@@ -47,8 +47,13 @@ fn campaign_path(s: &AppState, file_path: &str) -> PathBuf {
     }
 }
 
-fn load(s: &AppState, file_path: &str) -> Option<Campaign> {
-    match Campaign::load(&campaign_path(s, file_path), &s.app.settings.templates_dir) {
+fn load(s: &AppState, file_path: &str, slug: &str) -> Option<Campaign> {
+    // A journey's send step is a campaign inside the journey file.
+    match Campaign::load_slug(
+        &campaign_path(s, file_path),
+        &s.app.settings.templates_dir,
+        slug,
+    ) {
         Ok(c) => Some(c),
         Err(e) => {
             tracing::warn!("serve: campaign {file_path} cannot be read: {e}");
@@ -118,7 +123,7 @@ pub(super) async fn view(
     if contact.status == "erased" {
         return Err(TrackError::NotFound);
     }
-    let c = load(&s, &sv.file_path).ok_or(TrackError::NotFound)?;
+    let c = load(&s, &sv.file_path, &sv.slug).ok_or(TrackError::NotFound)?;
     let b = base(&s);
     let unsub = format!(
         "{b}/u/{}",
@@ -177,7 +182,7 @@ fn base(s: &AppState) -> String {
 }
 
 async fn publish(s: &AppState, row: &repo::SentCampaign) -> Result<Option<Published>, TrackError> {
-    let Some(c) = load(s, &row.file_path) else {
+    let Some(c) = load(s, &row.file_path, &row.slug) else {
         return Ok(None);
     };
     if !c.public {
