@@ -66,13 +66,18 @@ async fn confirmed_signup(store: &Store, email: &str, at: i64) {
     .await;
 }
 
-/// Send rows of a journey step's campaign, by contact email.
+/// Pending send rows of a journey step's campaign, by contact email.
 async fn sent(store: &Store, campaign: &str) -> Vec<String> {
+    sent_in(store, campaign, "pending").await
+}
+
+/// Send rows of a journey step's campaign in `state`, by contact email.
+async fn sent_in(store: &Store, campaign: &str, state: &str) -> Vec<String> {
     strings(
         store,
         &format!(
             "SELECT s.email FROM sends s JOIN campaigns c ON c.id = s.campaign_id \
-             WHERE c.slug = '{campaign}' AND s.state = 'pending' ORDER BY s.email"
+             WHERE c.slug = '{campaign}' AND s.state = '{state}' ORDER BY s.email"
         ),
     )
     .await
@@ -627,74 +632,85 @@ async fn journey_status_prints_steps_and_exits_as_a_table_csv_and_json() {
     }
 }
 
-/// The welcome series' trigger through the real path: a sign-up and its
-/// confirmation over HTTP to `cartero serve` (the same app the binary
-/// runs), then a tick of the journeys read from the project's campaigns
-/// folder (the shipped example copied in), and `cartero journey status`
-/// and `journey tick` on the same database.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_signup_confirmed_through_serve_enters_the_shipped_welcome_series() {
+/// A project with the shipped welcome series, a `cartero serve` on it
+/// (the same app the binary runs), and Alice signed up and confirmed over
+/// HTTP. `schedule` is the project's `[schedule]` section.
+async fn alice_confirmed_through_serve(
+    db: &TestDb,
+    schedule: &str,
+) -> (Project, common::serve::Served) {
     use common::serve::{Served, client, wait_for_files};
     const LEDGER_KEY: &str = "journeys-test-ledger-key-0123456789abcdef";
-    for db in TestDb::all().await {
-        let keys = cartero::domain::ledger_key::LedgerKeys::new(LEDGER_KEY, &[]).unwrap();
-        cartero::store::consent::install_keys(Some(keys));
-        let p = Project::new(
-            &db,
-            &format!(
-                "[serve]\nlisten = \"127.0.0.1:0\"\n\n[compliance]\nledger_key = \"{LEDGER_KEY}\"\n\n\
+    let keys = cartero::domain::ledger_key::LedgerKeys::new(LEDGER_KEY, &[]).unwrap();
+    cartero::store::consent::install_keys(Some(keys));
+    let p = Project::new(
+        db,
+        &format!(
+            "[serve]\nlisten = \"127.0.0.1:0\"\n\n[compliance]\nledger_key = \"{LEDGER_KEY}\"\n\n\
                  [signup]\nfrom = \"Shop <news@shop.example>\"\n\n\
-                 [lists.newsletter]\nconsent_text = \"Yes, send me the newsletter.\"\n"
-            ),
-        );
+                 [lists.newsletter]\nconsent_text = \"Yes, send me the newsletter.\"\n\n{schedule}"
+        ),
+    );
+    p.write(
+        "campaigns/welcome-series.toml",
+        &std::fs::read_to_string(repo_dir().join("campaigns/welcome-series.toml")).unwrap(),
+    );
+    for f in std::fs::read_dir(repo_dir().join("templates/welcome-series")).unwrap() {
+        let f = f.unwrap().path();
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
         p.write(
-            "campaigns/welcome-series.toml",
-            &std::fs::read_to_string(repo_dir().join("campaigns/welcome-series.toml")).unwrap(),
+            &format!("templates/welcome-series/{name}"),
+            &std::fs::read_to_string(&f).unwrap(),
         );
-        for f in std::fs::read_dir(repo_dir().join("templates/welcome-series")).unwrap() {
-            let f = f.unwrap().path();
-            let name = f.file_name().unwrap().to_string_lossy().into_owned();
-            p.write(
-                &format!("templates/welcome-series/{name}"),
-                &std::fs::read_to_string(&f).unwrap(),
-            );
-        }
+    }
 
-        let s = Served::start(&p, &db).await;
-        let http = client();
-        let r = http
-            .post(format!("{}/subscribe", s.base))
-            .form(&[
-                ("list", "newsletter"),
-                ("email", "alice@example.org"),
-                ("name", "Alice"),
-                ("website", ""),
-            ])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        let files = wait_for_files(&p.file("outbox/signup"), 1).await;
-        let raw = std::fs::read_to_string(&files[0]).unwrap();
-        let msg = mail_parser::MessageParser::default()
-            .parse(raw.as_bytes())
-            .unwrap();
-        let body = msg.body_text(0).unwrap().into_owned();
-        let start = body
-            .find("https://news.shop.example/confirm/")
-            .expect("a confirmation link");
-        let link = body[start..].split_whitespace().next().unwrap().to_string();
-        let url = s.url(&link);
-        let page = http.get(&url).send().await.unwrap().text().await.unwrap();
-        let i = page.find("name=\"form\" value=\"").expect("a form token") + 19;
-        let token = &page[i..i + page[i..].find('"').unwrap()];
-        let r = http
-            .post(&url)
-            .form(&[("form", token)])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
+    let s = Served::start(&p, db).await;
+    let http = client();
+    let r = http
+        .post(format!("{}/subscribe", s.base))
+        .form(&[
+            ("list", "newsletter"),
+            ("email", "alice@example.org"),
+            ("name", "Alice"),
+            ("website", ""),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let files = wait_for_files(&p.file("outbox/signup"), 1).await;
+    let raw = std::fs::read_to_string(&files[0]).unwrap();
+    let msg = mail_parser::MessageParser::default()
+        .parse(raw.as_bytes())
+        .unwrap();
+    let body = msg.body_text(0).unwrap().into_owned();
+    let start = body
+        .find("https://news.shop.example/confirm/")
+        .expect("a confirmation link");
+    let link = body[start..].split_whitespace().next().unwrap().to_string();
+    let url = s.url(&link);
+    let page = http.get(&url).send().await.unwrap().text().await.unwrap();
+    let i = page.find("name=\"form\" value=\"").expect("a form token") + 19;
+    let token = &page[i..i + page[i..].find('"').unwrap()];
+    let r = http
+        .post(&url)
+        .form(&[("form", token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    (p, s)
+}
+
+/// The welcome series' trigger through the real path: a sign-up and its
+/// confirmation over HTTP to `cartero serve`, then a tick of the journeys
+/// read from the project's campaigns folder (the shipped example copied
+/// in), and `cartero journey status` and `journey tick` on the same
+/// database. Serve's own scheduler is off here: the tick is the test's.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signup_confirmed_through_serve_enters_the_shipped_welcome_series() {
+    for db in TestDb::all().await {
+        let (p, s) = alice_confirmed_through_serve(&db, "[schedule]\nenabled = false\n").await;
         s.stop().await;
 
         let journeys: Vec<Journey> =
@@ -733,5 +749,43 @@ async fn a_signup_confirmed_through_serve_enters_the_shipped_welcome_series() {
         assert_eq!(json["journeys"], 1, "{json}");
         assert_eq!(json["enrolled"], 0, "{json}");
         assert_eq!(json["sends"], 0, "{json}");
+    }
+}
+
+/// The same sign-up with serve's scheduler on: serve itself enrols Alice
+/// and delivers the series' first mail (the outbox), and the next step
+/// waits.
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_moves_a_confirmed_signup_through_the_welcome_series_and_delivers_its_first_mail() {
+    for db in TestDb::all().await {
+        let (p, s) = alice_confirmed_through_serve(&db, "[schedule]\ninterval_secs = 1\n").await;
+        let files =
+            common::serve::wait_for_files(&p.file("outbox/welcome-series.welcome"), 1).await;
+        assert_eq!(
+            files.len(),
+            1,
+            "serve delivered the first mail of the series"
+        );
+        let raw = std::fs::read_to_string(&files[0]).unwrap();
+        assert!(raw.contains("alice@example.org"), "{raw}");
+        // Delivered, recorded as accepted; the contact waits at step 2.
+        let accepted = sent_in(&db.store, "welcome-series.welcome", "accepted").await;
+        assert_eq!(accepted, ["alice@example.org"]);
+        s.stop().await;
+        let json: serde_json::Value = serde_json::from_str(&p.ok(&[
+            "journey",
+            "status",
+            "welcome-series",
+            "--format",
+            "json",
+        ]))
+        .unwrap();
+        let waiting = json
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "step-2")
+            .unwrap();
+        assert_eq!(waiting["contacts"], 1, "{json}");
     }
 }

@@ -21,6 +21,10 @@ fn ms(rfc: &str) -> Millis {
 }
 
 const HOUR: i64 = 3_600_000;
+
+/// The tests that send thousands of messages through several nodes take
+/// turns: run side by side on a two-core machine, lease renewals starve.
+static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const DAY: i64 = 24 * HOUR;
 
 fn write_campaign(project: &Project, file: &str, timing: &str) {
@@ -412,6 +416,7 @@ fn slow_project(db: &TestDb, sink_port: u16, recipients: usize) -> Project {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pause_stops_every_node_within_seconds_and_resume_finishes_exactly_once() {
+    let _turn = HEAVY.lock().await;
     // The scheduler's log lines, shown when the test fails.
     let _ = tracing_subscriber::fmt()
         .with_env_filter("cartero=info")
@@ -495,6 +500,7 @@ async fn pause_stops_every_node_within_seconds_and_resume_finishes_exactly_once(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_skips_what_was_not_sent_and_a_manual_send_of_a_paused_campaign_waits() {
+    let _turn = HEAVY.lock().await;
     let _ = tracing_subscriber::fmt()
         .with_env_filter("cartero=info")
         .with_test_writer()
@@ -556,17 +562,20 @@ async fn cancel_skips_what_was_not_sent_and_a_manual_send_of_a_paused_campaign_w
 }
 
 /// `cartero serve` as its own process (the real binary), on a free port.
-fn spawn_serve(project: &Project) -> std::process::Child {
+fn spawn_serve(project: &Project, n: usize) -> std::process::Child {
+    // Each node's log in the project folder, to read when the test fails.
+    let log = std::fs::File::create(project.file(&format!("serve-{n}.log"))).unwrap();
     project
         .command(&["serve", "--listen", "127.0.0.1:0"])
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("spawn cartero serve")
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn four_serve_processes_share_a_scheduled_send_and_finish_it_when_one_is_killed() {
+    let _turn = HEAVY.lock().await;
     use cartero::store::Backend;
     let Some(db) = TestDb::all()
         .await
@@ -579,12 +588,12 @@ async fn four_serve_processes_share_a_scheduled_send_and_finish_it_when_one_is_k
     const N: usize = 20_000;
     const CONCURRENCY: usize = 2;
     let smtp = common::servers::SmtpRecorder::start();
-    // A 2 s lease lets the others take the killed node's rows over quickly.
+    // A 5 s lease lets the others take the killed node's rows over soon.
     let project = Project::new(
         &db,
         &format!(
             "[serve]\nlisten = \"127.0.0.1:0\"\n[schedule]\ninterval_secs = 1\n\
-             [smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nconcurrency = {CONCURRENCY}\nlease_secs = 2\n",
+             [smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nconcurrency = {CONCURRENCY}\nlease_secs = 5\n",
             smtp.port()
         ),
     );
@@ -596,7 +605,7 @@ async fn four_serve_processes_share_a_scheduled_send_and_finish_it_when_one_is_k
         &format!("send_at = {}", to_rfc3339(now_millis() - 5_000)),
     );
 
-    let mut nodes: Vec<std::process::Child> = (0..4).map(|_| spawn_serve(&project)).collect();
+    let mut nodes: Vec<std::process::Child> = (0..4).map(|n| spawn_serve(&project, n)).collect();
     let deadline = Instant::now() + Duration::from_secs(120);
     while smtp.received().len() < N / 4 {
         assert!(
@@ -619,11 +628,20 @@ async fn four_serve_processes_share_a_scheduled_send_and_finish_it_when_one_is_k
         if finished == 1 {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the survivors did not finish: {} received",
-            smtp.received().len()
-        );
+        if Instant::now() >= deadline {
+            for n in 0..4 {
+                let log = std::fs::read_to_string(project.file(&format!("serve-{n}.log")))
+                    .unwrap_or_default();
+                eprintln!(
+                    "--- node {n}\n{}",
+                    log.lines().rev().take(15).collect::<Vec<_>>().join("\n")
+                );
+            }
+            panic!(
+                "the survivors did not finish: {} received",
+                smtp.received().len()
+            );
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     for mut n in nodes.drain(1..) {

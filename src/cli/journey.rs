@@ -40,7 +40,7 @@ pub enum Cmd {
     },
     /// Move every journey of the campaigns folder once, now: enrol, apply
     /// exits and due steps, create the pending sends of send steps.
-    /// A run by hand (`cartero serve` is to run it on its own clock).
+    /// A run by hand: `cartero serve` runs it on every look of its scheduler.
     #[command(after_help = "Example:\n  cartero journey tick --format json")]
     Tick {
         #[arg(long, value_enum, default_value_t)]

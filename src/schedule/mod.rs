@@ -490,6 +490,37 @@ impl Scheduler {
                 tracing::warn!("scheduler: {e}");
                 continue;
             }
+            // Journeys move their contacts on; a send step leaves a pending
+            // row in the step's run, delivered below (docs/JOURNEYS.md).
+            let journeys = match crate::campaign::journey::load_dir(&dir, &templates) {
+                Ok(all) => all
+                    .into_iter()
+                    .filter_map(|j| match j {
+                        Ok(j) => Some(j),
+                        Err(e) => {
+                            let msg = e.to_string();
+                            let key = PathBuf::from(format!("journey:{msg}"));
+                            if reported.insert(key, msg.clone()).is_none() {
+                                tracing::warn!(
+                                    "scheduler: {msg} (the journey does not run until fixed)"
+                                );
+                            }
+                            None
+                        }
+                    })
+                    .collect(),
+                Err(e) => {
+                    tracing::warn!("scheduler: {e}");
+                    Vec::new()
+                }
+            };
+            match journey::tick(&self.store, &journeys, self.clock.now()).await {
+                Ok(r) if r.enrolled + r.sends > 0 => {
+                    tracing::info!(enrolled = r.enrolled, sends = r.sends, "journeys moved on")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!("scheduler: {e}"),
+            }
             let due = match runs::due(&self.store).await {
                 Ok(d) => d,
                 Err(e) => {
@@ -504,12 +535,16 @@ impl Scheduler {
                 if active.contains(&run.run_id) || waiting {
                     continue;
                 }
-                let Some(campaign) = campaigns.iter().find(|c| c.slug == run.slug) else {
+                let campaign = match run.trigger.as_str() {
+                    "journey" => journeys.iter().find_map(|j| j.step_campaign(&run.slug)),
+                    _ => campaigns.iter().find(|c| c.slug == run.slug),
+                };
+                let Some(campaign) = campaign else {
                     if reported
                         .insert(PathBuf::from(&run.slug), String::new())
                         .is_none()
                     {
-                        tracing::warn!(campaign = %run.slug, occurrence = %run.occurrence, "an open scheduled run has no campaign file with a schedule any more: it waits");
+                        tracing::warn!(campaign = %run.slug, occurrence = %run.occurrence, "an open scheduled run has no campaign file (or journey step) any more: it waits");
                     }
                     continue;
                 };

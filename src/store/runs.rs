@@ -206,7 +206,8 @@ pub async fn control(store: &Store, run_id: i64) -> Result<Control> {
 }
 
 /// A run the scheduler's delivery takes up: made by a schedule or a
-/// send_at, open, and its campaign not paused.
+/// send_at and open, or a journey step's with rows to deliver; its campaign
+/// not paused.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct DueRun {
     pub run_id: i64,
@@ -217,12 +218,18 @@ pub struct DueRun {
 }
 
 pub async fn due(store: &Store) -> Result<Vec<DueRun>> {
+    // A journey step's run takes rows one by one as contacts reach the
+    // step: it is due while it has rows to deliver, finished or not.
     dispatch!(store, pool => {
         Ok(sqlx::query_as::<_, DueRun>(
             "SELECT r.id AS run_id, r.campaign_id, c.slug, r.trigger, r.occurrence FROM campaign_runs r \
              JOIN campaigns c ON c.id = r.campaign_id \
-             WHERE r.state IN ('pending', 'sending') AND r.trigger IN ('schedule', 'send_at') \
-             AND c.paused_at IS NULL ORDER BY r.id",
+             WHERE c.paused_at IS NULL AND ( \
+               (r.state IN ('pending', 'sending') AND r.trigger IN ('schedule', 'send_at')) \
+               OR (r.trigger = 'journey' AND r.state NOT IN ('cancelled', 'skipped') \
+                   AND EXISTS (SELECT 1 FROM sends s WHERE s.run_id = r.id \
+                               AND s.state IN ('pending', 'deferred', 'sending')))) \
+             ORDER BY r.id",
         )
         .fetch_all(pool)
         .await?)
