@@ -70,6 +70,28 @@ const STATE_SQL: &str = "CASE WHEN c.status <> 'active' THEN 'skipped' \
 const REASON_SQL: &str = "CASE WHEN c.status <> 'active' THEN c.status \
      WHEN NOT EXISTS (SELECT 1 FROM contact_lists cl WHERE cl.contact_id = c.id AND cl.list_id = ";
 
+/// The values of a new send row for contact `c`, after `SELECT `: the
+/// campaign and run, the address, and pending or skipped (no consent for
+/// the list) by the same rule for a snapshot and for a single row
+/// (`insert_one`, a journey step).
+macro_rules! push_send_values {
+    ($qb:ident, $campaign_id:expr, $run_id:expr, $list_id:expr, $now:expr) => {{
+        $qb.push_bind($campaign_id);
+        $qb.push(", ");
+        $qb.push_bind($run_id);
+        $qb.push(", c.id, COALESCE(c.email_ascii, c.email), ");
+        $qb.push(STATE_SQL);
+        $qb.push_bind($list_id);
+        $qb.push(" AND cl.subscribed = 1) THEN 'skipped' ELSE 'pending' END, ");
+        $qb.push(REASON_SQL);
+        $qb.push_bind($list_id);
+        $qb.push(" AND cl.subscribed = 1) THEN 'no_consent' ELSE NULL END, ");
+        $qb.push_bind($now);
+        $qb.push(", ");
+        $qb.push_bind($now);
+    }};
+}
+
 /// Snapshots the recipients of a campaign's run, once: returns false when
 /// the run was already started (a resume). Suppressed contacts get a
 /// `skipped` row with the reason, so the report can say who was left out and
@@ -97,19 +119,7 @@ pub async fn snapshot(
                 "INSERT INTO sends (campaign_id, run_id, contact_id, email, state, skip_reason, created_at, updated_at) \
                  SELECT ",
             );
-            qb.push_bind(campaign_id);
-            qb.push(", ");
-            qb.push_bind(run_id);
-            qb.push(", c.id, COALESCE(c.email_ascii, c.email), ");
-            qb.push(STATE_SQL);
-            qb.push_bind(list_id);
-            qb.push(" AND cl.subscribed = 1) THEN 'skipped' ELSE 'pending' END, ");
-            qb.push(REASON_SQL);
-            qb.push_bind(list_id);
-            qb.push(" AND cl.subscribed = 1) THEN 'no_consent' ELSE NULL END, ");
-            qb.push_bind(now);
-            qb.push(", ");
-            qb.push_bind(now);
+            push_send_values!(qb, campaign_id, run_id, list_id, now);
             qb.push(" FROM contacts c WHERE (");
             filter.$push(&mut qb);
             qb.push(") ORDER BY c.id ON CONFLICT (run_id, contact_id) DO NOTHING");
@@ -164,19 +174,7 @@ pub async fn insert_one(
                 "INSERT INTO sends (campaign_id, run_id, contact_id, email, state, skip_reason, created_at, updated_at) \
                  SELECT ",
             );
-            qb.push_bind(campaign_id);
-            qb.push(", ");
-            qb.push_bind(run_id);
-            qb.push(", c.id, COALESCE(c.email_ascii, c.email), ");
-            qb.push(STATE_SQL);
-            qb.push_bind(list_id);
-            qb.push(" AND cl.subscribed = 1) THEN 'skipped' ELSE 'pending' END, ");
-            qb.push(REASON_SQL);
-            qb.push_bind(list_id);
-            qb.push(" AND cl.subscribed = 1) THEN 'no_consent' ELSE NULL END, ");
-            qb.push_bind(now);
-            qb.push(", ");
-            qb.push_bind(now);
+            push_send_values!(qb, campaign_id, run_id, list_id, now);
             qb.push(" FROM contacts c WHERE c.id = ");
             qb.push_bind(contact_id);
             qb.push(" ON CONFLICT (run_id, contact_id) DO NOTHING");
