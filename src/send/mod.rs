@@ -1348,6 +1348,12 @@ async fn prepare(
     let now = lease.now();
     let lease_until = lease.until_from(now);
     let mut batch = sends::claim(&store, run_id, worker, claim_size, lease_until, now).await?;
+    // The rows claimed before hold older leases: bring them to the same
+    // time before saying the lease holds until then. Confirming the new
+    // claim's lease alone let older rows lapse while `holds` said yes, and
+    // another node sent them a second time (four nodes under load: 29 of
+    // 154 in the window).
+    sends::renew(&store, run_id, worker, lease_until).await?;
     lease.confirmed(lease_until);
     let taken_over = batch.iter().filter(|r| r.taken_over).count() as u64;
     // Each row's random Message-ID is stored before its first attempt.

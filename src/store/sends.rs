@@ -432,12 +432,24 @@ pub async fn claimants(store: &Store, run_id: i64, worker: &str) -> Result<u64> 
 /// Extends the lease of every row of a run that `worker` holds, to
 /// `lease_until`; returns how many it holds. A worker that stops renewing
 /// (killed, hung) loses its rows to whoever claims after the lease.
+///
+/// On PostgreSQL the rows another statement has locked are skipped: they are
+/// this worker's results being recorded (they leave `sending` as that commits)
+/// or a lapsed lease being taken over. Waiting for them instead deadlocked
+/// with the recording of results, which locks the same rows in its own order.
 pub async fn renew(store: &Store, run_id: i64, worker: &str, lease_until: Millis) -> Result<u64> {
     let _writer = sqlite_writer(store).await;
+    let sql = match store {
+        Store::Sqlite(_) => {
+            "UPDATE sends SET lease_until = $1 WHERE run_id = $2 AND state = 'sending' AND claimed_by = $3"
+        }
+        Store::Postgres(_) => {
+            "UPDATE sends SET lease_until = $1 WHERE id IN (SELECT id FROM sends WHERE run_id = $2 \
+             AND state = 'sending' AND claimed_by = $3 FOR UPDATE SKIP LOCKED)"
+        }
+    };
     Ok(dispatch!(store, pool => {
-        sqlx::query(
-            "UPDATE sends SET lease_until = $1 WHERE run_id = $2 AND state = 'sending' AND claimed_by = $3",
-        )
+        sqlx::query(sql)
         .bind(lease_until)
         .bind(run_id)
         .bind(worker)
