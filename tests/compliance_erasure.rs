@@ -163,6 +163,38 @@ async fn erase_removes_everything_personal_keeps_the_chain_and_refuses_a_reimpor
         )
         .await;
 
+        // Her confirmed sign-up, and a second one never confirmed (linked
+        // to no contact, only to the address); a journey that set an
+        // attribute from her data.
+        exec(
+            &db.store,
+            "INSERT INTO signups (token_hash, list_id, email, name, text_version, tracking, state, \
+             signed_up_at, signup_ip, signup_ua, mailed_at, confirmed_at, confirm_ip, confirm_ua, contact_id) VALUES \
+             ('t1', 1, 'ana@example.com', 'Ana García', 'v3', 0, 'confirmed', 4000, '198.51.100.7', \
+              'AnaPhone/1.0', 4001, 5000, '198.51.100.7', 'AnaPhone/1.0', 1), \
+             ('t2', 1, 'Ana@Example.com', 'Ana García', 'v3', 0, 'pending', 8000, '198.51.100.7', \
+              'AnaPhone/1.0', NULL, NULL, NULL, NULL, NULL)",
+        )
+        .await;
+        exec(
+            &db.store,
+            "INSERT INTO journeys (slug, name, file_path, file_hash, created_at, scanned_to) \
+             VALUES ('welcome', 'Welcome', 'w.toml', 'x', 1, 1)",
+        )
+        .await;
+        exec(
+            &db.store,
+            "INSERT INTO journey_enrolments (journey_id, contact_id, entry, entry_key, step, next_at, state, \
+             entered_at, updated_at) VALUES (1, 1, 1, 'signup:1', 'two', 9000, 'active', 8500, 8500)",
+        )
+        .await;
+        exec(
+            &db.store,
+            "INSERT INTO journey_actions (enrolment_id, step, action, detail, occurred_at) \
+             VALUES (1, 'one', 'set', 'home_city = Sevilla', 8600)",
+        )
+        .await;
+
         // Access: everything held on her.
         let export = with_key(&["contacts", "export", "ana@example.com"]);
         assert!(export.status.success(), "{}", stderr(&export));
@@ -180,6 +212,17 @@ async fn erase_removes_everything_personal_keeps_the_chain_and_refuses_a_reimpor
         assert_eq!(doc["events"].as_array().unwrap().len(), 2);
         assert_eq!(doc["status_changes"][0]["rule"], "hard-bounce");
         assert_eq!(doc["hygiene_flags"][0]["detail"], "ana@exmaple.com");
+        let signups = doc["signups"].as_array().unwrap();
+        assert_eq!(signups.len(), 2, "the unconfirmed sign-up is hers too");
+        assert_eq!(signups[0]["confirm_ip"], "198.51.100.7");
+        assert_eq!(signups[1]["state"], "pending");
+        assert_eq!(doc["journeys"][0]["slug"], "welcome");
+        assert_eq!(doc["journeys"][0]["step"], "two");
+        assert!(
+            doc["changes"].as_array().is_some_and(|c| !c.is_empty()),
+            "the change log of her record: {}",
+            doc["changes"]
+        );
         let before = dump(&db.store).await;
         for s in ANA_PERSONAL {
             assert!(before.contains(s), "the fixture puts {s} somewhere");

@@ -729,13 +729,16 @@ async fn erase(
     store.close().await;
     println!(
         "{stored}: erased (contact {id}; ledger entries {}, tags {}, flags {}, sends {}, events {}, \
-         status reasons {}); the address is on the suppression list (erasure {})",
+         status reasons {}, sign-ups {}, journey steps {}); the address is on the suppression list \
+         (erasure {})",
         done.ledger_entries,
         done.tags,
         done.flags,
         done.sends,
         done.events,
         done.status_reasons,
+        done.signups,
+        done.journey_actions,
         done.action_id
     );
     Ok(ExitCode::SUCCESS)

@@ -2,7 +2,8 @@
 //!
 //! `export` gathers everything held on one contact. `erase` removes the
 //! personal data from every table that holds it, in one transaction:
-//! contact fields and attributes, tags, hygiene flags, the addresses of
+//! contact fields and attributes, tags, hygiene flags, sign-ups (address,
+//! name, IP and user agent), journey step details, the addresses of
 //! sends and their SMTP replies, the personal keys of events, the address
 //! wherever a status reason quotes it, and the ledger's personal fields
 //! (`consent::erase_personal_fields`, which keeps the chain verifiable). The
@@ -120,6 +121,10 @@ pub struct Erasure {
     pub sends: u64,
     pub events: u64,
     pub status_reasons: u64,
+    /// Sign-up rows (confirmed or not) of the contact or of the address.
+    pub signups: u64,
+    /// Journey steps' records whose detail was blanked.
+    pub journey_actions: u64,
     pub action_id: i64,
 }
 
@@ -222,6 +227,31 @@ pub async fn erase(
             .await
             .map_err(StoreError::from)?
             .rows_affected();
+        // A sign-up keeps what the form was sent (address, name) and the
+        // request's IP and user agent; an unconfirmed one is not linked to
+        // the contact, only to the address. The row stays (the ledger's
+        // grant points at it), without anything that names the person.
+        out.signups = sqlx::query(
+            "UPDATE signups SET email = $1, name = NULL, signup_ip = NULL, signup_ua = NULL, \
+             confirm_ip = NULL, confirm_ua = NULL WHERE contact_id = $2 OR lower(email) = $3",
+        )
+        .bind(&placeholder)
+        .bind(contact_id)
+        .bind(&lower)
+        .execute(&mut *conn)
+        .await
+        .map_err(StoreError::from)?
+        .rows_affected();
+        // A journey's `set` step records the value it wrote (an attribute).
+        out.journey_actions = sqlx::query(
+            "UPDATE journey_actions SET detail = NULL WHERE detail IS NOT NULL AND enrolment_id IN \
+             (SELECT id FROM journey_enrolments WHERE contact_id = $1)",
+        )
+        .bind(contact_id)
+        .execute(&mut *conn)
+        .await
+        .map_err(StoreError::from)?
+        .rows_affected();
         sqlx::query_as("SELECT id, data FROM events WHERE contact_id = $1")
             .bind(contact_id)
             .fetch_all(&mut *conn)
@@ -358,7 +388,8 @@ async fn json_rows(
 
 /// Everything held on one contact (GDPR Art. 15 and 20): fields,
 /// attributes, tags, lists, consent entries with their evidence, sends,
-/// events, status changes, hygiene flags and compliance actions.
+/// events, status changes, hygiene flags, compliance actions, sign-ups,
+/// preference-centre requests, conversions, journeys and the change log.
 pub async fn export(store: &Store, contact_id: i64) -> Result<serde_json::Value> {
     use Col::{Json, Plain};
     let contact = json_rows(
@@ -516,6 +547,97 @@ pub async fn export(store: &Store, contact_id: i64) -> Result<serde_json::Value>
         contact_id,
     )
     .await?;
+    // Sign-ups of the contact, and unconfirmed ones of the same address
+    // (not linked to the contact until confirmed).
+    let signups = json_rows(
+        store,
+        &[
+            Plain("s.id"),
+            Plain("l.name"),
+            Plain("s.email"),
+            Plain("s.name"),
+            Plain("s.state"),
+            Plain("s.text_version"),
+            Plain("s.tracking"),
+            Plain("s.signed_up_at"),
+            Plain("s.signup_ip"),
+            Plain("s.signup_ua"),
+            Plain("s.mailed_at"),
+            Plain("s.confirmed_at"),
+            Plain("s.confirm_ip"),
+            Plain("s.confirm_ua"),
+        ],
+        "FROM signups s JOIN lists l ON l.id = s.list_id WHERE s.contact_id = $1 \
+         OR lower(s.email) = (SELECT lower(email) FROM contacts WHERE id = $1)",
+        "s.id",
+        contact_id,
+    )
+    .await?;
+    let requests = json_rows(
+        store,
+        &[
+            Plain("id"),
+            Plain("kind"),
+            Plain("status"),
+            Json("old_value"),
+            Json("new_value"),
+            Json("evidence"),
+            Plain("occurred_at"),
+        ],
+        "FROM contact_requests WHERE contact_id = $1",
+        "id",
+        contact_id,
+    )
+    .await?;
+    let conversions = json_rows(
+        store,
+        &[
+            Plain("id"),
+            Plain("order_id"),
+            Plain("kind"),
+            Plain("value_minor"),
+            Plain("currency"),
+            Plain("occurred_at"),
+            Plain("campaign_id"),
+            Plain("link"),
+        ],
+        "FROM conversions WHERE contact_id = $1",
+        "id",
+        contact_id,
+    )
+    .await?;
+    let journeys = json_rows(
+        store,
+        &[
+            Plain("e.id"),
+            Plain("j.slug"),
+            Plain("e.entry"),
+            Plain("e.step"),
+            Plain("e.state"),
+            Plain("e.left_reason"),
+            Plain("e.entered_at"),
+            Plain("e.left_at"),
+        ],
+        "FROM journey_enrolments e JOIN journeys j ON j.id = e.journey_id WHERE e.contact_id = $1",
+        "e.id",
+        contact_id,
+    )
+    .await?;
+    let changes = json_rows(
+        store,
+        &[
+            Plain("id"),
+            Plain("field"),
+            Plain("old_value"),
+            Plain("new_value"),
+            Plain("origin"),
+            Plain("occurred_at"),
+        ],
+        "FROM contact_changes WHERE contact_id = $1",
+        "id",
+        contact_id,
+    )
+    .await?;
     Ok(serde_json::json!({
         "format": "cartero-contact-export/1",
         "contact": contact,
@@ -527,6 +649,11 @@ pub async fn export(store: &Store, contact_id: i64) -> Result<serde_json::Value>
         "status_changes": status_changes,
         "hygiene_flags": flags,
         "compliance_actions": actions,
+        "signups": signups,
+        "requests": requests,
+        "conversions": conversions,
+        "journeys": journeys,
+        "changes": changes,
     }))
 }
 
