@@ -414,9 +414,13 @@ pub struct ServeConfig {
     pub max_body_bytes: usize,
     /// A request taking longer is answered 408.
     pub request_timeout_secs: u64,
-    /// Opens and clicks waiting to be written; beyond it they are counted
-    /// as dropped (the response is the same).
+    /// Opens and clicks waiting to be written.
     pub queue_capacity: usize,
+    /// How long a hit that finds the queue full waits for room before it is
+    /// counted as dropped (the response is the same either way), ms. A
+    /// flood then slows its own clients down to what the writer stores
+    /// instead of losing events; 0 never waits.
+    pub queue_wait_ms: u64,
     /// Most events written in one transaction.
     pub batch_size: usize,
     /// CIDRs of reverse proxies whose `X-Forwarded-For` is believed.
@@ -441,6 +445,7 @@ impl Default for ServeConfig {
             max_body_bytes: 16 * 1024,
             request_timeout_secs: 10,
             queue_capacity: 65_536,
+            queue_wait_ms: 2_000,
             batch_size: 1_000,
             trusted_proxies: Vec::new(),
             editable_attributes: Vec::new(),

@@ -668,7 +668,11 @@ async fn hostile_requests_are_bounded_and_every_answer_carries_the_security_head
 #[tokio::test]
 async fn a_full_queue_answers_normally_and_counts_what_it_dropped() {
     for db in TestDb::all().await {
-        let p = sent_project(&db, "queue_capacity = 1\nbatch_size = 1\n").await;
+        let p = sent_project(
+            &db,
+            "queue_capacity = 1\nqueue_wait_ms = 0\nbatch_size = 1\n",
+        )
+        .await;
         let mail = outbox(&p);
         let pixel = mail["ana@example.com"].urls(&format!("{PUBLIC_BASE}/o/"))[0].clone();
         let s = Served::start(&p, &db).await;
@@ -697,6 +701,49 @@ async fn a_full_queue_answers_normally_and_counts_what_it_dropped() {
         assert_eq!(
             scalar(&db, "SELECT COUNT(*) FROM events WHERE kind = 'open'").await as u64,
             written
+        );
+    }
+}
+
+/// The default: a hit that finds the queue full waits for room, so a burst
+/// far larger than the queue is slowed down, never lost.
+#[tokio::test]
+async fn a_full_queue_slows_a_burst_down_and_loses_nothing() {
+    for db in TestDb::all().await {
+        let p = sent_project(&db, "queue_capacity = 1\nbatch_size = 1\n").await;
+        let mail = outbox(&p);
+        let pixel = mail["ana@example.com"].urls(&format!("{PUBLIC_BASE}/o/"))[0].clone();
+        let s = Served::start(&p, &db).await;
+        let http = client();
+        let url = s.url(&pixel);
+        let mut tasks = Vec::new();
+        for _ in 0..200 {
+            let (http, url) = (http.clone(), url.clone());
+            tasks.push(tokio::spawn(async move {
+                http.get(url).send().await.unwrap().status()
+            }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), 200);
+        }
+        let metrics = s.metrics.clone();
+        s.stop().await;
+        use std::sync::atomic::Ordering::Relaxed;
+        assert_eq!(
+            metrics.events_dropped.load(Relaxed),
+            0,
+            "{:?}",
+            db.backend()
+        );
+        assert!(
+            metrics.events_waited.load(Relaxed) > 0,
+            "a queue of one must have been full under 200 concurrent hits"
+        );
+        assert_eq!(
+            scalar(&db, "SELECT COUNT(*) FROM events WHERE kind = 'open'").await,
+            200,
+            "every hit is stored ({:?})",
+            db.backend()
         );
     }
 }

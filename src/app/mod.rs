@@ -68,6 +68,8 @@ pub struct Settings {
     pub max_body_bytes: usize,
     pub request_timeout: std::time::Duration,
     pub queue_capacity: usize,
+    /// `serve.queue_wait_ms`: how long a hit waits for room in a full queue.
+    pub queue_wait: std::time::Duration,
     pub batch_size: usize,
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// `[signup]` and `[lists.*]`: sign-up forms and tracking per list.
@@ -182,6 +184,7 @@ impl Settings {
                 serve.request_timeout_secs as usize,
             )? as u64),
             queue_capacity: positive("serve.queue_capacity", serve.queue_capacity)?,
+            queue_wait: std::time::Duration::from_millis(serve.queue_wait_ms),
             batch_size: positive("serve.batch_size", serve.batch_size)?,
             trusted_proxies,
             forms: Arc::new(track::signup::Forms::from_config(cfg)?),

@@ -56,7 +56,11 @@ use i18n::Lang;
 pub struct Metrics {
     pub events_queued: AtomicU64,
     pub events_written: AtomicU64,
-    /// The queue was full: the hit was answered but not recorded.
+    /// The queue was full: the hit waited for room (and was then queued or
+    /// dropped).
+    pub events_waited: AtomicU64,
+    /// The queue stayed full for `serve.queue_wait_ms`: the hit was answered
+    /// but not recorded.
     pub events_dropped: AtomicU64,
     /// The send named by a valid token no longer exists.
     pub events_orphaned: AtomicU64,
@@ -590,17 +594,20 @@ async fn open(
     let Subject::Send(send_id) = v.subject else {
         return Err(TrackError::NotFound);
     };
-    s.queue.push(Hit {
-        kind: HitKind::Open,
-        send_id,
-        link: None,
-        at: now,
-        head: method == Method::HEAD,
-        ip: Some(client_ip(&s, peer, &headers)),
-        user_agent: header_text(&headers, "user-agent"),
-        purpose: header_text(&headers, "sec-purpose").or_else(|| header_text(&headers, "purpose")),
-        do_not_track: tracking::do_not_track(&headers),
-    });
+    s.queue
+        .push(Hit {
+            kind: HitKind::Open,
+            send_id,
+            link: None,
+            at: now,
+            head: method == Method::HEAD,
+            ip: Some(client_ip(&s, peer, &headers)),
+            user_agent: header_text(&headers, "user-agent"),
+            purpose: header_text(&headers, "sec-purpose")
+                .or_else(|| header_text(&headers, "purpose")),
+            do_not_track: tracking::do_not_track(&headers),
+        })
+        .await;
     Ok((
         StatusCode::OK,
         [
@@ -645,17 +652,20 @@ async fn click(
         return Err(TrackError::NotFound);
     }
     let location = HeaderValue::from_str(target.as_str()).map_err(|_| TrackError::NotFound)?;
-    s.queue.push(Hit {
-        kind: HitKind::Click,
-        send_id,
-        link: Some((link, url.into_owned())),
-        at: now,
-        head: method == Method::HEAD,
-        ip: Some(client_ip(&s, peer, &headers)),
-        user_agent: header_text(&headers, "user-agent"),
-        purpose: header_text(&headers, "sec-purpose").or_else(|| header_text(&headers, "purpose")),
-        do_not_track: tracking::do_not_track(&headers),
-    });
+    s.queue
+        .push(Hit {
+            kind: HitKind::Click,
+            send_id,
+            link: Some((link, url.into_owned())),
+            at: now,
+            head: method == Method::HEAD,
+            ip: Some(client_ip(&s, peer, &headers)),
+            user_agent: header_text(&headers, "user-agent"),
+            purpose: header_text(&headers, "sec-purpose")
+                .or_else(|| header_text(&headers, "purpose")),
+            do_not_track: tracking::do_not_track(&headers),
+        })
+        .await;
     Ok((
         StatusCode::FOUND,
         [

@@ -203,7 +203,7 @@ pub(super) async fn readyz(State(s): State<AppState>) -> Response {
 
 /// Every counter of [`super::Metrics`] for `/metrics`: (name, help, value),
 /// the one table the exposition is written from.
-fn counters(m: &super::Metrics) -> [(&'static str, &'static str, u64); 17] {
+fn counters(m: &super::Metrics) -> [(&'static str, &'static str, u64); 18] {
     let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
     [
         (
@@ -217,8 +217,13 @@ fn counters(m: &super::Metrics) -> [(&'static str, &'static str, u64); 17] {
             get(&m.events_written),
         ),
         (
+            "cartero_events_waited_total",
+            "Opens and clicks that found the write queue full and waited for room.",
+            get(&m.events_waited),
+        ),
+        (
             "cartero_events_dropped_total",
-            "Opens and clicks answered but not recorded: the queue was full.",
+            "Opens and clicks answered but not recorded: the queue stayed full for serve.queue_wait_ms.",
             get(&m.events_dropped),
         ),
         (
