@@ -54,6 +54,9 @@ pub struct Config {
     pub signup: SignupConfig,
     /// `[schedule]`: `cartero serve`'s scheduler (docs/SCHEDULING.md).
     pub schedule: ScheduleConfig,
+    /// `[frequency]`: at most so many campaign messages per contact per
+    /// period, across campaigns and journeys (docs/SCHEDULING.md).
+    pub frequency: FrequencyConfig,
     /// Where the file was read from; relative paths in it resolve against its folder.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -365,6 +368,37 @@ impl Default for ScheduleConfig {
             enabled: true,
             interval_secs: 15,
         }
+    }
+}
+
+/// `[frequency]`: the frequency cap. A message that would be a contact's
+/// `max_messages + 1`-th in `period_days` is skipped (reason
+/// `frequency_cap`); campaigns marked `transactional = true` neither count
+/// nor are capped.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FrequencyConfig {
+    /// 0: no cap.
+    pub max_messages: u32,
+    pub period_days: u32,
+}
+
+impl Default for FrequencyConfig {
+    fn default() -> Self {
+        Self {
+            max_messages: 0,
+            period_days: 7,
+        }
+    }
+}
+
+impl FrequencyConfig {
+    /// The cap in force, if any.
+    pub fn cap(&self) -> Option<crate::domain::send::FrequencyCap> {
+        (self.max_messages > 0 && self.period_days > 0).then(|| crate::domain::send::FrequencyCap {
+            max: self.max_messages,
+            period_ms: i64::from(self.period_days) * 86_400_000,
+        })
     }
 }
 

@@ -502,6 +502,9 @@ impl Journey {
                             file_hash: hash.clone(),
                             attribution_days,
                             public: false,
+                            // A journey's mails count towards the frequency
+                            // cap like any campaign's.
+                            transactional: false,
                             description: None,
                             // Sent by the journey's steps, never on a schedule
                             // of its own.

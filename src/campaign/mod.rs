@@ -68,6 +68,10 @@ struct CampaignFile {
     /// Listed in `cartero serve`'s public archive.
     #[serde(default)]
     public: bool,
+    /// Mail a contact expects whatever the frequency cap (a receipt, a
+    /// password reset): neither capped nor counted.
+    #[serde(default)]
+    transactional: bool,
     /// One sentence for the archive, its feed and search engines.
     description: Option<String>,
     /// A cron expression: the campaign sends by itself on each occurrence
@@ -219,6 +223,8 @@ pub struct Campaign {
     /// `public = true`: shown in the public archive, rendered for a
     /// stand-in contact (docs/SERVE.md).
     pub public: bool,
+    /// `transactional = true`: outside the frequency cap.
+    pub transactional: bool,
     pub description: Option<String>,
     /// `schedule` or `send_at`: when the campaign sends by itself; `None`
     /// for a campaign sent only by `cartero campaign send`.
@@ -413,6 +419,7 @@ impl Campaign {
             file_hash: file_hash(text),
             attribution_days,
             public: file.public,
+            transactional: file.transactional,
             description: file.description,
             when,
         })

@@ -65,10 +65,20 @@ pub enum SkipReason {
     NoConsent,
     /// `cartero campaign cancel` stopped the run before this row was sent.
     Cancelled,
+    /// The contact had their `[frequency] max_messages` in the period.
+    FrequencyCap,
+}
+
+/// At most `max` campaign messages per contact in any `period_ms` before
+/// a send (`[frequency]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrequencyCap {
+    pub max: u32,
+    pub period_ms: i64,
 }
 
 impl SkipReason {
-    pub const ALL: [SkipReason; 7] = [
+    pub const ALL: [SkipReason; 8] = [
         Self::Unsubscribed,
         Self::Bounced,
         Self::Complained,
@@ -76,6 +86,7 @@ impl SkipReason {
         Self::Sunset,
         Self::NoConsent,
         Self::Cancelled,
+        Self::FrequencyCap,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -87,6 +98,7 @@ impl SkipReason {
             Self::Sunset => "sunset",
             Self::NoConsent => "no_consent",
             Self::Cancelled => "cancelled",
+            Self::FrequencyCap => "frequency_cap",
         }
     }
 }

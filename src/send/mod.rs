@@ -29,6 +29,7 @@ use crate::app::Clock;
 use crate::campaign::{Campaign, CampaignError, SegmentSpec};
 use crate::config::Config;
 use crate::domain::SkipReason;
+use crate::domain::send::FrequencyCap;
 use crate::domain::time::Millis;
 use crate::domain::token::{self, Keyring, Purpose, Subject};
 use crate::render::{DkimSigner, Envelope, MessageParts, Personal, RenderError, Renderer};
@@ -967,6 +968,12 @@ pub async fn send_campaign_with_clock(
     )
     .await?;
     crate::store::campaigns::set_attribution_days(store, row.id, c.attribution_days).await?;
+    crate::store::campaigns::set_transactional(store, row.id, c.transactional).await?;
+    let cap = if c.transactional {
+        None
+    } else {
+        cfg.frequency.cap()
+    };
     // The command line sends the campaign's manual run: created on first
     // use, resumed after; the scheduler names its occurrence's run
     // (docs/SENDING.md, runs).
@@ -1098,6 +1105,7 @@ pub async fn send_campaign_with_clock(
                 stop: stop.clone(),
                 max_attempts: retry.max_attempts.max(1),
                 retry_base: Duration::from_secs(retry.retry_base_secs),
+                cap,
                 claim_size: claim_size(retry.rate_limit, workers),
             };
             tasks.spawn(worker(ctx));
@@ -1274,6 +1282,8 @@ struct WorkerCtx {
     max_attempts: u32,
     retry_base: Duration,
     claim_size: i64,
+    /// `[frequency]`, unless the campaign is transactional.
+    cap: Option<FrequencyCap>,
 }
 
 fn skip_reason_for(status: &str) -> Option<SkipReason> {
@@ -1333,9 +1343,9 @@ struct Prepared {
     taken_over: u64,
 }
 
-/// Claims the next batch, re-checks each contact (state may have changed
-/// since the snapshot) and renders and signs the rest on the blocking pool.
-async fn prepare(
+/// What claiming and preparing a batch needs, owned (it runs as its own task
+/// while the worker delivers the batch before).
+struct Batch {
     store: Store,
     composer: Arc<Composer>,
     campaign_id: i64,
@@ -1343,7 +1353,23 @@ async fn prepare(
     list_id: i64,
     claim_size: i64,
     lease: Arc<Lease>,
-) -> Result<Prepared, SendError> {
+    cap: Option<FrequencyCap>,
+}
+
+/// Claims the next batch, re-checks each contact (state may have changed
+/// since the snapshot, or the frequency cap been reached) and renders and
+/// signs the rest on the blocking pool.
+async fn prepare(job: Batch) -> Result<Prepared, SendError> {
+    let Batch {
+        store,
+        composer,
+        campaign_id,
+        run_id,
+        list_id,
+        claim_size,
+        lease,
+        cap,
+    } = job;
     let worker = worker_identity();
     let now = lease.now();
     let lease_until = lease.until_from(now);
@@ -1374,14 +1400,24 @@ async fn prepare(
     let ids: Vec<i64> = batch.iter().map(|r| r.contact_id).collect();
     let contacts = crate::store::contacts::find_many(&store, &ids).await?;
     let subscribed = sends::subscribed_among(&store, list_id, &ids).await?;
+    let capped = match cap {
+        Some(cap) => sends::capped_among(&store, run_id, &ids, cap, now).await?,
+        None => Default::default(),
+    };
     let mut skipped = Vec::new();
     let mut to_render = Vec::with_capacity(batch.len());
     for row in batch {
         let verdict = match contacts.get(&row.contact_id) {
             None => Some(SkipReason::Erased),
-            Some(c) => skip_reason_for(&c.status).or_else(|| {
-                (!subscribed.contains(&row.contact_id)).then_some(SkipReason::NoConsent)
-            }),
+            Some(c) => skip_reason_for(&c.status)
+                .or_else(|| {
+                    (!subscribed.contains(&row.contact_id)).then_some(SkipReason::NoConsent)
+                })
+                .or_else(|| {
+                    capped
+                        .contains(&row.contact_id)
+                        .then_some(SkipReason::FrequencyCap)
+                }),
         };
         match verdict {
             Some(reason) => skipped.push((row, reason)),
@@ -1600,15 +1636,16 @@ async fn work(
     // rendering is most of the CPU a message costs, and done in turn with
     // delivery it left the connection idle and the cores half used.
     let prepare_next = |ctx: &WorkerCtx| {
-        tokio::spawn(prepare(
-            ctx.store.clone(),
-            ctx.composer.clone(),
-            ctx.campaign_id,
-            ctx.run_id,
-            ctx.list_id,
-            ctx.claim_size,
-            ctx.lease.clone(),
-        ))
+        tokio::spawn(prepare(Batch {
+            store: ctx.store.clone(),
+            composer: ctx.composer.clone(),
+            campaign_id: ctx.campaign_id,
+            run_id: ctx.run_id,
+            list_id: ctx.list_id,
+            claim_size: ctx.claim_size,
+            lease: ctx.lease.clone(),
+            cap: ctx.cap,
+        }))
     };
     let mut next = Some(prepare_next(ctx));
     let result = deliver_batches(ctx, smtp, unwritten, &mut next, prepare_next).await;

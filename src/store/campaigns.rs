@@ -78,6 +78,19 @@ pub async fn set_attribution_days(store: &Store, id: i64, days: u32) -> Result<(
     Ok(())
 }
 
+/// Records whether a campaign is transactional (outside the frequency cap),
+/// as its file says now.
+pub async fn set_transactional(store: &Store, id: i64, transactional: bool) -> Result<()> {
+    dispatch!(store, pool => {
+        sqlx::query("UPDATE campaigns SET transactional = $1 WHERE id = $2")
+            .bind(i64::from(transactional))
+            .bind(id)
+            .execute(pool)
+            .await?;
+    });
+    Ok(())
+}
+
 /// A campaign as the admin pages list it.
 #[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
 pub struct CampaignListing {

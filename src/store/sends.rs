@@ -697,6 +697,47 @@ pub async fn subscribed_among(
     })
 }
 
+/// Of the contacts `ids`, those who have had `cap.max` campaign messages
+/// in the `cap.period_ms` before `now` (accepted, or being sent by another
+/// run now), not counting transactional campaigns or the run `run_id`
+/// itself. One statement, for a claimed batch before it is rendered.
+///
+/// Two runs that deliver to the same contact at the same moment may both
+/// see room for one more: the count covers what is accepted or claimed, and
+/// the last slot can be taken twice in that race (docs/SCHEDULING.md).
+pub async fn capped_among(
+    store: &Store,
+    run_id: i64,
+    ids: &[i64],
+    cap: crate::domain::send::FrequencyCap,
+    now: Millis,
+) -> Result<std::collections::HashSet<i64>> {
+    if ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let since = now.saturating_sub(cap.period_ms);
+    dispatch!(store, pool => {
+        let mut qb = QueryBuilder::new(
+            "SELECT s.contact_id FROM sends s JOIN campaigns c ON c.id = s.campaign_id WHERE s.contact_id IN (",
+        );
+        let mut sep = qb.separated(", ");
+        for id in ids {
+            sep.push_bind(*id);
+        }
+        qb.push(") AND c.transactional = 0 AND s.run_id <> ");
+        qb.push_bind(run_id);
+        qb.push(" AND ((s.state = 'accepted' AND s.updated_at > ");
+        qb.push_bind(since);
+        qb.push(") OR s.state = 'sending') GROUP BY s.contact_id HAVING COUNT(*) >= ");
+        qb.push_bind(i64::from(cap.max));
+        let rows = qb.build().fetch_all(pool).await?;
+        rows.iter()
+            .map(|r| r.try_get::<i64, _>("contact_id"))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(Into::into)
+    })
+}
+
 /// Hands the rows these workers still hold back to `pending`: a run that
 /// stops on purpose (an SMTP outage that outlasted `smtp.outage_timeout_secs`)
 /// had not delivered them, so a resume sends them without counting them as
