@@ -505,6 +505,8 @@ impl Journey {
                             // A journey's mails count towards the frequency
                             // cap like any campaign's.
                             transactional: false,
+                            // Journeys have their own waits.
+                            delivery: None,
                             description: None,
                             // Sent by the journey's steps, never on a schedule
                             // of its own.

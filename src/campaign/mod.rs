@@ -14,6 +14,7 @@ use toml::Spanned;
 
 use crate::config::line_col;
 
+pub mod delivery;
 pub mod timing;
 use crate::segment::{Segment, SegmentError};
 pub use timing::{Missed, Timing, When};
@@ -72,6 +73,8 @@ struct CampaignFile {
     /// password reset): neither capped nor counted.
     #[serde(default)]
     transactional: bool,
+    /// Per-contact delivery time: local time, quiet hours, best hour.
+    delivery: Option<Spanned<delivery::DeliveryFile>>,
     /// One sentence for the archive, its feed and search engines.
     description: Option<String>,
     /// A cron expression: the campaign sends by itself on each occurrence
@@ -225,6 +228,8 @@ pub struct Campaign {
     pub public: bool,
     /// `transactional = true`: outside the frequency cap.
     pub transactional: bool,
+    /// `[delivery]`: when each contact's message goes out, if not at once.
+    pub delivery: Option<delivery::Delivery>,
     pub description: Option<String>,
     /// `schedule` or `send_at`: when the campaign sends by itself; `None`
     /// for a campaign sent only by `cartero campaign send`.
@@ -378,6 +383,11 @@ impl Campaign {
         let utm = check_utm(&at, &file.utm)?;
         let headers = check_headers(&at, &file.headers)?;
         let attribution_days = check_attribution_days(&at, file.attribution_days.as_ref())?;
+        let delivery = file
+            .delivery
+            .as_ref()
+            .map(|d| delivery::parse(d.get_ref(), at, at(d.span())))
+            .transpose()?;
         let when = timing::parse(timing::Keys {
             schedule: file
                 .schedule
@@ -420,6 +430,7 @@ impl Campaign {
             attribution_days,
             public: file.public,
             transactional: file.transactional,
+            delivery,
             description: file.description,
             when,
         })

@@ -79,7 +79,8 @@ pub enum Cmd {
         /// Render every message and report what would happen; send and write nothing.
         #[arg(long)]
         dry_run: bool,
-        /// Do not wait for deferred retries; a later run picks them up.
+        /// Do not wait for deferred retries or for contacts' delivery times
+        /// ([delivery]); a later run, or `cartero serve`, picks them up.
         #[arg(long)]
         no_wait: bool,
         #[arg(long, value_enum, default_value_t)]

@@ -1022,7 +1022,24 @@ pub async fn send_campaign_with_clock(
             ));
         }
     }
-    let started_now = sends::snapshot(store, row.id, run.id, list_id, &filter, now).await?;
+    let started_now = sends::snapshot(
+        store,
+        row.id,
+        run.id,
+        list_id,
+        &filter,
+        c.delivery.is_some(),
+        now,
+    )
+    .await?;
+    if let Some(delivery) = &c.delivery {
+        let n = schedule_rows(store, run.id, delivery, now).await?;
+        if n > 0 {
+            progress.notice(format!(
+                "{n} messages wait for each contact's delivery time ([delivery])"
+            ));
+        }
+    }
     let me = worker_identity();
     // Rows whose worker died are taken over when their lease expires, by
     // `sends::claim`: counted here as the in-flight window.
@@ -1222,6 +1239,42 @@ pub async fn send_campaign_with_clock(
         dry_run: false,
         halted,
     })
+}
+
+/// Gives each held row of a run its contact's delivery time (`[delivery]`),
+/// a page at a time; returns how many rows it timed. Safe to run on every
+/// node and after a crash: it only takes rows still `HELD`.
+async fn schedule_rows(
+    store: &Store,
+    run_id: i64,
+    delivery: &crate::campaign::delivery::Delivery,
+    now: Millis,
+) -> Result<u64, SendError> {
+    use crate::campaign::delivery::zone;
+    const PAGE: i64 = 2_000;
+    let mut after = 0;
+    let mut timed = 0;
+    loop {
+        let rows = sends::held(store, run_id, after, PAGE).await?;
+        let Some(last) = rows.last() else { break };
+        after = last.0;
+        let best = if delivery.best_hour {
+            let ids: Vec<i64> = rows.iter().map(|r| r.1).collect();
+            sends::best_hours(store, &ids).await?
+        } else {
+            HashMap::new()
+        };
+        let due: Vec<(i64, Millis)> = rows
+            .iter()
+            .map(|(id, contact, tz)| {
+                let at = delivery.due_at(now, zone(tz.as_deref()), best.get(contact).copied());
+                (*id, at)
+            })
+            .collect();
+        sends::set_due(store, &due).await?;
+        timed += due.len() as u64;
+    }
+    Ok(timed)
 }
 
 /// Recipients the pre-flight renders for. One contact's bad data fails that

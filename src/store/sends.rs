@@ -9,7 +9,7 @@
 //! lease expired (the worker died) are the in-flight window: the next
 //! `claim` takes them over and the count is reported. See docs/SENDING.md.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use sqlx::{Postgres, QueryBuilder, Row, Sqlite};
 
@@ -92,19 +92,26 @@ macro_rules! push_send_values {
     }};
 }
 
+/// `next_attempt_at` of a pending row whose delivery time is still to be
+/// worked out (`[delivery]`): no claim takes it until `set_due` gives it one.
+pub const HELD: Millis = i64::MAX;
+
 /// Snapshots the recipients of a campaign's run, once: returns false when
 /// the run was already started (a resume). Suppressed contacts get a
 /// `skipped` row with the reason, so the report can say who was left out and
 /// why. Runs in one transaction with the run's `started_at` (and the
-/// campaign's, the first time it is sent).
+/// campaign's, the first time it is sent). `held`: the rows wait (`HELD`)
+/// for their per-contact delivery time, so that no node claims one first.
 pub async fn snapshot(
     store: &Store,
     campaign_id: i64,
     run_id: i64,
     list_id: i64,
     filter: &dyn ContactFilter,
+    held: bool,
     now: Millis,
 ) -> Result<bool> {
+    let next_attempt_at: Option<Millis> = held.then_some(HELD);
     macro_rules! body {
         ($tx:expr, $push:ident) => {{
             let started: Option<Millis> =
@@ -116,10 +123,12 @@ pub async fn snapshot(
                 return Ok(false);
             }
             let mut qb = QueryBuilder::new(
-                "INSERT INTO sends (campaign_id, run_id, contact_id, email, state, skip_reason, created_at, updated_at) \
-                 SELECT ",
+                "INSERT INTO sends (campaign_id, run_id, contact_id, email, state, skip_reason, created_at, updated_at, \
+                 next_attempt_at) SELECT ",
             );
             push_send_values!(qb, campaign_id, run_id, list_id, now);
+            qb.push(", ");
+            qb.push_bind(next_attempt_at);
             qb.push(" FROM contacts c WHERE (");
             filter.$push(&mut qb);
             qb.push(") ORDER BY c.id ON CONFLICT (run_id, contact_id) DO NOTHING");
@@ -372,14 +381,23 @@ pub async fn claim(
         )
     };
     let expired = claim_where("state = 'sending' AND (lease_until IS NULL OR lease_until <= $3)");
-    let pending = claim_where("state = 'pending'");
+    // Pending rows are due at once, or at their per-contact time
+    // (`[delivery]`, `set_due`): two ranges of the index, never a scan of
+    // the rows that wait.
+    let pending = claim_where("state = 'pending' AND next_attempt_at IS NULL");
+    let timed = claim_where("state = 'pending' AND next_attempt_at <= $3 ORDER BY next_attempt_at");
     let due = claim_where("state = 'deferred' AND next_attempt_at <= $3 ORDER BY next_attempt_at");
     let mut rows: Vec<Claimed> = Vec::new();
     let _writer = sqlite_writer(store).await;
     // Retries that fell due go before rows never tried: they have waited
     // already, and a send with a long queue of pending rows must not hold
     // them back until its end (issue 16, item 10).
-    for (sql, taken_over) in [(expired, true), (due, false), (pending, false)] {
+    for (sql, taken_over) in [
+        (expired, true),
+        (due, false),
+        (timed, false),
+        (pending, false),
+    ] {
         let want = n - rows.len() as i64;
         if want <= 0 {
             break;
@@ -654,13 +672,15 @@ pub async fn record_many(conn: &mut RecordConn, results: &[(i64, &Outcome, Milli
 }
 
 /// When work of a run may next be due: the earliest retry time of a
-/// deferred row, or the earliest lease of a row another worker holds (taken
-/// over if it is not renewed). `None`: nothing is waiting.
+/// deferred row, the earliest delivery time of a pending row that waits for
+/// it (`[delivery]`), or the earliest lease of a row another worker holds
+/// (taken over if it is not renewed). `None`: nothing is waiting.
 pub async fn next_due_at(store: &Store, run_id: i64) -> Result<Option<Millis>> {
     dispatch!(store, pool => {
         Ok(sqlx::query_scalar(
-            "SELECT MIN(CASE WHEN state = 'deferred' THEN next_attempt_at ELSE COALESCE(lease_until, 0) END) \
-             FROM sends WHERE run_id = $1 AND state IN ('deferred', 'sending')",
+            "SELECT MIN(CASE WHEN state = 'sending' THEN COALESCE(lease_until, 0) ELSE next_attempt_at END) \
+             FROM sends WHERE run_id = $1 AND (state IN ('deferred', 'sending') \
+             OR (state = 'pending' AND next_attempt_at IS NOT NULL))",
         )
         .bind(run_id)
         .fetch_one(pool)
@@ -695,6 +715,97 @@ pub async fn subscribed_among(
             .collect::<std::result::Result<_, _>>()
             .map_err(Into::into)
     })
+}
+
+/// Pending rows of a run still `HELD`, after `after_id`, in id order: (send
+/// id, contact id, the contact's time zone as stored).
+pub async fn held(
+    store: &Store,
+    run_id: i64,
+    after_id: i64,
+    limit: i64,
+) -> Result<Vec<(i64, i64, Option<String>)>> {
+    dispatch!(store, pool => {
+        Ok(sqlx::query_as(
+            "SELECT s.id, s.contact_id, c.timezone FROM sends s JOIN contacts c ON c.id = s.contact_id \
+             WHERE s.run_id = $1 AND s.state = 'pending' AND s.next_attempt_at = $2 AND s.id > $3 \
+             ORDER BY s.id LIMIT $4",
+        )
+        .bind(run_id)
+        .bind(HELD)
+        .bind(after_id)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?)
+    })
+}
+
+/// The UTC hour of day at which each of `ids` opened or clicked most, from
+/// their own history; machine opens and scanner clicks (the `class` the
+/// event writer gave them) do not count, they follow the delivery, not the
+/// reader. Ties go to the earlier hour. Contacts with no history are absent.
+pub async fn best_hours(store: &Store, ids: &[i64]) -> Result<HashMap<i64, u32>> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let class = match store {
+        Store::Sqlite(_) => "CASE WHEN json_valid(data) THEN json_extract(data, '$.class') END",
+        Store::Postgres(_) => "report_json_text(data, 'class')",
+    };
+    let rows: Vec<(i64, i64, i64)> = dispatch!(store, pool => {
+        let mut qb = QueryBuilder::new(
+            "SELECT contact_id, (occurred_at / 3600000) % 24 AS h, COUNT(*) AS n FROM events \
+             WHERE contact_id IN (",
+        );
+        let mut sep = qb.separated(", ");
+        for id in ids {
+            sep.push_bind(*id);
+        }
+        qb.push(format!(
+            ") AND kind IN ('open', 'click') AND COALESCE({class}, '') NOT IN ('prefetch', 'scanner') \
+             GROUP BY 1, 2"
+        ));
+        qb.build_query_as().fetch_all(pool).await?
+    });
+    let mut best: HashMap<i64, (i64, i64)> = HashMap::new();
+    for (contact, h, n) in rows {
+        let e = best.entry(contact).or_insert((h, n));
+        if n > e.1 || (n == e.1 && h < e.0) {
+            *e = (h, n);
+        }
+    }
+    Ok(best
+        .into_iter()
+        .map(|(c, (h, _))| (c, h.rem_euclid(24) as u32))
+        .collect())
+}
+
+/// Gives held rows their delivery time, `(send id, due)`, in one statement;
+/// a row no longer pending keeps what it has.
+pub async fn set_due(store: &Store, due: &[(i64, Millis)]) -> Result<()> {
+    if due.is_empty() {
+        return Ok(());
+    }
+    let _writer = sqlite_writer(store).await;
+    dispatch!(store, pool => {
+        let mut qb = QueryBuilder::new("UPDATE sends SET next_attempt_at = CASE id");
+        for (id, at) in due {
+            qb.push(" WHEN ");
+            qb.push_bind(*id);
+            qb.push(" THEN ");
+            qb.push_bind(*at);
+        }
+        qb.push(" END WHERE state = 'pending' AND next_attempt_at = ");
+        qb.push_bind(HELD);
+        qb.push(" AND id IN (");
+        let mut sep = qb.separated(", ");
+        for (id, _) in due {
+            sep.push_bind(*id);
+        }
+        qb.push(")");
+        qb.build().execute(pool).await?;
+    });
+    Ok(())
 }
 
 /// Of the contacts `ids`, those who have had `cap.max` campaign messages
