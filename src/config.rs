@@ -57,6 +57,9 @@ pub struct Config {
     /// `[frequency]`: at most so many campaign messages per contact per
     /// period, across campaigns and journeys (docs/SCHEDULING.md).
     pub frequency: FrequencyConfig,
+    /// `[warmup]`: daily caps rising over the first weeks of a new sending
+    /// IP or domain (docs/SENDING.md).
+    pub warmup: WarmupConfig,
     /// Where the file was read from; relative paths in it resolve against its folder.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -399,6 +402,29 @@ impl FrequencyConfig {
             max: self.max_messages,
             period_ms: i64::from(self.period_days) * 86_400_000,
         })
+    }
+}
+
+/// `[warmup]`: the warm-up plan of a new sending IP or domain: on day N of
+/// the plan (counted from `start` in `timezone`) at most `daily[N-1]`
+/// messages leave, across every campaign, journey and node; after the last
+/// day there is no cap. Checked by `send::warmup::Plan::from_config`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WarmupConfig {
+    /// The plan's first day, `YYYY-MM-DD`; absent: no plan.
+    pub start: Option<String>,
+    pub daily: Vec<u64>,
+    pub timezone: String,
+}
+
+impl Default for WarmupConfig {
+    fn default() -> Self {
+        Self {
+            start: None,
+            daily: Vec::new(),
+            timezone: "UTC".into(),
+        }
     }
 }
 
@@ -837,6 +863,7 @@ impl Config {
                 "feedback.max_message_bytes must be at least 1024 (default 10485760)".into(),
             ));
         }
+        crate::domain::warmup::Plan::from_config(&self.warmup).map_err(invalid)?;
         if self.feedback.max_recipients == 0 {
             return Err(invalid(
                 "feedback.max_recipients must be at least 1 (default 1000)".into(),

@@ -9,6 +9,7 @@ pub mod send;
 pub mod text;
 pub mod time;
 pub mod token;
+pub mod warmup;
 
 pub use contact::{ConsentAction, ContactStatus};
 pub use email::{AddressError, EmailAddress};

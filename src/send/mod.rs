@@ -974,6 +974,10 @@ pub async fn send_campaign_with_clock(
     } else {
         cfg.frequency.cap()
     };
+    let warmup = crate::domain::warmup::Plan::from_config(&cfg.warmup)
+        .map_err(SendError::Config)?
+        .map(Arc::new);
+    let warm_blocked = Arc::new(std::sync::atomic::AtomicI64::new(0));
     // The command line sends the campaign's manual run: created on first
     // use, resumed after; the scheduler names its occurrence's run
     // (docs/SENDING.md, runs).
@@ -1123,6 +1127,8 @@ pub async fn send_campaign_with_clock(
                 max_attempts: retry.max_attempts.max(1),
                 retry_base: Duration::from_secs(retry.retry_base_secs),
                 cap,
+                warmup: warmup.clone(),
+                warm_blocked: warm_blocked.clone(),
                 claim_size: claim_size(retry.rate_limit, workers),
             };
             tasks.spawn(worker(ctx));
@@ -1160,16 +1166,28 @@ pub async fn send_campaign_with_clock(
         // hold for their lease (renewed while they live, taken over after),
         // unless asked not to.
         let next = match sends::next_due_at(store, run.id).await {
-            Ok(Some(next)) => next,
-            Ok(None) => break Ok(()),
+            Ok(next) => next,
             Err(e) => break Err(e.into()),
         };
+        // The warm-up plan's day was spent with rows still to send: they
+        // wait for the next day of the plan.
+        let warm = warm_blocked.swap(0, Ordering::Relaxed);
+        let next = match (next, warm > 0) {
+            (next, true) => match sends::tally_run(store, run.id).await {
+                Ok(t) if t.open() > 0 => Some(next.map_or(warm, |n| n.min(warm))),
+                Ok(_) => next,
+                Err(e) => break Err(e.into()),
+            },
+            (next, false) => next,
+        };
+        let Some(next) = next else { break Ok(()) };
         if opts.no_wait {
             break Ok(());
         }
         let wait = (next - clock.now()).clamp(0, 3_600_000) as u64;
         progress.message(format!(
-            "waiting {}s for deferred retries or another process's claims",
+            "waiting {}s for deferred retries, contacts' delivery times, the warm-up plan's next day \
+             or another process's claims",
             wait.div_ceil(1000)
         ));
         // A pause, cancel or shutdown ends the wait too.
@@ -1337,6 +1355,9 @@ struct WorkerCtx {
     claim_size: i64,
     /// `[frequency]`, unless the campaign is transactional.
     cap: Option<FrequencyCap>,
+    /// `[warmup]`, and when the day whose budget a claim found spent ends.
+    warmup: Option<Arc<crate::domain::warmup::Plan>>,
+    warm_blocked: Arc<std::sync::atomic::AtomicI64>,
 }
 
 fn skip_reason_for(status: &str) -> Option<SkipReason> {
@@ -1407,6 +1428,8 @@ struct Batch {
     claim_size: i64,
     lease: Arc<Lease>,
     cap: Option<FrequencyCap>,
+    warmup: Option<Arc<crate::domain::warmup::Plan>>,
+    warm_blocked: Arc<std::sync::atomic::AtomicI64>,
 }
 
 /// Claims the next batch, re-checks each contact (state may have changed
@@ -1422,11 +1445,40 @@ async fn prepare(job: Batch) -> Result<Prepared, SendError> {
         claim_size,
         lease,
         cap,
+        warmup,
+        warm_blocked,
     } = job;
     let worker = worker_identity();
     let now = lease.now();
     let lease_until = lease.until_from(now);
-    let mut batch = sends::claim(&store, run_id, worker, claim_size, lease_until, now).await?;
+    // The warm-up plan's day: its budget is reserved before the claim, and
+    // what is not sent is given back below.
+    let day = warmup.as_ref().and_then(|p| p.day(now));
+    let want = match &day {
+        Some(d) => {
+            let got =
+                crate::store::warmup::reserve(&store, &d.key, d.cap, claim_size as u64).await?;
+            if got == 0 {
+                warm_blocked.store(d.ends_at, Ordering::Relaxed);
+                return Ok(Prepared {
+                    skipped: Vec::new(),
+                    composed: Vec::new(),
+                    taken_over: 0,
+                });
+            }
+            got as i64
+        }
+        None => claim_size,
+    };
+    let mut batch = sends::claim(&store, run_id, worker, want, lease_until, now).await?;
+    if let Some(d) = &day {
+        crate::store::warmup::give_back(
+            &store,
+            &d.key,
+            (want as u64).saturating_sub(batch.len() as u64),
+        )
+        .await?;
+    }
     // The rows claimed before hold older leases: bring them to the same
     // time before saying the lease holds until then. Confirming the new
     // claim's lease alone let older rows lapse while `holds` said yes, and
@@ -1476,6 +1528,9 @@ async fn prepare(job: Batch) -> Result<Prepared, SendError> {
             Some(reason) => skipped.push((row, reason)),
             None => to_render.push(row),
         }
+    }
+    if let Some(d) = &day {
+        crate::store::warmup::give_back(&store, &d.key, skipped.len() as u64).await?;
     }
     // Rendering and DKIM signing are CPU work: keep them off the async threads.
     let contacts: HashMap<i64, Contact> = contacts;
@@ -1698,6 +1753,8 @@ async fn work(
             claim_size: ctx.claim_size,
             lease: ctx.lease.clone(),
             cap: ctx.cap,
+            warmup: ctx.warmup.clone(),
+            warm_blocked: ctx.warm_blocked.clone(),
         }))
     };
     let mut next = Some(prepare_next(ctx));

@@ -32,6 +32,7 @@ pub mod signup;
 pub mod status;
 pub mod track;
 pub mod tracking;
+pub mod warmup;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
