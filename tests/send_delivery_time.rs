@@ -75,6 +75,11 @@ async fn quiet_hours_hold_each_contact_by_their_own_clock_and_release_at_the_end
         assert_eq!(due_of(&db, "asia@example.org").await.0, "accepted");
         // No zone of their own: the campaign's default, six hours ahead.
         assert_eq!(due_of(&db, "none@example.org").await.0, "accepted");
+        let status = p.run(&["campaign", "status", "quiet", "--format", "json"]);
+        assert!(status.status.success(), "{}", stderr(&status));
+        let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+        assert_eq!(status["waiting_for_delivery_time"], 1, "{status}");
+        assert_eq!(status["next_delivery_time"], expected, "{status}");
 
         // The quiet hours end (the row's time is moved to the past).
         cartero::dispatch!(&db.store, pool => {

@@ -531,6 +531,7 @@ fn skip_words(code: &str) -> &str {
         "sunset" => "stopped reading (sunset)",
         "no_consent" => "no consent for this list",
         "cancelled" => "cancelled (campaign cancel)",
+        "frequency_cap" => "frequency cap reached",
         other => other,
     }
 }
@@ -729,6 +730,7 @@ async fn status(
         .with_context(|| format!("no campaign {slug:?} has been sent yet"))?;
     let tally = crate::store::sends::tally(&store, row.id).await?;
     let troubles = crate::store::sends::troubles(&store, row.id).await?;
+    let (timed, next_timed) = crate::store::sends::timed(&store, row.id).await?;
     store.close().await;
     let mut by_reason: std::collections::BTreeMap<String, u64> = Default::default();
     for t in troubles.iter().filter(|t| t.state == "failed") {
@@ -784,6 +786,8 @@ async fn status(
                 "started_at": row.started_at,
                 "finished_at": row.finished_at,
                 "tally": tally,
+                "waiting_for_delivery_time": timed,
+                "next_delivery_time": next_timed,
                 "failed_by_reason": by_reason,
             }))?
         );
@@ -799,6 +803,14 @@ async fn status(
     );
     println!("accepted           {:>9}", tally.accepted);
     println!("not sent yet       {:>9}", tally.pending + tally.sending);
+    if timed > 0 {
+        println!(
+            "  waiting for their delivery time {timed:>9}{}",
+            next_timed
+                .map(|n| format!(" (next {})", when(n)))
+                .unwrap_or_default()
+        );
+    }
     println!("deferred           {:>9}", tally.deferred);
     println!("failed             {:>9}", tally.failed);
     for (reason, n) in &by_reason {

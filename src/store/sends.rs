@@ -717,6 +717,22 @@ pub async fn subscribed_among(
     })
 }
 
+/// A campaign's pending rows that wait for their per-contact delivery time
+/// (`[delivery]`; held ones included), and the earliest such time.
+pub async fn timed(store: &Store, campaign_id: i64) -> Result<(u64, Option<Millis>)> {
+    let (n, first): (i64, Option<Millis>) = dispatch!(store, pool => {
+        sqlx::query_as(
+            "SELECT COUNT(*), MIN(CASE WHEN next_attempt_at < $2 THEN next_attempt_at END) FROM sends \
+             WHERE campaign_id = $1 AND state = 'pending' AND next_attempt_at IS NOT NULL",
+        )
+        .bind(campaign_id)
+        .bind(HELD)
+        .fetch_one(pool)
+        .await?
+    });
+    Ok((n.max(0) as u64, first))
+}
+
 /// Pending rows of a run still `HELD`, after `after_id`, in id order: (send
 /// id, contact id, the contact's time zone as stored).
 pub async fn held(
