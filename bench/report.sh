@@ -2,7 +2,9 @@
 # Report speed at 1M and 10M events: builds CONTACTS contacts, 20 campaigns
 # (the first sent to every contact, the others to a tenth each), then
 # EVENTS events in two steps (a tenth, then the rest), and after each step
-# times `cartero report campaign` and `cartero report kpis` (best of 3).
+# times `cartero report campaign` and `cartero report kpis` (best of 5),
+# beside the floor every command pays (process start, connection, schema
+# check): `report campaign` of a campaign that does not exist.
 # Reports read the rollups, so the time should stay flat as events grow.
 #
 # The rows are generated with SQL directly (sqlite3 / psql), with the
@@ -147,10 +149,13 @@ bulk_events() {
   start=$(date +%s%N)
   cartero report rebuild >/dev/null
   echo "  report rebuild: $(( ($(date +%s%N) - start) / 1000000 )) ms"
+  # What autovacuum would do soon after: the rebuild left the old rows dead.
+  [ "$backend" = postgres ] && echo "VACUUM ANALYZE;" | sql
+  return 0
 }
-best_of_3() {
+best_of_5() {
   local best=999999999 t
-  for _ in 1 2 3; do
+  for _ in 1 2 3 4 5; do
     t=$(date +%s%N); cartero "$@" >/dev/null || [ $? -eq 1 ]; t=$(( ($(date +%s%N) - t) / 1000000 ))
     [ "$t" -lt "$best" ] && best=$t
   done
@@ -181,8 +186,11 @@ Q
 measure() {
   local label=$1
   [ -n "${EXPLAIN:-}" ] && { echo "$label: query plans"; explain; }
-  echo "$label: $(sql_count) events; report campaign c1 (${contacts} recipients): $(best_of_3 report campaign c1 --format json) ms;" \
-       "report campaign c5: $(best_of_3 report campaign c5 --format json) ms; report kpis: $(best_of_3 report kpis --format json) ms"
+  # The floor: start the binary, connect, check the schema, find no campaign.
+  echo "$label: $(sql_count) events; $(uptime | sed 's/.*load/load/');" \
+       "report campaign c1 (${contacts} recipients): $(best_of_5 report campaign c1 --format json) ms;" \
+       "report campaign c5: $(best_of_5 report campaign c5 --format json) ms; report kpis: $(best_of_5 report kpis --format json) ms;" \
+       "floor (report campaign of no campaign): $(best_of_5 report campaign no-such-campaign) ms"
 }
 sql_count() {
   if [ "$backend" = sqlite ]; then sqlite3 "$work/bench.db" "SELECT count(*) FROM events"
