@@ -6,7 +6,8 @@
 //! on PostgreSQL). bench/report-triggers.sh runs it both ways and compares.
 //!
 //! Usage: cargo run --release --example report-triggers -- URL [EVENTS] [BATCH] [--without]
-//! Prints `events/s` of the inserts alone (the setup is not timed).
+//! Prints `events/s` of the inserts alone (the setup is not timed) and
+//! the CPU time this process spent on them.
 
 use std::time::Instant;
 
@@ -116,20 +117,67 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         })
         .collect();
-    let start = Instant::now();
+    let server0 = server_cpu(&store).await?;
+    let (start, cpu0) = (Instant::now(), cpu_seconds());
     for chunk in hits.chunks(batch.max(1)) {
         let mut tx = store.begin().await?;
         insert_hits(&mut tx, chunk).await?;
         tx.commit().await?;
     }
     let secs = start.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu0;
+    let server: f64 = server_cpu(&store)
+        .await?
+        .iter()
+        .map(|(pid, t)| t - server0.get(pid).unwrap_or(&0.0))
+        .sum();
     println!(
-        "{} events in batches of {batch}, rollup triggers {}: {:.2} s, {:.0} events/s",
+        "{} events in batches of {batch}, rollup triggers {}: {:.2} s, {:.0} events/s; this process's CPU {:.2} s{}",
         events,
         if without { "off" } else { "on" },
         secs,
-        events as f64 / secs
+        events as f64 / secs,
+        cpu,
+        match store.backend() {
+            Backend::Postgres => format!(", the PostgreSQL backends' CPU {server:.2} s"),
+            Backend::Sqlite => String::new(),
+        }
     );
     store.close().await;
     Ok(())
+}
+
+/// CPU time of each PostgreSQL backend serving this database (the server
+/// runs on this machine): where the triggers' work is done. Empty on SQLite.
+async fn server_cpu(
+    store: &Store,
+) -> Result<std::collections::BTreeMap<i32, f64>, Box<dyn std::error::Error>> {
+    let Store::Postgres(pool) = store else {
+        return Ok(Default::default());
+    };
+    let pids: Vec<i32> =
+        sqlx::query_scalar("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+            .fetch_all(pool)
+            .await?;
+    Ok(pids
+        .into_iter()
+        .map(|pid| (pid, cpu_of(&format!("/proc/{pid}/stat"))))
+        .collect())
+}
+
+/// User and system CPU time of this process (Linux, /proc/self/stat, in
+/// clock ticks of 1/100 s): on SQLite it holds the database's work, which
+/// a loaded machine's wall clock does not show alone.
+fn cpu_seconds() -> f64 {
+    cpu_of("/proc/self/stat")
+}
+
+fn cpu_of(path: &str) -> f64 {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
+    // Fields after the command name, which is in parentheses.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line: 11 and 12 after ')'.
+    (field(11) + field(12)) / 100.0
 }
