@@ -43,6 +43,11 @@ async fn rollups(store: &Store) -> Vec<String> {
             "campaign_id, url, machine, send_id, events, 0",
         ),
         ("report_reasons", "campaign_id, kind, reason, events, 0, 0"),
+        ("report_uniques", "campaign_id, kind, machine, sends, 0, 0"),
+        (
+            "report_link_totals",
+            "campaign_id, url, machine, sends, events, 0",
+        ),
         (
             "report_domains",
             "campaign_id, domain, outcome, events, 0, 0",
@@ -453,6 +458,132 @@ async fn campaign_figures_agree_with_the_raw_rows_and_rebuild_gives_the_same_rol
         let cj: serde_json::Value = serde_json::from_str(&contacts).unwrap();
         assert_eq!(cj["lists"]["newsletter"], 7);
         assert_eq!(cj["contacts"], 7);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_send_accepted_then_bounced_counts_as_bounced_not_delivered() {
+    for db in TestDb::all().await {
+        let p = Project::new(&db, "");
+        let out = p.import(
+            "email\nana@gmail.com\nbo@outlook.com\ncy@example.org\ndi@yahoo.com\ned@gmail.com\n",
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        let s = &db.store;
+        exec(s, "INSERT INTO campaigns (slug, name, file_path, file_hash, list_name, created_at, started_at) \
+                 VALUES ('june', 'June', 'c.toml', 'x', 'newsletter', 1, 1767225600000)").await;
+        exec(
+            s,
+            &format!(
+                "INSERT INTO sends (campaign_id, contact_id, email, state, created_at, updated_at) \
+             SELECT 1, id, email, 'pending', {T0}, {T0} FROM contacts ORDER BY id"
+            ),
+        )
+        .await;
+        let bounce = |send: i64, kind: &str, at: i64| {
+            format!("({send}, 1, {send}, '{kind}', {at}, '{{\"reason\":\"mailbox_unknown\"}}')")
+        };
+        let insert = |rows: Vec<String>| {
+            format!(
+                "INSERT INTO events (contact_id, campaign_id, send_id, kind, occurred_at, data) VALUES {}",
+                rows.join(", ")
+            )
+        };
+        // The figure the report must show, from the raw rows.
+        let pr = &p;
+        let check = |step: &'static str| async move {
+            let json: serde_json::Value =
+                serde_json::from_str(&pr.ok(&["report", "campaign", "june", "--format", "json"]))
+                    .unwrap();
+            let sent = scalar(
+                s,
+                "SELECT count(*) FROM sends WHERE campaign_id = 1 AND state = 'accepted'",
+            )
+            .await;
+            let bounced_sent = scalar(
+                s,
+                "SELECT count(*) FROM sends WHERE campaign_id = 1 AND state = 'accepted' AND id IN \
+                 (SELECT send_id FROM events WHERE kind IN ('bounce_hard', 'bounce_soft'))",
+            )
+            .await;
+            assert_eq!(json["sent"].as_i64(), Some(sent), "{step}");
+            assert_eq!(
+                json["delivered"].as_i64(),
+                Some(sent - bounced_sent),
+                "{step}"
+            );
+            let kept = rollups(s).await;
+            pr.ok(&["report", "rebuild"]);
+            assert_eq!(
+                rollups(s).await,
+                kept,
+                "{step}: the triggers and the rebuild agree"
+            );
+            json["delivered"].as_i64().unwrap()
+        };
+        // 1, 2, 4 and 5 accepted, 3 deferred.
+        exec(
+            s,
+            &format!(
+                "UPDATE sends SET state = 'accepted', updated_at = {} WHERE id IN (1, 2, 4, 5)",
+                T0 + 60_000
+            ),
+        )
+        .await;
+        exec(
+            s,
+            &format!(
+                "UPDATE sends SET state = 'deferred', updated_at = {} WHERE id = 3",
+                T0 + 60_000
+            ),
+        )
+        .await;
+        assert_eq!(check("accepted").await, 4);
+        // Accepted, then a hard bounce: bounced, not delivered.
+        exec(s, &insert(vec![bounce(1, "bounce_hard", T0 + H)])).await;
+        assert_eq!(check("a bounce after acceptance").await, 3);
+        // A second bounce of the same send takes nothing more off.
+        exec(s, &insert(vec![bounce(1, "bounce_soft", T0 + 2 * H)])).await;
+        assert_eq!(check("a second bounce").await, 3);
+        // Two bounces of one send in one statement count once.
+        exec(
+            s,
+            &insert(vec![
+                bounce(2, "bounce_hard", T0 + H),
+                bounce(2, "bounce_soft", T0 + H),
+            ]),
+        )
+        .await;
+        assert_eq!(check("two bounces in one statement").await, 2);
+        // A bounce while deferred, then accepted: sent, not delivered.
+        exec(s, &insert(vec![bounce(3, "bounce_soft", T0 + H)])).await;
+        assert_eq!(check("a bounce while deferred").await, 2);
+        exec(
+            s,
+            &format!(
+                "UPDATE sends SET state = 'accepted', updated_at = {} WHERE id = 3",
+                T0 + 2 * H
+            ),
+        )
+        .await;
+        assert_eq!(check("accepted after its bounce").await, 2);
+        // A bounced send that leaves `accepted` leaves both figures.
+        exec(
+            s,
+            &format!(
+                "UPDATE sends SET state = 'failed', updated_at = {} WHERE id = 1",
+                T0 + 3 * H
+            ),
+        )
+        .await;
+        assert_eq!(check("a bounced send failed").await, 2);
+        // A bounce without a campaign is no campaign's.
+        exec(s, &format!("INSERT INTO events (contact_id, send_id, kind, occurred_at, data) VALUES (5, 5, 'bounce_hard', {T0}, '{{}}')")).await;
+        let json: serde_json::Value =
+            serde_json::from_str(&p.ok(&["report", "campaign", "june", "--format", "json"]))
+                .unwrap();
+        assert_eq!(json["delivered"].as_i64(), Some(2));
+        assert_eq!(json["bounced"].as_i64(), Some(3));
     }
 }
 

@@ -1,10 +1,10 @@
 //! Reports: a campaign's figures, KPIs per period, the contact database
 //! over time; as terminal tables, CSV, JSON and one self-contained HTML
-//! file. Reports read the rollups of migration 0015 (`report_*`, kept by
-//! triggers as events and sends are written), never a scan of every raw
-//! event; `rollup::rebuild` recomputes them from the raw rows. Nothing here
-//! writes anything but the rollups. docs/REPORTS.md says how every figure
-//! is computed.
+//! file. Reports read the rollups of migrations 0015 and 0023
+//! (`report_*`, kept by triggers as events and sends are written), never a
+//! scan of every raw event; `rollup::rebuild` recomputes them from the raw
+//! rows. Nothing here writes anything but the rollups. docs/REPORTS.md says
+//! how every figure is computed.
 
 pub mod campaign;
 pub mod contacts;

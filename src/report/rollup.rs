@@ -1,5 +1,5 @@
 //! The rollups recomputed from the raw rows: the same definitions as the
-//! triggers of migration 0015, as plain GROUP BY queries. `cartero report
+//! triggers of migrations 0015 and 0023, as plain GROUP BY queries. `cartero report
 //! rebuild` runs it after a restore, a bulk load that bypassed the
 //! triggers, or to check the triggers (the tests compare both).
 
@@ -67,6 +67,12 @@ fn statements(backend: Backend) -> Vec<String> {
             .to_string(),
         "INSERT INTO report_uniques (campaign_id, kind, machine, sends) \
          SELECT campaign_id, kind, 2, count(DISTINCT send_id) FROM report_sends GROUP BY 1, 2, 3"
+            .to_string(),
+        // Accepted sends with a bounce event (migration 0023): what
+        // `delivered` leaves out of `sent`.
+        "INSERT INTO report_uniques (campaign_id, kind, machine, sends) \
+         SELECT r.campaign_id, 'bounced_accepted', 0, count(DISTINCT r.send_id) FROM report_sends r \
+         JOIN sends s ON s.id = r.send_id WHERE r.kind = 'bounce' AND s.state = 'accepted' GROUP BY 1"
             .to_string(),
         "INSERT INTO report_link_totals (campaign_id, url, machine, sends, events) \
          SELECT campaign_id, url, machine, count(*), sum(events) FROM report_links GROUP BY 1, 2, 3"
