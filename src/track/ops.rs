@@ -123,11 +123,9 @@ fn label(v: &str) -> String {
 
 /// The route pattern a request matched; `other` for the fallback (a path
 /// that matches nothing is the client's text, so it is never a label).
-fn route_of(req: &Request) -> String {
-    req.extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_string())
-        .unwrap_or_else(|| "other".into())
+fn route_of(req: &Request) -> Option<MatchedPath> {
+    // A clone of the pattern's `Arc<str>`, not a new string per request.
+    req.extensions().get::<MatchedPath>().cloned()
 }
 
 /// Middleware: times each request, counts it by route and status, and logs
@@ -137,13 +135,12 @@ fn route_of(req: &Request) -> String {
 pub(super) async fn observe(State(s): State<AppState>, req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = req.method().clone();
-    let route = route_of(&req);
+    let matched = route_of(&req);
+    let route = matched.as_ref().map_or("other", |m| m.as_str());
     let res = next.run(req).await;
     let elapsed = start.elapsed();
     let status = res.status().as_u16();
-    s.metrics
-        .http
-        .observe(&route, status, elapsed.as_secs_f64());
+    s.metrics.http.observe(route, status, elapsed.as_secs_f64());
     tracing::info!(
         target: "cartero::http",
         "{method} {route} {status} {:.3}ms",
