@@ -283,6 +283,8 @@ async fn classify(
             occurred_at: h.at,
             data,
             engaged: verdict.class.engaged(),
+            machine: matches!(verdict.class, Class::Prefetch | Class::Scanner),
+            url: h.link.as_ref().map(|(_, url)| url.clone()),
         });
         private.push(h.do_not_track);
     }
@@ -306,11 +308,14 @@ async fn write(
     let mut tx = store.begin().await?;
     let mut batch = classify(&mut tx, ip_storage, hits, bursts).await?;
     let aggregate = super::tracking::split(&mut tx, forms, &mut batch.rows, &batch.private).await?;
+    // The batch's report rollups are written once, below, not per row.
+    track::defer_rollups(&mut tx).await?;
     track::insert_hits(&mut tx, &batch.rows).await?;
     for (send, from, to) in &batch.bursts {
         track::flag_click_burst(&mut tx, *send, *from, *to, machine::LINKS_AT_ONCE_RULE).await?;
     }
     crate::store::tracking::insert_aggregate(&mut tx, &aggregate).await?;
+    track::write_rollups(&mut tx, &batch.rows, &aggregate).await?;
     tx.commit().await?;
     // The batch is stored: a failure here must not make the caller write
     // it again, so it is only logged (the clicks stay, classified human).
