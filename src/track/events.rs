@@ -165,6 +165,7 @@ async fn run(
             {
                 Ok((written, orphans)) => {
                     metrics.events_written.fetch_add(written, Ordering::Relaxed);
+                    metrics.event_batches.fetch_add(1, Ordering::Relaxed);
                     metrics
                         .events_orphaned
                         .fetch_add(orphans, Ordering::Relaxed);

@@ -54,6 +54,10 @@ use i18n::Lang;
 pub struct Metrics {
     pub events_queued: AtomicU64,
     pub events_written: AtomicU64,
+    /// Batches the writer committed: `events_written / event_batches` is
+    /// the batch size, which says how much of the writer's time goes to the
+    /// work per transaction rather than per event.
+    pub event_batches: AtomicU64,
     /// The queue was full: the hit waited for room (and was then queued or
     /// dropped).
     pub events_waited: AtomicU64,

@@ -200,7 +200,7 @@ pub(super) async fn readyz(State(s): State<AppState>) -> Response {
 
 /// Every counter of [`super::Metrics`] for `/metrics`: (name, help, value),
 /// the one table the exposition is written from.
-fn counters(m: &super::Metrics) -> [(&'static str, &'static str, u64); 18] {
+fn counters(m: &super::Metrics) -> [(&'static str, &'static str, u64); 19] {
     let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
     [
         (
@@ -212,6 +212,11 @@ fn counters(m: &super::Metrics) -> [(&'static str, &'static str, u64); 18] {
             "cartero_events_written_total",
             "Opens and clicks written to the database.",
             get(&m.events_written),
+        ),
+        (
+            "cartero_event_batches_total",
+            "Transactions the event writer committed (events written / batches: the batch size).",
+            get(&m.event_batches),
         ),
         (
             "cartero_events_waited_total",
