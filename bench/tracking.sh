@@ -218,10 +218,14 @@ single() { # label db_url
     pixel_ok="$(metric "$PORT" 'cartero_http_requests_total{route="/o/{file}",status="200"}')"
     click_ok="$(metric "$PORT" 'cartero_http_requests_total{route="/c/{token}",status="302"}')"
     dropped="$(metric "$PORT" cartero_events_dropped_total)"
+    waited="$(metric "$PORT" cartero_events_waited_total)"
+    batches="$(metric "$PORT" cartero_event_batches_total)"
+    written="$(metric "$PORT" cartero_events_written_total)"
     stop_node "$pid"
     echo "opens  written $(count "$url" open) / answered $pixel_ok (wrk counted $pixel_wrk)"
     echo "clicks written $(count "$url" click) / answered $click_ok (wrk counted $click_wrk)"
-    echo "dropped (queue full): $dropped; cartero serve exit 0 after SIGTERM"
+    echo "dropped (queue full): $dropped; waited for room: $waited; cartero serve exit 0 after SIGTERM"
+    echo "writer: $written events in $batches transactions before the stop"
 }
 
 single sqlite "sqlite://$TMP/sqlite/cartero.db"
@@ -246,11 +250,12 @@ if [[ "$PG" != none ]]; then
     click_ok="$(ok 'cartero_http_requests_total{route="/c/{token}",status="302"}')"
     per_node="$(metric "$PORT" 'cartero_http_requests_total{route="/o/{file}",status="200"}') + $(metric "$PORT2" 'cartero_http_requests_total{route="/o/{file}",status="200"}')"
     dropped="$(ok cartero_events_dropped_total)"
+    waited="$(ok cartero_events_waited_total)"
     stop_node "$n1"
     stop_node "$n2"
     echo "opens  written $(count "$url" open) / answered $pixel_ok ($per_node per node; wrk counted $pixel_wrk)"
     echo "clicks written $(count "$url" click) / answered $click_ok (wrk counted $click_wrk)"
-    echo "dropped (queue full): $dropped; both nodes exit 0 after SIGTERM"
+    echo "dropped (queue full): $dropped; waited for room: $waited; both nodes exit 0 after SIGTERM"
     psql -Atq "$PG" -c "DROP DATABASE cartero_tracking_bench" -c "DROP DATABASE cartero_tracking_bench_lb" >/dev/null
 fi
 echo "# end $(date -u +%FT%TZ); load $(load)"

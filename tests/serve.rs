@@ -748,6 +748,143 @@ async fn a_full_queue_slows_a_burst_down_and_loses_nothing() {
     }
 }
 
+/// The rollups of `events` (hours, unique sends, links), every row and
+/// count, zero counts left out.
+async fn event_rollups(db: &TestDb) -> Vec<String> {
+    let mut out = Vec::new();
+    for (t, cols, count) in [
+        // Kind `sent` is the sends' (and this test moves their time).
+        (
+            "report_hourly",
+            "campaign_id, kind, machine, hour_at, events",
+            "kind <> 'sent' AND events",
+        ),
+        (
+            "report_uniques",
+            "campaign_id, kind, machine, sends",
+            "sends",
+        ),
+        (
+            "report_link_totals",
+            "campaign_id, url, machine, sends, events",
+            "events",
+        ),
+        (
+            "report_sends",
+            "send_id, kind, machine, campaign_id, first_at, events",
+            "events",
+        ),
+        (
+            "report_links",
+            "campaign_id, url, machine, send_id, events",
+            "events",
+        ),
+    ] {
+        let row = cols
+            .split(", ")
+            .map(|c| format!("CAST({c} AS TEXT)"))
+            .collect::<Vec<_>>()
+            .join(" || '|' || ");
+        let sql = format!("SELECT {row} FROM {t} WHERE {count} <> 0");
+        let rows: Vec<String> = cartero::dispatch!(&db.store, pool => {
+            sqlx::query_scalar(&sql).fetch_all(pool).await.unwrap()
+        });
+        out.extend(rows.into_iter().map(|r| format!("{t}: {r}")));
+    }
+    out.sort();
+    out
+}
+
+/// The writer keeps the report rollups of the hits it stores (on SQLite
+/// once per batch, not per row: migration 0024) exactly as `report rebuild`
+/// computes them from the raw rows: people, machines, two recipients, one
+/// hit stored without the person (DNT), hits one by one and in batches.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_writer_keeps_the_rollups_that_rebuild_computes() {
+    for db in TestDb::all().await {
+        let p = sent_project(&db, "batch_size = 4\n").await;
+        cartero::dispatch!(&db.store, pool => {
+            sqlx::query("UPDATE sends SET updated_at = updated_at - 3600000").execute(pool).await.unwrap();
+        });
+        let mail = outbox(&p);
+        let s = Served::start(&p, &db).await;
+        let http = client();
+        let firefox = "Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Gecko/20100101 Firefox/140.0";
+        let mut hits = Vec::new();
+        for who in ["ana@example.com", "bob@example.com"] {
+            let pixel = s.url(&mail[who].urls(&format!("{PUBLIC_BASE}/o/"))[0]);
+            let click = s.url(&mail[who].urls(&format!("{PUBLIC_BASE}/c/"))[0]);
+            for (url, agent, dnt, head) in [
+                (&pixel, firefox, false, false),
+                (&pixel, firefox, false, false),
+                (&pixel, "Mozilla/5.0", false, false),
+                (&pixel, firefox, true, false),
+                (&click, firefox, false, false),
+                (&click, "curl/8.5.0", false, false),
+                (&click, firefox, false, true),
+                (&click, firefox, true, false),
+            ] {
+                hits.push((url.clone(), agent, dnt, head));
+            }
+        }
+        let send = |(url, agent, dnt, head): (String, &'static str, bool, bool)| {
+            let http = http.clone();
+            async move {
+                let mut r = if head {
+                    http.head(&url)
+                } else {
+                    http.get(&url)
+                }
+                .header("user-agent", agent);
+                if dnt {
+                    r = r.header("dnt", "1");
+                }
+                let code = r.send().await.unwrap().status().as_u16();
+                assert!(matches!(code, 200 | 302), "{url}: {code}");
+            }
+        };
+        // One by one (a batch each, mostly), then all at once (batches of
+        // several, of both kinds and both recipients).
+        for h in hits.clone() {
+            send(h).await;
+        }
+        let tasks: Vec<_> = hits
+            .iter()
+            .cycle()
+            .take(48)
+            .cloned()
+            .map(|h| tokio::spawn(send(h)))
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        s.stop().await;
+        assert_eq!(
+            scalar(
+                &db,
+                "SELECT COUNT(*) FROM events WHERE kind IN ('open', 'click')"
+            )
+            .await,
+            64
+        );
+        let kept = event_rollups(&db).await;
+        for table in [
+            "report_hourly",
+            "report_uniques",
+            "report_link_totals",
+            "report_sends",
+            "report_links",
+        ] {
+            assert!(
+                kept.iter().any(|r| r.starts_with(&format!("{table}: "))),
+                "{table}: {kept:#?}"
+            );
+        }
+        p.ok(&["report", "rebuild"]);
+        assert_eq!(event_rollups(&db).await, kept, "{:?}", db.backend());
+    }
+}
+
 #[tokio::test]
 async fn the_binary_drains_its_events_on_sigterm_and_exits_0() {
     for db in TestDb::all().await {

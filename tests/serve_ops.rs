@@ -171,6 +171,8 @@ async fn health_readiness_and_metrics() {
             "# TYPE cartero_http_request_duration_seconds histogram\n",
             "cartero_events_queued_total 3\n",
             "cartero_events_dropped_total 0\n",
+            "cartero_events_waited_total 0\n",
+            "# TYPE cartero_event_batches_total counter\n",
             "cartero_unsubscribes_total 0\n",
             "cartero_event_queue_capacity 65536\n",
             "# TYPE cartero_event_queue_depth gauge\n",
@@ -183,6 +185,9 @@ async fn health_readiness_and_metrics() {
         let metrics = s.metrics.clone();
         s.stop().await;
         assert_eq!(metrics.events_written.load(Ordering::Relaxed), 3);
+        // Three hits in one to three transactions.
+        let batches = metrics.event_batches.load(Ordering::Relaxed);
+        assert!((1..=3).contains(&batches), "{batches}");
         assert_eq!(
             scalar(&db, "SELECT COUNT(*) FROM events WHERE kind = 'open'").await,
             3

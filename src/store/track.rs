@@ -180,6 +180,10 @@ pub struct NewHit {
     /// ...): a person's or a mail provider's image proxy's, not a
     /// prefetcher's or a scanner's.
     pub engaged: bool,
+    /// A prefetcher's or a scanner's (`data.class`): the rollups' `machine`.
+    pub machine: bool,
+    /// A click's link target (`data.url`), for the link rollups.
+    pub url: Option<String>,
 }
 
 /// Writes a batch of hits and the engagement counters of their contacts.
@@ -303,4 +307,155 @@ pub async fn flag_click_burst(
         .rows_affected(),
     };
     Ok(n)
+}
+
+/// Rollups of the batch the serve writer is about to store are its own to
+/// write (SQLite): the per-row trigger of migration 0015 stands aside for
+/// the rest of this transaction, and [`write_rollups`] adds the batch's
+/// figures once, set-based, before the commit. The flag lives in a table
+/// (migration 0024) and is cleared in the same transaction, so every other
+/// writer of `events` (feedback ingest, tests, a restore) still finds the
+/// trigger on; SQLite's single writer means no one else runs in between.
+/// On PostgreSQL the rollup trigger is already per statement: nothing here.
+pub async fn defer_rollups(tx: &mut Tx) -> Result<()> {
+    if let Tx::Sqlite(t) = tx {
+        sqlx::query("UPDATE report_batch SET deferred = 1 WHERE id = 1")
+            .execute(&mut **t)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The rollups of a batch of hits (`rows` per person, `aggregate` without
+/// contact and send) after [`defer_rollups`], with the definitions of the
+/// per-row trigger `events_report` (migration 0015) applied to the batch
+/// as a whole: `report_hourly` per campaign, kind, class and hour;
+/// `report_uniques` and `report_link_totals` count a send once, when it had
+/// no `report_sends` (`report_links`) row before the batch; then
+/// `report_sends` and `report_links`. Opens and clicks have no reason and
+/// no domain outcome. `cartero report rebuild` computes the same figures
+/// from the raw rows (tests/serve.rs compares them).
+pub async fn write_rollups(tx: &mut Tx, rows: &[NewHit], aggregate: &[NewHit]) -> Result<()> {
+    use std::collections::BTreeMap;
+    let Tx::Sqlite(t) = tx else {
+        return Ok(());
+    };
+    let conn: &mut sqlx::SqliteConnection = &mut *t;
+    let m = |h: &NewHit| i64::from(h.machine);
+    let mut hourly: BTreeMap<(i64, &str, i64, i64), i64> = BTreeMap::new();
+    for h in rows.iter().chain(aggregate) {
+        let hour = h.occurred_at / 3_600_000 * 3_600_000;
+        *hourly
+            .entry((h.campaign_id, h.kind, m(h), hour))
+            .or_default() += 1;
+    }
+    // (send, kind, machine) -> (campaign, first, events)
+    let mut sends: BTreeMap<(i64, &str, i64), (i64, Millis, i64)> = BTreeMap::new();
+    // (campaign, url, machine, send) -> events
+    let mut links: BTreeMap<(i64, &str, i64, i64), i64> = BTreeMap::new();
+    for h in rows {
+        let e = sends
+            .entry((h.send_id, h.kind, m(h)))
+            .or_insert((h.campaign_id, h.occurred_at, 0));
+        e.1 = e.1.min(h.occurred_at);
+        e.2 += 1;
+        if h.kind == "click"
+            && let Some(url) = &h.url
+        {
+            *links
+                .entry((h.campaign_id, url.as_str(), m(h), h.send_id))
+                .or_default() += 1;
+        }
+    }
+    // Unique sends, machine 0 or 1 and 2 (either): one row per send, kind
+    // and machine, and one per send and kind for "either".
+    let mut uniques: Vec<(i64, i64, &str, i64)> = Vec::with_capacity(sends.len() * 2);
+    let mut last: Option<(i64, &str)> = None;
+    for ((send, kind, machine), (campaign, _, _)) in &sends {
+        uniques.push((*campaign, *send, kind, *machine));
+        if last != Some((*send, *kind)) {
+            uniques.push((*campaign, *send, kind, 2));
+            last = Some((*send, *kind));
+        }
+    }
+    // One statement text each, whatever the batch holds: the groups go in
+    // as one JSON array (json_each), so the statement cache keeps them.
+    let json = |v: serde_json::Value| v.to_string();
+    if !uniques.is_empty() {
+        sqlx::query(
+            "INSERT INTO report_uniques (campaign_id, kind, machine, sends) \
+             SELECT b.value ->> 0, b.value ->> 2, b.value ->> 3, count(*) FROM json_each(?1) b \
+             WHERE NOT EXISTS (SELECT 1 FROM report_sends r WHERE r.send_id = b.value ->> 1 \
+                 AND r.kind = b.value ->> 2 AND (b.value ->> 3 = 2 OR r.machine = b.value ->> 3)) \
+             GROUP BY 1, 2, 3 \
+             ON CONFLICT (campaign_id, kind, machine) DO UPDATE SET sends = sends + excluded.sends",
+        )
+        .bind(json(serde_json::json!(uniques)))
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !links.is_empty() {
+        let links: Vec<(i64, &str, i64, i64, i64)> = links
+            .iter()
+            .map(|((c, u, m, s), n)| (*c, *u, *m, *s, *n))
+            .collect();
+        let links = json(serde_json::json!(links));
+        sqlx::query(
+            "INSERT INTO report_link_totals (campaign_id, url, machine, sends, events) \
+             SELECT b.value ->> 0, b.value ->> 1, b.value ->> 2, \
+                    sum(NOT EXISTS (SELECT 1 FROM report_links r WHERE r.campaign_id = b.value ->> 0 \
+                        AND r.url = b.value ->> 1 AND r.machine = b.value ->> 2 AND r.send_id = b.value ->> 3)), \
+                    sum(b.value ->> 4) \
+             FROM json_each(?1) b WHERE true GROUP BY 1, 2, 3 \
+             ON CONFLICT (campaign_id, url, machine) DO UPDATE \
+                 SET sends = sends + excluded.sends, events = events + excluded.events",
+        )
+        .bind(&links)
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query(
+            "INSERT INTO report_links (campaign_id, url, machine, send_id, events) \
+             SELECT b.value ->> 0, b.value ->> 1, b.value ->> 2, b.value ->> 3, b.value ->> 4 \
+             FROM json_each(?1) b WHERE true \
+             ON CONFLICT (campaign_id, url, machine, send_id) DO UPDATE SET events = events + excluded.events",
+        )
+        .bind(&links)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !sends.is_empty() {
+        let sends: Vec<(i64, &str, i64, i64, Millis, i64)> = sends
+            .iter()
+            .map(|((s, k, m), (c, first, n))| (*s, *k, *m, *c, *first, *n))
+            .collect();
+        sqlx::query(
+            "INSERT INTO report_sends (send_id, kind, machine, campaign_id, first_at, events) \
+             SELECT b.value ->> 0, b.value ->> 1, b.value ->> 2, b.value ->> 3, b.value ->> 4, b.value ->> 5 \
+             FROM json_each(?1) b WHERE true \
+             ON CONFLICT (send_id, kind, machine) DO UPDATE \
+                 SET events = events + excluded.events, first_at = min(first_at, excluded.first_at)",
+        )
+        .bind(json(serde_json::json!(sends)))
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !hourly.is_empty() {
+        let hourly: Vec<(i64, &str, i64, i64, i64)> = hourly
+            .iter()
+            .map(|((c, k, m, h), n)| (*c, *k, *m, *h, *n))
+            .collect();
+        sqlx::query(
+            "INSERT INTO report_hourly (campaign_id, kind, machine, hour_at, events) \
+             SELECT b.value ->> 0, b.value ->> 1, b.value ->> 2, b.value ->> 3, b.value ->> 4 \
+             FROM json_each(?1) b WHERE true \
+             ON CONFLICT (campaign_id, kind, machine, hour_at) DO UPDATE SET events = events + excluded.events",
+        )
+        .bind(json(serde_json::json!(hourly)))
+        .execute(&mut *conn)
+        .await?;
+    }
+    sqlx::query("UPDATE report_batch SET deferred = 0 WHERE id = 1")
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }

@@ -165,6 +165,7 @@ async fn run(
             {
                 Ok((written, orphans)) => {
                     metrics.events_written.fetch_add(written, Ordering::Relaxed);
+                    metrics.event_batches.fetch_add(1, Ordering::Relaxed);
                     metrics
                         .events_orphaned
                         .fetch_add(orphans, Ordering::Relaxed);
@@ -271,19 +272,7 @@ async fn classify(
                 rule: Some(machine::LINKS_AT_ONCE_RULE),
             };
         }
-        let mut data = serde_json::json!({
-            "method": if h.head { "HEAD" } else { "GET" },
-            "ip": h.ip.and_then(|ip| stored_ip(ip, ip_storage)),
-            "user_agent": h.user_agent,
-            "purpose": h.purpose,
-            "class": verdict.class.as_str(),
-            "rule": verdict.rule,
-            "ruleset": machine::RULESET,
-        });
-        if let Some((idx, url)) = &h.link {
-            data["link"] = (*idx).into();
-            data["url"] = url.as_str().into();
-        }
+        let data = hit_data(h, h.ip.and_then(|ip| stored_ip(ip, ip_storage)), verdict);
         rows.push(NewHit {
             contact_id: r.contact_id,
             campaign_id: r.campaign_id,
@@ -293,8 +282,10 @@ async fn classify(
                 HitKind::Click => "click",
             },
             occurred_at: h.at,
-            data: data.to_string(),
+            data,
             engaged: verdict.class.engaged(),
+            machine: matches!(verdict.class, Class::Prefetch | Class::Scanner),
+            url: h.link.as_ref().map(|(_, url)| url.clone()),
         });
         private.push(h.do_not_track);
     }
@@ -318,11 +309,14 @@ async fn write(
     let mut tx = store.begin().await?;
     let mut batch = classify(&mut tx, ip_storage, hits, bursts).await?;
     let aggregate = super::tracking::split(&mut tx, forms, &mut batch.rows, &batch.private).await?;
+    // The batch's report rollups are written once, below, not per row.
+    track::defer_rollups(&mut tx).await?;
     track::insert_hits(&mut tx, &batch.rows).await?;
     for (send, from, to) in &batch.bursts {
         track::flag_click_burst(&mut tx, *send, *from, *to, machine::LINKS_AT_ONCE_RULE).await?;
     }
     crate::store::tracking::insert_aggregate(&mut tx, &aggregate).await?;
+    track::write_rollups(&mut tx, &batch.rows, &aggregate).await?;
     tx.commit().await?;
     // The batch is stored: a failure here must not make the caller write
     // it again, so it is only logged (the clicks stay, classified human).
@@ -370,6 +364,47 @@ async fn reflag_after_commit(
     Ok(())
 }
 
+/// The JSON object stored in `events.data` for a hit: method, stored IP,
+/// user agent, purpose header, class, rule and ruleset, and for a click the
+/// link's index and URL. Written straight into one string, keys in the
+/// order `serde_json` gives an object (sorted), where building a
+/// `serde_json::Value` first cost a map and an allocation per key and value
+/// for every hit the writer stores.
+fn hit_data(h: &Hit, ip: Option<String>, verdict: Verdict) -> String {
+    fn text(out: &mut Vec<u8>, v: Option<&str>) {
+        match v {
+            // Writing a &str into a Vec cannot fail.
+            Some(v) => serde_json::to_writer(&mut *out, v).unwrap_or_default(),
+            None => out.extend_from_slice(b"null"),
+        }
+    }
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"{\"class\":");
+    text(&mut out, Some(verdict.class.as_str()));
+    out.extend_from_slice(b",\"ip\":");
+    text(&mut out, ip.as_deref());
+    if let Some((idx, _)) = &h.link {
+        out.extend_from_slice(format!(",\"link\":{idx}").as_bytes());
+    }
+    out.extend_from_slice(b",\"method\":");
+    text(&mut out, Some(if h.head { "HEAD" } else { "GET" }));
+    out.extend_from_slice(b",\"purpose\":");
+    text(&mut out, h.purpose.as_deref());
+    out.extend_from_slice(b",\"rule\":");
+    text(&mut out, verdict.rule);
+    out.extend_from_slice(b",\"ruleset\":");
+    text(&mut out, Some(machine::RULESET));
+    if let Some((_, url)) = &h.link {
+        out.extend_from_slice(b",\"url\":");
+        text(&mut out, Some(url));
+    }
+    out.extend_from_slice(b",\"user_agent\":");
+    text(&mut out, h.user_agent.as_deref());
+    out.push(b'}');
+    // serde_json writes UTF-8, and so do the literals above.
+    String::from_utf8(out).unwrap_or_default()
+}
+
 /// The address as `serve.ip_storage` says to keep it: whole, truncated to
 /// its network (IPv4 /24, IPv6 /48), or not at all.
 pub fn stored_ip(ip: IpAddr, mode: IpStorage) -> Option<String> {
@@ -388,6 +423,68 @@ pub fn stored_ip(ip: IpAddr, mode: IpStorage) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `hit_data` writes what a `serde_json::Value` of the same fields
+    /// printed before it: same keys, same order, same escapes.
+    #[test]
+    fn hit_data_is_the_json_object_it_replaced() {
+        let hit = |link: Option<(u16, String)>, ua: Option<&str>, purpose: Option<&str>| Hit {
+            kind: if link.is_some() {
+                HitKind::Click
+            } else {
+                HitKind::Open
+            },
+            send_id: 1,
+            link,
+            at: 0,
+            head: purpose.is_some(),
+            ip: None,
+            user_agent: ua.map(String::from),
+            purpose: purpose.map(String::from),
+            do_not_track: false,
+        };
+        let cases = [
+            (
+                hit(None, Some("Mozilla/5.0 \"x\" \\ \u{1}\n ñ €"), None),
+                None,
+            ),
+            (
+                hit(
+                    Some((7, "https://shop.example/a?b=1&c=\"</script>".into())),
+                    None,
+                    Some("prefetch"),
+                ),
+                Some("198.51.100.0".to_string()),
+            ),
+        ];
+        for (h, ip) in cases {
+            for verdict in [
+                Verdict {
+                    class: Class::Human,
+                    rule: None,
+                },
+                Verdict {
+                    class: Class::Scanner,
+                    rule: Some(machine::LINKS_AT_ONCE_RULE),
+                },
+            ] {
+                let mut want = serde_json::json!({
+                    "method": if h.head { "HEAD" } else { "GET" },
+                    "ip": ip,
+                    "user_agent": h.user_agent,
+                    "purpose": h.purpose,
+                    "class": verdict.class.as_str(),
+                    "rule": verdict.rule,
+                    "ruleset": machine::RULESET,
+                });
+                if let Some((idx, url)) = &h.link {
+                    want["link"] = (*idx).into();
+                    want["url"] = url.as_str().into();
+                }
+                assert_eq!(hit_data(&h, ip.clone(), verdict), want.to_string());
+            }
+        }
+    }
 
     #[test]
     fn ip_storage_keeps_what_it_says() {

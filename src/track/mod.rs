@@ -32,9 +32,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{
-    ConnectInfo, DefaultBodyLimit, FromRequest, Multipart, Path, RawQuery, Request, State,
-};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Multipart, Path, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -56,6 +54,10 @@ use i18n::Lang;
 pub struct Metrics {
     pub events_queued: AtomicU64,
     pub events_written: AtomicU64,
+    /// Batches the writer committed: `events_written / event_batches` is
+    /// the batch size, which says how much of the writer's time goes to the
+    /// work per transaction rather than per event.
+    pub event_batches: AtomicU64,
     /// The queue was full: the hit waited for room (and was then queued or
     /// dropped).
     pub events_waited: AtomicU64,
@@ -90,11 +92,24 @@ pub struct Metrics {
     pub http: ops::HttpMetrics,
 }
 
+/// What every handler is given: one `Arc`, so axum's per-request clone of
+/// the state (once per handler and once per `from_fn` middleware) is one
+/// reference count, not one per field (the store's pool, the settings, the
+/// clock, the queue's sender and the metrics were five).
 #[derive(Clone)]
-struct AppState {
+struct AppState(Arc<Shared>);
+
+struct Shared {
     app: App,
     queue: EventQueue,
     metrics: Arc<Metrics>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 /// The 43-byte transparent 1×1 GIF.
@@ -114,11 +129,11 @@ const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; \
 pub fn router(app: App, queue: EventQueue, metrics: Arc<Metrics>) -> Router {
     let max_body = app.settings.max_body_bytes;
     let timeout = app.settings.request_timeout;
-    let state = AppState {
+    let state = AppState(Arc::new(Shared {
         app,
         queue,
         metrics,
-    };
+    }));
     let h = |name: &'static str, value: &'static str| {
         SetResponseHeaderLayer::overriding(
             HeaderName::from_static(name),
@@ -358,10 +373,14 @@ fn forwarded_client(trusted: &[ipnet::IpNet], peer: SocketAddr, headers: &Header
 }
 
 fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.chars().take(512).collect())
+    headers.get(name).and_then(|v| v.to_str().ok()).map(|v| {
+        // At most 512 characters; a value of at most 512 bytes has no more.
+        if v.len() <= 512 {
+            v.to_owned()
+        } else {
+            v.chars().take(512).collect()
+        }
+    })
 }
 
 fn prefs_href(s: &AppState, contact_id: i64) -> String {
@@ -584,9 +603,8 @@ async fn form_fields(s: &AppState, req: Request) -> Result<Vec<(String, String)>
 async fn open(
     State(s): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    method: Method,
-    headers: HeaderMap,
     Path(file): Path<String>,
+    req: Request,
 ) -> Result<Response, TrackError> {
     let token = file.strip_suffix(".gif").ok_or(TrackError::NotFound)?;
     let now = s.app.clock.now();
@@ -595,18 +613,7 @@ async fn open(
         return Err(TrackError::NotFound);
     };
     s.queue
-        .push(Hit {
-            kind: HitKind::Open,
-            send_id,
-            link: None,
-            at: now,
-            head: method == Method::HEAD,
-            ip: Some(client_ip(&s, peer, &headers)),
-            user_agent: header_text(&headers, "user-agent"),
-            purpose: header_text(&headers, "sec-purpose")
-                .or_else(|| header_text(&headers, "purpose")),
-            do_not_track: tracking::do_not_track(&headers),
-        })
+        .push(hit(&s, HitKind::Open, send_id, None, now, peer, &req))
         .await;
     Ok((
         StatusCode::OK,
@@ -623,18 +630,45 @@ async fn open(
         .into_response())
 }
 
+/// A pixel or redirect request as the event writer takes it, read from
+/// the request's headers where they are (the handlers take the request
+/// itself: a `HeaderMap` argument is a copy of every header, per hit).
+fn hit(
+    s: &AppState,
+    kind: HitKind,
+    send_id: i64,
+    link: Option<(u16, String)>,
+    at: crate::domain::time::Millis,
+    peer: SocketAddr,
+    req: &Request,
+) -> Hit {
+    let headers = req.headers();
+    Hit {
+        kind,
+        send_id,
+        link,
+        at,
+        head: req.method() == Method::HEAD,
+        ip: Some(client_ip(s, peer, headers)),
+        user_agent: header_text(headers, "user-agent"),
+        purpose: header_text(headers, "sec-purpose").or_else(|| header_text(headers, "purpose")),
+        do_not_track: tracking::do_not_track(headers),
+    }
+}
+
 /// GET /c/{token}?u=URL: 302 to URL only when the token's MAC covers that
 /// exact URL (so only links cartero put in that message) and it is http(s).
 /// Anything else is a 400 or 404, never a redirect.
 async fn click(
     State(s): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    method: Method,
-    headers: HeaderMap,
     Path(token): Path<String>,
-    RawQuery(query): RawQuery,
+    req: Request,
 ) -> Result<Response, TrackError> {
-    let query = query.ok_or(TrackError::BadRequest("the link has no target"))?;
+    let query = req
+        .uri()
+        .query()
+        .ok_or(TrackError::BadRequest("the link has no target"))?;
     let mut pairs = form_urlencoded::parse(query.as_bytes());
     let (Some((k, url)), None) = (pairs.next(), pairs.next()) else {
         return Err(TrackError::BadRequest(
@@ -652,19 +686,9 @@ async fn click(
         return Err(TrackError::NotFound);
     }
     let location = HeaderValue::from_str(target.as_str()).map_err(|_| TrackError::NotFound)?;
+    let link = Some((link, url.into_owned()));
     s.queue
-        .push(Hit {
-            kind: HitKind::Click,
-            send_id,
-            link: Some((link, url.into_owned())),
-            at: now,
-            head: method == Method::HEAD,
-            ip: Some(client_ip(&s, peer, &headers)),
-            user_agent: header_text(&headers, "user-agent"),
-            purpose: header_text(&headers, "sec-purpose")
-                .or_else(|| header_text(&headers, "purpose")),
-            do_not_track: tracking::do_not_track(&headers),
-        })
+        .push(hit(&s, HitKind::Click, send_id, link, now, peer, &req))
         .await;
     Ok((
         StatusCode::FOUND,

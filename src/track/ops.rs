@@ -123,11 +123,9 @@ fn label(v: &str) -> String {
 
 /// The route pattern a request matched; `other` for the fallback (a path
 /// that matches nothing is the client's text, so it is never a label).
-fn route_of(req: &Request) -> String {
-    req.extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_string())
-        .unwrap_or_else(|| "other".into())
+fn route_of(req: &Request) -> Option<MatchedPath> {
+    // A clone of the pattern's `Arc<str>`, not a new string per request.
+    req.extensions().get::<MatchedPath>().cloned()
 }
 
 /// Middleware: times each request, counts it by route and status, and logs
@@ -137,13 +135,12 @@ fn route_of(req: &Request) -> String {
 pub(super) async fn observe(State(s): State<AppState>, req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = req.method().clone();
-    let route = route_of(&req);
+    let matched = route_of(&req);
+    let route = matched.as_ref().map_or("other", |m| m.as_str());
     let res = next.run(req).await;
     let elapsed = start.elapsed();
     let status = res.status().as_u16();
-    s.metrics
-        .http
-        .observe(&route, status, elapsed.as_secs_f64());
+    s.metrics.http.observe(route, status, elapsed.as_secs_f64());
     tracing::info!(
         target: "cartero::http",
         "{method} {route} {status} {:.3}ms",
@@ -203,7 +200,7 @@ pub(super) async fn readyz(State(s): State<AppState>) -> Response {
 
 /// Every counter of [`super::Metrics`] for `/metrics`: (name, help, value),
 /// the one table the exposition is written from.
-fn counters(m: &super::Metrics) -> [(&'static str, &'static str, u64); 18] {
+fn counters(m: &super::Metrics) -> [(&'static str, &'static str, u64); 19] {
     let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
     [
         (
@@ -215,6 +212,11 @@ fn counters(m: &super::Metrics) -> [(&'static str, &'static str, u64); 18] {
             "cartero_events_written_total",
             "Opens and clicks written to the database.",
             get(&m.events_written),
+        ),
+        (
+            "cartero_event_batches_total",
+            "Transactions the event writer committed (events written / batches: the batch size).",
+            get(&m.event_batches),
         ),
         (
             "cartero_events_waited_total",
