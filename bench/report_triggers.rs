@@ -114,6 +114,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 occurred_at: t0 + i as i64 * 100,
                 data,
                 engaged: class == "human",
+                machine: matches!(class, "prefetch" | "scanner"),
+                url: click.then(|| format!("https://shop.example/p{}", i % 5)),
             }
         })
         .collect();
