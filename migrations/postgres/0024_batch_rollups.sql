@@ -94,3 +94,12 @@ BEGIN
     RETURN NULL;
 END;
 $$ LANGUAGE plpgsql;
+
+-- Unused on PostgreSQL (its rollup trigger is per statement, so the serve
+-- writer never defers it); kept so both backends have the same tables
+-- (tests/import.rs compares them), as SQLite's 0024 creates it.
+CREATE TABLE report_batch (
+    id       INTEGER PRIMARY KEY CHECK (id = 1),
+    deferred INTEGER NOT NULL CHECK (deferred IN (0, 1))
+);
+INSERT INTO report_batch (id, deferred) VALUES (1, 0);

@@ -12,7 +12,8 @@
 -- (SQLite has one writer at a time, so no other writer ever sees it set,
 -- and a rollback clears it too). Same body as 0015 otherwise.
 --
--- PostgreSQL's trigger is already per statement: its 0024 is a no-op.
+-- PostgreSQL's trigger is already per statement: its 0024 has the table
+-- only (unused), and a lock against double-counted unique sends.
 
 CREATE TABLE report_batch (
     id       INTEGER PRIMARY KEY CHECK (id = 1),
