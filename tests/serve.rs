@@ -6,7 +6,7 @@ mod common;
 
 use common::db::TestDb;
 use common::project::{Project, SECRET};
-use common::serve::{PUBLIC_BASE, Served, client, outbox};
+use common::serve::{PUBLIC_BASE, Served, client, event_rollups, outbox};
 
 use cartero::domain::token::{self, Purpose};
 
@@ -665,6 +665,32 @@ async fn hostile_requests_are_bounded_and_every_answer_carries_the_security_head
     }
 }
 
+/// Serves `p`, fetches `pixel` `n` times at once (each answered 200), stops
+/// the server (its writer drains) and returns its counters.
+async fn pixel_burst(
+    p: &Project,
+    db: &TestDb,
+    pixel: &str,
+    n: usize,
+) -> std::sync::Arc<cartero::track::Metrics> {
+    let s = Served::start(p, db).await;
+    let http = client();
+    let url = s.url(pixel);
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let (http, url) = (http.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            http.get(url).send().await.unwrap().status()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    let metrics = s.metrics.clone();
+    s.stop().await;
+    metrics
+}
+
 #[tokio::test]
 async fn a_full_queue_answers_normally_and_counts_what_it_dropped() {
     for db in TestDb::all().await {
@@ -675,21 +701,7 @@ async fn a_full_queue_answers_normally_and_counts_what_it_dropped() {
         .await;
         let mail = outbox(&p);
         let pixel = mail["ana@example.com"].urls(&format!("{PUBLIC_BASE}/o/"))[0].clone();
-        let s = Served::start(&p, &db).await;
-        let http = client();
-        let url = s.url(&pixel);
-        let mut tasks = Vec::new();
-        for _ in 0..200 {
-            let (http, url) = (http.clone(), url.clone());
-            tasks.push(tokio::spawn(async move {
-                http.get(url).send().await.unwrap().status()
-            }));
-        }
-        for t in tasks {
-            assert_eq!(t.await.unwrap(), 200);
-        }
-        let metrics = s.metrics.clone();
-        s.stop().await;
+        let metrics = pixel_burst(&p, &db, &pixel, 200).await;
         use std::sync::atomic::Ordering::Relaxed;
         let written = metrics.events_written.load(Relaxed);
         let dropped = metrics.events_dropped.load(Relaxed);
@@ -713,21 +725,7 @@ async fn a_full_queue_slows_a_burst_down_and_loses_nothing() {
         let p = sent_project(&db, "queue_capacity = 1\nbatch_size = 1\n").await;
         let mail = outbox(&p);
         let pixel = mail["ana@example.com"].urls(&format!("{PUBLIC_BASE}/o/"))[0].clone();
-        let s = Served::start(&p, &db).await;
-        let http = client();
-        let url = s.url(&pixel);
-        let mut tasks = Vec::new();
-        for _ in 0..200 {
-            let (http, url) = (http.clone(), url.clone());
-            tasks.push(tokio::spawn(async move {
-                http.get(url).send().await.unwrap().status()
-            }));
-        }
-        for t in tasks {
-            assert_eq!(t.await.unwrap(), 200);
-        }
-        let metrics = s.metrics.clone();
-        s.stop().await;
+        let metrics = pixel_burst(&p, &db, &pixel, 200).await;
         use std::sync::atomic::Ordering::Relaxed;
         assert_eq!(
             metrics.events_dropped.load(Relaxed),
@@ -746,53 +744,6 @@ async fn a_full_queue_slows_a_burst_down_and_loses_nothing() {
             db.backend()
         );
     }
-}
-
-/// The rollups of `events` (hours, unique sends, links), every row and
-/// count, zero counts left out.
-async fn event_rollups(db: &TestDb) -> Vec<String> {
-    let mut out = Vec::new();
-    for (t, cols, count) in [
-        // Kind `sent` is the sends' (and this test moves their time).
-        (
-            "report_hourly",
-            "campaign_id, kind, machine, hour_at, events",
-            "kind <> 'sent' AND events",
-        ),
-        (
-            "report_uniques",
-            "campaign_id, kind, machine, sends",
-            "sends",
-        ),
-        (
-            "report_link_totals",
-            "campaign_id, url, machine, sends, events",
-            "events",
-        ),
-        (
-            "report_sends",
-            "send_id, kind, machine, campaign_id, first_at, events",
-            "events",
-        ),
-        (
-            "report_links",
-            "campaign_id, url, machine, send_id, events",
-            "events",
-        ),
-    ] {
-        let row = cols
-            .split(", ")
-            .map(|c| format!("CAST({c} AS TEXT)"))
-            .collect::<Vec<_>>()
-            .join(" || '|' || ");
-        let sql = format!("SELECT {row} FROM {t} WHERE {count} <> 0");
-        let rows: Vec<String> = cartero::dispatch!(&db.store, pool => {
-            sqlx::query_scalar(&sql).fetch_all(pool).await.unwrap()
-        });
-        out.extend(rows.into_iter().map(|r| format!("{t}: {r}")));
-    }
-    out.sort();
-    out
 }
 
 /// The writer keeps the report rollups of the hits it stores (on SQLite

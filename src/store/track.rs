@@ -269,10 +269,11 @@ pub async fn insert_hits(tx: &mut Tx, hits: &[NewHit]) -> Result<()> {
     Ok(())
 }
 
-/// Flags as a scanner's the clicks of `send_id` between `from` and `to`
-/// (milliseconds, inclusive) still classified human: a burst over several
-/// links found after some of them were written. Their `data` gets the class
-/// and the rule; nothing else changes.
+/// Relabels the human clicks of `send_id` between `from` and `to` as a
+/// scanner's (`rule` names the burst that gave it away), and moves them in
+/// the rollups from human to machine, so the report keeps agreeing with the
+/// rows (`report rebuild` reads the class from the rows). Returns how many
+/// clicks it relabelled.
 pub async fn flag_click_burst(
     tx: &mut Tx,
     send_id: i64,
@@ -280,33 +281,226 @@ pub async fn flag_click_burst(
     to: Millis,
     rule: &str,
 ) -> Result<u64> {
-    let n = match tx {
-        Tx::Postgres(t) => sqlx::query(
+    // PostgreSQL: the rollup trigger's lock (migration 0024) first, before
+    // any row lock, so that the send's clicks read for the rollups include
+    // every batch rolled up before and none rolls up in between, and so
+    // that a writer holding the lock (its own inserts) never waits on a
+    // click this transaction relabels while this one waits on the lock.
+    if let Tx::Postgres(t) = tx {
+        sqlx::query("SELECT pg_advisory_xact_lock(32210658811801715)")
+            .execute(&mut **t)
+            .await?;
+    }
+    let flagged: Vec<(i64, Option<i64>, Millis)> = match tx {
+        Tx::Postgres(t) => sqlx::query_as(
             "UPDATE events SET data = (data::jsonb || jsonb_build_object('class', 'scanner', 'rule', $4::text))::text \
              WHERE send_id = $1 AND kind = 'click' AND occurred_at BETWEEN $2 AND $3 \
-             AND data::jsonb ->> 'class' = 'human'",
+             AND data::jsonb ->> 'class' = 'human' RETURNING id, campaign_id, occurred_at",
         )
         .bind(send_id)
         .bind(from)
         .bind(to)
         .bind(rule)
-        .execute(&mut **t)
-        .await?
-        .rows_affected(),
-        Tx::Sqlite(t) => sqlx::query(
+        .fetch_all(&mut **t)
+        .await?,
+        Tx::Sqlite(t) => sqlx::query_as(
             "UPDATE events SET data = json_set(data, '$.class', 'scanner', '$.rule', ?4) \
              WHERE send_id = ?1 AND kind = 'click' AND occurred_at BETWEEN ?2 AND ?3 \
-             AND json_extract(data, '$.class') = 'human'",
+             AND json_extract(data, '$.class') = 'human' RETURNING id, campaign_id, occurred_at",
         )
         .bind(send_id)
         .bind(from)
         .bind(to)
         .bind(rule)
-        .execute(&mut **t)
-        .await?
-        .rows_affected(),
+        .fetch_all(&mut **t)
+        .await?,
     };
-    Ok(n)
+    // Clicks without a campaign are in no rollup.
+    if let Some(campaign_id) = flagged.iter().find_map(|f| f.1) {
+        let hours: Vec<Millis> = flagged
+            .iter()
+            .filter(|f| f.1.is_some())
+            .map(|f| f.2 / 3_600_000 * 3_600_000)
+            .collect();
+        reclassify_click_rollups(tx, campaign_id, send_id, &hours).await?;
+    }
+    Ok(flagged.len() as u64)
+}
+
+/// The click rollups of one send after some of its clicks changed class
+/// (human to machine): `hours` (one per relabelled click) move from machine
+/// 0 to 1 in `report_hourly`; the send's `report_sends` and `report_links`
+/// rows are recomputed from its click rows, and `report_uniques` and
+/// `report_link_totals` follow each row that appears or disappears.
+async fn reclassify_click_rollups(
+    tx: &mut Tx,
+    campaign_id: i64,
+    send_id: i64,
+    hours: &[Millis],
+) -> Result<()> {
+    use std::collections::BTreeMap;
+    let (class, url) = match tx {
+        Tx::Sqlite(_) => (
+            "CASE WHEN json_valid(data) THEN json_extract(data, '$.class') END",
+            "CASE WHEN json_valid(data) THEN json_extract(data, '$.url') END",
+        ),
+        Tx::Postgres(_) => (
+            "report_json_text(data, 'class')",
+            "report_json_text(data, 'url')",
+        ),
+    };
+    let mut per_hour: BTreeMap<Millis, i64> = BTreeMap::new();
+    for h in hours {
+        *per_hour.entry(*h).or_default() += 1;
+    }
+    // What the send's clicks are now, per class and link.
+    let sql = format!(
+        "SELECT CAST(CASE WHEN {class} IN ('prefetch', 'scanner') THEN 1 ELSE 0 END AS BIGINT) AS m, {url} AS url, \
+         COUNT(*) AS n, MIN(occurred_at) AS first_at FROM events \
+         WHERE send_id = $1 AND kind = 'click' GROUP BY 1, 2"
+    );
+    let now_rows: Vec<(i64, Option<String>, i64, Millis)> = dispatch_tx!(tx, conn => {
+        sqlx::query_as(&sql).bind(send_id).fetch_all(&mut *conn).await?
+    });
+    let mut sends_now: BTreeMap<i64, (i64, Millis)> = BTreeMap::new();
+    let mut links_now: BTreeMap<(String, i64), i64> = BTreeMap::new();
+    for (m, u, n, first) in &now_rows {
+        let e = sends_now.entry(*m).or_insert((0, *first));
+        e.0 += n;
+        e.1 = e.1.min(*first);
+        if let Some(u) = u {
+            *links_now.entry((u.clone(), *m)).or_default() += n;
+        }
+    }
+    dispatch_tx!(tx, conn => {
+        for (hour, k) in &per_hour {
+            for (machine, delta) in [(0_i32, -k), (1, *k)] {
+                sqlx::query(
+                    "INSERT INTO report_hourly AS t (campaign_id, kind, machine, hour_at, events) \
+                     VALUES ($1, 'click', $2, $3, $4) \
+                     ON CONFLICT (campaign_id, kind, machine, hour_at) DO UPDATE SET events = t.events + excluded.events",
+                )
+                .bind(campaign_id)
+                .bind(machine)
+                .bind(hour)
+                .bind(delta)
+                .execute(&mut *conn)
+                .await?;
+            }
+        }
+        let before: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT CAST(machine AS BIGINT), events FROM report_sends WHERE send_id = $1 AND kind = 'click' \
+             AND machine IN (0, 1)",
+        )
+        .bind(send_id)
+        .fetch_all(&mut *conn)
+        .await?;
+        let before: BTreeMap<i64, i64> = before.into_iter().collect();
+        for m in [0_i64, 1] {
+            let unique_delta = match (before.get(&m), sends_now.get(&m)) {
+                (Some(_), None) => {
+                    sqlx::query("DELETE FROM report_sends WHERE send_id = $1 AND kind = 'click' AND machine = $2")
+                        .bind(send_id)
+                        .bind(m as i32)
+                        .execute(&mut *conn)
+                        .await?;
+                    -1
+                }
+                (was, Some((n, first))) => {
+                    sqlx::query(
+                        "INSERT INTO report_sends AS t (send_id, kind, machine, campaign_id, first_at, events) \
+                         VALUES ($1, 'click', $2, $3, $4, $5) ON CONFLICT (send_id, kind, machine) \
+                         DO UPDATE SET events = excluded.events, first_at = excluded.first_at",
+                    )
+                    .bind(send_id)
+                    .bind(m as i32)
+                    .bind(campaign_id)
+                    .bind(first)
+                    .bind(n)
+                    .execute(&mut *conn)
+                    .await?;
+                    if was.is_none() { 1 } else { 0 }
+                }
+                (None, None) => 0,
+            };
+            if unique_delta != 0 {
+                sqlx::query(
+                    "INSERT INTO report_uniques AS t (campaign_id, kind, machine, sends) VALUES ($1, 'click', $2, $3) \
+                     ON CONFLICT (campaign_id, kind, machine) DO UPDATE SET sends = t.sends + excluded.sends",
+                )
+                .bind(campaign_id)
+                .bind(m as i32)
+                .bind(unique_delta)
+                .execute(&mut *conn)
+                .await?;
+            }
+        }
+        let links_before: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT url, CAST(machine AS BIGINT), events FROM report_links WHERE campaign_id = $1 AND send_id = $2",
+        )
+        .bind(campaign_id)
+        .bind(send_id)
+        .fetch_all(&mut *conn)
+        .await?;
+        let links_before: BTreeMap<(String, i64), i64> = links_before
+            .into_iter()
+            .map(|(u, m, n)| ((u, m), n))
+            .collect();
+        let keys: std::collections::BTreeSet<&(String, i64)> =
+            links_before.keys().chain(links_now.keys()).collect();
+        for key in keys {
+            let (was, now) = (links_before.get(key).copied(), links_now.get(key).copied());
+            if was == now {
+                continue;
+            }
+            let (url, m) = (&key.0, key.1);
+            match now {
+                None => {
+                    sqlx::query(
+                        "DELETE FROM report_links WHERE campaign_id = $1 AND url = $2 AND machine = $3 AND send_id = $4",
+                    )
+                    .bind(campaign_id)
+                    .bind(url)
+                    .bind(m as i32)
+                    .bind(send_id)
+                    .execute(&mut *conn)
+                    .await?;
+                }
+                Some(n) => {
+                    sqlx::query(
+                        "INSERT INTO report_links AS t (campaign_id, url, machine, send_id, events) \
+                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (campaign_id, url, machine, send_id) \
+                         DO UPDATE SET events = excluded.events",
+                    )
+                    .bind(campaign_id)
+                    .bind(url)
+                    .bind(m as i32)
+                    .bind(send_id)
+                    .bind(n)
+                    .execute(&mut *conn)
+                    .await?;
+                }
+            }
+            let sends_delta: i64 = match (was, now) {
+                (None, Some(_)) => 1,
+                (Some(_), None) => -1,
+                _ => 0,
+            };
+            sqlx::query(
+                "INSERT INTO report_link_totals AS t (campaign_id, url, machine, sends, events) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (campaign_id, url, machine) \
+                 DO UPDATE SET sends = t.sends + excluded.sends, events = t.events + excluded.events",
+            )
+            .bind(campaign_id)
+            .bind(url)
+            .bind(m as i32)
+            .bind(sends_delta)
+            .bind(now.unwrap_or(0) - was.unwrap_or(0))
+            .execute(&mut *conn)
+            .await?;
+        }
+    });
+    Ok(())
 }
 
 /// Rollups of the batch the serve writer is about to store are its own to

@@ -312,11 +312,14 @@ async fn write(
     // The batch's report rollups are written once, below, not per row.
     track::defer_rollups(&mut tx).await?;
     track::insert_hits(&mut tx, &batch.rows).await?;
+    crate::store::tracking::insert_aggregate(&mut tx, &aggregate).await?;
+    track::write_rollups(&mut tx, &batch.rows, &aggregate).await?;
+    // After the batch's own rollups: relabelling a click moves it in the
+    // rollups, which must hold it already (on SQLite the batch's rows are
+    // rolled up just above, not by a trigger).
     for (send, from, to) in &batch.bursts {
         track::flag_click_burst(&mut tx, *send, *from, *to, machine::LINKS_AT_ONCE_RULE).await?;
     }
-    crate::store::tracking::insert_aggregate(&mut tx, &aggregate).await?;
-    track::write_rollups(&mut tx, &batch.rows, &aggregate).await?;
     tx.commit().await?;
     // The batch is stored: a failure here must not make the caller write
     // it again, so it is only logged (the clicks stay, classified human).

@@ -150,3 +150,50 @@ pub async fn wait_for_files(dir: &std::path::Path, n: usize) -> Vec<std::path::P
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
 }
+
+/// The rollups of `events` (hours, unique sends, links), every row and
+/// count, zero counts left out.
+pub async fn event_rollups(db: &TestDb) -> Vec<String> {
+    let mut out = Vec::new();
+    for (t, cols, count) in [
+        // Kind `sent` is the sends' (and this test moves their time).
+        (
+            "report_hourly",
+            "campaign_id, kind, machine, hour_at, events",
+            "kind <> 'sent' AND events",
+        ),
+        (
+            "report_uniques",
+            "campaign_id, kind, machine, sends",
+            "sends",
+        ),
+        (
+            "report_link_totals",
+            "campaign_id, url, machine, sends, events",
+            "events",
+        ),
+        (
+            "report_sends",
+            "send_id, kind, machine, campaign_id, first_at, events",
+            "events",
+        ),
+        (
+            "report_links",
+            "campaign_id, url, machine, send_id, events",
+            "events",
+        ),
+    ] {
+        let row = cols
+            .split(", ")
+            .map(|c| format!("CAST({c} AS TEXT)"))
+            .collect::<Vec<_>>()
+            .join(" || '|' || ");
+        let sql = format!("SELECT {row} FROM {t} WHERE {count} <> 0");
+        let rows: Vec<String> = cartero::dispatch!(&db.store, pool => {
+            sqlx::query_scalar(&sql).fetch_all(pool).await.unwrap()
+        });
+        out.extend(rows.into_iter().map(|r| format!("{t}: {r}")));
+    }
+    out.sort();
+    out
+}
