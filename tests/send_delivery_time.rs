@@ -31,16 +31,7 @@ async fn due_of(db: &TestDb, email: &str) -> (String, Option<i64>) {
 }
 
 fn send(p: &Project, file: &str) -> serde_json::Value {
-    let out = p.run(&[
-        "campaign",
-        "send",
-        &format!("campaigns/{file}"),
-        "--no-wait",
-        "--format",
-        "json",
-    ]);
-    assert!(out.status.success(), "{file}: {}", stderr(&out));
-    serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["tally"].clone()
+    p.send_tally(&format!("campaigns/{file}"), &["--no-wait"])
 }
 
 #[tokio::test(flavor = "multi_thread")]

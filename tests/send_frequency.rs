@@ -19,18 +19,8 @@ fn campaign(p: &Project, file: &str, name: &str, extra: &str) {
     );
 }
 
-/// `campaign send FILE --format json`: its tally.
 fn send(p: &Project, file: &str) -> serde_json::Value {
-    let out = p.run(&[
-        "campaign",
-        "send",
-        &format!("campaigns/{file}"),
-        "--format",
-        "json",
-    ]);
-    assert!(out.status.success(), "{file}: {}", stderr(&out));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["tally"].clone()
+    p.send_tally(&format!("campaigns/{file}"), &[])
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -27,9 +27,7 @@ fn config(p: &Project, start: &str) {
 }
 
 fn send(p: &Project, file: &str) -> serde_json::Value {
-    let out = p.run(&["campaign", "send", file, "--no-wait", "--format", "json"]);
-    assert!(out.status.success(), "{file}: {}", stderr(&out));
-    serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["tally"].clone()
+    p.send_tally(file, &["--no-wait"])
 }
 
 #[tokio::test(flavor = "multi_thread")]

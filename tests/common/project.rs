@@ -83,6 +83,18 @@ impl Project {
         self.command(args).output().expect("run cartero")
     }
 
+    /// `campaign send FILE ... --format json` (with `args` before the
+    /// format), asserting success: the report's `tally`.
+    pub fn send_tally(&self, file: &str, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["campaign", "send", file];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--format", "json"]);
+        let out = self.run(&all);
+        assert!(out.status.success(), "{file}: {}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+        v["tally"].clone()
+    }
+
     /// Runs and asserts success, returning stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
