@@ -20,18 +20,11 @@ pub const TABLES: [&str; 7] = [
 ];
 
 fn statements(backend: Backend) -> Vec<String> {
-    let (machine, url, reason) = match backend {
-        Backend::Sqlite => (
-            "CASE WHEN json_valid(data) AND json_extract(data, '$.class') IN ('prefetch', 'scanner') THEN 1 ELSE 0 END",
-            "CASE WHEN json_valid(data) AND json_type(data, '$.url') = 'text' THEN json_extract(data, '$.url') END",
-            "CASE WHEN json_valid(data) AND json_type(data, '$.reason') = 'text' THEN json_extract(data, '$.reason') END",
-        ),
-        Backend::Postgres => (
-            "CASE WHEN report_json_text(data, 'class') IN ('prefetch', 'scanner') THEN 1 ELSE 0 END",
-            "report_json_text(data, 'url')",
-            "report_json_text(data, 'reason')",
-        ),
-    };
+    let crate::store::track::EventSql {
+        machine,
+        url,
+        reason,
+    } = crate::store::track::event_sql(backend);
     let mut out: Vec<String> = TABLES.iter().map(|t| format!("DELETE FROM {t}")).collect();
     out.extend([
         format!(

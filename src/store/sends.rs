@@ -764,10 +764,7 @@ pub async fn best_hours(store: &Store, ids: &[i64]) -> Result<HashMap<i64, u32>>
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
-    let class = match store {
-        Store::Sqlite(_) => "CASE WHEN json_valid(data) THEN json_extract(data, '$.class') END",
-        Store::Postgres(_) => "report_json_text(data, 'class')",
-    };
+    let machine = super::track::event_sql(store.backend()).machine;
     let rows: Vec<(i64, i64, i64)> = dispatch!(store, pool => {
         let mut qb = QueryBuilder::new(
             "SELECT contact_id, (occurred_at / 3600000) % 24 AS h, COUNT(*) AS n FROM events \
@@ -778,7 +775,7 @@ pub async fn best_hours(store: &Store, ids: &[i64]) -> Result<HashMap<i64, u32>>
             sep.push_bind(*id);
         }
         qb.push(format!(
-            ") AND kind IN ('open', 'click') AND COALESCE({class}, '') NOT IN ('prefetch', 'scanner') \
+            ") AND kind IN ('open', 'click') AND {machine} = 0 \
              GROUP BY 1, 2"
         ));
         qb.build_query_as().fetch_all(pool).await?

@@ -8,6 +8,36 @@ use super::{Result, Store, Tx};
 use crate::domain::time::Millis;
 use crate::{dispatch, dispatch_tx};
 
+/// SQL expressions over `events.data` that the rollups are defined by, per
+/// backend: `machine` (1 for a prefetcher's or a scanner's hit, else 0),
+/// `url` (a click's target) and `reason` (a bounce's). `report rebuild`,
+/// the reclassification of a click burst and the send-time history all read
+/// events through these, so they agree with each other and with the
+/// triggers. Data that is not a JSON object reads as human, no URL, no
+/// reason.
+pub struct EventSql {
+    pub machine: &'static str,
+    pub url: &'static str,
+    pub reason: &'static str,
+}
+
+pub fn event_sql(backend: super::Backend) -> EventSql {
+    match backend {
+        super::Backend::Sqlite => EventSql {
+            machine: "CASE WHEN json_valid(data) AND json_extract(data, '$.class') IN ('prefetch', 'scanner') \
+                      THEN 1 ELSE 0 END",
+            url: "CASE WHEN json_valid(data) AND json_type(data, '$.url') = 'text' THEN json_extract(data, '$.url') END",
+            reason: "CASE WHEN json_valid(data) AND json_type(data, '$.reason') = 'text' \
+                     THEN json_extract(data, '$.reason') END",
+        },
+        super::Backend::Postgres => EventSql {
+            machine: "CASE WHEN report_json_text(data, 'class') IN ('prefetch', 'scanner') THEN 1 ELSE 0 END",
+            url: "report_json_text(data, 'url')",
+            reason: "report_json_text(data, 'reason')",
+        },
+    }
+}
+
 /// A send as the tracking endpoints need it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendContext {
@@ -339,23 +369,17 @@ async fn reclassify_click_rollups(
     hours: &[Millis],
 ) -> Result<()> {
     use std::collections::BTreeMap;
-    let (class, url) = match tx {
-        Tx::Sqlite(_) => (
-            "CASE WHEN json_valid(data) THEN json_extract(data, '$.class') END",
-            "CASE WHEN json_valid(data) THEN json_extract(data, '$.url') END",
-        ),
-        Tx::Postgres(_) => (
-            "report_json_text(data, 'class')",
-            "report_json_text(data, 'url')",
-        ),
-    };
+    let EventSql { machine, url, .. } = event_sql(match tx {
+        Tx::Sqlite(_) => super::Backend::Sqlite,
+        Tx::Postgres(_) => super::Backend::Postgres,
+    });
     let mut per_hour: BTreeMap<Millis, i64> = BTreeMap::new();
     for h in hours {
         *per_hour.entry(*h).or_default() += 1;
     }
     // What the send's clicks are now, per class and link.
     let sql = format!(
-        "SELECT CAST(CASE WHEN {class} IN ('prefetch', 'scanner') THEN 1 ELSE 0 END AS BIGINT) AS m, {url} AS url, \
+        "SELECT CAST({machine} AS BIGINT) AS m, {url} AS url, \
          COUNT(*) AS n, MIN(occurred_at) AS first_at FROM events \
          WHERE send_id = $1 AND kind = 'click' GROUP BY 1, 2"
     );
